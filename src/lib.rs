@@ -1,0 +1,16 @@
+//! mcp-relay: a reverse proxy for MCP Streamable HTTP whose SSE streams survive dropped
+//! connections. See `ARCHITECTURE.md` for the map.
+//!
+//! - [`proxy`]: the axum data plane.
+//! - [`control`]: the tonic control plane.
+//! - [`session`]: the SessionManager both planes share, EventTrackers, the PersistenceWorker and
+//!   the SessionStore behind it.
+//! - [`sse`]: SSE framing.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod proxy;
+pub mod session;
+pub mod sse;

@@ -1,0 +1,263 @@
+//! The two MCP protocol generations and how a request reveals its own (PROTOCOL.md): the
+//! `MCP-Protocol-Version` header, else the body (`initialize`, or the 2026-07-28
+//! `params._meta["io.modelcontextprotocol/protocolVersion"]`), else the spec's fallback of
+//! 2025-03-26. Also reads what the proxy needs from a JSON-RPC body without re-serializing it.
+
+use std::borrow::Cow;
+
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use http::HeaderMap;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::headers::{MCP_METHOD, MCP_NAME};
+
+/// The first protocol version of the modern (stateless) era.
+pub const MODERN_MIN_VERSION: &str = "2026-07-28";
+/// The version a server assumes when nothing else tells (2025-06-18 `basic/transports`).
+pub const ASSUMED_LEGACY_VERSION: &str = "2025-03-26";
+/// The `_meta` key that carries the protocol version of a 2026-07-28 request.
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// An MCP protocol generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Era {
+    /// 2025-03-26, 2025-06-18, 2025-11-25: `initialize`, sessions, resumable streams.
+    Legacy,
+    /// 2026-07-28 and later: stateless, mirrored headers, close-is-cancel streams.
+    Modern,
+}
+
+impl Era {
+    /// The era of a protocol version string. Versions are ISO dates, so they order as text;
+    /// anything that is not a date is treated as legacy and left to the upstream to judge.
+    pub fn of_version(version: &str) -> Self {
+        let is_date = version.len() == 10
+            && version.bytes().enumerate().all(|(i, b)| {
+                if i == 4 || i == 7 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            });
+        if is_date && version >= MODERN_MIN_VERSION {
+            Self::Modern
+        } else {
+            Self::Legacy
+        }
+    }
+
+    /// `legacy` or `modern`, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Legacy => "legacy",
+            Self::Modern => "modern",
+        }
+    }
+}
+
+/// What the proxy reads from a POST body: one JSON-RPC message, or a batch (2025-03-26 only).
+#[derive(Debug, Default)]
+pub struct MessagePeek {
+    /// `method` of a request or notification; `None` for a response or a batch.
+    pub method: Option<String>,
+    /// `id` of a request, as its raw JSON text.
+    pub id: Option<Box<RawValue>>,
+    /// `params.protocolVersion` of an `initialize` request.
+    pub initialize_version: Option<String>,
+    /// `params._meta["io.modelcontextprotocol/protocolVersion"]` of a 2026-07-28 request.
+    pub meta_version: Option<String>,
+    /// `params.name` (tools/call, prompts/get) or `params.uri` (resources/read).
+    pub name: Option<String>,
+    /// The body is a JSON array (a batch).
+    pub batch: bool,
+}
+
+#[derive(Deserialize)]
+struct RawMessage<'a> {
+    #[serde(borrow)]
+    method: Option<Cow<'a, str>>,
+    id: Option<Box<RawValue>>,
+    #[serde(borrow)]
+    params: Option<RawParams<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawParams<'a> {
+    #[serde(rename = "protocolVersion", borrow)]
+    protocol_version: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    uri: Option<Cow<'a, str>>,
+    #[serde(rename = "_meta", borrow)]
+    meta: Option<RawMeta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawMeta<'a> {
+    #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow)]
+    protocol_version: Option<Cow<'a, str>>,
+}
+
+/// Reads a POST body. Errors when it is not a JSON object or array (or not JSON at all).
+/// Fields of unexpected types (a numeric `method`, say) are the upstream's to judge: they read
+/// as absent here.
+pub fn peek_message(body: &[u8]) -> Result<MessagePeek, serde_json::Error> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        serde_json::from_slice::<Vec<&RawValue>>(body)?;
+        return Ok(MessagePeek {
+            batch: true,
+            ..MessagePeek::default()
+        });
+    }
+    let value: &RawValue = serde_json::from_slice(body)?;
+    if !value.get().starts_with('{') {
+        return Err(serde::de::Error::custom(
+            "a JSON-RPC message must be an object",
+        ));
+    }
+    let Ok(msg) = serde_json::from_str::<RawMessage>(value.get()) else {
+        return Ok(MessagePeek::default());
+    };
+    let params = msg.params;
+    let method = msg.method.map(Cow::into_owned);
+    let (initialize_version, meta_version, name) = match params {
+        Some(p) => (
+            p.protocol_version
+                .filter(|_| method.as_deref() == Some("initialize"))
+                .map(Cow::into_owned),
+            p.meta.and_then(|m| m.protocol_version).map(Cow::into_owned),
+            p.name.or(p.uri).map(Cow::into_owned),
+        ),
+        None => (None, None, None),
+    };
+    Ok(MessagePeek {
+        method,
+        id: msg.id,
+        initialize_version,
+        meta_version,
+        name,
+        batch: false,
+    })
+}
+
+/// The era and protocol version of a request. `header_version` is `MCP-Protocol-Version`.
+pub fn detect(header_version: Option<&str>, peek: Option<&MessagePeek>) -> (Era, String) {
+    let version = header_version
+        .map(str::to_owned)
+        .or_else(|| peek.and_then(|p| p.meta_version.clone()))
+        .or_else(|| peek.and_then(|p| p.initialize_version.clone()))
+        .unwrap_or_else(|| ASSUMED_LEGACY_VERSION.to_owned());
+    (Era::of_version(&version), version)
+}
+
+/// Decodes a 2026-07-28 header value: `=?base64?<base64 of UTF-8>?=` or plain text.
+/// `None` when the encoded form is malformed.
+pub fn decode_header_value(value: &str) -> Option<Cow<'_, str>> {
+    match value
+        .strip_prefix("=?base64?")
+        .and_then(|v| v.strip_suffix("?="))
+    {
+        Some(b64) => {
+            let bytes = STANDARD.decode(b64).ok()?;
+            String::from_utf8(bytes).ok().map(Cow::Owned)
+        }
+        None => Some(Cow::Borrowed(value)),
+    }
+}
+
+/// Checks the mirrored `Mcp-Method` and `Mcp-Name` headers of a modern request against its body
+/// (2026-07-28 `basic/transports`, "intermediaries"). Headers that are absent are left for the
+/// upstream to require. Returns the name of the first header that disagrees.
+pub fn check_mirrored_headers(headers: &HeaderMap, peek: &MessagePeek) -> Result<(), &'static str> {
+    if let Some(v) = headers.get(&MCP_METHOD) {
+        let ok = v.to_str().ok().and_then(decode_header_value).as_deref() == peek.method.as_deref();
+        if !ok {
+            return Err("Mcp-Method");
+        }
+    }
+    if let Some(v) = headers.get(&MCP_NAME) {
+        let ok = v.to_str().ok().and_then(decode_header_value).as_deref() == peek.name.as_deref();
+        if !ok {
+            return Err("Mcp-Name");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn versions_order_as_dates_and_non_dates_are_legacy() {
+        assert_eq!(Era::of_version("2025-11-25"), Era::Legacy);
+        assert_eq!(Era::of_version("2026-07-28"), Era::Modern);
+        assert_eq!(Era::of_version("2027-01-01"), Era::Modern);
+        assert_eq!(Era::of_version("9999"), Era::Legacy);
+    }
+
+    #[test]
+    fn era_comes_from_header_then_meta_then_initialize_then_default() {
+        let init = peek_message(
+            br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            detect(None, Some(&init)),
+            (Era::Legacy, "2025-06-18".into())
+        );
+        let modern = peek_message(
+            br#"{"jsonrpc":"2.0","id":"a","method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            detect(None, Some(&modern)),
+            (Era::Modern, "2026-07-28".into())
+        );
+        assert_eq!(detect(Some("2025-11-25"), Some(&modern)).0, Era::Legacy);
+        assert_eq!(detect(None, None), (Era::Legacy, "2025-03-26".into()));
+    }
+
+    #[test]
+    fn peek_reads_method_id_and_name_and_rejects_non_objects() {
+        let p = peek_message(
+            br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"x":1.0}}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.method.as_deref(), Some("tools/call"));
+        assert_eq!(p.id.as_ref().map(|v| v.get()), Some("7"));
+        assert_eq!(p.name.as_deref(), Some("echo"));
+        let r = peek_message(
+            br#"{"jsonrpc":"2.0","method":"resources/read","params":{"uri":"file:///a"}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.name.as_deref(), Some("file:///a"));
+        assert!(peek_message(b"[{}, {}]").unwrap().batch);
+        assert!(peek_message(b"not json").is_err());
+        assert!(peek_message(b"42").is_err());
+        assert!(peek_message(b"{\"a\":").is_err());
+    }
+
+    #[test]
+    fn mirrored_headers_must_match_the_body_after_base64_decoding() {
+        let p = peek_message(
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"caf\u{e9}\"}}"
+                .as_bytes(),
+        )
+        .unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(&MCP_METHOD, HeaderValue::from_static("tools/call"));
+        h.insert(&MCP_NAME, HeaderValue::from_static("=?base64?Y2Fmw6k=?="));
+        assert_eq!(check_mirrored_headers(&h, &p), Ok(()));
+        h.insert(&MCP_NAME, HeaderValue::from_static("cafe"));
+        assert_eq!(check_mirrored_headers(&h, &p), Err("Mcp-Name"));
+        h.remove(&MCP_NAME);
+        h.insert(&MCP_METHOD, HeaderValue::from_static("tools/list"));
+        assert_eq!(check_mirrored_headers(&h, &p), Err("Mcp-Method"));
+    }
+}

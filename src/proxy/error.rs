@@ -1,0 +1,109 @@
+//! Answers the proxy gives itself, instead of the upstream's: each condition maps once to an
+//! HTTP status and a JSON-RPC error object (`{"jsonrpc":"2.0","id":…,"error":{code,message}}`),
+//! with the request's id when the proxy could read one, so the client can fail the right call.
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::value::RawValue;
+
+/// JSON-RPC 2.0 "Parse error".
+pub const PARSE_ERROR: i64 = -32700;
+/// JSON-RPC 2.0 "Invalid Request".
+pub const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC 2.0 "Internal error"; used for failures between the proxy and the upstream.
+pub const INTERNAL_ERROR: i64 = -32603;
+/// "Session not found", as the official TypeScript SDK answers an unknown `Mcp-Session-Id`.
+pub const SESSION_NOT_FOUND: i64 = -32001;
+/// MCP 2026-07-28 `HeaderMismatch`: a mirrored header disagrees with the body.
+pub const HEADER_MISMATCH: i64 = -32020;
+
+/// Why the proxy answered a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum Reject {
+    #[error("Origin {0:?} is not allowed")]
+    OriginNotAllowed(String),
+    #[error("method {0} is not allowed on the MCP endpoint")]
+    MethodNotAllowed(http::Method),
+    #[error("request body exceeds {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("request body could not be read: {0}")]
+    BodyUnreadable(String),
+    #[error("request body is not JSON: {0}")]
+    NotJson(String),
+    #[error("session not found")]
+    SessionNotFound,
+    #[error("header {header} does not match the request body")]
+    HeaderMismatch { header: &'static str },
+    #[error("upstream MCP server unreachable: {0}")]
+    UpstreamUnavailable(String),
+    #[error("upstream MCP server did not answer within {0:?}")]
+    UpstreamTimeout(std::time::Duration),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Reject {
+    /// The HTTP status and JSON-RPC error code of this condition.
+    pub fn status_and_code(&self) -> (StatusCode, i64) {
+        match self {
+            Self::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, INVALID_REQUEST),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, INVALID_REQUEST),
+            Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, INVALID_REQUEST),
+            Self::BodyUnreadable(_) => (StatusCode::BAD_REQUEST, INVALID_REQUEST),
+            Self::NotJson(_) => (StatusCode::BAD_REQUEST, PARSE_ERROR),
+            Self::SessionNotFound => (StatusCode::NOT_FOUND, SESSION_NOT_FOUND),
+            Self::HeaderMismatch { .. } => (StatusCode::BAD_REQUEST, HEADER_MISMATCH),
+            Self::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, INTERNAL_ERROR),
+            Self::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, INTERNAL_ERROR),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR),
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::OriginNotAllowed(_) => "origin_not_allowed",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::BodyUnreadable(_) => "body_unreadable",
+            Self::NotJson(_) => "not_json",
+            Self::SessionNotFound => "session_not_found",
+            Self::HeaderMismatch { .. } => "header_mismatch",
+            Self::UpstreamUnavailable(_) => "upstream_unavailable",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The answer to the client, carrying `id` (the request's JSON-RPC id) when known.
+    pub fn into_response_with_id(self, id: Option<&RawValue>) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": { "code": code, "message": self.to_string() },
+        });
+        let mut response = (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            Bytes::from(body.to_string()),
+        )
+            .into_response();
+        if matches!(self, Self::MethodNotAllowed(_)) {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+        }
+        response
+    }
+}
+
+impl IntoResponse for Reject {
+    fn into_response(self) -> Response {
+        self.into_response_with_id(None)
+    }
+}

@@ -1,0 +1,107 @@
+//! Which headers cross the proxy. Every end-to-end header passes in both directions (so
+//! `MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`, every `Mcp-Param-*`, `Authorization`,
+//! `Last-Event-ID`, `Accept` and `Content-Type` reach the upstream unchanged); hop-by-hop headers
+//! (RFC 9110 §7.6.1) and the ones the proxy owns (`Host`, `Content-Length`, `Mcp-Session-Id`) do not.
+
+use http::{HeaderMap, HeaderName, header};
+
+/// `Mcp-Session-Id` (legacy era session header).
+pub static MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+/// `MCP-Protocol-Version`.
+pub static MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+/// `Mcp-Method` (2026-07-28 mirrored header).
+pub static MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+/// `Mcp-Name` (2026-07-28 mirrored header).
+pub static MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+/// `Last-Event-ID` (SSE resumption).
+pub static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+/// `X-Accel-Buffering`, set to `no` on SSE answers so intermediaries do not buffer them.
+pub static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+/// Hop-by-hop headers plus the ones the proxy sets itself.
+fn is_not_forwarded(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::HOST
+        || name == header::CONTENT_LENGTH
+        || name == MCP_SESSION_ID
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Copies the end-to-end headers of `src` into `dst`, leaving out hop-by-hop headers, the ones
+/// `Connection` names, `Host`, `Content-Length` and `Mcp-Session-Id` (the caller maps that one).
+pub fn copy_end_to_end(src: &HeaderMap, dst: &mut HeaderMap) {
+    let named_by_connection = |name: &HeaderName| {
+        src.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
+            })
+        })
+    };
+    let has_connection = src.contains_key(header::CONNECTION);
+    for (name, value) in src {
+        if is_not_forwarded(name) || (has_connection && named_by_connection(name)) {
+            continue;
+        }
+        dst.append(name.clone(), value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn mcp_and_auth_headers_pass_and_hop_by_hop_ones_do_not() {
+        let mut src = HeaderMap::new();
+        for (k, v) in [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "=?base64?w6k=?="),
+            ("mcp-param-region", "eu"),
+            ("mcp-param-unknown-x", "1"),
+            ("authorization", "Bearer secret"),
+            ("last-event-id", "a:1"),
+            ("accept", "application/json, text/event-stream"),
+            ("content-type", "application/json"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("host", "proxy.example"),
+            ("content-length", "10"),
+            ("mcp-session-id", "P"),
+            ("proxy-authorization", "Basic x"),
+        ] {
+            src.append(k, HeaderValue::from_static(v));
+        }
+        let mut dst = HeaderMap::new();
+        copy_end_to_end(&src, &mut dst);
+        let mut names: Vec<&str> = dst.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "accept",
+                "authorization",
+                "content-type",
+                "last-event-id",
+                "mcp-method",
+                "mcp-name",
+                "mcp-param-region",
+                "mcp-param-unknown-x",
+                "mcp-protocol-version",
+            ]
+        );
+        assert_eq!(dst["authorization"], "Bearer secret");
+    }
+}

@@ -1,0 +1,338 @@
+//! The data plane: an axum router serving the MCP endpoint (`POST`, `GET`, `DELETE`) and
+//! forwarding each request to the upstream MCP server, era by era (DESIGN.md, "The protocol it
+//! proxies"; PROTOCOL.md).
+//!
+//! One request in, one upstream request out. JSON answers and `202`s stream straight through;
+//! `text/event-stream` answers go through an [`relay::SseRelay`]. Legacy sessions are mapped:
+//! the client sees only the proxy's `Mcp-Session-Id`, the upstream only its own.
+
+pub mod era;
+pub mod error;
+pub mod headers;
+pub mod relay;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Request, State},
+    response::Response,
+    routing::any,
+};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use serde_json::value::RawValue;
+
+use crate::{
+    config::ProxyConfig,
+    session::{Session, SessionManager, StreamKind},
+};
+use era::{Era, MessagePeek};
+use error::Reject;
+use headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID, X_ACCEL_BUFFERING};
+use relay::SseRelay;
+use upstream::Upstream;
+
+/// The data plane's shared state.
+#[derive(Debug)]
+pub struct Proxy {
+    config: ProxyConfig,
+    manager: Arc<SessionManager>,
+    upstream: Upstream,
+}
+
+impl Proxy {
+    /// A data plane forwarding to `config.upstream`, with sessions held by `manager`.
+    pub fn new(config: ProxyConfig, manager: Arc<SessionManager>) -> Self {
+        let upstream = Upstream::new(&config);
+        Self {
+            config,
+            manager,
+            upstream,
+        }
+    }
+
+    /// The upstream client (also used to end expired sessions upstream).
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// The axum router: the MCP endpoint at the configured path.
+    pub fn router(self: Arc<Self>) -> Router {
+        let path = self.config.endpoint_path.clone();
+        Router::new().route(&path, any(handle)).with_state(self)
+    }
+
+    /// Ends a session upstream with `DELETE` (best effort: failures are logged and counted by
+    /// the caller's log line, never retried).
+    pub async fn delete_upstream_session(&self, session: &Session) {
+        let mut request = http::Request::new(Full::new(Bytes::new()));
+        *request.method_mut() = Method::DELETE;
+        *request.uri_mut() = self.upstream.uri_for(None);
+        let h = request.headers_mut();
+        h.insert(&MCP_SESSION_ID, session.upstream_session_id().clone());
+        if let Ok(v) = HeaderValue::from_str(&session.protocol_version()) {
+            h.insert(&MCP_PROTOCOL_VERSION, v);
+        }
+        match self.upstream.send(request).await {
+            Ok(response) => tracing::info!(
+                session = %session.id(),
+                status = response.status().as_u16(),
+                "ended expired session upstream",
+            ),
+            Err(err) => tracing::warn!(
+                session = %session.id(),
+                error = %err,
+                "could not end expired session upstream",
+            ),
+        }
+    }
+
+    async fn serve(&self, request: Request) -> Result<Response, (Reject, Option<Box<RawValue>>)> {
+        let (parts, body) = request.into_parts();
+        let method = parts.method.clone();
+        if method != Method::POST && method != Method::GET && method != Method::DELETE {
+            return Err((Reject::MethodNotAllowed(method), None));
+        }
+        self.check_origin(&parts.headers).map_err(|r| (r, None))?;
+
+        let (body, peek) = if method == Method::POST {
+            let body = read_body(body, self.config.max_request_body_bytes)
+                .await
+                .map_err(|r| (r, None))?;
+            let peek =
+                era::peek_message(&body).map_err(|e| (Reject::NotJson(e.to_string()), None))?;
+            (body, Some(peek))
+        } else {
+            (Bytes::new(), None)
+        };
+        let request_id = peek.as_ref().and_then(|p| p.id.clone());
+        let fail = |r: Reject| (r, request_id.clone());
+
+        let header_version = parts
+            .headers
+            .get(&MCP_PROTOCOL_VERSION)
+            .and_then(|v| v.to_str().ok());
+        let (era, version) = era::detect(header_version, peek.as_ref());
+        if era == Era::Modern
+            && let Some(peek) = &peek
+        {
+            era::check_mirrored_headers(&parts.headers, peek)
+                .map_err(|header| fail(Reject::HeaderMismatch { header }))?;
+        }
+
+        // Legacy sessions: map the client's id to the upstream's.
+        let session = match (era, parts.headers.get(&MCP_SESSION_ID)) {
+            (Era::Legacy, Some(sid)) => {
+                let sid = sid.to_str().map_err(|_| fail(Reject::SessionNotFound))?;
+                let session = self
+                    .manager
+                    .resume(sid, header_version)
+                    .ok_or_else(|| fail(Reject::SessionNotFound))?;
+                Some(session)
+            }
+            _ => None,
+        };
+
+        let mut upstream_request = http::Request::new(Full::new(body));
+        *upstream_request.method_mut() = method.clone();
+        *upstream_request.uri_mut() = self.upstream.uri_for(parts.uri.query());
+        headers::copy_end_to_end(&parts.headers, upstream_request.headers_mut());
+        if let Some(s) = &session {
+            upstream_request
+                .headers_mut()
+                .insert(&MCP_SESSION_ID, s.upstream_session_id().clone());
+        }
+
+        let response = self.upstream.send(upstream_request).await.map_err(|r| {
+            tracing::warn!(
+                upstream = %self.upstream.url(),
+                method = %method,
+                mcp_method = peek.as_ref().and_then(|p| p.method.as_deref()),
+                error = %r,
+                "upstream request failed",
+            );
+            fail(r)
+        })?;
+        let status = response.status();
+
+        // Session bookkeeping from the upstream's answer.
+        let mut session = session;
+        if let Some(s) = &session {
+            let ended = status == StatusCode::NOT_FOUND
+                || (method == Method::DELETE && status.is_success());
+            if ended && self.manager.end_session(s.id().as_str()).is_some() {
+                tracing::info!(session = %s.id(), status = status.as_u16(), "session ended");
+            }
+        }
+        // A successful `initialize` that the upstream answered with a session id it has not
+        // used for this client's session starts a new session.
+        if era == Era::Legacy
+            && status.is_success()
+            && is_initialize(peek.as_ref())
+            && let Some(upstream_sid) = response.headers().get(&MCP_SESSION_ID)
+            && session
+                .as_ref()
+                .is_none_or(|s| s.upstream_session_id() != upstream_sid)
+        {
+            let created = self
+                .manager
+                .create_session(upstream_sid.clone(), self.upstream.url().clone(), &version)
+                .map_err(|e| fail(Reject::Internal(e.to_string())))?;
+            tracing::info!(
+                session = %created.id(),
+                protocol_version = %version,
+                "session created",
+            );
+            session = Some(created);
+        }
+
+        let (mut head, upstream_body) = response.into_parts();
+        let mut client_headers = HeaderMap::with_capacity(head.headers.len() + 1);
+        headers::copy_end_to_end(&head.headers, &mut client_headers);
+        if head.headers.contains_key(&MCP_SESSION_ID)
+            && let Some(s) = session.as_ref().filter(|s| !s.is_ended())
+            && let Ok(v) = HeaderValue::from_str(s.id().as_str())
+        {
+            client_headers.insert(&MCP_SESSION_ID, v);
+        }
+        let is_sse = head
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+
+        let body = if is_sse {
+            let kind = if method == Method::GET {
+                StreamKind::Get
+            } else {
+                StreamKind::Post
+            };
+            let tracker = self
+                .manager
+                .open_stream(session.as_ref().filter(|s| !s.is_ended()), kind)
+                .map_err(|e| fail(Reject::Internal(e.to_string())))?;
+            client_headers.insert(&X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+            client_headers
+                .entry(header::CACHE_CONTROL)
+                .or_insert(HeaderValue::from_static("no-cache"));
+            Body::new(SseRelay::new(
+                upstream_body,
+                tracker,
+                self.manager.clone(),
+                self.config.max_event_bytes,
+            ))
+        } else {
+            if let Some(len) = head.headers.get(header::CONTENT_LENGTH) {
+                client_headers.insert(header::CONTENT_LENGTH, len.clone());
+            }
+            Body::new(upstream_body)
+        };
+        head.headers = client_headers;
+        tracing::debug!(
+            method = %method,
+            era = era.as_str(),
+            mcp_method = peek.as_ref().and_then(|p| p.method.as_deref()),
+            session = session.as_ref().map(|s| s.id().as_str()),
+            status = status.as_u16(),
+            sse = is_sse,
+            "forwarded",
+        );
+        Ok(Response::from_parts(head, body))
+    }
+
+    /// Origin validation (both eras): a present `Origin` must be allowed.
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), Reject> {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let text = origin.to_str().unwrap_or("");
+        let allowed = self
+            .config
+            .allowed_origins
+            .iter()
+            .any(|o| o == "*" || o == text)
+            || (self.config.allow_loopback_origins && is_loopback_origin(text));
+        if allowed {
+            Ok(())
+        } else {
+            tracing::warn!(origin = text, "rejected request from a disallowed Origin");
+            Err(Reject::OriginNotAllowed(text.to_owned()))
+        }
+    }
+}
+
+/// The axum handler: serves the request, or answers with the proxy's own error.
+async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    match proxy.serve(request).await {
+        Ok(response) => response,
+        Err((reject, id)) => {
+            tracing::debug!(kind = reject.kind(), error = %reject, "request rejected by the proxy");
+            reject.into_response_with_id(id.as_deref())
+        }
+    }
+}
+
+fn is_initialize(peek: Option<&MessagePeek>) -> bool {
+    peek.and_then(|p| p.method.as_deref()) == Some("initialize")
+}
+
+/// Reads a whole request body, refusing more than `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Reject> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            Err(Reject::BodyTooLarge { limit })
+        }
+        Err(err) => Err(Reject::BodyUnreadable(err.to_string())),
+    }
+}
+
+/// `http(s)://localhost`, `127.x.x.x` or `[::1]`, with any port.
+fn is_loopback_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = if let Some(v6) = rest.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        rest.split(':').next().unwrap_or("")
+    };
+    host == "localhost"
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_origins_are_recognised_and_lookalikes_are_not() {
+        for ok in [
+            "http://localhost",
+            "http://localhost:3000",
+            "https://127.0.0.1:8443",
+            "http://[::1]:80",
+        ] {
+            assert!(is_loopback_origin(ok), "{ok}");
+        }
+        for bad in [
+            "http://localhost.evil.com",
+            "http://127.0.0.1.nip.io",
+            "null",
+            "file://",
+            "http://10.0.0.1",
+        ] {
+            assert!(!is_loopback_origin(bad), "{bad}");
+        }
+    }
+}

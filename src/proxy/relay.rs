@@ -1,0 +1,170 @@
+//! The SSE relay: the body of a client's `text/event-stream` answer. It reads the upstream
+//! stream, splits it into blocks, runs every event through the stream's [`EventTracker`] and
+//! forwards it at once with the proxy's event id; comments (keep-alives) and `retry`-only blocks
+//! pass through unchanged. It is polled by the client connection itself: no task per stream,
+//! none per event, and dropping it (the client went away) drops the upstream response, which
+//! closes the upstream request — the cancellation of a 2026-07-28 request.
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame};
+use hyper::body::Incoming;
+
+use crate::{
+    session::{Admission, EventTracker, SessionManager},
+    sse::{SseBlock, SseParser},
+};
+
+/// The client-facing body of one SSE stream.
+pub struct SseRelay {
+    upstream: Incoming,
+    parser: SseParser,
+    tracker: Arc<EventTracker>,
+    manager: Arc<SessionManager>,
+    /// Encoded events ready for the client, oldest first.
+    ready: VecDeque<Bytes>,
+    scratch: BytesMut,
+    upstream_done: bool,
+}
+
+impl SseRelay {
+    /// A relay of `upstream` through `tracker`; `max_event_bytes` bounds one event.
+    pub fn new(
+        upstream: Incoming,
+        tracker: Arc<EventTracker>,
+        manager: Arc<SessionManager>,
+        max_event_bytes: usize,
+    ) -> Self {
+        Self {
+            upstream,
+            parser: SseParser::new(max_event_bytes),
+            tracker,
+            manager,
+            ready: VecDeque::new(),
+            scratch: BytesMut::new(),
+            upstream_done: false,
+        }
+    }
+
+    /// Runs one block through the tracker and queues what the client must see.
+    fn relay_block(&mut self, block: SseBlock) {
+        if !block.has_id() && !block.has_data() {
+            // Comments, `retry:` or `event:` alone: no event is dispatched, nothing to track.
+            self.ready.push_back(block.raw().clone());
+            return;
+        }
+        let upstream_id = block.id().filter(|id| !id.is_empty());
+        match self.tracker.admit(upstream_id) {
+            Admission::Duplicate => {
+                tracing::debug!(
+                    stream = %self.tracker.stream(),
+                    upstream_event_id = upstream_id,
+                    "dropped duplicate SSE event",
+                );
+            }
+            Admission::Forward { seq } => {
+                let client_id = self.tracker.client_event_id(seq, upstream_id);
+                block.write_with_id(&client_id, &mut self.scratch);
+                let encoded = self.scratch.split().freeze();
+                self.tracker.record_forwarded(seq, encoded.clone());
+                if upstream_id.is_some() {
+                    self.manager.persistence().stream_advanced(&self.tracker);
+                }
+                self.ready.push_back(encoded);
+            }
+        }
+    }
+
+    /// Parses every complete block buffered so far; on a framing error, ends the stream.
+    fn drain_parser(&mut self) {
+        loop {
+            match self.parser.next_block() {
+                Ok(Some(block)) => self.relay_block(block),
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::warn!(
+                        stream = %self.tracker.stream(),
+                        session = self.tracker.session().map(|s| s.as_str()),
+                        error = %err,
+                        "upstream SSE stream is malformed; ending the client stream",
+                    );
+                    self.upstream_done = true;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Body for SseRelay {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(bytes) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            if this.upstream_done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.parser.push(&data);
+                        this.drain_parser();
+                    }
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    tracing::warn!(
+                        stream = %this.tracker.stream(),
+                        session = this.tracker.session().map(|s| s.as_str()),
+                        error = %err,
+                        "upstream SSE stream broke",
+                    );
+                    this.upstream_done = true;
+                }
+                Poll::Ready(None) => {
+                    if this.parser.buffered_len() > 0 {
+                        tracing::debug!(
+                            stream = %this.tracker.stream(),
+                            bytes = this.parser.buffered_len(),
+                            "upstream SSE stream ended inside an event; the partial event is dropped",
+                        );
+                    }
+                    this.upstream_done = true;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.upstream_done && self.ready.is_empty()
+    }
+}
+
+impl Drop for SseRelay {
+    fn drop(&mut self) {
+        self.tracker.set_client_connected(false);
+        self.manager.close_stream(&self.tracker);
+        tracing::debug!(
+            stream = %self.tracker.stream(),
+            session = self.tracker.session().map(|s| s.as_str()),
+            events = self.tracker.events_forwarded(),
+            upstream_complete = self.upstream_done,
+            "SSE stream closed",
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! The upstream client: one pooled hyper HTTP/1.1 client for the whole process, sending exactly
+//! one upstream request per client request.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, Response, Uri, uri::PathAndQuery};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+
+use super::error::Reject;
+use crate::config::ProxyConfig;
+
+/// The pooled client bound to one upstream MCP endpoint.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Full<Bytes>>,
+    endpoint: Uri,
+    url: Arc<str>,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    /// A client for `config.upstream` (an `http://` URL) with the configured timeouts.
+    pub fn new(config: &ProxyConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.upstream_connect_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Self {
+            client,
+            endpoint: config.upstream.clone(),
+            url: config.upstream.to_string().into(),
+            response_timeout: config.upstream_response_timeout,
+        }
+    }
+
+    /// The upstream endpoint URL, as sessions record it.
+    pub fn url(&self) -> &Arc<str> {
+        &self.url
+    }
+
+    /// The upstream URI for a client request whose query string is `query`: the endpoint's own
+    /// query (if any) wins; otherwise the client's passes through.
+    pub fn uri_for(&self, query: Option<&str>) -> Uri {
+        let Some(query) = query.filter(|_| self.endpoint.query().is_none()) else {
+            return self.endpoint.clone();
+        };
+        let mut parts = self.endpoint.clone().into_parts();
+        let pq = format!("{}?{query}", self.endpoint.path());
+        match PathAndQuery::try_from(pq) {
+            Ok(pq) => {
+                parts.path_and_query = Some(pq);
+                Uri::from_parts(parts).unwrap_or_else(|_| self.endpoint.clone())
+            }
+            Err(_) => self.endpoint.clone(),
+        }
+    }
+
+    /// Sends one request and waits for the response head, up to the response timeout. The
+    /// client sets `Host` to the upstream's authority.
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, Reject> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) => Err(Reject::UpstreamUnavailable(error_chain(&err))),
+            Err(_) => Err(Reject::UpstreamTimeout(self.response_timeout)),
+        }
+    }
+}
+
+/// An error and its sources, joined with `: `.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,294 @@
+//! Server-Sent Events framing: an incremental parser that splits an upstream byte stream into
+//! event blocks without copying or re-encoding them, and a writer that rewrites only the `id`
+//! field of a block.
+//!
+//! Follows the WHATWG HTML "Server-sent events" parsing rules (§9.2.6, "Interpreting an event
+//! stream"): lines end in CRLF, LF or a lone CR; a blank line ends a block; a line starting with
+//! `:` is a comment; `field: value` strips one space after the colon. The proxy owns only the `id`
+//! line: every other line (`data`, `event`, `retry`, comments, unknown fields) passes byte for byte.
+
+use std::ops::Range;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// One SSE block (the lines up to and including the blank line that ends it), as raw bytes.
+#[derive(Debug, Clone)]
+pub struct SseBlock {
+    /// The block's bytes exactly as received, including the terminating blank line.
+    raw: Bytes,
+    /// Byte ranges (within `raw`) of `id` lines, each including its line terminator.
+    id_lines: Vec<Range<usize>>,
+    /// Byte range (within `raw`) of the value of the last `id` field, if the block has one
+    /// (per the SSE rules the last one wins; an id containing NUL is ignored).
+    id_value: Option<Range<usize>>,
+    /// Whether the block has at least one `data` field: only such blocks dispatch an event.
+    has_data: bool,
+}
+
+impl SseBlock {
+    /// The raw bytes of the block as received.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// The upstream's event id, if the block carries a valid `id` field (may be empty, which in
+    /// SSE resets the client's last event id).
+    pub fn id(&self) -> Option<&str> {
+        let range = self.id_value.clone()?;
+        std::str::from_utf8(&self.raw[range]).ok()
+    }
+
+    /// Whether the block carries an `id` field.
+    pub fn has_id(&self) -> bool {
+        self.id_value.is_some()
+    }
+
+    /// Whether the block dispatches an event (has a `data` field). Blocks with only comments,
+    /// `retry` or `event` lines do not.
+    pub fn has_data(&self) -> bool {
+        self.has_data
+    }
+
+    /// Appends the block to `out` with its `id` lines replaced by one `id: {new_id}` line
+    /// placed first; every other byte passes unchanged. `new_id` must not contain CR, LF or NUL.
+    pub fn write_with_id(&self, new_id: &str, out: &mut BytesMut) {
+        out.reserve(self.raw.len() + new_id.len() + 5);
+        out.put_slice(b"id: ");
+        out.put_slice(new_id.as_bytes());
+        out.put_u8(b'\n');
+        let mut at = 0;
+        for line in &self.id_lines {
+            out.put_slice(&self.raw[at..line.start]);
+            at = line.end;
+        }
+        out.put_slice(&self.raw[at..]);
+    }
+}
+
+/// The parser gave up on the stream.
+#[derive(Debug, thiserror::Error)]
+pub enum SseError {
+    /// One block grew past the configured limit without a terminating blank line.
+    #[error("SSE event exceeds {limit} bytes without a blank line")]
+    EventTooLarge { limit: usize },
+}
+
+/// Incremental SSE parser. Feed it chunks with [`SseParser::push`] and take complete blocks with
+/// [`SseParser::next_block`]; memory is bounded by `max_event_bytes` plus one chunk.
+#[derive(Debug)]
+pub struct SseParser {
+    buf: BytesMut,
+    /// Where scanning for the next line starts (all bytes before it are in complete lines).
+    scan: usize,
+    /// Lines of the block being assembled: `id` line ranges.
+    id_lines: Vec<Range<usize>>,
+    id_value: Option<Range<usize>>,
+    has_data: bool,
+    /// Whether anything but blank lines was seen since the last block.
+    has_content: bool,
+    max_event_bytes: usize,
+    /// A leading UTF-8 byte order mark has been checked for.
+    bom_checked: bool,
+}
+
+impl SseParser {
+    /// A parser that rejects a block larger than `max_event_bytes` bytes.
+    pub fn new(max_event_bytes: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            scan: 0,
+            id_lines: Vec::new(),
+            id_value: None,
+            has_data: false,
+            has_content: false,
+            max_event_bytes,
+            bom_checked: false,
+        }
+    }
+
+    /// Appends bytes received from the upstream.
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// Takes the next complete block, if the buffered bytes hold one. Blank lines between blocks
+    /// that carry nothing are folded into the next block's bytes, so no input byte is lost.
+    pub fn next_block(&mut self) -> Result<Option<SseBlock>, SseError> {
+        if !self.bom_checked {
+            if self.buf.len() < 3 && b"\xEF\xBB\xBF".starts_with(&self.buf) {
+                return Ok(None);
+            }
+            self.bom_checked = true;
+            if self.buf.starts_with(b"\xEF\xBB\xBF") {
+                self.scan = 3;
+            }
+        }
+        loop {
+            let Some((line_end, next)) = find_line_end(&self.buf, self.scan) else {
+                if self.buf.len() > self.max_event_bytes {
+                    return Err(SseError::EventTooLarge {
+                        limit: self.max_event_bytes,
+                    });
+                }
+                return Ok(None);
+            };
+            let start = self.scan;
+            self.scan = next;
+            if line_end == start {
+                if !self.has_content {
+                    // A blank line with no block before it: keep it with the next block.
+                    continue;
+                }
+                return Ok(Some(self.finish_block()));
+            }
+            self.has_content = true;
+            let line = &self.buf[start..line_end];
+            let (name, value_start) = match line.iter().position(|&b| b == b':') {
+                Some(0) => continue, // comment
+                Some(colon) => {
+                    let mut v = start + colon + 1;
+                    if self.buf.get(v) == Some(&b' ') && v < line_end {
+                        v += 1;
+                    }
+                    (&line[..colon], v)
+                }
+                None => (line, line_end),
+            };
+            match name {
+                b"data" => self.has_data = true,
+                b"id" => {
+                    self.id_lines.push(start..next);
+                    let value = value_start..line_end;
+                    if !self.buf[value.clone()].contains(&0) {
+                        self.id_value = Some(value);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Bytes held that do not yet form a complete block.
+    pub fn buffered_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn finish_block(&mut self) -> SseBlock {
+        let raw = self.buf.split_to(self.scan).freeze();
+        self.scan = 0;
+        self.has_content = false;
+        SseBlock {
+            raw,
+            id_lines: std::mem::take(&mut self.id_lines),
+            id_value: self.id_value.take(),
+            has_data: std::mem::take(&mut self.has_data),
+        }
+    }
+}
+
+/// Finds the end of the line starting at `from`: returns (end of content, start of next line).
+/// A CR at the very end of the buffer is not yet a line end: an LF may follow in the next chunk.
+fn find_line_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    let rel = buf[from..].iter().position(|&b| b == b'\n' || b == b'\r')?;
+    let end = from + rel;
+    if buf[end] == b'\n' {
+        return Some((end, end + 1));
+    }
+    match buf.get(end + 1) {
+        Some(b'\n') => Some((end, end + 2)),
+        Some(_) => Some((end, end + 1)),
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocks(input: &[&[u8]]) -> Vec<SseBlock> {
+        let mut p = SseParser::new(1 << 20);
+        let mut out = Vec::new();
+        for chunk in input {
+            p.push(chunk);
+            while let Some(b) = p.next_block().unwrap() {
+                out.push(b);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn splits_blocks_across_chunk_boundaries_and_line_endings() {
+        let got = blocks(&[
+            b"id: 1\r\ndata: a\r",
+            b"\n\r\nid:2\rdata:b\r\r",
+            b"event: x\ndata: c\ndata: d\n\n",
+        ]);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].id(), Some("1"));
+        assert_eq!(&got[0].raw()[..], b"id: 1\r\ndata: a\r\n\r\n");
+        assert_eq!(got[1].id(), Some("2"));
+        assert_eq!(got[2].id(), None);
+        assert!(got[2].has_data());
+    }
+
+    #[test]
+    fn comments_and_retry_only_blocks_carry_no_event() {
+        let got = blocks(&[b": keep-alive\n\nretry: 5000\n\n"]);
+        assert_eq!(got.len(), 2);
+        assert!(!got[0].has_data() && !got[0].has_id());
+        assert_eq!(&got[0].raw()[..], b": keep-alive\n\n");
+        assert!(!got[1].has_data());
+    }
+
+    #[test]
+    fn priming_event_has_id_and_empty_data() {
+        let got = blocks(&[b"id: abc\ndata:\n\n"]);
+        assert_eq!(got[0].id(), Some("abc"));
+        assert!(got[0].has_data());
+    }
+
+    #[test]
+    fn rewrites_only_the_id_line() {
+        let got = blocks(&[b"event: message\nid: up-7\ndata: {\"progress\":1}\nretry: 10\n\n"]);
+        let mut out = BytesMut::new();
+        got[0].write_with_id("s1:1:up-7", &mut out);
+        assert_eq!(
+            &out[..],
+            b"id: s1:1:up-7\nevent: message\ndata: {\"progress\":1}\nretry: 10\n\n"
+        );
+    }
+
+    #[test]
+    fn last_id_field_wins_and_nul_ids_are_ignored() {
+        let got = blocks(&[b"id: a\nid: b\ndata: x\n\nid: c\0d\ndata: y\n\n"]);
+        assert_eq!(got[0].id(), Some("b"));
+        assert_eq!(got[1].id(), None);
+        let mut out = BytesMut::new();
+        got[0].write_with_id("n", &mut out);
+        assert_eq!(&out[..], b"id: n\ndata: x\n\n");
+    }
+
+    #[test]
+    fn leading_blank_lines_stay_with_the_next_block() {
+        let got = blocks(&[b"\n\ndata: x\n\n"]);
+        assert_eq!(got.len(), 1);
+        assert_eq!(&got[0].raw()[..], b"\n\ndata: x\n\n");
+    }
+
+    #[test]
+    fn leading_byte_order_mark_is_not_part_of_the_first_field_name() {
+        let got = blocks(&[b"\xEF\xBB", b"\xBFid: 1\ndata: x\n\n"]);
+        assert_eq!(got[0].id(), Some("1"));
+    }
+
+    #[test]
+    fn oversized_block_is_an_error_not_unbounded_memory() {
+        let mut p = SseParser::new(16);
+        p.push(b"data: 0123456789abcdef0123");
+        assert!(matches!(
+            p.next_block(),
+            Err(SseError::EventTooLarge { limit: 16 })
+        ));
+    }
+}

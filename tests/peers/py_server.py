@@ -1,0 +1,205 @@
+"""MCP test upstream on the official Python SDK (PyPI `mcp` 2.x), Streamable HTTP at `/mcp`.
+
+One process serves both protocol eras on the same endpoint, because the SDK's
+`StreamableHTTPSessionManager` routes each request by its `MCP-Protocol-Version` header:
+
+* header absent or a handshake version (2024-11-05 .. 2025-11-25) -> the legacy, sessionful
+  transport (`initialize`, `Mcp-Session-Id`, GET stream, DELETE, optional resumability);
+* any other value (2026-07-28) -> the modern single-exchange handler (no session id ever minted,
+  GET/DELETE answered 405).
+
+Usage:
+    python tests/peers/py_server.py --port 0 [--event-store] [--json-response] [--retry-ms N]
+
+Once the socket is bound it prints exactly one line `LISTENING <port>` on stdout and flushes;
+everything else (uvicorn logs) goes to stderr. Binds 127.0.0.1 only.
+
+Tools:
+    progress(steps: int, delay_ms: int) -> "done <steps>"  sends `steps` notifications/progress
+        (progress = 1..steps, total = steps), `delay_ms` apart, related to the calling request.
+    echo(text: str) -> text
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import socket
+import sys
+from collections import deque
+from dataclasses import dataclass
+
+import uvicorn
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
+from mcp_types import JSONRPCMessage
+
+
+@dataclass
+class _Entry:
+    event_id: EventId
+    stream_id: StreamId
+    message: JSONRPCMessage | None
+
+
+class InMemoryEventStore(EventStore):
+    """In-memory event store for resumability (the SDK ships only the `EventStore` ABC).
+
+    Modelled on the SDK's `examples/servers/simple-streamablehttp` store, with one fix. The SDK
+    hands one store to every session and names a POST stream after its JSON-RPC request id, so
+    a plain store mixes the streams of two sessions that both used request id 2 (and the SDK
+    replays whatever the store returns, without checking the session). Here every session gets
+    its own namespace (`for_session`); the store used directly is one more namespace.
+
+    Event ids are `<stream_id>/<seq>`, `seq` global: unique across all streams and sessions, and
+    they encode the stream (2025-11-25). Replay sends only the events after `last_event_id` on
+    that event's stream in the same session; an id unknown to the session replays nothing.
+    Priming events (message None) are stored as cursors and skipped on replay.
+    """
+
+    def __init__(self, max_events_per_stream: int = 1000) -> None:
+        self._max = max_events_per_stream
+        self._seq = itertools.count(1)
+        # namespace (session id or None) -> stream id -> events; and namespace -> event id -> event
+        self._streams: dict[str | None, dict[StreamId, deque[_Entry]]] = {}
+        self._index: dict[str | None, dict[EventId, _Entry]] = {}
+
+    def for_session(self, session_id: str) -> EventStore:
+        return _SessionView(self, session_id)
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        return self._store(None, stream_id, message)
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        return await self._replay(None, last_event_id, send_callback)
+
+    def _store(self, ns: str | None, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        entry = _Entry(f"{stream_id}/{next(self._seq)}", stream_id, message)
+        stream = self._streams.setdefault(ns, {}).setdefault(stream_id, deque())
+        index = self._index.setdefault(ns, {})
+        if len(stream) == self._max:
+            del index[stream.popleft().event_id]
+        stream.append(entry)
+        index[entry.event_id] = entry
+        return entry.event_id
+
+    async def _replay(self, ns: str | None, last_event_id: EventId, send: EventCallback) -> StreamId | None:
+        last = self._index.get(ns, {}).get(last_event_id)
+        if last is None:
+            return None
+        found = False
+        for entry in list(self._streams[ns][last.stream_id]):
+            if found and entry.message is not None:
+                await send(EventMessage(entry.message, entry.event_id))
+            elif entry.event_id == last_event_id:
+                found = True
+        return last.stream_id
+
+
+class _SessionView(EventStore):
+    """One session's namespace of an `InMemoryEventStore`."""
+
+    def __init__(self, store: InMemoryEventStore, session_id: str) -> None:
+        self._store, self._ns = store, session_id
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        return self._store._store(self._ns, stream_id, message)
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        return await self._store._replay(self._ns, last_event_id, send_callback)
+
+
+def scope_event_store_per_session(mcp: MCPServer, store: InMemoryEventStore) -> None:
+    """Give each new legacy session its own view of `store` (SDK private API, checked here).
+
+    `StreamableHTTPSessionManager._admit_session` builds each session's transport with the
+    manager's single store; wrap it to swap in a per-session view right after.
+    """
+    manager = getattr(mcp._lowlevel_server, "_session_manager", None)  # noqa: SLF001
+    admit = getattr(manager, "_admit_session", None)
+    if admit is None:
+        raise RuntimeError("mcp SDK internals changed: cannot scope the event store per session")
+
+    def admit_scoped(*args, **kwargs):
+        transport = admit(*args, **kwargs)
+        if transport is not None:
+            if not hasattr(transport, "_event_store"):
+                raise RuntimeError("mcp SDK internals changed: transport has no _event_store")
+            transport._event_store = store.for_session(transport.mcp_session_id)  # noqa: SLF001
+        return transport
+
+    manager._admit_session = admit_scoped  # noqa: SLF001
+
+
+def build_server() -> MCPServer:
+    mcp = MCPServer("mcp-relay-py-peer")
+
+    @mcp.tool()
+    async def progress(steps: int, delay_ms: int, ctx: Context) -> str:
+        """Send `steps` progress notifications, `delay_ms` apart, then answer "done <steps>"."""
+        for i in range(1, steps + 1):
+            if delay_ms > 0:
+                await asyncio.sleep(delay_ms / 1000)
+            await ctx.report_progress(i, steps, f"step {i}/{steps}")
+        return f"done {steps}"
+
+    @mcp.tool()
+    async def echo(text: str) -> str:
+        """Answer `text` unchanged."""
+        return text
+
+    return mcp
+
+
+async def serve(args: argparse.Namespace) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", args.port))
+    sock.listen(128)
+    sock.setblocking(False)
+    port = sock.getsockname()[1]
+
+    mcp = build_server()
+    store = InMemoryEventStore() if args.event_store else None
+    app = mcp.streamable_http_app(
+        streamable_http_path="/mcp",
+        json_response=args.json_response,
+        event_store=store,
+        retry_interval=args.retry_ms,
+        host="127.0.0.1",  # enables the SDK's loopback Host/Origin checks (421 / 403)
+    )
+    if store is not None and not args.shared_event_store:
+        scope_event_store_per_session(mcp, store)
+    config = uvicorn.Config(app, log_level=args.log_level, lifespan="on", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+
+    # uvicorn has bound nothing itself; the pre-bound socket is listening already, so connections
+    # queue in the backlog until serve() starts accepting: announcing now is race-free.
+    print(f"LISTENING {port}", flush=True)
+    await server.serve(sockets=[sock])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = ephemeral)")
+    parser.add_argument("--event-store", action="store_true", help="enable resumability (legacy era)")
+    parser.add_argument(
+        "--shared-event-store",
+        action="store_true",
+        help="with --event-store: one namespace for all sessions, as the SDK wires it (streams of "
+        "different sessions with the same request id mix on replay)",
+    )
+    parser.add_argument("--json-response", action="store_true", help="answer application/json instead of SSE")
+    parser.add_argument("--retry-ms", type=int, default=None, help="SSE retry: on priming events (needs --event-store)")
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args()
+    try:
+        asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        pass
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
