@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs the real peers, then runs every unit and
+# integration test (real MCP SDK servers and clients, grpcurl, over loopback sockets).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-peers.sh
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast "$@"
+  # nextest does not run doctests
+  cargo test --locked --doc
+else
+  cargo test --locked --no-fail-fast "$@"
+fi

@@ -1,0 +1,448 @@
+//! The data plane over real sockets, against the scripted test upstream: the proxy's own
+//! answers (400, 403, 404, 405, 413, 502, 504), legacy session mapping, header forwarding, the
+//! modern era's rules, and SSE relaying (ids, duplicates, byte fidelity, no buffering,
+//! close-is-cancel).
+
+mod support;
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use mcp_relay::daemon::Daemon;
+use support::{
+    http::{Answer, Client, SseReader, read_full},
+    proxy_url, start_proxy, start_proxy_with,
+    upstream::{Reply, TestUpstream},
+};
+
+/// Upper bound for waits on the upstream side; never a performance assertion.
+const WAIT: Duration = Duration::from_secs(5);
+
+const LEGACY: &str = "2025-11-25";
+const MODERN: &str = "2026-07-28";
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"proxy-http-test","version":"0"}}}"#;
+const INITIALIZE_RESULT: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"test-upstream","version":"0"}}}"#;
+const TOOLS_LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+/// A 2026-07-28 `tools/call` whose mirrored headers are `Mcp-Method: tools/call`, `Mcp-Name: echo`.
+const MODERN_CALL: &str = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+const MODERN_HEADERS: [(&str, &str); 3] = [
+    ("mcp-protocol-version", MODERN),
+    ("mcp-method", "tools/call"),
+    ("mcp-name", "echo"),
+];
+
+/// A test upstream, a proxy in front of it, the proxy's MCP URL and a client.
+async fn proxied() -> (TestUpstream, Daemon, String, Client) {
+    let upstream = TestUpstream::start().await;
+    let proxy = start_proxy(&upstream.url()).await;
+    let url = proxy_url(&proxy);
+    (upstream, proxy, url, Client::new())
+}
+
+/// `error.code` of a JSON-RPC error answer.
+fn error_code(answer: &Answer) -> i64 {
+    answer.json()["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no error.code in {:?}", answer.text()))
+}
+
+/// Runs `initialize` through the proxy against an upstream that assigns `UPSTREAM-1`; returns
+/// the session id the client was given.
+async fn initialize_session(upstream: &TestUpstream, client: &Client, url: &str) -> String {
+    upstream.push(Reply::json(INITIALIZE_RESULT).session_id("UPSTREAM-1"));
+    let answer = client.post_read(url, &[], INITIALIZE).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.text(),
+        INITIALIZE_RESULT,
+        "JSON passes byte for byte"
+    );
+    answer
+        .header("mcp-session-id")
+        .expect("the client receives a session id")
+        .to_owned()
+}
+
+/// The stream id of a client event id `<stream>:<seq>[:<upstream id>]`.
+fn stream_of(block: &[u8]) -> String {
+    let text = std::str::from_utf8(block).expect("UTF-8 SSE");
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap_or_else(|| panic!("no id line in {text:?}"));
+    let stream = id.split(':').next().expect("stream part").to_owned();
+    assert!(!stream.is_empty(), "empty stream id in {id:?}");
+    stream
+}
+
+#[tokio::test]
+async fn post_with_a_body_that_is_not_json_gets_400_parse_error() {
+    let (upstream, _proxy, url, client) = proxied().await;
+    let answer = client.post_read(&url, &[], "this is not json").await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&answer), -32700);
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn post_of_a_json_scalar_gets_400() {
+    let (upstream, _proxy, url, client) = proxied().await;
+    let answer = client.post_read(&url, &[], "42").await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&answer), -32700);
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn unknown_session_id_gets_404_session_not_found_without_reaching_upstream() {
+    let (upstream, _proxy, url, client) = proxied().await;
+    let headers = [
+        ("mcp-session-id", "no-such-session"),
+        ("mcp-protocol-version", LEGACY),
+    ];
+    let answer = client.post_read(&url, &headers, TOOLS_LIST).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&answer), -32001);
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn put_gets_405_with_an_allow_header() {
+    let (upstream, _proxy, url, client) = proxied().await;
+    let response = client.send(Method::PUT, &url, &[], TOOLS_LIST).await;
+    let answer = read_full(response).await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    let allow = answer.header("allow").expect("Allow header");
+    for method in ["GET", "POST", "DELETE"] {
+        assert!(allow.contains(method), "Allow: {allow}");
+    }
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn body_over_max_request_body_bytes_gets_413() {
+    let upstream = TestUpstream::start().await;
+    let proxy = start_proxy_with(&upstream.url(), |c| c.proxy.max_request_body_bytes = 64).await;
+    let client = Client::new();
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(1000)
+    );
+    let answer = client.post_read(&proxy_url(&proxy), &[], &big).await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn foreign_origin_gets_403_without_reaching_upstream() {
+    let (upstream, _proxy, url, client) = proxied().await;
+    let headers = [("origin", "http://evil.example")];
+    let answer = client.post_read(&url, &headers, TOOLS_LIST).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn loopback_origin_is_forwarded() {
+    let (upstream, _proxy, url, client) = proxied().await;
+    let headers = [("origin", "http://localhost:1234")];
+    let answer = client.post_read(&url, &headers, TOOLS_LIST).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = upstream.wait_for_requests(1).await;
+    assert_eq!(seen[0].header("origin"), Some("http://localhost:1234"));
+}
+
+#[tokio::test]
+async fn unreachable_upstream_gets_502_carrying_the_request_id() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port()
+    };
+    let proxy = start_proxy(&format!("http://127.0.0.1:{port}/mcp")).await;
+    let body = r#"{"jsonrpc":"2.0","id":"req-7","method":"tools/list"}"#;
+    let answer = Client::new().post_read(&proxy_url(&proxy), &[], body).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    let json = answer.json();
+    assert_eq!(json["id"], "req-7");
+    assert!(json["error"]["code"].is_i64(), "error.code in {json}");
+}
+
+#[tokio::test]
+async fn upstream_that_never_answers_gets_504_after_the_response_timeout() {
+    let upstream = TestUpstream::start().await;
+    upstream.push(Reply::stall());
+    let proxy = start_proxy_with(&upstream.url(), |c| {
+        c.proxy.upstream_response_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let answer = Client::new()
+        .post_read(&proxy_url(&proxy), &[], TOOLS_LIST)
+        .await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(answer.json()["id"], 2);
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn legacy_session_ids_are_mapped_between_client_and_upstream() {
+    let (upstream, _proxy, url, client) = proxied().await;
+    let session = initialize_session(&upstream, &client, &url).await;
+    assert_ne!(
+        session, "UPSTREAM-1",
+        "the client never sees the upstream's id"
+    );
+    assert!(
+        session.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+        "{session:?}"
+    );
+
+    upstream.push(Reply::json(
+        r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[]}}"#,
+    ));
+    let headers = [
+        ("mcp-session-id", &*session),
+        ("mcp-protocol-version", LEGACY),
+    ];
+    let answer = client.post_read(&url, &headers, TOOLS_LIST).await;
+    assert_eq!(answer.status, StatusCode::OK);
+
+    let seen = upstream.wait_for_requests(2).await;
+    assert_eq!(
+        seen[0].header("mcp-session-id"),
+        None,
+        "initialize has no id"
+    );
+    let follow_up = &seen[1];
+    assert_eq!(follow_up.header("mcp-session-id"), Some("UPSTREAM-1"));
+    assert_eq!(
+        follow_up.headers.get_all("mcp-session-id").iter().count(),
+        1
+    );
+    assert!(
+        follow_up.headers.values().all(|v| v != session.as_str()),
+        "the upstream never sees the proxy's id: {:?}",
+        follow_up.headers
+    );
+    assert_eq!(follow_up.header("host"), Some(&*upstream.authority()));
+    assert_eq!(follow_up.body, TOOLS_LIST.as_bytes());
+}
+
+#[tokio::test]
+async fn upstream_404_ends_the_session_and_the_next_request_gets_the_proxys_404() {
+    let (upstream, _proxy, url, client) = proxied().await;
+    let session = initialize_session(&upstream, &client, &url).await;
+    let headers = [
+        ("mcp-session-id", &*session),
+        ("mcp-protocol-version", LEGACY),
+    ];
+
+    upstream.push(Reply::status(404, "session gone upstream"));
+    let answer = client.post_read(&url, &headers, TOOLS_LIST).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        answer.text(),
+        "session gone upstream",
+        "upstream 404 passes"
+    );
+    assert_eq!(upstream.requests().len(), 2);
+
+    let answer = client.post_read(&url, &headers, TOOLS_LIST).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&answer), -32001);
+    assert_eq!(
+        upstream.requests().len(),
+        2,
+        "the ended session stays local"
+    );
+}
+
+#[tokio::test]
+async fn delete_is_forwarded_with_the_upstream_id_and_ends_the_session() {
+    let (upstream, _proxy, url, client) = proxied().await;
+    let session = initialize_session(&upstream, &client, &url).await;
+    let headers = [
+        ("mcp-session-id", &*session),
+        ("mcp-protocol-version", LEGACY),
+    ];
+
+    upstream.push(Reply::status(200, ""));
+    let answer = read_full(client.send(Method::DELETE, &url, &headers, "").await).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = upstream.wait_for_requests(2).await;
+    assert_eq!(seen[1].method, Method::DELETE);
+    assert_eq!(seen[1].header("mcp-session-id"), Some("UPSTREAM-1"));
+
+    let answer = client.post_read(&url, &headers, TOOLS_LIST).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&answer), -32001);
+    assert_eq!(upstream.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn end_to_end_headers_reach_upstream_unchanged_and_hop_by_hop_ones_do_not() {
+    let (upstream, _proxy, url, client) = proxied().await;
+    let end_to_end = [
+        ("authorization", "Bearer s3cr3t-token"),
+        ("mcp-protocol-version", MODERN),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "echo"),
+        ("mcp-param-foo", "Bar Baz"),
+        ("last-event-id", "abc:1"),
+    ];
+    let hop_by_hop = [
+        ("connection", "keep-alive, x-hop"),
+        ("x-hop", "named by Connection"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-authorization", "Basic cHJveHk6c2VjcmV0"),
+    ];
+    let headers: Vec<_> = end_to_end.iter().chain(&hop_by_hop).copied().collect();
+    let answer = client.post_read(&url, &headers, MODERN_CALL).await;
+    assert_eq!(answer.status, StatusCode::OK);
+
+    let seen = &upstream.wait_for_requests(1).await[0];
+    for (name, value) in end_to_end {
+        assert_eq!(seen.header(name), Some(value), "{name}");
+    }
+    for (name, _) in hop_by_hop {
+        assert_eq!(seen.header(name), None, "{name} must not be forwarded");
+    }
+    assert_eq!(seen.body, MODERN_CALL.as_bytes());
+}
+
+#[tokio::test]
+async fn modern_mcp_method_mismatch_gets_400_header_mismatch_without_reaching_upstream() {
+    let (upstream, _proxy, url, client) = proxied().await;
+    let headers = [
+        ("mcp-protocol-version", MODERN),
+        ("mcp-method", "tools/list"),
+        ("mcp-name", "echo"),
+    ];
+    let answer = client.post_read(&url, &headers, MODERN_CALL).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&answer), -32020);
+    assert_eq!(answer.json()["id"], 3);
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn modern_requests_create_no_session_and_do_not_forward_mcp_session_id() {
+    let (upstream, proxy, url, client) = proxied().await;
+    // Even an upstream that (wrongly) names a session does not make one in the modern era.
+    upstream.push(Reply::json(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#).session_id("UP-9"));
+    let mut headers = MODERN_HEADERS.to_vec();
+    headers.push(("mcp-session-id", "client-made-up"));
+    let answer = client.post_read(&url, &headers, MODERN_CALL).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.header("mcp-session-id"), None);
+
+    let seen = &upstream.wait_for_requests(1).await[0];
+    assert_eq!(seen.header("mcp-session-id"), None);
+    assert!(proxy.manager().is_empty(), "no session was created");
+}
+
+#[tokio::test]
+async fn sse_duplicate_upstream_ids_are_dropped_and_client_ids_embed_stream_seq_and_upstream_id() {
+    let (upstream, _proxy, url, client) = proxied().await;
+    upstream.push(Reply::sse(&[
+        "id: a\ndata: 1\n\n",
+        "id: b\ndata: 2\n\n",
+        "id: b\ndata: 2\n\n",
+        "id: c\ndata: 3\n\n",
+    ]));
+    let answer = client.post_read(&url, &[], TOOLS_LIST).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let stream = stream_of(&answer.body);
+    assert_eq!(stream.len(), 16, "stream id is 16 hex digits: {stream}");
+    assert!(stream.bytes().all(|b| b.is_ascii_hexdigit()));
+    let expected = format!(
+        "id: {stream}:1:a\ndata: 1\n\nid: {stream}:2:b\ndata: 2\n\nid: {stream}:3:c\ndata: 3\n\n"
+    );
+    assert_eq!(answer.text(), expected);
+}
+
+#[tokio::test]
+async fn sse_events_without_upstream_ids_get_stream_and_seq_ids() {
+    let (upstream, _proxy, url, client) = proxied().await;
+    upstream.push(Reply::sse(&[
+        "data: first\n\n",
+        "id: u1\ndata: second\n\n",
+        "data: third\n\n",
+    ]));
+    let answer = client.post_read(&url, &[], TOOLS_LIST).await;
+    let s = stream_of(&answer.body);
+    let expected = format!(
+        "id: {s}:1\ndata: first\n\nid: {s}:2:u1\ndata: second\n\nid: {s}:3\ndata: third\n\n"
+    );
+    assert_eq!(answer.text(), expected);
+}
+
+#[tokio::test]
+async fn sse_comments_and_data_event_retry_lines_pass_byte_for_byte() {
+    let (upstream, _proxy, url, client) = proxied().await;
+    upstream.push(Reply::sse(&[
+        ": keep-alive\n\n",
+        "retry: 5000\n\n",
+        "event: message\nid: p1\ndata: {\"progress\":1}\n\n",
+        ": keep-alive\n\n",
+        "event: message\ndata: {\"jsonrpc\":\"2.0\",\n\
+         data: \"id\":2,\"result\":{\"tools\":[],\"x\":1.0}}\nretry: 250\n\n",
+    ]));
+    let answer = client.post_read(&url, &[], TOOLS_LIST).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.header("content-type"), Some("text/event-stream"));
+    assert_eq!(answer.header("x-accel-buffering"), Some("no"));
+    let s = stream_of(&answer.body);
+    let expected = format!(
+        ": keep-alive\n\nretry: 5000\n\n\
+         id: {s}:1:p1\nevent: message\ndata: {{\"progress\":1}}\n\n\
+         : keep-alive\n\n\
+         id: {s}:2\nevent: message\ndata: {{\"jsonrpc\":\"2.0\",\n\
+         data: \"id\":2,\"result\":{{\"tools\":[],\"x\":1.0}}}}\nretry: 250\n\n"
+    );
+    assert_eq!(answer.text(), expected);
+}
+
+#[tokio::test]
+async fn sse_events_reach_the_client_while_the_upstream_holds_the_stream_open() {
+    let (upstream, _proxy, url, client) = proxied().await;
+    let (reply, events) = Reply::sse_stream();
+    upstream.push(reply);
+    let response = client.post(&url, &[], TOOLS_LIST).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut reader = SseReader::new(response);
+
+    assert!(events.send("id: e1\ndata: {\"progress\":1}\n\n").await);
+    let first = reader.next_block().await.expect("first event");
+    let s = stream_of(&first);
+    assert_eq!(first, format!("id: {s}:1:e1\ndata: {{\"progress\":1}}\n\n"));
+
+    // The upstream sent nothing more and still holds the stream; now it sends the response.
+    assert!(events.send("id: e2\ndata: done\n\n").await);
+    let second = reader.next_block().await.expect("second event");
+    assert_eq!(second, format!("id: {s}:2:e2\ndata: done\n\n"));
+    drop(events);
+    assert_eq!(
+        reader.next_block().await,
+        None,
+        "stream ends with the upstream's"
+    );
+}
+
+#[tokio::test]
+async fn modern_client_disconnect_closes_the_upstream_stream() {
+    let (upstream, _proxy, url, client) = proxied().await;
+    let (reply, events) = Reply::sse_stream();
+    upstream.push(reply);
+    let response = client.post(&url, &MODERN_HEADERS, MODERN_CALL).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut reader = SseReader::new(response);
+    assert!(events.send("data: {\"progress\":1}\n\n").await);
+    reader.next_block().await.expect("first event");
+
+    drop(reader);
+    drop(client);
+    tokio::time::timeout(WAIT, events.closed())
+        .await
+        .expect("the upstream sees its stream closed once the client went away");
+}

