@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-peers.sh
 if cargo nextest --version >/dev/null 2>&1; then
+  # nextest does not run doctests; run them first so the suite's summary closes the output.
+  cargo test --locked --doc --quiet
   cargo nextest run --locked --no-fail-fast "$@"
-  # nextest does not run doctests
-  cargo test --locked --doc
 else
   cargo test --locked --no-fail-fast "$@"
 fi

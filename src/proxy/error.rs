@@ -79,18 +79,22 @@ impl Reject {
     /// The answer to the client, carrying `id` (the request's JSON-RPC id) when known.
     pub fn into_response_with_id(self, id: Option<&RawValue>) -> Response {
         let (status, code) = self.status_and_code();
-        let body = serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": { "code": code, "message": self.to_string() },
-        });
+        let body = ErrorResponse {
+            jsonrpc: "2.0",
+            id,
+            error: ErrorObject {
+                code,
+                message: self.to_string(),
+            },
+        };
+        let body = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (
             status,
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             )],
-            Bytes::from(body.to_string()),
+            Bytes::from(body),
         )
             .into_response();
         if matches!(self, Self::MethodNotAllowed(_)) {
@@ -100,6 +104,20 @@ impl Reject {
         }
         response
     }
+}
+
+/// A JSON-RPC 2.0 error response, fields in the order the specification lists them.
+#[derive(serde::Serialize)]
+struct ErrorResponse<'a> {
+    jsonrpc: &'static str,
+    id: Option<&'a RawValue>,
+    error: ErrorObject,
+}
+
+#[derive(serde::Serialize)]
+struct ErrorObject {
+    code: i64,
+    message: String,
 }
 
 impl IntoResponse for Reject {

@@ -6,6 +6,7 @@
 //! `text/event-stream` answers go through an [`relay::SseRelay`]. Legacy sessions are mapped:
 //! the client sees only the proxy's `Mcp-Session-Id`, the upstream only its own.
 
+mod connector;
 pub mod era;
 pub mod error;
 pub mod headers;

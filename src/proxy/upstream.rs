@@ -12,13 +12,13 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 
-use super::error::Reject;
+use super::{connector::QuickAckConnector, error::Reject};
 use crate::config::ProxyConfig;
 
 /// The pooled client bound to one upstream MCP endpoint.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<QuickAckConnector, Full<Bytes>>,
     endpoint: Uri,
     url: Arc<str>,
     response_timeout: Duration,
@@ -33,7 +33,7 @@ impl Upstream {
         connector.enforce_http(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+            .build(QuickAckConnector::new(connector));
         Self {
             client,
             endpoint: config.upstream.clone(),
