@@ -4,6 +4,7 @@
 //! `Arc<SessionManager>`.
 
 mod id;
+pub mod stats;
 pub mod store;
 pub mod tracker;
 pub mod worker;
@@ -21,6 +22,7 @@ use http::HeaderValue;
 use parking_lot::{Mutex, RwLock};
 
 pub use id::{RandomError, SessionId, StreamId};
+pub use stats::{ProxyStats, ProxyStatsSnapshot};
 pub use tracker::{Admission, EventTracker, LastEventIds, StreamKind, TrackerLimits};
 pub use worker::{PersistenceHandle, PersistenceWorker, WorkerConfig, WorkerMetrics};
 
@@ -139,6 +141,7 @@ pub struct SessionManager {
     sessions: RwLock<HashMap<SessionId, Arc<Session>>>,
     config: SessionConfig,
     persistence: PersistenceHandle,
+    stats: ProxyStats,
 }
 
 impl SessionManager {
@@ -148,7 +151,13 @@ impl SessionManager {
             sessions: RwLock::new(HashMap::new()),
             config,
             persistence,
+            stats: ProxyStats::default(),
         }
+    }
+
+    /// The data plane's counters.
+    pub fn stats(&self) -> &ProxyStats {
+        &self.stats
     }
 
     /// Records a new session for an upstream that assigned `upstream_session_id` on its

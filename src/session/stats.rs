@@ -1,0 +1,60 @@
+//! Process-wide data-plane counters, kept as atomics beside the SessionManager so the
+//! Prometheus endpoint and the control plane's metric watches read the same numbers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of the data plane (monotonic unless noted). Read with [`ProxyStats::snapshot`].
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// SSE events forwarded to clients (live and replayed).
+    pub events_forwarded: AtomicU64,
+    /// Events dropped because their upstream id was already forwarded on the stream.
+    pub duplicates_dropped: AtomicU64,
+    /// Events re-sent to a client from a replay window (resumption or forced replay).
+    pub events_replayed: AtomicU64,
+    /// Client resumptions (`GET` + `Last-Event-ID`) served.
+    pub resumptions: AtomicU64,
+    /// Resumption attempts refused (malformed id, unknown stream, id outside the window).
+    pub resumptions_refused: AtomicU64,
+    /// Upstream reconnections attempted after an upstream stream broke.
+    pub upstream_reconnects: AtomicU64,
+    /// SSE streams opened.
+    pub streams_opened: AtomicU64,
+    /// SSE streams currently open (a gauge).
+    pub streams_open: AtomicU64,
+}
+
+/// A point-in-time copy of [`ProxyStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyStatsSnapshot {
+    pub events_forwarded: u64,
+    pub duplicates_dropped: u64,
+    pub events_replayed: u64,
+    pub resumptions: u64,
+    pub resumptions_refused: u64,
+    pub upstream_reconnects: u64,
+    pub streams_opened: u64,
+    pub streams_open: u64,
+}
+
+impl ProxyStats {
+    /// Adds one to a counter.
+    pub fn incr(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> ProxyStatsSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ProxyStatsSnapshot {
+            events_forwarded: r(&self.events_forwarded),
+            duplicates_dropped: r(&self.duplicates_dropped),
+            events_replayed: r(&self.events_replayed),
+            resumptions: r(&self.resumptions),
+            resumptions_refused: r(&self.resumptions_refused),
+            upstream_reconnects: r(&self.upstream_reconnects),
+            streams_opened: r(&self.streams_opened),
+            streams_open: r(&self.streams_open),
+        }
+    }
+}
