@@ -49,6 +49,60 @@ impl SseBlock {
         self.has_data
     }
 
+    /// The value of the `retry` field (milliseconds), if the block has a valid one.
+    pub fn retry_ms(&self) -> Option<u64> {
+        self.fields()
+            .filter(|(name, _)| *name == b"retry")
+            .last()
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
+    }
+
+    /// The event's data: the `data` field values joined with `\n`, as the SSE rules dispatch it.
+    /// Borrowed when the event has one `data` line.
+    pub fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        let mut values = self
+            .fields()
+            .filter(|(name, _)| *name == b"data")
+            .map(|(_, v)| v);
+        let Some(first) = values.next() else {
+            return std::borrow::Cow::Borrowed(&[]);
+        };
+        let Some(second) = values.next() else {
+            return std::borrow::Cow::Borrowed(first);
+        };
+        let mut joined = first.to_vec();
+        for v in std::iter::once(second).chain(values) {
+            joined.push(b'\n');
+            joined.extend_from_slice(v);
+        }
+        std::borrow::Cow::Owned(joined)
+    }
+
+    /// The block's fields as (name, value) pairs, comments skipped.
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut rest: &[u8] = &self.raw;
+        std::iter::from_fn(move || {
+            loop {
+                if rest.is_empty() {
+                    return None;
+                }
+                let (end, next) = find_line_end(rest, 0).unwrap_or((rest.len(), rest.len()));
+                let line = &rest[..end];
+                rest = &rest[next..];
+                if line.is_empty() || line[0] == b':' {
+                    continue;
+                }
+                return Some(match line.iter().position(|&b| b == b':') {
+                    Some(colon) => {
+                        let value = &line[colon + 1..];
+                        (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+                    }
+                    None => (line, &line[line.len()..]),
+                });
+            }
+        })
+    }
+
     /// Appends the block to `out` with its `id` lines replaced by one `id: {new_id}` line
     /// placed first; every other byte passes unchanged. `new_id` must not contain CR, LF or NUL.
     pub fn write_with_id(&self, new_id: &str, out: &mut BytesMut) {
@@ -267,6 +321,16 @@ mod tests {
         let mut out = BytesMut::new();
         got[0].write_with_id("n", &mut out);
         assert_eq!(&out[..], b"id: n\ndata: x\n\n");
+    }
+
+    #[test]
+    fn data_lines_join_with_newlines_and_retry_parses() {
+        let got = blocks(&[b"event: m\r\ndata: {\"a\":\r\ndata:1}\r\nretry: 1500\r\n\r\n"]);
+        assert_eq!(&*got[0].data(), b"{\"a\":\n1}");
+        assert_eq!(got[0].retry_ms(), Some(1500));
+        let one = blocks(&[b"data: x\n\n"]);
+        assert!(matches!(one[0].data(), std::borrow::Cow::Borrowed(b"x")));
+        assert_eq!(one[0].retry_ms(), None);
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub enum Reject {
     UpstreamUnavailable(String),
     #[error("upstream MCP server did not answer within {0:?}")]
     UpstreamTimeout(std::time::Duration),
+    #[error("cannot resume the stream: {0}")]
+    LastEventId(String),
+    #[error("the upstream MCP server could not resume the stream: {0}")]
+    ResumeFailed(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -56,6 +60,8 @@ impl Reject {
             Self::HeaderMismatch { .. } => (StatusCode::BAD_REQUEST, HEADER_MISMATCH),
             Self::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, INTERNAL_ERROR),
             Self::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, INTERNAL_ERROR),
+            Self::LastEventId(_) => (StatusCode::BAD_REQUEST, INVALID_REQUEST),
+            Self::ResumeFailed(_) => (StatusCode::BAD_GATEWAY, INTERNAL_ERROR),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR),
         }
     }
@@ -72,6 +78,8 @@ impl Reject {
             Self::HeaderMismatch { .. } => "header_mismatch",
             Self::UpstreamUnavailable(_) => "upstream_unavailable",
             Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::LastEventId(_) => "last_event_id",
+            Self::ResumeFailed(_) => "resume_failed",
             Self::Internal(_) => "internal",
         }
     }

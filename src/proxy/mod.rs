@@ -10,6 +10,7 @@ mod connector;
 pub mod era;
 pub mod error;
 pub mod headers;
+pub mod pump;
 pub mod relay;
 pub mod upstream;
 
@@ -29,11 +30,11 @@ use serde_json::value::RawValue;
 
 use crate::{
     config::ProxyConfig,
-    session::{Session, SessionManager, StreamKind},
+    session::{ClientEventId, ProxyStats, Session, SessionManager, StreamKind, UpstreamState},
 };
 use era::{Era, MessagePeek};
 use error::Reject;
-use headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID, X_ACCEL_BUFFERING};
+use headers::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, X_ACCEL_BUFFERING};
 use relay::SseRelay;
 use upstream::Upstream;
 
@@ -92,7 +93,10 @@ impl Proxy {
         }
     }
 
-    async fn serve(&self, request: Request) -> Result<Response, (Reject, Option<Box<RawValue>>)> {
+    async fn serve(
+        self: &Arc<Self>,
+        request: Request,
+    ) -> Result<Response, (Reject, Option<Box<RawValue>>)> {
         let (parts, body) = request.into_parts();
         let method = parts.method.clone();
         if method != Method::POST && method != Method::GET && method != Method::DELETE {
@@ -138,6 +142,19 @@ impl Proxy {
             _ => None,
         };
 
+        // A legacy client resuming a stream: served from the proxy's window (and the upstream
+        // only if the stream must be re-opened there).
+        if era == Era::Legacy
+            && method == Method::GET
+            && let Some(s) = &session
+            && let Some(last_event_id) = parts.headers.get(&LAST_EVENT_ID)
+        {
+            return self
+                .resume(s, last_event_id, &parts.headers)
+                .await
+                .map_err(fail);
+        }
+
         let mut upstream_request = http::Request::new(Full::new(body));
         *upstream_request.method_mut() = method.clone();
         *upstream_request.uri_mut() = self.upstream.uri_for(parts.uri.query());
@@ -146,6 +163,20 @@ impl Proxy {
             upstream_request
                 .headers_mut()
                 .insert(&MCP_SESSION_ID, s.upstream_session_id().clone());
+        }
+        // Without a session there is no window to resume from: an id of ours that carries the
+        // upstream's id is translated back; anything else is the upstream's to judge.
+        if let Some(upstream_id) = parts
+            .headers
+            .get(&LAST_EVENT_ID)
+            .and_then(|id| id.to_str().ok())
+            .and_then(ClientEventId::parse)
+            .and_then(|id| id.upstream_id)
+            .and_then(|id| HeaderValue::from_str(id).ok())
+        {
+            upstream_request
+                .headers_mut()
+                .insert(&LAST_EVENT_ID, upstream_id);
         }
 
         let response = self.upstream.send(upstream_request).await.map_err(|r| {
@@ -212,20 +243,45 @@ impl Proxy {
             } else {
                 StreamKind::Post
             };
+            let live_session = session.as_ref().filter(|s| !s.is_ended());
             let tracker = self
                 .manager
-                .open_stream(session.as_ref().filter(|s| !s.is_ended()), kind)
+                .open_stream(live_session, kind)
                 .map_err(|e| fail(Reject::Internal(e.to_string())))?;
-            client_headers.insert(&X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
-            client_headers
-                .entry(header::CACHE_CONTROL)
-                .or_insert(HeaderValue::from_static("no-cache"));
-            Body::new(SseRelay::new(
-                upstream_body,
-                tracker,
-                self.manager.clone(),
-                self.config.max_event_bytes,
-            ))
+            sse_headers(&mut client_headers);
+            match (era, live_session) {
+                // Legacy streams survive dropped connections: a pump reads the upstream, the
+                // client reads the tracker's window.
+                (Era::Legacy, Some(s)) => {
+                    let reader = tracker
+                        .attach(None)
+                        .map_err(|e| fail(Reject::Internal(e.to_string())))?;
+                    let mut resume_headers = HeaderMap::new();
+                    headers::copy_end_to_end(&parts.headers, &mut resume_headers);
+                    let request_id = request_id.clone().filter(|_| {
+                        method == Method::POST && !peek.as_ref().is_some_and(|p| p.batch)
+                    });
+                    pump::spawn(
+                        pump::PumpContext {
+                            proxy: self.clone(),
+                            session: s.clone(),
+                            tracker: tracker.clone(),
+                            resume_headers,
+                            request_id,
+                        },
+                        upstream_body,
+                    );
+                    pump::reader_body(tracker, reader, self.clone())
+                }
+                // Modern (and sessionless) streams: closing the client's stream closes the
+                // upstream request at once.
+                _ => Body::new(SseRelay::new(
+                    upstream_body,
+                    tracker,
+                    self.manager.clone(),
+                    self.config.max_event_bytes,
+                )),
+            }
         } else {
             if let Some(len) = head.headers.get(header::CONTENT_LENGTH) {
                 client_headers.insert(header::CONTENT_LENGTH, len.clone());
@@ -243,6 +299,96 @@ impl Proxy {
             "forwarded",
         );
         Ok(Response::from_parts(head, body))
+    }
+
+    /// Serves a legacy `GET` with `Last-Event-ID`: attaches the client to the stream the id
+    /// names, at the position it names, re-opening the stream upstream when the proxy's side of
+    /// it has stopped. Ids that are malformed, name a stream this session does not have, or
+    /// point before the replay window are refused with 400, logged and counted — never served
+    /// from another stream or session.
+    async fn resume(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        last_event_id: &HeaderValue,
+        request_headers: &HeaderMap,
+    ) -> Result<Response, Reject> {
+        let stats = self.manager.stats();
+        let refuse = |reason: String| {
+            ProxyStats::incr(&stats.resumptions_refused);
+            tracing::warn!(
+                session = %session.id(),
+                last_event_id = ?last_event_id,
+                reason = %reason,
+                "refused a stream resumption",
+            );
+            Reject::LastEventId(reason)
+        };
+        let id = last_event_id
+            .to_str()
+            .ok()
+            .and_then(ClientEventId::parse)
+            .ok_or_else(|| refuse("Last-Event-ID is not an event id this proxy issued".into()))?;
+        let tracker = session
+            .stream(id.stream)
+            .ok_or_else(|| refuse(format!("stream {:?} is unknown in this session", id.stream)))?;
+
+        let mut resume_headers = HeaderMap::new();
+        headers::copy_end_to_end(request_headers, &mut resume_headers);
+        // A stream whose pump stopped is re-opened upstream from its last upstream id.
+        let mut reopened = None;
+        if matches!(
+            tracker.upstream(),
+            UpstreamState::Failed | UpstreamState::Stopped
+        ) && let Some(last) = tracker.last_upstream_id()
+        {
+            match pump::open_resumption(self, session, &resume_headers, &last).await {
+                Ok(body) => reopened = Some(body),
+                Err(pump::Resumption::Refused(status)) if tracker.last_seq() == id.seq => {
+                    return Err(Reject::ResumeFailed(format!(
+                        "the upstream refused to resume the stream ({status})"
+                    )));
+                }
+                Err(pump::Resumption::Unavailable(err)) if tracker.last_seq() == id.seq => {
+                    return Err(Reject::ResumeFailed(err));
+                }
+                // Events are still buffered for the client: serve them, then end.
+                Err(_) => {}
+            }
+        }
+        let reader = tracker
+            .attach(Some(id.seq))
+            .map_err(|e| refuse(e.to_string()))?;
+        if let Some(body) = reopened {
+            pump::spawn(
+                pump::PumpContext {
+                    proxy: self.clone(),
+                    session: session.clone(),
+                    tracker: tracker.clone(),
+                    resume_headers,
+                    request_id: None,
+                },
+                body,
+            );
+        }
+        ProxyStats::incr(&stats.resumptions);
+        let replayed = tracker.last_seq().saturating_sub(id.seq);
+        stats
+            .events_replayed
+            .fetch_add(replayed, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            session = %session.id(),
+            stream = %tracker.stream(),
+            after_seq = id.seq,
+            replayed,
+            "client resumed a stream",
+        );
+        let mut response = Response::new(pump::reader_body(tracker, reader, self.clone()));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        sse_headers(response.headers_mut());
+        Ok(response)
     }
 
     /// Origin validation (both eras): a present `Origin` must be allowed.
@@ -275,6 +421,14 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
             reject.into_response_with_id(id.as_deref())
         }
     }
+}
+
+/// Headers every SSE answer carries: no buffering by intermediaries, no caching.
+fn sse_headers(headers: &mut HeaderMap) {
+    headers.insert(&X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-cache"));
 }
 
 fn is_initialize(peek: Option<&MessagePeek>) -> bool {

@@ -17,10 +17,64 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
 
+use std::sync::atomic::Ordering;
+
 use crate::{
-    session::{Admission, EventTracker, SessionManager},
+    session::{Admission, EventTracker, ProxyStats, SessionManager},
     sse::{SseBlock, SseParser},
 };
+
+/// What one upstream block becomes for the client.
+pub enum Encoded {
+    /// Not an event (comments, `retry`/`event` alone): forward the raw bytes, track nothing.
+    Passthrough,
+    /// An upstream id already forwarded on this stream: drop it.
+    Duplicate,
+    /// An event admitted as `seq`, encoded with the proxy's id.
+    Event { seq: u64, bytes: Bytes },
+}
+
+/// The upstream event id of a block: a present, non-empty `id` field.
+pub fn upstream_event_id(block: &SseBlock) -> Option<&str> {
+    block.id().filter(|id| !id.is_empty())
+}
+
+/// Admits `block` on `tracker` and encodes it with the proxy's event id (only the `id` line is
+/// rewritten), counting it and handing the stream's new position to the persistence worker.
+pub fn encode_block(
+    tracker: &Arc<EventTracker>,
+    manager: &SessionManager,
+    block: &SseBlock,
+    scratch: &mut BytesMut,
+) -> Encoded {
+    if !block.has_id() && !block.has_data() {
+        return Encoded::Passthrough;
+    }
+    let upstream_id = upstream_event_id(block);
+    match tracker.admit(upstream_id) {
+        Admission::Duplicate => {
+            ProxyStats::incr(&manager.stats().duplicates_dropped);
+            tracing::debug!(
+                stream = %tracker.stream(),
+                upstream_event_id = upstream_id,
+                "dropped duplicate SSE event",
+            );
+            Encoded::Duplicate
+        }
+        Admission::Forward { seq } => {
+            let client_id = tracker.client_event_id(seq, upstream_id);
+            block.write_with_id(&client_id, scratch);
+            ProxyStats::incr(&manager.stats().events_forwarded);
+            if upstream_id.is_some() {
+                manager.persistence().stream_advanced(tracker);
+            }
+            Encoded::Event {
+                seq,
+                bytes: scratch.split().freeze(),
+            }
+        }
+    }
+}
 
 /// The client-facing body of one SSE stream.
 pub struct SseRelay {
@@ -42,6 +96,8 @@ impl SseRelay {
         manager: Arc<SessionManager>,
         max_event_bytes: usize,
     ) -> Self {
+        ProxyStats::incr(&manager.stats().streams_opened);
+        ProxyStats::incr(&manager.stats().streams_open);
         Self {
             upstream,
             parser: SseParser::new(max_event_bytes),
@@ -55,29 +111,13 @@ impl SseRelay {
 
     /// Runs one block through the tracker and queues what the client must see.
     fn relay_block(&mut self, block: SseBlock) {
-        if !block.has_id() && !block.has_data() {
-            // Comments, `retry:` or `event:` alone: no event is dispatched, nothing to track.
-            self.ready.push_back(block.raw().clone());
-            return;
-        }
-        let upstream_id = block.id().filter(|id| !id.is_empty());
-        match self.tracker.admit(upstream_id) {
-            Admission::Duplicate => {
-                tracing::debug!(
-                    stream = %self.tracker.stream(),
-                    upstream_event_id = upstream_id,
-                    "dropped duplicate SSE event",
-                );
-            }
-            Admission::Forward { seq } => {
-                let client_id = self.tracker.client_event_id(seq, upstream_id);
-                block.write_with_id(&client_id, &mut self.scratch);
-                let encoded = self.scratch.split().freeze();
-                self.tracker.record_forwarded(seq, encoded.clone());
-                if upstream_id.is_some() {
-                    self.manager.persistence().stream_advanced(&self.tracker);
-                }
-                self.ready.push_back(encoded);
+        match encode_block(&self.tracker, &self.manager, &block, &mut self.scratch) {
+            Encoded::Passthrough => self.ready.push_back(block.raw().clone()),
+            Encoded::Duplicate => {}
+            Encoded::Event { seq, bytes } => {
+                self.tracker
+                    .forwarded_directly(seq, upstream_event_id(&block));
+                self.ready.push_back(bytes);
             }
         }
     }
@@ -157,7 +197,10 @@ impl Body for SseRelay {
 
 impl Drop for SseRelay {
     fn drop(&mut self) {
-        self.tracker.set_client_connected(false);
+        self.manager
+            .stats()
+            .streams_open
+            .fetch_sub(1, Ordering::Relaxed);
         self.manager.close_stream(&self.tracker);
         tracing::debug!(
             stream = %self.tracker.stream(),

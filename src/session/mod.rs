@@ -20,10 +20,14 @@ use std::{
 
 use http::HeaderValue;
 use parking_lot::{Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
 
 pub use id::{RandomError, SessionId, StreamId};
 pub use stats::{ProxyStats, ProxyStatsSnapshot};
-pub use tracker::{Admission, EventTracker, LastEventIds, StreamKind, TrackerLimits};
+pub use tracker::{
+    Admission, AttachError, ClientEventId, EventTracker, LastEventIds, Read, StreamKind,
+    TrackerLimits, UpstreamState,
+};
 pub use worker::{PersistenceHandle, PersistenceWorker, WorkerConfig, WorkerMetrics};
 
 use store::SessionRecord;
@@ -41,6 +45,8 @@ pub struct Session {
     last_activity_ms: AtomicU64,
     streams: Mutex<StreamTable>,
     ended: AtomicBool,
+    /// Cancelled when the session ends or the daemon stops: the session's stream pumps stop.
+    cancel: CancellationToken,
 }
 
 /// The streams of one session: the open ones, plus the most recently closed ones (bounded) so
@@ -97,6 +103,11 @@ impl Session {
         self.ended.load(Ordering::Acquire)
     }
 
+    /// Fires when the session ends or the daemon stops its streams.
+    pub fn cancelled(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
     fn touch(&self, now: SystemTime) {
         self.last_activity_ms.store(unix_ms(now), Ordering::Relaxed);
     }
@@ -123,6 +134,16 @@ pub struct SessionConfig {
     pub tracker_limits: TrackerLimits,
     /// Closed streams kept listed per session (count). Default 16.
     pub closed_streams_kept: usize,
+    /// How long a legacy stream keeps reading the upstream after its client went away, waiting
+    /// for the client to resume. Default 30 s.
+    pub linger: Duration,
+    /// Upstream resumption attempts after a legacy stream broke (count). Default 6.
+    pub reconnect_attempts: usize,
+    /// First delay between upstream resumption attempts; doubles up to `reconnect_max_delay`.
+    /// Default 100 ms.
+    pub reconnect_min_delay: Duration,
+    /// Longest delay between upstream resumption attempts. Default 2 s.
+    pub reconnect_max_delay: Duration,
 }
 
 impl Default for SessionConfig {
@@ -131,6 +152,10 @@ impl Default for SessionConfig {
             idle_ttl: Duration::from_secs(30 * 60),
             tracker_limits: TrackerLimits::default(),
             closed_streams_kept: 16,
+            linger: Duration::from_secs(30),
+            reconnect_attempts: 6,
+            reconnect_min_delay: Duration::from_millis(100),
+            reconnect_max_delay: Duration::from_secs(2),
         }
     }
 }
@@ -142,6 +167,8 @@ pub struct SessionManager {
     config: SessionConfig,
     persistence: PersistenceHandle,
     stats: ProxyStats,
+    /// Parent of every session's token: cancelling it stops every stream pump.
+    streams_cancel: CancellationToken,
 }
 
 impl SessionManager {
@@ -152,7 +179,19 @@ impl SessionManager {
             config,
             persistence,
             stats: ProxyStats::default(),
+            streams_cancel: CancellationToken::new(),
         }
+    }
+
+    /// Stops every stream pump (daemon shutdown): legacy client streams end with a `retry`
+    /// hint so clients resume elsewhere.
+    pub fn stop_streams(&self) {
+        self.streams_cancel.cancel();
+    }
+
+    /// The configuration of the session core.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
     }
 
     /// The data plane's counters.
@@ -178,6 +217,7 @@ impl SessionManager {
             last_activity_ms: AtomicU64::new(unix_ms(now)),
             streams: Mutex::new(StreamTable::default()),
             ended: AtomicBool::new(false),
+            cancel: self.streams_cancel.child_token(),
         });
         self.persistence.session_saved(session.record());
         self.sessions
@@ -210,6 +250,7 @@ impl SessionManager {
     pub fn end_session(&self, id: &str) -> Option<Arc<Session>> {
         let session = self.sessions.write().remove(id)?;
         session.ended.store(true, Ordering::Release);
+        session.cancel.cancel();
         *session.streams.lock() = StreamTable::default();
         self.persistence.session_removed(&session.id);
         Some(session)
@@ -253,14 +294,17 @@ impl SessionManager {
         Ok(tracker)
     }
 
-    /// Notes that a stream's relay ended. The stream stays listed under its session until more
+    /// Notes that a stream's relay (or, for a legacy stream, its pump) ended; a closed stream
+    /// that is resumed is simply used again. The stream stays listed under its session until more
     /// than `closed_streams_kept` streams have closed after it.
     pub fn close_stream(&self, tracker: &EventTracker) {
         let Some(session) = tracker.session().and_then(|id| self.get(id.as_str())) else {
             return;
         };
         let mut table = session.streams.lock();
-        if !table.by_id.contains_key(tracker.stream().as_str()) {
+        if !table.by_id.contains_key(tracker.stream().as_str())
+            || table.closed.contains(tracker.stream())
+        {
             return;
         }
         table.closed.push_back(tracker.stream().clone());
@@ -268,6 +312,17 @@ impl SessionManager {
             if let Some(old) = table.closed.pop_front() {
                 table.by_id.remove(&old);
             }
+        }
+    }
+
+    /// Notes that a closed stream was resumed, so it is no longer a candidate for eviction.
+    pub fn reopen_stream(&self, tracker: &EventTracker) {
+        if let Some(session) = tracker.session().and_then(|id| self.get(id.as_str())) {
+            session
+                .streams
+                .lock()
+                .closed
+                .retain(|id| id != tracker.stream());
         }
     }
 

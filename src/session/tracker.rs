@@ -1,10 +1,16 @@
 //! The EventTracker: one per SSE stream. It remembers the last upstream event id, drops events
 //! whose upstream id was already forwarded on the stream, and keeps a bounded replay window of the
-//! events it forwarded, so a stream can be resumed (DESIGN.md, "How a legacy session flows
-//! through the proxy", steps 3–5).
+//! events it forwarded, so a stream survives a dropped client or upstream connection (DESIGN.md,
+//! "How a legacy session flows through the proxy", steps 3–5).
 //!
-//! Everything here runs under one short `parking_lot` lock, with no I/O and no task spawned:
-//! recording an event is O(1) amortized.
+//! A legacy stream has one writer (the stream's upstream pump) and at most one reader (the body
+//! of the client connection currently attached). The reader's cursor lives here, so a resuming
+//! client or a forced replay just moves it. Events the reader has not been handed are never
+//! evicted: when they fill the window, the pump stops reading the upstream until the reader
+//! catches up, so a slow or absent client holds memory at the window bounds, not beyond.
+//!
+//! Everything runs under one short `parking_lot` lock, with no I/O and no task spawned; waking
+//! the other side is a `tokio::sync::watch` version bump.
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -12,13 +18,17 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::SystemTime,
+    time::{Instant, SystemTime},
 };
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
 use super::{SessionId, StreamId};
+
+/// Non-event blocks (keep-alives) held for a reader that has not read them yet (count).
+pub const MAX_EPHEMERAL: usize = 64;
 
 /// Bounds of the per-stream windows. Defaults hold an ordinary tool call's stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +37,8 @@ pub struct TrackerLimits {
     pub dedup_ids: usize,
     /// Events kept for replay (count). Default 256.
     pub replay_events: usize,
-    /// Bytes of events kept for replay (sum of encoded event sizes). Default 1 MiB.
+    /// Bytes of events kept for replay (sum of encoded event sizes). Default 1 MiB. One event
+    /// larger than this is still relayed, alone in the window.
     pub replay_bytes: usize,
 }
 
@@ -50,22 +61,65 @@ pub enum StreamKind {
     Get,
 }
 
+/// Where the stream's upstream side stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamState {
+    /// An upstream response is being read.
+    Live,
+    /// The upstream connection broke; the pump is resuming it with `Last-Event-ID`.
+    Reconnecting,
+    /// The upstream ended the stream normally: nothing more will come.
+    Complete,
+    /// The upstream cannot be resumed (no event id to resume from, or it refused).
+    Failed,
+    /// The proxy stopped reading: linger expired with no client, the session ended, or shutdown.
+    Stopped,
+}
+
+impl UpstreamState {
+    /// Whether no more events will arrive on this stream without a new upstream request.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Complete | Self::Failed | Self::Stopped)
+    }
+}
+
 /// The decision for one upstream event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
-    /// Forward the event with this client-visible event id.
-    Forward {
-        /// Proxy sequence number of the event within the stream (1-based).
-        seq: u64,
-    },
+    /// Forward the event with this proxy sequence number (1-based, gapless per stream).
+    Forward { seq: u64 },
     /// The upstream id was already forwarded on this stream: drop the event.
     Duplicate,
+}
+
+/// What a reader gets from [`EventTracker::read`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read {
+    /// Encoded events for the client, oldest first.
+    Events(Vec<Bytes>),
+    /// Nothing new yet: wait for the next change.
+    Wait,
+    /// Every event was handed over and the upstream side is terminal.
+    End(UpstreamState),
+    /// Another reader took the stream over (the client resumed on a new connection).
+    Replaced,
+}
+
+/// Why a reader could not attach at a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    /// Events after the requested position have left the replay window.
+    #[error("events after sequence {after} have left the replay window (oldest kept: {oldest})")]
+    LeftWindow { after: u64, oldest: u64 },
+    /// The position is past the last event of the stream.
+    #[error("sequence {after} is past the stream's last event {last}")]
+    Future { after: u64, last: u64 },
 }
 
 /// The last ids of a stream, as the control plane reports them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LastEventIds {
-    /// The last client-visible event id delivered; `None` before the first event.
+    /// The last client-visible event id handed to a client; `None` before the first.
     pub client_event_id: Option<String>,
     /// The last upstream event id received; `None` if the upstream sent none.
     pub upstream_event_id: Option<Arc<str>>,
@@ -74,7 +128,7 @@ pub struct LastEventIds {
 }
 
 /// Tracks the events of one SSE stream. Shared as `Arc<EventTracker>` between the stream's
-/// relay, the session that owns it and the persistence worker.
+/// pump, its reader, the session that owns it and the persistence worker.
 #[derive(Debug)]
 pub struct EventTracker {
     session: Option<SessionId>,
@@ -85,25 +139,43 @@ pub struct EventTracker {
     state: Mutex<TrackerState>,
     events_forwarded: AtomicU64,
     duplicates_dropped: AtomicU64,
-    client_connected: AtomicBool,
+    /// Bumped when events are appended or the upstream state changes (wakes the reader).
+    appended: watch::Sender<u64>,
+    /// Bumped when the reader advances, attaches or detaches (wakes the pump).
+    consumed: watch::Sender<u64>,
     /// Set while the tracker waits in the persistence worker's queue (latest-only coalescing).
     pub(super) persist_queued: AtomicBool,
+    /// Set while a pump task reads the upstream for this stream (at most one at a time).
+    pump_active: AtomicBool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TrackerState {
     last_seq: u64,
     last_upstream_id: Option<Arc<str>>,
+    /// The upstream id of the event at `delivered`, to rebuild the last client id handed out.
+    delivered_upstream_id: Option<Arc<str>>,
     persisted: Option<(Arc<str>, SystemTime)>,
     seen: HashSet<Arc<str>>,
     seen_order: VecDeque<Arc<str>>,
-    replay: VecDeque<(u64, Bytes)>,
-    replay_bytes: usize,
+    /// (seq, upstream id, encoded event), oldest first, seq ascending.
+    window: VecDeque<(u64, Option<Arc<str>>, Bytes)>,
+    window_bytes: usize,
+    /// Highest seq handed to a reader; events after it are never evicted.
+    delivered: u64,
+    /// Blocks that are not events (comments such as keep-alives, `retry`-only blocks), waiting
+    /// for the attached reader, each tagged with the last seq before it. Never replayed.
+    ephemeral: Vec<(u64, Bytes)>,
+    /// Generation of the attached reader; 0 when none is attached.
+    reader: u64,
+    readers_attached: u64,
+    detached_at: Option<Instant>,
+    upstream: UpstreamState,
 }
 
 impl EventTracker {
     /// A tracker for stream `stream` of `session` (`None` for a stream outside any session,
-    /// such as a modern-era response stream).
+    /// such as a modern-era response stream). No reader is attached until [`Self::attach`].
     pub fn new(
         session: Option<SessionId>,
         stream: StreamId,
@@ -116,12 +188,39 @@ impl EventTracker {
             kind,
             created: SystemTime::now(),
             limits,
-            state: Mutex::new(TrackerState::default()),
+            state: Mutex::new(TrackerState {
+                last_seq: 0,
+                last_upstream_id: None,
+                delivered_upstream_id: None,
+                persisted: None,
+                seen: HashSet::new(),
+                seen_order: VecDeque::new(),
+                window: VecDeque::new(),
+                window_bytes: 0,
+                ephemeral: Vec::new(),
+                delivered: 0,
+                reader: 0,
+                readers_attached: 0,
+                detached_at: Some(Instant::now()),
+                upstream: UpstreamState::Live,
+            }),
             events_forwarded: AtomicU64::new(0),
             duplicates_dropped: AtomicU64::new(0),
-            client_connected: AtomicBool::new(true),
+            appended: watch::Sender::new(0),
+            consumed: watch::Sender::new(0),
             persist_queued: AtomicBool::new(false),
+            pump_active: AtomicBool::new(false),
         }
+    }
+
+    /// Claims the right to run the stream's pump; `false` if one is already running.
+    pub fn claim_pump(&self) -> bool {
+        !self.pump_active.swap(true, Ordering::AcqRel)
+    }
+
+    /// Releases the pump claim (the pump stopped).
+    pub fn release_pump(&self) {
+        self.pump_active.store(false, Ordering::Release);
     }
 
     /// The session this stream belongs to, if any.
@@ -173,26 +272,184 @@ impl EventTracker {
         }
     }
 
-    /// Records the encoded event that was forwarded with sequence number `seq` into the replay
-    /// window, evicting the oldest events past the count and byte bounds. An event larger than
-    /// the whole byte bound is not kept.
-    pub fn record_forwarded(&self, seq: u64, encoded: Bytes) {
+    /// Whether an event of `size` bytes can be appended now without evicting an event the
+    /// reader has not been handed. The pump waits on [`EventTracker::consumed`] while not.
+    pub fn has_room(&self, size: usize) -> bool {
+        let state = self.state.lock();
+        let undelivered = state
+            .window
+            .iter()
+            .rev()
+            .take_while(|e| e.0 > state.delivered);
+        let (count, bytes) = undelivered.fold((0usize, 0usize), |(c, b), e| (c + 1, b + e.2.len()));
+        count == 0
+            || (count < self.limits.replay_events && bytes + size <= self.limits.replay_bytes)
+    }
+
+    /// Appends the encoded event admitted as `seq` to the replay window, evicting the oldest
+    /// delivered events past the count and byte bounds, and wakes the reader.
+    pub fn append(&self, seq: u64, upstream_id: Option<&str>, encoded: Bytes) {
+        self.events_forwarded.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut state = self.state.lock();
+            let size = encoded.len();
+            while state.window.len() >= self.limits.replay_events.max(1)
+                || state.window_bytes + size > self.limits.replay_bytes
+            {
+                let Some((_, _, old)) = state.window.pop_front() else {
+                    break;
+                };
+                state.window_bytes -= old.len();
+            }
+            state.window_bytes += size;
+            let upstream_id = upstream_id.map(|id| {
+                state
+                    .last_upstream_id
+                    .clone()
+                    .filter(|last| **last == *id)
+                    .unwrap_or_else(|| Arc::from(id))
+            });
+            state.window.push_back((seq, upstream_id, encoded));
+        }
+        self.appended.send_modify(|v| *v += 1);
+    }
+
+    /// Queues a block that is not an event (a keep-alive comment, a `retry`-only block) for the
+    /// attached reader; with no reader attached, or past [`MAX_EPHEMERAL`] waiting, it is
+    /// dropped: such blocks are never replayed.
+    pub fn push_ephemeral(&self, block: Bytes) {
+        {
+            let mut state = self.state.lock();
+            if state.reader == 0 || state.ephemeral.len() >= MAX_EPHEMERAL {
+                return;
+            }
+            let after = state.last_seq;
+            state.ephemeral.push((after, block));
+        }
+        self.appended.send_modify(|v| *v += 1);
+    }
+
+    /// Counts an event a direct (window-less) relay forwarded as `seq`.
+    pub fn forwarded_directly(&self, seq: u64, upstream_id: Option<&str>) {
         self.events_forwarded.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state.lock();
-        let size = encoded.len();
-        if self.limits.replay_events == 0 || size > self.limits.replay_bytes {
-            return;
-        }
-        while state.replay.len() >= self.limits.replay_events
-            || state.replay_bytes + size > self.limits.replay_bytes
-        {
-            match state.replay.pop_front() {
-                Some((_, old)) => state.replay_bytes -= old.len(),
-                None => break,
+        state.delivered = seq;
+        state.delivered_upstream_id = upstream_id.map(Arc::from);
+    }
+
+    /// Attaches a new reader that will be handed the events after `after_seq` (`None`: only
+    /// events from now on). Any previous reader is replaced.
+    pub fn attach(&self, after_seq: Option<u64>) -> Result<u64, AttachError> {
+        let reader = {
+            let mut state = self.state.lock();
+            let after = after_seq.unwrap_or(state.last_seq);
+            check_window(&state, after)?;
+            state.readers_attached += 1;
+            state.reader = state.readers_attached;
+            state.detached_at = None;
+            state.ephemeral.clear();
+            state.delivered = after;
+            state.delivered_upstream_id = upstream_id_at(&state, after);
+            state.reader
+        };
+        self.consumed.send_modify(|v| *v += 1);
+        self.appended.send_modify(|v| *v += 1);
+        Ok(reader)
+    }
+
+    /// Detaches `reader` if it is still the attached one (its client went away).
+    pub fn detach(&self, reader: u64) {
+        let detached = {
+            let mut state = self.state.lock();
+            let current = state.reader == reader;
+            if current {
+                state.reader = 0;
+                state.detached_at = Some(Instant::now());
             }
+            current
+        };
+        if detached {
+            self.consumed.send_modify(|v| *v += 1);
         }
-        state.replay_bytes += size;
-        state.replay.push_back((seq, encoded));
+    }
+
+    /// Hands `reader` the events after its cursor, or tells it to wait, end, or stop.
+    pub fn read(&self, reader: u64) -> Read {
+        let result = {
+            let mut state = self.state.lock();
+            if state.reader != reader {
+                return Read::Replaced;
+            }
+            let delivered = state.delivered;
+            let mut ephemeral = std::mem::take(&mut state.ephemeral).into_iter().peekable();
+            let mut out = Vec::new();
+            for (seq, _, bytes) in state.window.iter().skip_while(|e| e.0 <= delivered) {
+                while let Some((_, b)) = ephemeral.next_if(|(after, _)| after < seq) {
+                    out.push(b);
+                }
+                out.push(bytes.clone());
+            }
+            out.extend(ephemeral.map(|(_, b)| b));
+            if out.is_empty() {
+                return if state.upstream.is_terminal() {
+                    Read::End(state.upstream)
+                } else {
+                    Read::Wait
+                };
+            }
+            if let Some((seq, up)) = state.window.back().map(|e| (e.0, e.1.clone()))
+                && seq > delivered
+            {
+                state.delivered = seq;
+                state.delivered_upstream_id = up;
+            }
+            Read::Events(out)
+        };
+        self.consumed.send_modify(|v| *v += 1);
+        result
+    }
+
+    /// Moves the attached reader's cursor back to `after_seq`, so the buffered events after it
+    /// are sent again. Returns how many will be re-sent; `None` if no reader is attached.
+    pub fn rewind(&self, after_seq: u64) -> Result<Option<usize>, AttachError> {
+        let count = {
+            let mut state = self.state.lock();
+            check_window(&state, after_seq)?;
+            if state.reader == 0 {
+                return Ok(None);
+            }
+            state.delivered = after_seq;
+            state.delivered_upstream_id = upstream_id_at(&state, after_seq);
+            state.window.iter().filter(|e| e.0 > after_seq).count()
+        };
+        self.appended.send_modify(|v| *v += 1);
+        Ok(Some(count))
+    }
+
+    /// Records where the upstream side stands and wakes the reader.
+    pub fn set_upstream(&self, upstream: UpstreamState) {
+        self.state.lock().upstream = upstream;
+        self.appended.send_modify(|v| *v += 1);
+    }
+
+    /// Where the upstream side stands.
+    pub fn upstream(&self) -> UpstreamState {
+        self.state.lock().upstream
+    }
+
+    /// When the last reader detached; `None` while a reader is attached.
+    pub fn detached_since(&self) -> Option<Instant> {
+        self.state.lock().detached_at
+    }
+
+    /// Wakes on every append and upstream state change (for the reader).
+    pub fn appended(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// Wakes on every read, attach and detach (for the pump).
+    pub fn consumed(&self) -> watch::Receiver<u64> {
+        self.consumed.subscribe()
     }
 
     /// The client-visible event id for sequence number `seq` carrying `upstream_id`:
@@ -210,6 +467,11 @@ impl EventTracker {
         self.state.lock().last_upstream_id.clone()
     }
 
+    /// The last sequence number admitted.
+    pub fn last_seq(&self) -> u64 {
+        self.state.lock().last_seq
+    }
+
     /// Notes that `id` was written to the session store.
     pub fn mark_persisted(&self, id: Arc<str>, at: SystemTime) {
         self.state.lock().persisted = Some((id, at));
@@ -218,8 +480,8 @@ impl EventTracker {
     /// The last ids of the stream.
     pub fn last_event_ids(&self) -> LastEventIds {
         let state = self.state.lock();
-        let client_event_id = (state.last_seq > 0)
-            .then(|| self.client_event_id(state.last_seq, state.last_upstream_id.as_deref()));
+        let client_event_id = (state.delivered > 0)
+            .then(|| self.client_event_id(state.delivered, state.delivered_upstream_id.as_deref()));
         LastEventIds {
             client_event_id,
             upstream_event_id: state.last_upstream_id.clone(),
@@ -227,7 +489,7 @@ impl EventTracker {
         }
     }
 
-    /// Events forwarded to the client so far.
+    /// Events admitted and forwarded so far.
     pub fn events_forwarded(&self) -> u64 {
         self.events_forwarded.load(Ordering::Relaxed)
     }
@@ -239,31 +501,64 @@ impl EventTracker {
 
     /// Whether a client connection currently reads the stream.
     pub fn client_connected(&self) -> bool {
-        self.client_connected.load(Ordering::Relaxed)
+        self.state.lock().reader != 0
     }
 
-    /// Marks the client connection as gone (or back).
-    pub fn set_client_connected(&self, connected: bool) {
-        self.client_connected.store(connected, Ordering::Relaxed);
+    /// Bytes held in the replay window.
+    pub fn window_bytes(&self) -> usize {
+        self.state.lock().window_bytes
     }
+}
 
-    /// The buffered events with a sequence number above `after_seq`, oldest first, or `None` if
-    /// events after `after_seq` have already left the replay window.
-    pub fn replay_after(&self, after_seq: u64) -> Option<Vec<Bytes>> {
-        let state = self.state.lock();
-        let oldest = state.replay.front().map_or(state.last_seq + 1, |(s, _)| *s);
-        if after_seq + 1 < oldest || after_seq > state.last_seq {
+/// A client-visible event id taken apart: `{stream}:{seq}` or `{stream}:{seq}:{upstream id}`
+/// (the inverse of [`EventTracker::client_event_id`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientEventId<'a> {
+    pub stream: &'a str,
+    pub seq: u64,
+    pub upstream_id: Option<&'a str>,
+}
+
+impl<'a> ClientEventId<'a> {
+    /// Parses a `Last-Event-ID`; `None` when it is not one of ours.
+    pub fn parse(id: &'a str) -> Option<Self> {
+        let mut parts = id.splitn(3, ':');
+        let stream = parts.next().filter(|s| !s.is_empty())?;
+        let seq = parts.next()?;
+        if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        Some(
-            state
-                .replay
-                .iter()
-                .filter(|(s, _)| *s > after_seq)
-                .map(|(_, b)| b.clone())
-                .collect(),
-        )
+        let seq = seq.parse().ok()?;
+        Some(Self {
+            stream,
+            seq,
+            upstream_id: parts.next(),
+        })
     }
+}
+
+/// Whether a reader may start after `after`: every event after it must still be in the window.
+fn check_window(state: &TrackerState, after: u64) -> Result<(), AttachError> {
+    if after > state.last_seq {
+        return Err(AttachError::Future {
+            after,
+            last: state.last_seq,
+        });
+    }
+    let oldest = state.window.front().map_or(state.last_seq + 1, |e| e.0);
+    if after + 1 < oldest {
+        return Err(AttachError::LeftWindow { after, oldest });
+    }
+    Ok(())
+}
+
+/// The upstream id of the event `seq`, if it is still in the window.
+fn upstream_id_at(state: &TrackerState, seq: u64) -> Option<Arc<str>> {
+    state
+        .window
+        .iter()
+        .find(|e| e.0 == seq)
+        .and_then(|e| e.1.clone())
 }
 
 #[cfg(test)]
@@ -272,6 +567,21 @@ mod tests {
 
     fn tracker(limits: TrackerLimits) -> EventTracker {
         EventTracker::new(None, StreamId::from("s1"), StreamKind::Post, limits)
+    }
+
+    fn push(t: &EventTracker, up: Option<&str>, body: &'static [u8]) -> u64 {
+        let Admission::Forward { seq } = t.admit(up) else {
+            panic!("duplicate")
+        };
+        t.append(seq, up, Bytes::from_static(body));
+        seq
+    }
+
+    fn events(read: Read) -> Vec<Bytes> {
+        match read {
+            Read::Events(v) => v,
+            other => panic!("expected events, got {other:?}"),
+        }
     }
 
     #[test]
@@ -299,33 +609,142 @@ mod tests {
     }
 
     #[test]
-    fn replay_window_is_bounded_by_count_and_bytes() {
-        let t = tracker(TrackerLimits {
-            dedup_ids: 8,
-            replay_events: 3,
-            replay_bytes: 10,
-        });
-        for seq in 1..=4 {
-            t.admit(None);
-            t.record_forwarded(seq, Bytes::from_static(b"abc"));
-        }
-        // count bound 3 and byte bound 10 keep seq 2..=4 (9 bytes)
-        assert_eq!(t.replay_after(1).map(|v| v.len()), Some(3));
-        assert_eq!(t.replay_after(0), None, "seq 1 left the window");
-        assert_eq!(t.replay_after(3).map(|v| v.len()), Some(1));
-        assert_eq!(t.replay_after(4).map(|v| v.len()), Some(0));
-        assert_eq!(t.replay_after(5), None, "id from the future");
+    fn reader_gets_events_in_order_then_waits_then_ends() {
+        let t = tracker(TrackerLimits::default());
+        let r = t.attach(None).unwrap();
+        assert_eq!(t.read(r), Read::Wait);
+        push(&t, Some("a"), b"1");
+        push(&t, None, b"2");
+        assert_eq!(events(t.read(r)), [&b"1"[..], &b"2"[..]]);
+        assert_eq!(t.read(r), Read::Wait);
+        t.set_upstream(UpstreamState::Complete);
+        assert_eq!(t.read(r), Read::End(UpstreamState::Complete));
+        assert_eq!(t.last_event_ids().client_event_id.as_deref(), Some("s1:2"));
     }
 
     #[test]
-    fn client_event_id_names_stream_seq_and_upstream_id() {
+    fn resuming_reader_gets_exactly_the_events_after_its_position_and_replaces_the_old() {
+        let t = tracker(TrackerLimits::default());
+        let first = t.attach(None).unwrap();
+        for body in [b"1", b"2", b"3"] {
+            push(&t, None, body);
+        }
+        assert_eq!(events(t.read(first)).len(), 3);
+        t.detach(first);
+        assert!(!t.client_connected());
+        push(&t, None, b"4");
+        let second = t.attach(Some(1)).unwrap();
+        assert_eq!(t.read(first), Read::Replaced);
+        assert_eq!(events(t.read(second)), [&b"2"[..], &b"3"[..], &b"4"[..]]);
+    }
+
+    #[test]
+    fn undelivered_events_are_never_evicted_and_delivered_ones_are() {
+        let t = tracker(TrackerLimits {
+            dedup_ids: 8,
+            replay_events: 3,
+            replay_bytes: 1 << 20,
+        });
+        let r = t.attach(None).unwrap();
+        for body in [b"1", b"2", b"3"] {
+            assert!(t.has_room(1));
+            push(&t, None, body);
+        }
+        assert!(
+            !t.has_room(1),
+            "three undelivered events fill a window of three"
+        );
+        assert_eq!(events(t.read(r)).len(), 3);
+        assert!(t.has_room(1));
+        push(&t, None, b"4");
+        assert_eq!(
+            t.attach(Some(0)),
+            Err(AttachError::LeftWindow {
+                after: 0,
+                oldest: 2
+            })
+        );
+        assert_eq!(
+            t.attach(Some(9)),
+            Err(AttachError::Future { after: 9, last: 4 })
+        );
+    }
+
+    #[test]
+    fn byte_bound_holds_except_for_one_oversized_event() {
+        let t = tracker(TrackerLimits {
+            dedup_ids: 8,
+            replay_events: 100,
+            replay_bytes: 4,
+        });
+        let r = t.attach(None).unwrap();
+        push(&t, None, b"ab");
+        assert!(t.has_room(2));
+        assert!(!t.has_room(3));
+        events(t.read(r));
+        assert!(
+            t.has_room(10),
+            "an oversized event fits alone once the rest is delivered"
+        );
+        push(&t, None, b"0123456789");
+        assert_eq!(t.window_bytes(), 10);
+    }
+
+    #[test]
+    fn keep_alives_reach_the_attached_reader_in_order_and_are_never_replayed() {
+        let t = tracker(TrackerLimits::default());
+        t.push_ephemeral(Bytes::from_static(b": dropped, no reader\n\n"));
+        let r = t.attach(None).unwrap();
+        push(&t, None, b"1");
+        t.push_ephemeral(Bytes::from_static(b": ka\n\n"));
+        push(&t, None, b"2");
+        assert_eq!(events(t.read(r)), [&b"1"[..], &b": ka\n\n"[..], &b"2"[..]]);
+        t.detach(r);
+        let again = t.attach(Some(0)).unwrap();
+        assert_eq!(events(t.read(again)), [&b"1"[..], &b"2"[..]]);
+    }
+
+    #[test]
+    fn rewind_re_sends_buffered_events_to_the_attached_reader() {
+        let t = tracker(TrackerLimits::default());
+        assert_eq!(t.rewind(0), Ok(None), "no reader");
+        let r = t.attach(None).unwrap();
+        push(&t, Some("a"), b"1");
+        push(&t, Some("b"), b"2");
+        events(t.read(r));
+        assert_eq!(t.rewind(1), Ok(Some(1)));
+        assert_eq!(events(t.read(r)), [&b"2"[..]]);
+        assert_eq!(
+            t.last_event_ids().client_event_id.as_deref(),
+            Some("s1:2:b")
+        );
+    }
+
+    #[test]
+    fn client_event_id_names_stream_seq_and_upstream_id_and_parses_back() {
         let t = tracker(TrackerLimits::default());
         assert_eq!(t.client_event_id(7, Some("u:1")), "s1:7:u:1");
         assert_eq!(t.client_event_id(8, None), "s1:8");
-        t.admit(Some("x"));
+        let parsed = ClientEventId::parse("s1:7:u:1").unwrap();
         assert_eq!(
-            t.last_event_ids().client_event_id.as_deref(),
-            Some("s1:1:x")
+            (parsed.stream, parsed.seq, parsed.upstream_id),
+            ("s1", 7, Some("u:1"))
         );
+        let parsed = ClientEventId::parse("s1:8").unwrap();
+        assert_eq!(
+            (parsed.stream, parsed.seq, parsed.upstream_id),
+            ("s1", 8, None)
+        );
+        for bad in [
+            "",
+            "s1",
+            ":1",
+            "s1:",
+            "s1:x",
+            "s1:-1",
+            "s1:99999999999999999999999",
+        ] {
+            assert_eq!(ClientEventId::parse(bad), None, "{bad:?}");
+        }
     }
 }

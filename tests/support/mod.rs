@@ -5,6 +5,8 @@
 
 pub mod http;
 pub mod peers;
+pub mod resumable;
+pub mod stream_client;
 pub mod upstream;
 
 use std::time::Duration;

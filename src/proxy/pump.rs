@@ -1,0 +1,436 @@
+//! Legacy-era SSE streams that survive dropped connections (DESIGN.md, "How a legacy session
+//! flows through the proxy", steps 3–5).
+//!
+//! Each legacy stream has one **pump**, the only task per stream: it reads the upstream response,
+//! admits each event into the stream's [`EventTracker`] window and wakes the reader. The client
+//! side is a **reader**, the body of whichever client connection is attached; it is polled by
+//! that connection, not a task. So:
+//!
+//! - a client that drops leaves the pump reading for the configured linger time; a `GET` with
+//!   `Last-Event-ID` attaches a new reader at that position and it continues live;
+//! - an upstream that drops is resumed by the pump with `GET` + `Last-Event-ID: <last upstream
+//!   id>` under a bounded exponential backoff; events it already forwarded are dropped by id, so
+//!   the reader sees one unbroken stream. If the upstream cannot resume, the reader ends with a
+//!   `retry:` hint so the client resumes through the proxy;
+//! - a POST stream is complete when the upstream ends it after the response to the request; a
+//!   stream the upstream closes before that (2025-11-25 polling, after `retry:`) is resumed.
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use bytes::{Bytes, BytesMut};
+use futures_util::stream;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+
+use super::{
+    Proxy,
+    headers::{LAST_EVENT_ID, MCP_SESSION_ID},
+    relay::{Encoded, encode_block},
+};
+use crate::{
+    session::{EventTracker, ProxyStats, Read, Session, UpstreamState},
+    sse::{SseBlock, SseParser},
+};
+
+/// The `retry:` hint (ms) sent when a legacy stream ends without its upstream being complete,
+/// so the client reconnects with `Last-Event-ID`.
+pub const RESUME_RETRY_MS: u64 = 1000;
+
+/// What a pump needs besides the upstream body.
+pub struct PumpContext {
+    pub proxy: Arc<Proxy>,
+    pub session: Arc<Session>,
+    pub tracker: Arc<EventTracker>,
+    /// Headers to repeat on an upstream resumption `GET` (`Authorization`,
+    /// `MCP-Protocol-Version`, …) — the opening request's end-to-end headers.
+    pub resume_headers: HeaderMap,
+    /// The JSON-RPC id of the `POST` whose answer this stream carries (raw JSON text); `None`
+    /// for `GET` streams and batches.
+    pub request_id: Option<Box<RawValue>>,
+}
+
+/// Starts the pump of a legacy stream on its own task, if none runs for it already (`false`
+/// then). The task ends when the stream completes, fails, lingers out, or its session ends.
+pub fn spawn(ctx: PumpContext, upstream: Incoming) -> bool {
+    if !ctx.tracker.claim_pump() {
+        return false;
+    }
+    ctx.tracker.set_upstream(UpstreamState::Live);
+    ctx.proxy.manager.reopen_stream(&ctx.tracker);
+    tokio::spawn(run(ctx, upstream));
+    true
+}
+
+/// Why the pump stopped waiting.
+enum Interrupt {
+    /// Session ended or daemon stopping.
+    Cancelled,
+    /// No client came back within the linger time.
+    LingerExpired,
+}
+
+async fn run(ctx: PumpContext, mut body: Incoming) {
+    let tracker = ctx.tracker.clone();
+    let manager = ctx.proxy.manager.clone();
+    let mut parser = SseParser::new(ctx.proxy.config.max_event_bytes);
+    let mut scratch = BytesMut::new();
+    let mut consumed = tracker.consumed();
+    let mut room = tracker.consumed();
+    let mut response_seen = false;
+    let mut retry_hint: Option<u64> = None;
+    let end = loop {
+        let frame = tokio::select! {
+            biased;
+            interrupt = wait_interrupt(&ctx, &mut consumed) => break interrupt_state(&ctx, interrupt),
+            frame = body.frame() => frame,
+        };
+        let broken = match frame {
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                parser.push(&data);
+                let mut failure = None;
+                loop {
+                    let block = match parser.next_block() {
+                        Ok(Some(block)) => block,
+                        Ok(None) => break,
+                        Err(err) => {
+                            failure = Some(err.to_string());
+                            break;
+                        }
+                    };
+                    if let Some(ms) = block.retry_ms() {
+                        retry_hint = Some(ms);
+                    }
+                    if !block.has_id() && !block.has_data() {
+                        tracker.push_ephemeral(block.raw().clone());
+                        continue;
+                    }
+                    // Backpressure: wait until the reader has taken enough events that this
+                    // one fits without evicting any it has not been handed.
+                    let size = block.raw().len() + 64;
+                    loop {
+                        room.borrow_and_update();
+                        if tracker.has_room(size) {
+                            break;
+                        }
+                        tokio::select! {
+                            interrupt = wait_interrupt(&ctx, &mut consumed) => {
+                                return finish(&ctx, interrupt_state(&ctx, interrupt));
+                            }
+                            // The tracker (the sender) outlives this loop: no error to handle.
+                            _ = room.changed() => {}
+                        }
+                    }
+                    response_seen |= is_response_to(&block, ctx.request_id.as_deref());
+                    if let Encoded::Event { seq, bytes } =
+                        encode_block(&tracker, &manager, &block, &mut scratch)
+                    {
+                        tracker.append(seq, super::relay::upstream_event_id(&block), bytes);
+                    }
+                }
+                match failure {
+                    Some(err) => {
+                        tracing::warn!(
+                            session = %ctx.session.id(),
+                            stream = %tracker.stream(),
+                            error = %err,
+                            "upstream SSE stream is malformed; ending it",
+                        );
+                        break UpstreamState::Failed;
+                    }
+                    None => continue,
+                }
+            }
+            Some(Err(err)) => {
+                tracing::info!(
+                    session = %ctx.session.id(),
+                    stream = %tracker.stream(),
+                    error = %err,
+                    "upstream SSE stream broke",
+                );
+                true
+            }
+            None => false,
+        };
+        // The upstream side ended. A POST stream ends normally once its response went by; a
+        // GET stream ends normally unless the upstream asked for polling with `retry:`.
+        let expects_more = match ctx.request_id {
+            Some(_) => !response_seen,
+            None => retry_hint.is_some(),
+        };
+        if !broken && !expects_more {
+            break UpstreamState::Complete;
+        }
+        let delay = retry_hint.map(Duration::from_millis);
+        match resume_upstream(&ctx, &mut consumed, delay).await {
+            Ok(resumed) => {
+                body = resumed;
+                parser = SseParser::new(ctx.proxy.config.max_event_bytes);
+                tracker.set_upstream(UpstreamState::Live);
+            }
+            Err(state) => break state,
+        }
+    };
+    finish(&ctx, end);
+}
+
+fn finish(ctx: &PumpContext, state: UpstreamState) {
+    ctx.tracker.set_upstream(state);
+    ctx.tracker.release_pump();
+    ctx.proxy.manager.close_stream(&ctx.tracker);
+    tracing::debug!(
+        session = %ctx.session.id(),
+        stream = %ctx.tracker.stream(),
+        state = ?state,
+        events = ctx.tracker.events_forwarded(),
+        "stream pump stopped",
+    );
+}
+
+fn interrupt_state(ctx: &PumpContext, interrupt: Interrupt) -> UpstreamState {
+    if let Interrupt::LingerExpired = interrupt {
+        tracing::info!(
+            session = %ctx.session.id(),
+            stream = %ctx.tracker.stream(),
+            "no client resumed the stream within the linger time; closing it upstream",
+        );
+    }
+    UpstreamState::Stopped
+}
+
+/// Resolves when the session ends (or the daemon stops streams), or when no reader has been
+/// attached for the linger time.
+async fn wait_interrupt(ctx: &PumpContext, consumed: &mut watch::Receiver<u64>) -> Interrupt {
+    let linger = ctx.proxy.manager.config().linger;
+    loop {
+        let detached = ctx.tracker.detached_since();
+        tokio::select! {
+            () = ctx.session.cancelled().cancelled() => return Interrupt::Cancelled,
+            () = async {
+                match detached {
+                    Some(since) => tokio::time::sleep_until((since + linger).into()).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if ctx.tracker.detached_since().is_some_and(|s| s.elapsed() >= linger) {
+                    return Interrupt::LingerExpired;
+                }
+            }
+            changed = consumed.changed() => {
+                if changed.is_err() {
+                    return Interrupt::Cancelled;
+                }
+            }
+        }
+    }
+}
+
+/// Re-opens the upstream stream with `GET` + `Last-Event-ID: <last upstream id>`, retrying
+/// with exponential backoff. `Err` carries the state to end in: `Failed` when the upstream
+/// cannot resume (no id to resume from, a refusal, attempts exhausted), `Stopped` when
+/// interrupted.
+async fn resume_upstream(
+    ctx: &PumpContext,
+    consumed: &mut watch::Receiver<u64>,
+    first_delay: Option<Duration>,
+) -> Result<Incoming, UpstreamState> {
+    let tracker = &ctx.tracker;
+    let Some(last_id) = tracker.last_upstream_id() else {
+        tracing::info!(
+            session = %ctx.session.id(),
+            stream = %tracker.stream(),
+            "upstream stream ended early and sent no event id to resume from",
+        );
+        return Err(UpstreamState::Failed);
+    };
+    tracker.set_upstream(UpstreamState::Reconnecting);
+    let config = ctx.proxy.manager.config();
+    let backoff = ExponentialBuilder::new()
+        .with_min_delay(config.reconnect_min_delay)
+        .with_max_delay(config.reconnect_max_delay)
+        .with_max_times(config.reconnect_attempts.saturating_sub(1))
+        .with_jitter()
+        .build();
+    let delays = std::iter::once(first_delay.unwrap_or(Duration::ZERO)).chain(backoff);
+    for (attempt, delay) in delays.enumerate() {
+        tokio::select! {
+            interrupt = wait_interrupt(ctx, consumed) => return Err(interrupt_state(ctx, interrupt)),
+            () = tokio::time::sleep(delay) => {}
+        }
+        ProxyStats::incr(&ctx.proxy.manager.stats().upstream_reconnects);
+        match open_resumption(&ctx.proxy, &ctx.session, &ctx.resume_headers, &last_id).await {
+            Ok(body) => {
+                tracing::info!(
+                    session = %ctx.session.id(),
+                    stream = %tracker.stream(),
+                    last_event_id = %last_id,
+                    attempt = attempt + 1,
+                    "resumed the upstream stream",
+                );
+                return Ok(body);
+            }
+            Err(Resumption::Refused(status)) => {
+                tracing::warn!(
+                    session = %ctx.session.id(),
+                    stream = %tracker.stream(),
+                    status = status.as_u16(),
+                    "upstream refused to resume the stream",
+                );
+                if status == StatusCode::NOT_FOUND {
+                    ctx.proxy.manager.end_session(ctx.session.id().as_str());
+                }
+                return Err(UpstreamState::Failed);
+            }
+            Err(Resumption::Unavailable(err)) => {
+                tracing::info!(
+                    session = %ctx.session.id(),
+                    stream = %tracker.stream(),
+                    attempt = attempt + 1,
+                    error = %err,
+                    "upstream resumption attempt failed",
+                );
+            }
+        }
+    }
+    Err(UpstreamState::Failed)
+}
+
+/// Why an upstream resumption did not give a stream.
+pub enum Resumption {
+    /// The upstream answered, but not with an SSE stream (status given).
+    Refused(StatusCode),
+    /// The upstream could not be reached or did not answer in time.
+    Unavailable(String),
+}
+
+/// Sends one resumption `GET` for `session` with `Last-Event-ID: last_id`.
+pub async fn open_resumption(
+    proxy: &Proxy,
+    session: &Session,
+    headers: &HeaderMap,
+    last_id: &str,
+) -> Result<Incoming, Resumption> {
+    let mut request = http::Request::new(Full::new(Bytes::new()));
+    *request.method_mut() = Method::GET;
+    *request.uri_mut() = proxy.upstream.uri_for(None);
+    let h = request.headers_mut();
+    for (name, value) in headers {
+        if name != header::CONTENT_TYPE && name != LAST_EVENT_ID {
+            h.append(name.clone(), value.clone());
+        }
+    }
+    h.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(&MCP_SESSION_ID, session.upstream_session_id().clone());
+    let last = HeaderValue::from_str(last_id)
+        .map_err(|_| Resumption::Unavailable("upstream event id is not a header value".into()))?;
+    h.insert(&LAST_EVENT_ID, last);
+    let response = proxy
+        .upstream
+        .send(request)
+        .await
+        .map_err(|e| Resumption::Unavailable(e.to_string()))?;
+    let is_sse = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    if !response.status().is_success() || !is_sse {
+        return Err(Resumption::Refused(response.status()));
+    }
+    Ok(response.into_body())
+}
+
+/// Whether an event carries the JSON-RPC response (result or error) to `request_id`.
+fn is_response_to(block: &SseBlock, request_id: Option<&RawValue>) -> bool {
+    #[derive(Deserialize)]
+    struct Peek<'a> {
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
+        method: Option<serde::de::IgnoredAny>,
+    }
+    let Some(request_id) = request_id else {
+        return false;
+    };
+    if !block.has_data() {
+        return false;
+    }
+    let data = block.data();
+    match serde_json::from_slice::<Peek>(&data) {
+        Ok(peek) => peek.method.is_none() && peek.id.is_some_and(|id| id.get() == request_id.get()),
+        Err(_) => false,
+    }
+}
+
+/// The body of a client connection reading a legacy stream through reader `reader`. When the
+/// connection goes away the reader detaches (the pump lingers); if the stream ends without its
+/// upstream being complete, the client gets a `retry:` hint so it resumes with `Last-Event-ID`.
+pub fn reader_body(
+    tracker: Arc<EventTracker>,
+    reader: u64,
+    stats_owner: Arc<Proxy>,
+) -> axum::body::Body {
+    struct ReaderState {
+        tracker: Arc<EventTracker>,
+        reader: u64,
+        appended: watch::Receiver<u64>,
+        ready: std::collections::VecDeque<Bytes>,
+        done: bool,
+        proxy: Arc<Proxy>,
+    }
+    impl Drop for ReaderState {
+        fn drop(&mut self) {
+            self.tracker.detach(self.reader);
+            let stats = self.proxy.manager.stats();
+            stats
+                .streams_open
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let stats = stats_owner.manager.stats();
+    ProxyStats::incr(&stats.streams_opened);
+    ProxyStats::incr(&stats.streams_open);
+    let state = ReaderState {
+        appended: tracker.appended(),
+        tracker,
+        reader,
+        ready: std::collections::VecDeque::new(),
+        done: false,
+        proxy: stats_owner,
+    };
+    let events = stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(bytes) = st.ready.pop_front() {
+                return Some((Ok::<_, Infallible>(bytes), st));
+            }
+            if st.done {
+                return None;
+            }
+            st.appended.borrow_and_update();
+            match st.tracker.read(st.reader) {
+                Read::Events(events) => st.ready.extend(events),
+                Read::Wait => {
+                    if st.appended.changed().await.is_err() {
+                        st.done = true;
+                    }
+                }
+                Read::End(UpstreamState::Complete) | Read::Replaced => st.done = true,
+                Read::End(_) => {
+                    st.ready
+                        .push_back(Bytes::from(format!("retry: {RESUME_RETRY_MS}\n\n")));
+                    st.done = true;
+                }
+            }
+        }
+    });
+    axum::body::Body::from_stream(events)
+}
