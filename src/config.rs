@@ -1,4 +1,10 @@
-//! The daemon's settings, with their defaults and units. `main.rs` fills them from flags.
+//! The daemon's settings, with their defaults and units.
+//!
+//! These structs are what the running daemon reads. Operators set them through the layers in
+//! [`file`] (embedded defaults < TOML file < `MCP_RELAY_…` environment < flags), which mirrors
+//! every field here under a name that carries its unit; tests build them directly.
+
+pub mod file;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -18,6 +24,91 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// How long shutdown waits for open requests and streams before it closes them. Default 10 s.
     pub shutdown_grace: Duration,
+    /// The Prometheus metrics listener.
+    pub metrics: MetricsConfig,
+    /// Where and how the daemon logs.
+    pub log: LogConfig,
+    /// Integration with the systemd service manager.
+    pub systemd: SystemdConfig,
+}
+
+/// The HTTP listener serving `/metrics` (Prometheus text), `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Its address; `None` serves no metrics listener. Default `127.0.0.1:9464`.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The default metrics address: loopback, the port commonly used by Prometheus exporters of
+/// OpenTelemetry-era services.
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(DEFAULT_METRICS_LISTEN),
+        }
+    }
+}
+
+/// Log settings. `RUST_LOG`, when set, overrides `filter`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Where log records go. Default [`LogTarget::Auto`].
+    pub target: LogTarget,
+    /// How records written to stderr look. Default [`LogFormat::Text`].
+    pub format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `mcp_relay=debug,info`. Default `info`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            target: LogTarget::Auto,
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Where log records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// The journal when systemd connected stderr to it (`JOURNAL_STREAM` names stderr), else
+    /// stderr.
+    Auto,
+    /// Always stderr.
+    Stderr,
+    /// Always the journal (native protocol, structured fields).
+    Journald,
+}
+
+/// The format of records written to stderr (the journal is always structured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per record.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// systemd integration. Readiness (`READY=1`), `STATUS=` and `STOPPING=1` are sent whenever
+/// `NOTIFY_SOCKET` is set; nothing here turns them off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SystemdConfig {
+    /// Send `WATCHDOG=1` at half of `WATCHDOG_USEC` when the unit sets `WatchdogSec=`.
+    /// Default true.
+    pub watchdog: bool,
+}
+
+impl Default for SystemdConfig {
+    fn default() -> Self {
+        Self { watchdog: true }
+    }
 }
 
 /// Settings of the data plane.
@@ -69,6 +160,9 @@ impl Config {
             session: SessionConfig::default(),
             worker: WorkerConfig::default(),
             shutdown_grace: Duration::from_secs(10),
+            metrics: MetricsConfig::default(),
+            log: LogConfig::default(),
+            systemd: SystemdConfig::default(),
         }
     }
 }

@@ -1,6 +1,26 @@
-//! Wires the two planes around one `Arc<SessionManager>`, runs the persistence worker and idle
-//! expiry, and shuts everything down in order: stop accepting and end control-plane calls, let
-//! open requests and streams finish up to the grace deadline, then flush the worker.
+//! Wires the planes around one `Arc<SessionManager>`: the data plane (wrapped in request
+//! metrics and the drain layer), the control plane, the metrics listener, the persistence
+//! worker and idle expiry; then runs them under systemd's eye until a signal, and shuts down
+//! in order.
+//!
+//! Shutdown (SIGTERM or SIGINT; a second signal exits at once with status 1):
+//!
+//! 1. `/readyz` turns `503`, systemd hears `STOPPING=1`; both planes stop accepting; HTTP/1
+//!    keep-alive connections close after their current response; the control plane ends its
+//!    calls (its watches end on the same token).
+//! 2. Open requests and SSE streams run on until the grace period (`shutdown_grace`) is over.
+//! 3. Then stream pumps are stopped (legacy streams end with a `retry:` hint so clients resume
+//!    elsewhere), and [`CUT_MARGIN`] later every SSE body still open ends and every request
+//!    still waiting for its upstream gets `503` ([`drain`]).
+//! 4. A plane still running [`ABORT_MARGIN`] after that is aborted.
+//! 5. The persistence worker flushes what the planes last recorded and stops; the metrics
+//!    listener stops last, so `/readyz` answers throughout.
+//!
+//! So the process exits within `shutdown_grace + CUT_MARGIN + ABORT_MARGIN` plus one store
+//! flush; the unit's `TimeoutStopSec=` should exceed that (the daemon also asks systemd for
+//! that long with `EXTEND_TIMEOUT_USEC`).
+
+mod drain;
 
 use std::{
     net::SocketAddr,
@@ -9,18 +29,34 @@ use std::{
 };
 
 use axum::serve::ListenerExt as _;
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{Signal, SignalKind, signal},
+    task::JoinHandle,
+};
 use tokio_util::sync::CancellationToken;
 
+pub use drain::DrainLayer;
+
 use crate::{
-    config::Config,
+    config::{Config, DEFAULT_METRICS_LISTEN, file::redact_url},
     control,
     proxy::Proxy,
     session::{
         PersistenceWorker, SessionManager,
         store::{MemoryStore, SessionStore},
     },
+    systemd::{self, Activated, Notifier},
+    telemetry::metrics::{self, DaemonSnapshot, Metrics, Readiness},
 };
+
+/// Time between the end of the grace period (stream pumps told to stop) and the hard cut of
+/// what is still open, so streams can end themselves with their `retry:` hint first.
+pub const CUT_MARGIN: Duration = Duration::from_secs(1);
+/// Time after the hard cut before a plane still running is aborted.
+pub const ABORT_MARGIN: Duration = Duration::from_secs(1);
+/// How often the `STATUS=` line is refreshed while serving under systemd.
+const STATUS_PERIOD: Duration = Duration::from_secs(10);
 
 /// The daemon could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -31,28 +67,55 @@ pub enum DaemonError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("using the socket systemd passed for {what}: {source}")]
+    Activated {
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("reading a listener's address: {0}")]
     LocalAddr(std::io::Error),
     #[error("control plane: {0}")]
     Control(#[from] control::ControlError),
     #[error("data plane: {0}")]
     DataPlane(std::io::Error),
+    #[error("metrics listener: {0}")]
+    Metrics(std::io::Error),
     #[error("installing signal handlers: {0}")]
     Signal(std::io::Error),
 }
 
-/// A running daemon: both planes listening, the worker and expiry running.
+/// The listening sockets of a daemon, already bound (so tests can bind port 0 and socket
+/// activation can hand over its sockets).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The data plane (MCP clients).
+    pub data: TcpListener,
+    /// The control plane (gRPC).
+    pub admin: TcpListener,
+    /// `/metrics`, `/healthz`, `/readyz`; `None` serves none.
+    pub metrics: Option<TcpListener>,
+}
+
+/// A running daemon: every listener serving, the worker and expiry running.
 pub struct Daemon {
     data_addr: SocketAddr,
     admin_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     manager: Arc<SessionManager>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
     /// Stops accepting and ends the planes.
     shutdown: CancellationToken,
+    /// Fired [`CUT_MARGIN`] after the grace period: ends what is still open.
+    cut: CancellationToken,
     /// Stops the worker once the planes are done, so it flushes what they last recorded.
     worker_shutdown: CancellationToken,
+    /// Stops the metrics listener, last.
+    telemetry_shutdown: CancellationToken,
     grace: Duration,
     data_task: JoinHandle<Result<(), DaemonError>>,
     control_task: JoinHandle<Result<(), DaemonError>>,
+    telemetry_task: Option<JoinHandle<Result<(), DaemonError>>>,
     worker_task: JoinHandle<()>,
     expiry_task: JoinHandle<()>,
 }
@@ -65,8 +128,8 @@ pub async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, D
 }
 
 impl Daemon {
-    /// Starts both planes on listeners that are already bound (so tests can bind port 0 and
-    /// socket activation can hand over its sockets), with the embedded memory store.
+    /// Starts both planes on listeners that are already bound, with the embedded memory store
+    /// and no metrics listener (its numbers are still kept: [`Daemon::metrics`]).
     pub async fn start(
         config: Config,
         data: TcpListener,
@@ -82,14 +145,42 @@ impl Daemon {
         admin: TcpListener,
         store: Arc<dyn SessionStore>,
     ) -> Result<Self, DaemonError> {
+        let listeners = Listeners {
+            data,
+            admin,
+            metrics: None,
+        };
+        Self::start_with(config, listeners, store).await
+    }
+
+    /// Starts every plane on `listeners`, persisting to `store`. `config`'s listen addresses
+    /// are not used (the listeners are already bound).
+    pub async fn start_with(
+        config: Config,
+        listeners: Listeners,
+        store: Arc<dyn SessionStore>,
+    ) -> Result<Self, DaemonError> {
+        let Listeners {
+            data,
+            admin,
+            metrics: metrics_listener,
+        } = listeners;
         let data_addr = data.local_addr().map_err(DaemonError::LocalAddr)?;
         let admin_addr = admin.local_addr().map_err(DaemonError::LocalAddr)?;
+        let metrics_addr = match &metrics_listener {
+            Some(l) => Some(l.local_addr().map_err(DaemonError::LocalAddr)?),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
+        let cut = CancellationToken::new();
         let worker_shutdown = CancellationToken::new();
+        let telemetry_shutdown = CancellationToken::new();
 
         let (worker, persistence) = PersistenceWorker::new(store, config.worker);
         let manager = Arc::new(SessionManager::new(config.session, persistence));
         let proxy = Arc::new(Proxy::new(config.proxy.clone(), manager.clone()));
+        let metrics = Metrics::new(manager.clone());
+        let readiness = Arc::new(Readiness::default());
 
         let worker_task = tokio::spawn(worker.run(worker_shutdown.clone()));
         let expiry_task =
@@ -100,7 +191,11 @@ impl Daemon {
             async move { Ok(control::serve(admin, manager, shutdown).await?) }
         });
         let data_task = tokio::spawn({
-            let router = proxy.router();
+            // Outermost first: the metrics layer also counts the drain layer's 503s.
+            let router = proxy
+                .router()
+                .layer(DrainLayer::new(cut.clone()))
+                .layer(metrics.layer());
             let shutdown = shutdown.clone();
             // SSE answers go out as several small writes (each event, then the last chunk):
             // without TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms to each.
@@ -116,21 +211,41 @@ impl Daemon {
                     .map_err(DaemonError::DataPlane)
             }
         });
+        let telemetry_task = metrics_listener.map(|listener| {
+            let router = metrics::router(metrics.clone(), readiness.clone());
+            let stop = telemetry_shutdown.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                    .map_err(DaemonError::Metrics)
+            })
+        });
+        readiness.set(true);
+        let upstream = config.proxy.upstream.to_string();
         tracing::info!(
             listen = %data_addr,
             admin_listen = %admin_addr,
-            upstream = %config.proxy.upstream,
+            metrics_listen = ?metrics_addr,
+            upstream = %redact_url(&upstream).unwrap_or(upstream),
+            grace_secs = config.shutdown_grace.as_secs_f64(),
             "mcp-relay is serving",
         );
         Ok(Self {
             data_addr,
             admin_addr,
+            metrics_addr,
             manager,
+            metrics,
+            readiness,
             shutdown,
+            cut,
             worker_shutdown,
+            telemetry_shutdown,
             grace: config.shutdown_grace,
             data_task,
             control_task,
+            telemetry_task,
             worker_task,
             expiry_task,
         })
@@ -146,9 +261,19 @@ impl Daemon {
         self.admin_addr
     }
 
+    /// The metrics listener's address, when it has one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// The session manager both planes share.
     pub fn manager(&self) -> &Arc<SessionManager> {
         &self.manager
+    }
+
+    /// The daemon's metrics (`render()` gives the Prometheus text `/metrics` serves).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// A token that, when cancelled, starts the same shutdown as [`Daemon::shutdown`].
@@ -158,27 +283,78 @@ impl Daemon {
 
     /// Waits until a plane stops by itself (an error) or the shutdown token fires.
     pub async fn stopped(&self) {
-        self.shutdown.cancelled().await;
+        let plane_ended = async {
+            loop {
+                if self.data_task.is_finished()
+                    || self.control_task.is_finished()
+                    || self
+                        .telemetry_task
+                        .as_ref()
+                        .is_some_and(|t| t.is_finished())
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        };
+        tokio::select! {
+            () = self.shutdown.cancelled() => {}
+            () = plane_ended => tracing::error!("a plane stopped by itself; shutting down"),
+        }
     }
 
-    /// Stops accepting, waits up to the grace period for open requests and streams, then
-    /// flushes the persistence worker. Returns the first plane error, if any.
+    /// Drains and stops, in the order of the module docs. Returns the first plane error, if
+    /// any.
     pub async fn shutdown(self) -> Result<(), DaemonError> {
+        self.readiness.set(false);
         self.shutdown.cancel();
-        let deadline = tokio::time::Instant::now() + self.grace;
-        let data = finish(self.data_task, deadline, "data plane").await;
-        let control = finish(self.control_task, deadline, "control plane").await;
+        let grace_over = tokio::time::Instant::now() + self.grace;
+        let cut_at = grace_over + CUT_MARGIN;
+        let abort_at = cut_at + ABORT_MARGIN;
+
+        // The deadlines run on their own, whatever the planes do meanwhile.
+        let deadlines = tokio::spawn({
+            let manager = self.manager.clone();
+            let cut = self.cut.clone();
+            async move {
+                tokio::time::sleep_until(grace_over).await;
+                tracing::info!(
+                    streams_open = manager.stats().snapshot().streams_open,
+                    "grace period over; ending open streams",
+                );
+                manager.stop_streams();
+                tokio::time::sleep_until(cut_at).await;
+                cut.cancel();
+            }
+        });
+        let data = finish(self.data_task, abort_at, "data plane").await;
+        let control = finish(self.control_task, abort_at, "control plane").await;
+        deadlines.abort();
+        // Streams whose client already left (lingering pumps) stop now too.
+        self.manager.stop_streams();
         self.expiry_task.abort();
         self.worker_shutdown.cancel();
         if self.worker_task.await.is_err() {
             tracing::error!("persistence worker panicked");
         }
-        tracing::info!("mcp-relay stopped");
-        data.and(control)
+        self.telemetry_shutdown.cancel();
+        let telemetry = match self.telemetry_task {
+            Some(task) => finish(task, tokio::time::Instant::now() + ABORT_MARGIN, "metrics").await,
+            None => Ok(()),
+        };
+        let snapshot = DaemonSnapshot::take(&self.manager);
+        tracing::info!(
+            events_forwarded = snapshot.proxy.events_forwarded,
+            stream_writes = snapshot.worker_stream_writes,
+            store_errors = snapshot.worker_errors,
+            unflushed = snapshot.worker_pending,
+            "mcp-relay stopped",
+        );
+        data.and(control).and(telemetry)
     }
 }
 
-/// Waits for a plane until `deadline`, then aborts it (open streams are cut).
+/// Waits for a plane until `deadline`, then aborts it.
 async fn finish(
     mut task: JoinHandle<Result<(), DaemonError>>,
     deadline: tokio::time::Instant,
@@ -191,10 +367,7 @@ async fn finish(
             Ok(())
         }
         Err(_) => {
-            tracing::warn!(
-                plane = what,
-                "grace period over; closing what is still open"
-            );
+            tracing::warn!(plane = what, "still running after the cut; aborting it");
             task.abort();
             Ok(())
         }
@@ -219,29 +392,166 @@ async fn run_expiry(proxy: Arc<Proxy>, manager: Arc<SessionManager>, shutdown: C
     }
 }
 
+/// SIGTERM and SIGINT, installed before readiness so an early signal is never the default
+/// (fatal) one.
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, DaemonError> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(DaemonError::Signal)?,
+            int: signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?,
+        })
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// A listener from socket activation, or bound from the configuration.
+async fn listener(
+    what: &'static str,
+    activated: Option<std::net::TcpListener>,
+    addr: SocketAddr,
+) -> Result<TcpListener, DaemonError> {
+    let Some(std) = activated else {
+        return bind(what, addr).await;
+    };
+    let activated = std
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(std))
+        .map_err(|source| DaemonError::Activated { what, source })?;
+    tracing::info!(
+        what,
+        addr = ?activated.local_addr().ok(),
+        "using the socket systemd passed",
+    );
+    Ok(activated)
+}
+
 /// Runs the daemon until SIGTERM or SIGINT, then shuts down gracefully; a second signal exits
 /// at once.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
-    let data = bind("the data plane", config.listen).await?;
-    let admin = bind("the control plane", config.admin_listen).await?;
-    let daemon = Daemon::start(config, data, admin).await?;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(DaemonError::Signal)?;
+    run_with(config, Activated::default()).await
+}
+
+/// [`run`], using the sockets systemd passed where it passed them.
+pub async fn run_with(config: Config, activated: Activated) -> Result<(), DaemonError> {
+    let notifier = Notifier::from_env();
+    let mut signals = Signals::install()?;
+    let data = listener("the data plane", activated.data, config.listen).await?;
+    let admin = listener("the control plane", activated.admin, config.admin_listen).await?;
+    let metrics = match (activated.metrics, config.metrics.listen) {
+        (Some(std), _) => Some(listener("metrics", Some(std), DEFAULT_METRICS_LISTEN).await?),
+        (None, Some(addr)) => Some(bind("metrics", addr).await?),
+        (None, None) => None,
+    };
+    let watchdog = systemd::watchdog_interval(&config.systemd);
+    let grace = config.shutdown_grace;
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let daemon = Daemon::start_with(
+        config,
+        Listeners {
+            data,
+            admin,
+            metrics,
+        },
+        store,
+    )
+    .await?;
+    notifier.ready(&serving_status(&daemon));
+    if let Some(period) = watchdog {
+        tracing::info!(
+            period_ms = period.as_millis() as u64,
+            "systemd watchdog enabled"
+        );
+    }
+    let supervisor = tokio::spawn(supervise(
+        notifier,
+        watchdog,
+        daemon.data_addr(),
+        daemon.manager().clone(),
+        daemon.shutdown_token(),
+    ));
+
     tokio::select! {
-        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        name = signals.next() => tracing::info!(signal = name, "shutting down"),
         () = daemon.stopped() => {}
     }
-    let shutdown = daemon.shutdown();
-    tokio::select! {
-        result = shutdown => result,
-        _ = sigterm.recv() => {
-            tracing::warn!("second signal: exiting at once");
+    let drain = grace + CUT_MARGIN + ABORT_MARGIN + Duration::from_secs(3);
+    notifier.stopping(
+        &format!(
+            "Draining: {} SSE streams open, {} s grace",
+            daemon.manager().stats().snapshot().streams_open,
+            grace.as_secs()
+        ),
+        drain,
+    );
+    let result = tokio::select! {
+        result = daemon.shutdown() => result,
+        name = signals.next() => {
+            tracing::warn!(signal = name, "second signal: exiting at once");
             std::process::exit(1);
         }
-        _ = tokio::signal::ctrl_c() => {
-            tracing::warn!("second signal: exiting at once");
-            std::process::exit(1);
+    };
+    supervisor.abort();
+    notifier.status(if result.is_ok() {
+        "Stopped"
+    } else {
+        "Stopped with an error"
+    });
+    result
+}
+
+fn serving_status(daemon: &Daemon) -> String {
+    let metrics = daemon
+        .metrics_addr()
+        .map_or_else(|| "off".to_owned(), |a| a.to_string());
+    format!(
+        "Serving MCP on {} (admin {}, metrics {})",
+        daemon.data_addr(),
+        daemon.admin_addr(),
+        metrics
+    )
+}
+
+/// Pings the watchdog at its interval (through the drain too) and refreshes the `STATUS=` line
+/// while serving. The pings come from the same runtime as the planes, so a wedged runtime
+/// stops them and systemd restarts the service.
+async fn supervise(
+    notifier: Notifier,
+    watchdog: Option<Duration>,
+    data_addr: SocketAddr,
+    manager: Arc<SessionManager>,
+    shutdown: CancellationToken,
+) {
+    if !notifier.is_enabled() {
+        return;
+    }
+    let period = watchdog.map_or(STATUS_PERIOD, |w| w.min(STATUS_PERIOD));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_status = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        if watchdog.is_some() {
+            notifier.watchdog();
+        }
+        if !shutdown.is_cancelled() && last_status.elapsed() >= STATUS_PERIOD {
+            last_status = tokio::time::Instant::now();
+            let s = DaemonSnapshot::take(&manager);
+            notifier.status(&format!(
+                "Serving MCP on {data_addr}: {} sessions, {} SSE streams open, {} events forwarded",
+                s.sessions, s.proxy.streams_open, s.proxy.events_forwarded,
+            ));
         }
     }
 }

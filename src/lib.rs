@@ -6,6 +6,7 @@
 //! - [`session`]: the SessionManager both planes share, EventTrackers, the PersistenceWorker and
 //!   the SessionStore behind it.
 //! - [`sse`]: SSE framing.
+//! - [`daemon`], [`config`], [`systemd`], [`telemetry`]: running it as a service.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -14,3 +15,5 @@ pub mod daemon;
 pub mod proxy;
 pub mod session;
 pub mod sse;
+pub mod systemd;
+pub mod telemetry;

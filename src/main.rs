@@ -1,13 +1,28 @@
-//! The `mcp-relay` command line: parses flags and runs the daemon.
+//! The `mcp-relay` command line: parses flags, loads the layered configuration, sets up logs
+//! and runs the daemon (or prints the effective configuration).
 
-use std::{net::SocketAddr, process::ExitCode, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use http::Uri;
-use mcp_relay::{config::Config, daemon};
-use tracing_subscriber::EnvFilter;
+use mcp_relay::{
+    config::{
+        Config, LogFormat, LogTarget,
+        file::{self, FileConfig, Overrides, Sources},
+    },
+    daemon,
+    systemd::Activated,
+    telemetry::logging,
+};
+
+/// Exit status for a configuration that cannot be used (the unit does not restart on it).
+const EXIT_CONFIG: u8 = 2;
 
 /// A reverse proxy for MCP Streamable HTTP whose streams survive dropped connections.
+///
+/// Settings come from, in increasing precedence: built-in defaults, a TOML file (`--config`
+/// or MCP_RELAY_CONFIG), MCP_RELAY_* environment variables (`__` between levels, e.g.
+/// MCP_RELAY_SESSION__IDLE_TTL_SECS=600), and the flags below. `deploy/systemd/mcp-relay.toml`
+/// documents every setting with its default and unit.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
@@ -17,64 +32,175 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Proxy MCP traffic to an upstream server and serve the gRPC control plane.
-    Serve(ServeArgs),
+    /// Proxy MCP traffic to an upstream server, serve the gRPC control plane and metrics.
+    Serve {
+        /// TOML configuration file.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        flags: Flags,
+    },
+    /// Validate the configuration and print it, merged from every layer, with secrets masked.
+    CheckConfig {
+        /// TOML configuration file (or `--config`, or MCP_RELAY_CONFIG).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// TOML configuration file.
+        #[arg(short, long, value_name = "FILE", conflicts_with = "file")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        flags: Flags,
+    },
 }
 
+/// Settings that can be given as flags; each wins over the file and the environment.
 #[derive(clap::Args, Debug)]
-struct ServeArgs {
-    /// Upstream MCP endpoint URL (http), e.g. http://127.0.0.1:3001/mcp.
-    #[arg(long, env = "MCP_RELAY_UPSTREAM")]
-    upstream: Uri,
-    /// Data plane listen address.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Control plane (gRPC) listen address.
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    admin_listen: SocketAddr,
-    /// Path of the MCP endpoint clients use.
-    #[arg(long, default_value = "/mcp")]
-    endpoint_path: String,
-    /// An Origin to allow besides loopback ones (repeatable; `*` allows any).
+struct Flags {
+    /// Upstream MCP endpoint URL (http), e.g. http://127.0.0.1:3001/mcp. [proxy.upstream]
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Data plane listen address. [listen; default 127.0.0.1:8080]
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Control plane (gRPC) listen address. [admin_listen; default 127.0.0.1:50051]
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Metrics listen address (/metrics, /healthz, /readyz). [metrics.listen; default
+    /// 127.0.0.1:9464]
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Serve no metrics listener. [metrics.enabled = false]
+    #[arg(long, conflicts_with = "metrics_listen")]
+    no_metrics: bool,
+    /// Path of the MCP endpoint clients use. [proxy.endpoint_path; default /mcp]
+    #[arg(long)]
+    endpoint_path: Option<String>,
+    /// An Origin to allow besides loopback ones (repeatable; `*` allows any); replaces the
+    /// configured list. [proxy.allowed_origins]
     #[arg(long = "allow-origin")]
     allowed_origins: Vec<String>,
-    /// Largest client request body, in bytes.
-    #[arg(long, default_value_t = 4 << 20)]
-    max_request_body_bytes: usize,
-    /// Seconds a session may stay idle before it expires.
-    #[arg(long, default_value_t = 1800)]
-    session_idle_ttl_secs: u64,
+    /// Largest client request body, in bytes. [proxy.max_request_body_bytes; default 4 MiB]
+    #[arg(long)]
+    max_request_body_bytes: Option<usize>,
+    /// Seconds a session may stay idle before it expires. [session.idle_ttl_secs; default 1800]
+    #[arg(long)]
+    session_idle_ttl_secs: Option<u64>,
     /// Seconds allowed for the upstream's response headers.
-    #[arg(long, default_value_t = 60)]
-    upstream_timeout_secs: u64,
-    /// Seconds shutdown waits for open requests and streams.
-    #[arg(long, default_value_t = 10)]
-    shutdown_grace_secs: u64,
+    /// [proxy.upstream_response_timeout_secs; default 60]
+    #[arg(long)]
+    upstream_timeout_secs: Option<u64>,
+    /// Seconds shutdown waits for open requests and streams. [shutdown_grace_secs; default 10]
+    #[arg(long)]
+    shutdown_grace_secs: Option<u64>,
+    /// Where logs go: auto (the journal under systemd, else stderr), stderr, journald.
+    /// [log.target; default auto]
+    #[arg(long, value_parser = parse_log_target)]
+    log_target: Option<LogTarget>,
+    /// Format of logs written to stderr: text or json. [log.format; default text]
+    #[arg(long, value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
+}
+
+fn parse_log_target(s: &str) -> Result<LogTarget, String> {
+    match s {
+        "auto" => Ok(LogTarget::Auto),
+        "stderr" => Ok(LogTarget::Stderr),
+        "journald" => Ok(LogTarget::Journald),
+        _ => Err("expected auto, stderr or journald".into()),
+    }
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("expected text or json".into()),
+    }
+}
+
+impl Flags {
+    fn overrides(self) -> Overrides {
+        let mut o = Overrides::default();
+        o.set_opt("proxy.upstream", self.upstream)
+            .set_opt("listen", self.listen.map(|a| a.to_string()))
+            .set_opt("admin_listen", self.admin_listen.map(|a| a.to_string()))
+            .set_opt("metrics.listen", self.metrics_listen.map(|a| a.to_string()))
+            .set_opt("proxy.endpoint_path", self.endpoint_path)
+            .set_opt("proxy.max_request_body_bytes", self.max_request_body_bytes)
+            .set_opt("session.idle_ttl_secs", self.session_idle_ttl_secs)
+            .set_opt(
+                "proxy.upstream_response_timeout_secs",
+                self.upstream_timeout_secs,
+            )
+            .set_opt("shutdown_grace_secs", self.shutdown_grace_secs)
+            .set_opt("log.target", self.log_target)
+            .set_opt("log.format", self.log_format);
+        if self.metrics_listen.is_some() {
+            o.set("metrics.enabled", true);
+        }
+        if self.no_metrics {
+            o.set("metrics.enabled", false);
+        }
+        if !self.allowed_origins.is_empty() {
+            o.set("proxy.allowed_origins", self.allowed_origins);
+        }
+        o
+    }
+}
+
+fn load(config: Option<PathBuf>, flags: Flags) -> Result<(FileConfig, Config), ExitCode> {
+    let sources = Sources {
+        file: file::config_path(config.as_deref()),
+        env: true,
+        overrides: flags.overrides(),
+    };
+    file::load(&sources).map_err(|err| {
+        eprintln!("mcp-relay: configuration: {err}");
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
-    if args.upstream.scheme_str() != Some("http") || args.upstream.authority().is_none() {
-        tracing::error!(upstream = %args.upstream, "--upstream must be an http:// URL with a host");
-        return ExitCode::from(2);
+    match cli.command {
+        Command::CheckConfig {
+            file,
+            config,
+            flags,
+        } => match load(file.or(config), flags) {
+            Ok((file, _)) => {
+                print!(
+                    "# mcp-relay: effective configuration (defaults < file < MCP_RELAY_* \
+                     environment < flags); secrets masked\n{}",
+                    file.to_masked_toml()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Serve { config, flags } => {
+            // First, while the process has one thread: taking the sockets unsets LISTEN_FDS.
+            let activated = match Activated::take_from_env() {
+                Ok(a) => a,
+                Err(err) => {
+                    eprintln!("mcp-relay: {err}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let config = match load(config, flags) {
+                Ok((_, config)) => config,
+                Err(code) => return code,
+            };
+            serve(config, activated)
+        }
     }
-    let mut config = Config::new(args.upstream);
-    config.listen = args.listen;
-    config.admin_listen = args.admin_listen;
-    config.proxy.endpoint_path = args.endpoint_path;
-    config.proxy.allowed_origins = args.allowed_origins;
-    config.proxy.max_request_body_bytes = args.max_request_body_bytes;
-    config.proxy.upstream_response_timeout = Duration::from_secs(args.upstream_timeout_secs);
-    config.session.idle_ttl = Duration::from_secs(args.session_idle_ttl_secs);
-    config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
+}
 
+fn serve(config: Config, activated: Activated) -> ExitCode {
+    if let Err(err) = logging::init(&config.log) {
+        eprintln!("mcp-relay: {err}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -82,7 +208,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(daemon::run(config)) {
+    match runtime.block_on(daemon::run_with(config, activated)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "mcp-relay failed");

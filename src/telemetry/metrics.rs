@@ -1,0 +1,502 @@
+//! Prometheus metrics: the `metrics` facade with `metrics-exporter-prometheus` as the recorder,
+//! one recorder per daemon (not the process-global one, so several daemons in one test process
+//! keep their own numbers), rendered as Prometheus text by an axum route.
+//!
+//! Two kinds of numbers:
+//! - **Per request**, recorded by [`RequestMetricsLayer`] around the data-plane router:
+//!   `mcp_relay_http_requests_total` and the histogram `mcp_relay_http_request_duration_seconds`
+//!   (time until the response head; an SSE stream's life is not in it), labelled by HTTP
+//!   `method`, `status` and `era` (`modern` when `MCP-Protocol-Version` is 2026-07-28 or later,
+//!   else `legacy`).
+//! - **At scrape time**, copied from the atomics the session core already keeps
+//!   ([`DaemonSnapshot::take`]): sessions, SSE streams and events, dedup drops, replays,
+//!   resumptions, upstream reconnects, and the persistence worker's counters. The gRPC control
+//!   plane can read the same [`DaemonSnapshot`].
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use axum::{
+    Router,
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use http::Method;
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use parking_lot::RwLock;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{
+    proxy::{era::Era, headers::MCP_PROTOCOL_VERSION},
+    session::{ProxyStatsSnapshot, SessionManager},
+};
+
+const REQUESTS: &str = "mcp_relay_http_requests_total";
+const REQUEST_DURATION: &str = "mcp_relay_http_request_duration_seconds";
+/// Buckets of the request histogram, in seconds: sub-millisecond proxy answers up to the
+/// upstream response timeout.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+const METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// Every number the daemon exports besides per-request metrics, read at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DaemonSnapshot {
+    /// Live sessions.
+    pub sessions: u64,
+    /// The data plane's counters.
+    pub proxy: ProxyStatsSnapshot,
+    /// Stream advances handed to the persistence worker.
+    pub worker_updates: u64,
+    /// Stream positions written to the store.
+    pub worker_stream_writes: u64,
+    /// Session records written or deleted.
+    pub worker_session_writes: u64,
+    /// Flushes that wrote something.
+    pub worker_batches: u64,
+    /// Failed store operations.
+    pub worker_errors: u64,
+    /// Duration of the last successful flush, in microseconds.
+    pub worker_last_flush_micros: u64,
+    /// Streams and session operations waiting for the next flush.
+    pub worker_pending: u64,
+}
+
+impl DaemonSnapshot {
+    /// Reads the session core's atomics.
+    pub fn take(manager: &SessionManager) -> Self {
+        let persistence = manager.persistence();
+        let w = persistence.metrics();
+        let r = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        Self {
+            sessions: manager.len() as u64,
+            proxy: manager.stats().snapshot(),
+            worker_updates: r(&w.updates),
+            worker_stream_writes: r(&w.stream_writes),
+            worker_session_writes: r(&w.session_writes),
+            worker_batches: r(&w.batches),
+            worker_errors: r(&w.errors),
+            worker_last_flush_micros: r(&w.last_flush_micros),
+            worker_pending: persistence.pending_len() as u64,
+        }
+    }
+}
+
+enum Kind {
+    Counter,
+    Gauge,
+    /// A gauge given in microseconds, exported in seconds.
+    GaugeMicrosAsSeconds,
+}
+
+/// What is exported at scrape time: name, kind, help, and where the value comes from.
+type Export = (&'static str, Kind, &'static str, fn(&DaemonSnapshot) -> u64);
+
+const EXPORTS: &[Export] = &[
+    (
+        "mcp_relay_sessions",
+        Kind::Gauge,
+        "Live legacy sessions.",
+        |s| s.sessions,
+    ),
+    (
+        "mcp_relay_sse_streams_open",
+        Kind::Gauge,
+        "SSE streams open now.",
+        |s| s.proxy.streams_open,
+    ),
+    (
+        "mcp_relay_sse_streams_opened_total",
+        Kind::Counter,
+        "SSE streams opened.",
+        |s| s.proxy.streams_opened,
+    ),
+    (
+        "mcp_relay_sse_events_forwarded_total",
+        Kind::Counter,
+        "SSE events forwarded to clients (live and replayed).",
+        |s| s.proxy.events_forwarded,
+    ),
+    (
+        "mcp_relay_sse_duplicates_dropped_total",
+        Kind::Counter,
+        "SSE events dropped because their upstream id was already forwarded on the stream.",
+        |s| s.proxy.duplicates_dropped,
+    ),
+    (
+        "mcp_relay_sse_events_replayed_total",
+        Kind::Counter,
+        "SSE events re-sent to a client from a replay window.",
+        |s| s.proxy.events_replayed,
+    ),
+    (
+        "mcp_relay_sse_resumptions_total",
+        Kind::Counter,
+        "Client resumptions (GET with Last-Event-ID) served.",
+        |s| s.proxy.resumptions,
+    ),
+    (
+        "mcp_relay_sse_resumptions_refused_total",
+        Kind::Counter,
+        "Client resumptions refused (malformed id, unknown stream, id outside the window).",
+        |s| s.proxy.resumptions_refused,
+    ),
+    (
+        "mcp_relay_upstream_reconnects_total",
+        Kind::Counter,
+        "Upstream reconnections attempted after an upstream stream broke.",
+        |s| s.proxy.upstream_reconnects,
+    ),
+    (
+        "mcp_relay_persistence_updates_total",
+        Kind::Counter,
+        "Stream advances handed to the persistence worker.",
+        |s| s.worker_updates,
+    ),
+    (
+        "mcp_relay_persistence_stream_writes_total",
+        Kind::Counter,
+        "Stream positions written to the session store.",
+        |s| s.worker_stream_writes,
+    ),
+    (
+        "mcp_relay_persistence_session_writes_total",
+        Kind::Counter,
+        "Session records written to or deleted from the session store.",
+        |s| s.worker_session_writes,
+    ),
+    (
+        "mcp_relay_persistence_batches_total",
+        Kind::Counter,
+        "Persistence flushes that wrote at least one entry.",
+        |s| s.worker_batches,
+    ),
+    (
+        "mcp_relay_persistence_errors_total",
+        Kind::Counter,
+        "Failed session store operations (retried with backoff).",
+        |s| s.worker_errors,
+    ),
+    (
+        "mcp_relay_persistence_pending",
+        Kind::Gauge,
+        "Streams and session operations waiting for the next flush.",
+        |s| s.worker_pending,
+    ),
+    (
+        "mcp_relay_persistence_last_flush_seconds",
+        Kind::GaugeMicrosAsSeconds,
+        "Duration of the last successful persistence flush.",
+        |s| s.worker_last_flush_micros,
+    ),
+];
+
+enum Handle {
+    Counter(Counter),
+    Gauge(Gauge),
+    GaugeMicrosAsSeconds(Gauge),
+}
+
+/// Labels of one request series: method index, status code, modern era.
+type SeriesKey = (&'static str, u16, bool);
+
+/// The daemon's metrics: a Prometheus recorder, the handles exported at scrape time, and a
+/// cache of per-request series so the hot path builds no label set after a series' first use.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    manager: Arc<SessionManager>,
+    exports: Vec<Handle>,
+    series: RwLock<HashMap<SeriesKey, (Counter, Histogram)>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Metrics of the daemon whose session core is `manager`.
+    pub fn new(manager: Arc<SessionManager>) -> Arc<Self> {
+        let builder = PrometheusBuilder::new();
+        // Only an empty bucket list is refused; ours is not empty.
+        let builder = match builder
+            .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), DURATION_BUCKETS)
+        {
+            Ok(b) => b,
+            Err(err) => unreachable!("non-empty histogram buckets: {err}"),
+        };
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+
+        recorder.describe_counter(
+            KeyName::from_const_str(REQUESTS),
+            None,
+            "Client requests answered by the data plane, by HTTP method, status and MCP era."
+                .into(),
+        );
+        recorder.describe_histogram(
+            KeyName::from_const_str(REQUEST_DURATION),
+            Some(Unit::Seconds),
+            "Time from a client request to its response head (not an SSE stream's life).".into(),
+        );
+        let version = Label::from_static_parts("version", env!("CARGO_PKG_VERSION"));
+        recorder.describe_gauge(
+            KeyName::from_const_str("mcp_relay_build_info"),
+            None,
+            "Always 1; the version label tells which mcp-relay is running.".into(),
+        );
+        recorder
+            .register_gauge(
+                &Key::from_parts("mcp_relay_build_info", vec![version]),
+                &METADATA,
+            )
+            .set(1.0);
+
+        let exports = EXPORTS
+            .iter()
+            .map(|(name, kind, help, _)| {
+                let key = Key::from_static_name(name);
+                let name = KeyName::from_const_str(name);
+                match kind {
+                    Kind::Counter => {
+                        recorder.describe_counter(name, None, (*help).into());
+                        Handle::Counter(recorder.register_counter(&key, &METADATA))
+                    }
+                    Kind::Gauge => {
+                        recorder.describe_gauge(name, None, (*help).into());
+                        Handle::Gauge(recorder.register_gauge(&key, &METADATA))
+                    }
+                    Kind::GaugeMicrosAsSeconds => {
+                        recorder.describe_gauge(name, Some(Unit::Seconds), (*help).into());
+                        Handle::GaugeMicrosAsSeconds(recorder.register_gauge(&key, &METADATA))
+                    }
+                }
+            })
+            .collect();
+        Arc::new(Self {
+            recorder,
+            handle,
+            manager,
+            exports,
+            series: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Copies the session core's numbers into the exported series, then renders every series
+    /// as Prometheus text (exposition format 0.0.4).
+    pub fn render(&self) -> String {
+        let snapshot = DaemonSnapshot::take(&self.manager);
+        for ((_, _, _, read), handle) in EXPORTS.iter().zip(&self.exports) {
+            let value = read(&snapshot);
+            match handle {
+                Handle::Counter(c) => c.absolute(value),
+                Handle::Gauge(g) => g.set(value as f64),
+                Handle::GaugeMicrosAsSeconds(g) => g.set(value as f64 / 1e6),
+            }
+        }
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+
+    /// Records one answered request.
+    pub fn record_request(&self, method: &Method, status: StatusCode, era: Era, started: Instant) {
+        let key: SeriesKey = (method_label(method), status.as_u16(), era == Era::Modern);
+        let elapsed = started.elapsed().as_secs_f64();
+        if let Some((count, duration)) = self.series.read().get(&key) {
+            count.increment(1);
+            duration.record(elapsed);
+            return;
+        }
+        let labels = vec![
+            Label::from_static_parts("method", key.0),
+            Label::new("status", key.1.to_string()),
+            Label::from_static_parts("era", era.as_str()),
+        ];
+        let count = self
+            .recorder
+            .register_counter(&Key::from_parts(REQUESTS, labels.clone()), &METADATA);
+        let duration = self
+            .recorder
+            .register_histogram(&Key::from_parts(REQUEST_DURATION, labels), &METADATA);
+        count.increment(1);
+        duration.record(elapsed);
+        self.series.write().insert(key, (count, duration));
+    }
+
+    /// A tower layer that records every request of the service it wraps.
+    pub fn layer(self: &Arc<Self>) -> RequestMetricsLayer {
+        RequestMetricsLayer {
+            metrics: self.clone(),
+        }
+    }
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The era a request declares in `MCP-Protocol-Version` (absent: legacy).
+fn era_of(request: &Request) -> Era {
+    request
+        .headers()
+        .get(&MCP_PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .map_or(Era::Legacy, Era::of_version)
+}
+
+/// Wraps a service so each answered request is counted and timed (see the module docs).
+#[derive(Clone, Debug)]
+pub struct RequestMetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Layer<S> for RequestMetricsLayer {
+    type Service = RequestMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestMetrics {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service of [`RequestMetricsLayer`].
+#[derive(Clone, Debug)]
+pub struct RequestMetrics<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Service<Request> for RequestMetrics<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = RequestMetricsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        RequestMetricsFuture {
+            method: request.method().clone(),
+            era: era_of(&request),
+            started: Instant::now(),
+            metrics: self.metrics.clone(),
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Records the request when the response head is ready. A request whose client went away
+    /// before that is not recorded.
+    pub struct RequestMetricsFuture<F> {
+        #[pin]
+        inner: F,
+        method: Method,
+        era: Era,
+        started: Instant,
+        metrics: Arc<Metrics>,
+    }
+}
+
+impl<F, E> Future for RequestMetricsFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.inner.poll(cx));
+        if let Ok(response) = &output {
+            this.metrics
+                .record_request(this.method, response.status(), *this.era, *this.started);
+        }
+        Poll::Ready(output)
+    }
+}
+
+/// Whether the daemon takes traffic: set once every listener is serving, cleared when
+/// shutdown begins. `/readyz` answers from it.
+#[derive(Debug, Default)]
+pub struct Readiness(std::sync::atomic::AtomicBool);
+
+impl Readiness {
+    /// Marks the daemon ready (`true`) or draining (`false`).
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+
+    /// Whether the daemon is ready.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone)]
+struct TelemetryState {
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+}
+
+/// The router of the metrics listener: `GET /metrics` (Prometheus text), `GET /healthz`
+/// (`200` while the process serves HTTP at all) and `GET /readyz` (`200` when ready, `503`
+/// before that and while draining).
+pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(TelemetryState { metrics, readiness })
+}
+
+async fn scrape(State(state): State<TelemetryState>) -> Response {
+    let text = state.metrics.render();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn ready(State(state): State<TelemetryState>) -> Response {
+    if state.readiness.get() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
