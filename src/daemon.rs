@@ -330,8 +330,15 @@ impl Daemon {
         let data = finish(self.data_task, abort_at, "data plane").await;
         let control = finish(self.control_task, abort_at, "control plane").await;
         deadlines.abort();
-        // Streams whose client already left (lingering pumps) stop now too.
+        // Streams whose client already left (lingering pumps) stop now too; wait for them, so
+        // the worker's final flush has every last event id.
         self.manager.stop_streams();
+        if tokio::time::timeout(ABORT_MARGIN, self.manager.streams_stopped())
+            .await
+            .is_err()
+        {
+            tracing::warn!("stream pumps did not stop in time; their last ids may not be flushed");
+        }
         self.expiry_task.abort();
         self.worker_shutdown.cancel();
         if self.worker_task.await.is_err() {

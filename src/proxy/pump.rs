@@ -62,7 +62,8 @@ pub fn spawn(ctx: PumpContext, upstream: Incoming) -> bool {
     }
     ctx.tracker.set_upstream(UpstreamState::Live);
     ctx.proxy.manager.reopen_stream(&ctx.tracker);
-    tokio::spawn(run(ctx, upstream));
+    let manager = ctx.proxy.manager.clone();
+    manager.spawn_pump(run(ctx, upstream));
     true
 }
 
@@ -117,9 +118,11 @@ async fn run(ctx: PumpContext, mut body: Incoming) {
                     let size = block.raw().len() + 64;
                     loop {
                         room.borrow_and_update();
+                        tracker.want_room();
                         if tracker.has_room(size) {
                             break;
                         }
+                        tracker.publish();
                         tokio::select! {
                             interrupt = wait_interrupt(&ctx, &mut consumed) => {
                                 return finish(&ctx, interrupt_state(&ctx, interrupt));
@@ -129,12 +132,14 @@ async fn run(ctx: PumpContext, mut body: Incoming) {
                         }
                     }
                     response_seen |= is_response_to(&block, ctx.request_id.as_deref());
-                    if let Encoded::Event { seq, bytes } =
+                    if let Encoded::Event { seq } =
                         encode_block(&tracker, &manager, &block, &mut scratch)
                     {
+                        let bytes = scratch.split().freeze();
                         tracker.append(seq, super::relay::upstream_event_id(&block), bytes);
                     }
                 }
+                tracker.publish();
                 match failure {
                     Some(err) => {
                         tracing::warn!(
@@ -417,7 +422,14 @@ pub fn reader_body(
             }
             st.appended.borrow_and_update();
             match st.tracker.read(st.reader) {
-                Read::Events(events) => st.ready.extend(events),
+                Read::Events(events) if events.len() == 1 => st.ready.extend(events),
+                Read::Events(events) => {
+                    let mut joined = BytesMut::with_capacity(events.iter().map(Bytes::len).sum());
+                    for event in &events {
+                        joined.extend_from_slice(event);
+                    }
+                    st.ready.push_back(joined.freeze());
+                }
                 Read::Wait => {
                     if st.appended.changed().await.is_err() {
                         st.done = true;

@@ -6,7 +6,6 @@
 //! closes the upstream request — the cancellation of a 2026-07-28 request.
 
 use std::{
-    collections::VecDeque,
     convert::Infallible,
     pin::Pin,
     sync::Arc,
@@ -30,8 +29,8 @@ pub enum Encoded {
     Passthrough,
     /// An upstream id already forwarded on this stream: drop it.
     Duplicate,
-    /// An event admitted as `seq`, encoded with the proxy's id.
-    Event { seq: u64, bytes: Bytes },
+    /// An event admitted as `seq`, appended to the output encoded with the proxy's id.
+    Event { seq: u64 },
 }
 
 /// The upstream event id of a block: a present, non-empty `id` field.
@@ -39,13 +38,14 @@ pub fn upstream_event_id(block: &SseBlock) -> Option<&str> {
     block.id().filter(|id| !id.is_empty())
 }
 
-/// Admits `block` on `tracker` and encodes it with the proxy's event id (only the `id` line is
-/// rewritten), counting it and handing the stream's new position to the persistence worker.
+/// Admits `block` on `tracker` and appends it to `out` encoded with the proxy's event id (only
+/// the `id` line is rewritten), counting it and handing the stream's new position to the
+/// persistence worker.
 pub fn encode_block(
     tracker: &Arc<EventTracker>,
     manager: &SessionManager,
     block: &SseBlock,
-    scratch: &mut BytesMut,
+    out: &mut BytesMut,
 ) -> Encoded {
     if !block.has_id() && !block.has_data() {
         return Encoded::Passthrough;
@@ -63,15 +63,12 @@ pub fn encode_block(
         }
         Admission::Forward { seq } => {
             let client_id = tracker.client_event_id(seq, upstream_id);
-            block.write_with_id(&client_id, scratch);
+            block.write_with_id(&client_id, out);
             ProxyStats::incr(&manager.stats().events_forwarded);
             if upstream_id.is_some() {
                 manager.persistence().stream_advanced(tracker);
             }
-            Encoded::Event {
-                seq,
-                bytes: scratch.split().freeze(),
-            }
+            Encoded::Event { seq }
         }
     }
 }
@@ -82,9 +79,9 @@ pub struct SseRelay {
     parser: SseParser,
     tracker: Arc<EventTracker>,
     manager: Arc<SessionManager>,
-    /// Encoded events ready for the client, oldest first.
-    ready: VecDeque<Bytes>,
-    scratch: BytesMut,
+    /// Bytes ready for the client: every block parsed so far goes out in one frame, so a burst
+    /// of small events costs one write, not one per event.
+    out: BytesMut,
     upstream_done: bool,
 }
 
@@ -103,21 +100,19 @@ impl SseRelay {
             parser: SseParser::new(max_event_bytes),
             tracker,
             manager,
-            ready: VecDeque::new(),
-            scratch: BytesMut::new(),
+            out: BytesMut::new(),
             upstream_done: false,
         }
     }
 
     /// Runs one block through the tracker and queues what the client must see.
     fn relay_block(&mut self, block: SseBlock) {
-        match encode_block(&self.tracker, &self.manager, &block, &mut self.scratch) {
-            Encoded::Passthrough => self.ready.push_back(block.raw().clone()),
+        match encode_block(&self.tracker, &self.manager, &block, &mut self.out) {
+            Encoded::Passthrough => self.out.extend_from_slice(block.raw()),
             Encoded::Duplicate => {}
-            Encoded::Event { seq, bytes } => {
+            Encoded::Event { seq } => {
                 self.tracker
                     .forwarded_directly(seq, upstream_event_id(&block));
-                self.ready.push_back(bytes);
             }
         }
     }
@@ -153,8 +148,8 @@ impl Body for SseRelay {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = &mut *self;
         loop {
-            if let Some(bytes) = this.ready.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            if !this.out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
             }
             if this.upstream_done {
                 return Poll::Ready(None);
@@ -191,7 +186,7 @@ impl Body for SseRelay {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.upstream_done && self.ready.is_empty()
+        self.upstream_done && self.out.is_empty()
     }
 }
 

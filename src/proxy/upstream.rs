@@ -37,12 +37,16 @@ impl Upstream {
         Self {
             client,
             endpoint: config.upstream.clone(),
-            url: config.upstream.to_string().into(),
+            url: {
+                let url = config.upstream.to_string();
+                crate::config::file::redact_url(&url).unwrap_or(url).into()
+            },
             response_timeout: config.upstream_response_timeout,
         }
     }
 
-    /// The upstream endpoint URL, as sessions record it.
+    /// The upstream endpoint URL, as sessions record it and logs show it: any password in it
+    /// is masked.
     pub fn url(&self) -> &Arc<str> {
         &self.url
     }

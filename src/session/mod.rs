@@ -20,7 +20,7 @@ use std::{
 
 use http::HeaderValue;
 use parking_lot::{Mutex, RwLock};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use id::{RandomError, SessionId, StreamId};
 pub use stats::{ProxyStats, ProxyStatsSnapshot};
@@ -169,6 +169,8 @@ pub struct SessionManager {
     stats: ProxyStats,
     /// Parent of every session's token: cancelling it stops every stream pump.
     streams_cancel: CancellationToken,
+    /// Every stream pump task, so shutdown can wait for them before the final flush.
+    pumps: TaskTracker,
 }
 
 impl SessionManager {
@@ -180,6 +182,7 @@ impl SessionManager {
             persistence,
             stats: ProxyStats::default(),
             streams_cancel: CancellationToken::new(),
+            pumps: TaskTracker::new(),
         }
     }
 
@@ -187,6 +190,18 @@ impl SessionManager {
     /// hint so clients resume elsewhere.
     pub fn stop_streams(&self) {
         self.streams_cancel.cancel();
+    }
+
+    /// Runs a stream pump on a task the manager tracks (see [`Self::streams_stopped`]).
+    pub fn spawn_pump(&self, pump: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.pumps.spawn(pump);
+    }
+
+    /// Resolves once every pump has ended; call after [`Self::stop_streams`], before the
+    /// persistence worker's final flush, so no event is admitted after it.
+    pub async fn streams_stopped(&self) {
+        self.pumps.close();
+        self.pumps.wait().await;
     }
 
     /// The configuration of the session core.

@@ -141,12 +141,15 @@ pub struct EventTracker {
     duplicates_dropped: AtomicU64,
     /// Bumped when events are appended or the upstream state changes (wakes the reader).
     appended: watch::Sender<u64>,
-    /// Bumped when the reader advances, attaches or detaches (wakes the pump).
+    /// Bumped when a reader attaches or detaches, and when it takes events while the pump waits
+    /// for room (wakes the pump).
     consumed: watch::Sender<u64>,
     /// Set while the tracker waits in the persistence worker's queue (latest-only coalescing).
     pub(super) persist_queued: AtomicBool,
     /// Set while a pump task reads the upstream for this stream (at most one at a time).
     pump_active: AtomicBool,
+    /// Set while the pump waits for the reader to make room in the window.
+    room_wanted: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -161,6 +164,8 @@ struct TrackerState {
     /// (seq, upstream id, encoded event), oldest first, seq ascending.
     window: VecDeque<(u64, Option<Arc<str>>, Bytes)>,
     window_bytes: usize,
+    /// Bytes of the window's events after `delivered` (kept in step, so checks are O(1)).
+    undelivered_bytes: usize,
     /// Highest seq handed to a reader; events after it are never evicted.
     delivered: u64,
     /// Blocks that are not events (comments such as keep-alives, `retry`-only blocks), waiting
@@ -197,6 +202,7 @@ impl EventTracker {
                 seen_order: VecDeque::new(),
                 window: VecDeque::new(),
                 window_bytes: 0,
+                undelivered_bytes: 0,
                 ephemeral: Vec::new(),
                 delivered: 0,
                 reader: 0,
@@ -210,6 +216,7 @@ impl EventTracker {
             consumed: watch::Sender::new(0),
             persist_queued: AtomicBool::new(false),
             pump_active: AtomicBool::new(false),
+            room_wanted: AtomicBool::new(false),
         }
     }
 
@@ -276,18 +283,15 @@ impl EventTracker {
     /// reader has not been handed. The pump waits on [`EventTracker::consumed`] while not.
     pub fn has_room(&self, size: usize) -> bool {
         let state = self.state.lock();
-        let undelivered = state
-            .window
-            .iter()
-            .rev()
-            .take_while(|e| e.0 > state.delivered);
-        let (count, bytes) = undelivered.fold((0usize, 0usize), |(c, b), e| (c + 1, b + e.2.len()));
+        let count = state.window.len() - first_undelivered(&state);
+        let bytes = state.undelivered_bytes;
         count == 0
             || (count < self.limits.replay_events && bytes + size <= self.limits.replay_bytes)
     }
 
     /// Appends the encoded event admitted as `seq` to the replay window, evicting the oldest
-    /// delivered events past the count and byte bounds, and wakes the reader.
+    /// delivered events past the count and byte bounds. The reader learns of it at the next
+    /// [`Self::publish`] (once per upstream read, not per event).
     pub fn append(&self, seq: u64, upstream_id: Option<&str>, encoded: Bytes) {
         self.events_forwarded.fetch_add(1, Ordering::Relaxed);
         {
@@ -296,12 +300,18 @@ impl EventTracker {
             while state.window.len() >= self.limits.replay_events.max(1)
                 || state.window_bytes + size > self.limits.replay_bytes
             {
-                let Some((_, _, old)) = state.window.pop_front() else {
+                let Some((old_seq, _, old)) = state.window.pop_front() else {
                     break;
                 };
                 state.window_bytes -= old.len();
+                if old_seq > state.delivered {
+                    state.undelivered_bytes -= old.len();
+                }
             }
             state.window_bytes += size;
+            if seq > state.delivered {
+                state.undelivered_bytes += size;
+            }
             let upstream_id = upstream_id.map(|id| {
                 state
                     .last_upstream_id
@@ -311,7 +321,17 @@ impl EventTracker {
             });
             state.window.push_back((seq, upstream_id, encoded));
         }
+    }
+
+    /// Wakes the reader to take what was appended.
+    pub fn publish(&self) {
         self.appended.send_modify(|v| *v += 1);
+    }
+
+    /// Asks to be woken (through [`Self::consumed`]) when the reader next takes events; the
+    /// pump calls it before it waits for room, so reads cost no wake-up otherwise.
+    pub fn want_room(&self) {
+        self.room_wanted.store(true, Ordering::Release);
     }
 
     /// Queues a block that is not an event (a keep-alive comment, a `retry`-only block) for the
@@ -350,6 +370,7 @@ impl EventTracker {
             state.ephemeral.clear();
             state.delivered = after;
             state.delivered_upstream_id = upstream_id_at(&state, after);
+            state.undelivered_bytes = undelivered_bytes(&state);
             state.reader
         };
         self.consumed.send_modify(|v| *v += 1);
@@ -383,7 +404,8 @@ impl EventTracker {
             let delivered = state.delivered;
             let mut ephemeral = std::mem::take(&mut state.ephemeral).into_iter().peekable();
             let mut out = Vec::new();
-            for (seq, _, bytes) in state.window.iter().skip_while(|e| e.0 <= delivered) {
+            let start = first_undelivered(&state);
+            for (seq, _, bytes) in state.window.range(start..) {
                 while let Some((_, b)) = ephemeral.next_if(|(after, _)| after < seq) {
                     out.push(b);
                 }
@@ -402,10 +424,13 @@ impl EventTracker {
             {
                 state.delivered = seq;
                 state.delivered_upstream_id = up;
+                state.undelivered_bytes = 0;
             }
             Read::Events(out)
         };
-        self.consumed.send_modify(|v| *v += 1);
+        if self.room_wanted.swap(false, Ordering::AcqRel) {
+            self.consumed.send_modify(|v| *v += 1);
+        }
         result
     }
 
@@ -420,6 +445,7 @@ impl EventTracker {
             }
             state.delivered = after_seq;
             state.delivered_upstream_id = upstream_id_at(&state, after_seq);
+            state.undelivered_bytes = undelivered_bytes(&state);
             state.window.iter().filter(|e| e.0 > after_seq).count()
         };
         self.appended.send_modify(|v| *v += 1);
@@ -447,7 +473,7 @@ impl EventTracker {
         self.appended.subscribe()
     }
 
-    /// Wakes on every read, attach and detach (for the pump).
+    /// Wakes on attach and detach, and on reads the pump asked for with [`Self::want_room`].
     pub fn consumed(&self) -> watch::Receiver<u64> {
         self.consumed.subscribe()
     }
@@ -552,12 +578,33 @@ fn check_window(state: &TrackerState, after: u64) -> Result<(), AttachError> {
     Ok(())
 }
 
+/// Index in the window of the first event after `delivered`. Window sequence numbers are
+/// contiguous (every admitted event is appended), so this is arithmetic, not a scan.
+fn first_undelivered(state: &TrackerState) -> usize {
+    match state.window.front() {
+        Some(front) if state.delivered >= front.0 => {
+            ((state.delivered - front.0 + 1) as usize).min(state.window.len())
+        }
+        _ => 0,
+    }
+}
+
+/// Bytes of the window's events after `delivered`, counted (for when `delivered` moves back).
+fn undelivered_bytes(state: &TrackerState) -> usize {
+    state
+        .window
+        .range(first_undelivered(state)..)
+        .map(|e| e.2.len())
+        .sum()
+}
+
 /// The upstream id of the event `seq`, if it is still in the window.
 fn upstream_id_at(state: &TrackerState, seq: u64) -> Option<Arc<str>> {
     state
         .window
-        .iter()
-        .find(|e| e.0 == seq)
+        .front()
+        .and_then(|front| seq.checked_sub(front.0))
+        .and_then(|i| state.window.get(i as usize))
         .and_then(|e| e.1.clone())
 }
 
