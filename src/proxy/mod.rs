@@ -50,6 +50,8 @@ impl Proxy {
     /// A data plane forwarding to `config.upstream`, with sessions held by `manager`.
     pub fn new(config: ProxyConfig, manager: Arc<SessionManager>) -> Self {
         let upstream = Upstream::new(&config);
+        // The control plane ends sessions upstream (`TerminateSession`) through this client.
+        manager.set_upstream_ender(Arc::new(upstream.clone()));
         Self {
             config,
             manager,
@@ -71,18 +73,10 @@ impl Proxy {
     /// Ends a session upstream with `DELETE` (best effort: failures are logged and counted by
     /// the caller's log line, never retried).
     pub async fn delete_upstream_session(&self, session: &Session) {
-        let mut request = http::Request::new(Full::new(Bytes::new()));
-        *request.method_mut() = Method::DELETE;
-        *request.uri_mut() = self.upstream.uri_for(None);
-        let h = request.headers_mut();
-        h.insert(&MCP_SESSION_ID, session.upstream_session_id().clone());
-        if let Ok(v) = HeaderValue::from_str(&session.protocol_version()) {
-            h.insert(&MCP_PROTOCOL_VERSION, v);
-        }
-        match self.upstream.send(request).await {
-            Ok(response) => tracing::info!(
+        match self.upstream.end_session(session).await {
+            Ok(status) => tracing::info!(
                 session = %session.id(),
-                status = response.status().as_u16(),
+                status = status.as_u16(),
                 "ended expired session upstream",
             ),
             Err(err) => tracing::warn!(

@@ -3,8 +3,9 @@
 
 use std::{sync::Arc, time::Duration};
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use http::{Request, Response, Uri, uri::PathAndQuery};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, uri::PathAndQuery};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::{
@@ -12,8 +13,15 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 
-use super::{connector::QuickAckConnector, error::Reject};
-use crate::config::ProxyConfig;
+use super::{
+    connector::QuickAckConnector,
+    error::Reject,
+    headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID},
+};
+use crate::{
+    config::ProxyConfig,
+    session::{Session, UpstreamSessionEnder},
+};
 
 /// The pooled client bound to one upstream MCP endpoint.
 #[derive(Debug, Clone)]
@@ -76,6 +84,29 @@ impl Upstream {
             Ok(Err(err)) => Err(Reject::UpstreamUnavailable(error_chain(&err))),
             Err(_) => Err(Reject::UpstreamTimeout(self.response_timeout)),
         }
+    }
+
+    /// Ends `session` at the upstream: `DELETE` with its upstream `Mcp-Session-Id` (and its
+    /// `MCP-Protocol-Version`). Returns the upstream's status.
+    pub async fn end_session(&self, session: &Session) -> Result<StatusCode, Reject> {
+        let mut request = Request::new(Full::new(Bytes::new()));
+        *request.method_mut() = Method::DELETE;
+        *request.uri_mut() = self.uri_for(None);
+        let h = request.headers_mut();
+        h.insert(&MCP_SESSION_ID, session.upstream_session_id().clone());
+        if let Ok(v) = HeaderValue::from_str(&session.protocol_version()) {
+            h.insert(&MCP_PROTOCOL_VERSION, v);
+        }
+        Ok(self.send(request).await?.status())
+    }
+}
+
+/// The session core ends sessions upstream (operator termination) through the same pooled
+/// client.
+#[async_trait]
+impl UpstreamSessionEnder for Upstream {
+    async fn end_upstream_session(&self, session: &Session) -> Result<StatusCode, String> {
+        self.end_session(session).await.map_err(|e| e.to_string())
     }
 }
 

@@ -3,6 +3,8 @@
 //! [`PersistenceWorker`]. Both the data plane and the control plane hold it as one
 //! `Arc<SessionManager>`.
 
+pub mod ending;
+pub mod events;
 mod id;
 pub mod stats;
 pub mod store;
@@ -12,7 +14,7 @@ pub mod worker;
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -22,6 +24,8 @@ use http::HeaderValue;
 use parking_lot::{Mutex, RwLock};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+pub use ending::UpstreamSessionEnder;
+pub use events::{SessionChange, SessionChangeKind, SessionChanges};
 pub use id::{RandomError, SessionId, StreamId};
 pub use stats::{ProxyStats, ProxyStatsSnapshot};
 pub use tracker::{
@@ -169,6 +173,10 @@ pub struct SessionManager {
     stats: ProxyStats,
     /// Parent of every session's token: cancelling it stops every stream pump.
     streams_cancel: CancellationToken,
+    /// Session changes, for the control plane's watches.
+    changes: SessionChanges,
+    /// How a session is ended upstream; registered by the data plane.
+    upstream_ender: OnceLock<Arc<dyn UpstreamSessionEnder>>,
     /// Every stream pump task, so shutdown can wait for them before the final flush.
     pumps: TaskTracker,
 }
@@ -182,8 +190,32 @@ impl SessionManager {
             persistence,
             stats: ProxyStats::default(),
             streams_cancel: CancellationToken::new(),
+            changes: SessionChanges::default(),
+            upstream_ender: OnceLock::new(),
             pumps: TaskTracker::new(),
         }
+    }
+
+    /// Session changes (created, streams changed, ended), for watchers.
+    pub fn changes(&self) -> &SessionChanges {
+        &self.changes
+    }
+
+    /// Registers how sessions are ended upstream (the data plane's upstream client). The first
+    /// registration wins.
+    pub fn set_upstream_ender(&self, ender: Arc<dyn UpstreamSessionEnder>) {
+        if self.upstream_ender.set(ender).is_err() {
+            tracing::debug!("an upstream session ender is already registered");
+        }
+    }
+
+    /// Ends `session` at its upstream with `DELETE`: the upstream's status, or why none came
+    /// (also when no data plane registered an ender).
+    pub async fn end_upstream(&self, session: &Session) -> Result<http::StatusCode, String> {
+        let Some(ender) = self.upstream_ender.get() else {
+            return Err("no upstream client is registered".to_owned());
+        };
+        ender.end_upstream_session(session).await
     }
 
     /// Stops every stream pump (daemon shutdown): legacy client streams end with a `retry`
@@ -238,6 +270,7 @@ impl SessionManager {
         self.sessions
             .write()
             .insert(session.id.clone(), session.clone());
+        self.changes.publish(SessionChangeKind::Created, &session);
         Ok(session)
     }
 
@@ -268,6 +301,7 @@ impl SessionManager {
         session.cancel.cancel();
         *session.streams.lock() = StreamTable::default();
         self.persistence.session_removed(&session.id);
+        self.changes.publish(SessionChangeKind::Ended, &session);
         Some(session)
     }
 
@@ -305,6 +339,7 @@ impl SessionManager {
                 .lock()
                 .by_id
                 .insert(tracker.stream().clone(), tracker.clone());
+            self.changes.publish(SessionChangeKind::Updated, session);
         }
         Ok(tracker)
     }
@@ -316,18 +351,21 @@ impl SessionManager {
         let Some(session) = tracker.session().and_then(|id| self.get(id.as_str())) else {
             return;
         };
-        let mut table = session.streams.lock();
-        if !table.by_id.contains_key(tracker.stream().as_str())
-            || table.closed.contains(tracker.stream())
         {
-            return;
-        }
-        table.closed.push_back(tracker.stream().clone());
-        while table.closed.len() > self.config.closed_streams_kept {
-            if let Some(old) = table.closed.pop_front() {
-                table.by_id.remove(&old);
+            let mut table = session.streams.lock();
+            if !table.by_id.contains_key(tracker.stream().as_str())
+                || table.closed.contains(tracker.stream())
+            {
+                return;
+            }
+            table.closed.push_back(tracker.stream().clone());
+            while table.closed.len() > self.config.closed_streams_kept {
+                if let Some(old) = table.closed.pop_front() {
+                    table.by_id.remove(&old);
+                }
             }
         }
+        self.changes.publish(SessionChangeKind::Updated, &session);
     }
 
     /// Notes that a closed stream was resumed, so it is no longer a candidate for eviction.
@@ -338,6 +376,7 @@ impl SessionManager {
                 .lock()
                 .closed
                 .retain(|id| id != tracker.stream());
+            self.changes.publish(SessionChangeKind::Updated, &session);
         }
     }
 
