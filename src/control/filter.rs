@@ -1,10 +1,17 @@
-//! The `filter` of `ListSessions`: a small subset of AIP-160 — terms `field = "value"` joined by
-//! `AND`, over `era`, `upstream` and `protocol_version`.
+//! The `filter` of `ListSessions` and `WatchSessions`: a small subset of AIP-160 — terms
+//! `field = "value"` joined by `AND`, over `state`, `era`, `upstream` and `protocol_version`.
+
+use super::{
+    convert::{era_to_pb, state_of},
+    pb,
+};
+use crate::{proxy::era::Era, session::Session};
 
 /// One parsed filter: every term must hold.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionFilter {
-    pub era: Option<String>,
+    pub state: Option<pb::SessionState>,
+    pub era: Option<pb::ProtocolEra>,
     pub upstream: Option<String>,
     pub protocol_version: Option<String>,
 }
@@ -27,25 +34,49 @@ impl SessionFilter {
                 .and_then(|v| v.strip_suffix('"'))
                 .unwrap_or(value)
                 .to_owned();
-            let slot = match field {
-                "era" => &mut out.era,
-                "upstream" => &mut out.upstream,
-                "protocol_version" => &mut out.protocol_version,
+            match field {
+                "state" => {
+                    let state = pb::SessionState::from_str_name(&format!("SESSION_STATE_{value}"))
+                        .filter(|s| {
+                            !matches!(s, pb::SessionState::Unspecified | pb::SessionState::Ended)
+                        })
+                        .ok_or_else(|| {
+                            format!("state must be IDLE, STREAMING or LINGERING, not {value:?}")
+                        })?;
+                    out.state = Some(state);
+                }
+                "era" => {
+                    let era = pb::ProtocolEra::from_str_name(&format!("PROTOCOL_ERA_{value}"))
+                        .filter(|e| *e != pb::ProtocolEra::Unspecified)
+                        .ok_or_else(|| format!("era must be LEGACY or MODERN, not {value:?}"))?;
+                    out.era = Some(era);
+                }
+                "upstream" => out.upstream = Some(value),
+                "protocol_version" => out.protocol_version = Some(value),
                 other => {
                     return Err(format!(
-                        "unknown filter field {other:?}; use era, upstream or protocol_version"
+                        "unknown filter field {other:?}; use state, era, upstream or \
+                         protocol_version"
                     ));
                 }
-            };
-            *slot = Some(value);
-        }
-        if let Some(era) = &out.era
-            && era != "LEGACY"
-            && era != "MODERN"
-        {
-            return Err(format!("era must be LEGACY or MODERN, not {era:?}"));
+            }
         }
         Ok(out)
+    }
+
+    /// Whether `s` passes every term.
+    pub fn matches(&self, s: &Session) -> bool {
+        let version = s.protocol_version();
+        self.era
+            .is_none_or(|e| e == era_to_pb(Era::of_version(&version)))
+            && self.upstream.as_deref().is_none_or(|u| u == s.upstream())
+            && self
+                .protocol_version
+                .as_deref()
+                .is_none_or(|v| v == &*version)
+            && self
+                .state
+                .is_none_or(|state| state == state_of(s, &s.streams()))
     }
 }
 
@@ -54,12 +85,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_conjunctions_and_rejects_unknown_fields() {
-        let f = SessionFilter::parse(r#"era = "LEGACY" AND upstream="http://a/mcp""#).unwrap();
-        assert_eq!(f.era.as_deref(), Some("LEGACY"));
+    fn parses_conjunctions_and_rejects_unknown_fields_and_values() {
+        let f = SessionFilter::parse(
+            r#"era = "LEGACY" AND upstream="http://a/mcp" AND state = STREAMING"#,
+        )
+        .unwrap();
+        assert_eq!(f.era, Some(pb::ProtocolEra::Legacy));
         assert_eq!(f.upstream.as_deref(), Some("http://a/mcp"));
+        assert_eq!(f.state, Some(pb::SessionState::Streaming));
         assert!(SessionFilter::parse("colour = \"red\"").is_err());
         assert!(SessionFilter::parse("era = \"OLD\"").is_err());
+        assert!(SessionFilter::parse("era = \"UNSPECIFIED\"").is_err());
+        assert!(SessionFilter::parse("state = \"ENDED\"").is_err());
         assert!(SessionFilter::parse("era").is_err());
         assert_eq!(
             SessionFilter::parse("  ").unwrap(),

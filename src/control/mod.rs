@@ -1,18 +1,32 @@
 //! The control plane: a tonic gRPC server over the same `Arc<SessionManager>` as the data plane.
-//! Serves `mcprelay.admin.v1`, gRPC reflection (v1 and v1alpha, so old and new grpcurl both
-//! work) and `grpc.health.v1`.
+//! Serves `mcprelay.admin.v1` (SessionService, MetricsService), gRPC reflection (v1 and v1alpha,
+//! so old and new grpcurl both work) and `grpc.health.v1` with a status per service.
+//!
+//! It listens on TCP (loopback by default) or a Unix socket ([`ControlListener`]); with a
+//! [`BearerToken`] configured, every call must present it. When `shutdown` fires, health turns
+//! `NOT_SERVING`, every watch ends, and the server stops once the unary calls in flight finish.
 
+mod auth;
+mod convert;
 mod filter;
+mod health;
+mod listener;
+mod metrics;
 mod sessions;
+mod watch;
 
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
+use tonic::{server::NamedService, service::InterceptorLayer};
+use tonic_health::pb::health_server::HealthServer;
 
 use crate::session::SessionManager;
 
+pub use auth::BearerToken;
+pub use listener::{ControlListener, UNIX_SOCKET_MODE};
+pub use metrics::MetricsAdmin;
 pub use sessions::SessionAdmin;
 
 /// Generated protobuf and gRPC code of `proto/mcprelay/admin/v1/admin.proto`.
@@ -25,6 +39,17 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/admin_descriptor.bin"));
 }
 
+type SessionServer = pb::session_service_server::SessionServiceServer<SessionAdmin>;
+type MetricsServer = pb::metrics_service_server::MetricsServiceServer<MetricsAdmin>;
+
+/// Settings of the control plane beyond its listener.
+#[derive(Debug, Clone, Default)]
+pub struct ControlOptions {
+    /// When set, every call must carry `authorization: Bearer <token>` (else UNAUTHENTICATED).
+    /// Required when listening on a non-loopback TCP address.
+    pub bearer_token: Option<BearerToken>,
+}
+
 /// The control plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -32,14 +57,35 @@ pub enum ControlError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(
+        "the control plane listens on {0}, which is not loopback: configure a bearer token \
+         (admin_token) or listen on loopback or a Unix socket"
+    )]
+    Unprotected(String),
 }
 
-/// Serves the control plane on `listener` until `shutdown` fires.
+/// Serves the control plane on `listener` (a `TcpListener`, or a [`ControlListener`]) with no
+/// bearer token until `shutdown` fires.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<ControlListener>,
     manager: Arc<SessionManager>,
     shutdown: CancellationToken,
 ) -> Result<(), ControlError> {
+    serve_with(listener, manager, ControlOptions::default(), shutdown).await
+}
+
+/// Serves the control plane on `listener` with `options` until `shutdown` fires. Refuses a
+/// non-loopback TCP listener without a bearer token.
+pub async fn serve_with(
+    listener: impl Into<ControlListener>,
+    manager: Arc<SessionManager>,
+    options: ControlOptions,
+    shutdown: CancellationToken,
+) -> Result<(), ControlError> {
+    let listener = listener.into();
+    if listener.is_exposed() && options.bearer_token.is_none() {
+        return Err(ControlError::Unprotected(listener.describe()));
+    }
     // Both reflection versions describe every service served, including health and each other.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -52,19 +98,72 @@ pub async fn serve(
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<pb::session_service_server::SessionServiceServer<SessionAdmin>>()
-        .await;
 
-    tonic::transport::Server::builder()
-        .add_service(health_service)
+    // Watches (ours and health's) end on `stop`, fired once health reads NOT_SERVING.
+    let stop = CancellationToken::new();
+    let reporter = tonic_health::server::HealthReporter::new();
+    for service in SERVICES {
+        reporter
+            .set_service_status(service, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let health = HealthServer::new(health::ShutdownAwareHealth::new(
+        reporter.clone(),
+        stop.clone(),
+    ));
+    let signal = {
+        let stop = stop.clone();
+        async move {
+            shutdown.cancelled().await;
+            for service in SERVICES.iter().chain([&""]) {
+                reporter
+                    .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
+            stop.cancel();
+        }
+    };
+
+    let auth = InterceptorLayer::new(auth::Authenticate::new(options.bearer_token.clone()));
+    let router = tonic::transport::Server::builder()
+        .layer(auth)
+        .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(pb::session_service_server::SessionServiceServer::new(
-            SessionAdmin::new(manager),
-        ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
-        .await?;
+        .add_service(SessionServer::new(SessionAdmin::new(
+            manager.clone(),
+            stop.clone(),
+        )))
+        .add_service(MetricsServer::new(MetricsAdmin::new(manager, stop)));
+
+    tracing::info!(
+        listen = %listener.describe(),
+        bearer_token = options.bearer_token.is_some(),
+        "control plane is serving",
+    );
+    match listener {
+        ControlListener::Tcp(tcp) => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(tcp), signal)
+                .await?;
+        }
+        ControlListener::Unix { listener, path } => {
+            let served = router
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal)
+                .await;
+            if let Some(path) = path
+                && let Err(err) = std::fs::remove_file(&path)
+            {
+                tracing::warn!(path = %path.display(), error = %err, "could not remove the control socket");
+            }
+            served?;
+        }
+    }
     Ok(())
 }
+
+/// The services whose health is reported by name.
+const SERVICES: [&str; 2] = [
+    <SessionServer as NamedService>::NAME,
+    <MetricsServer as NamedService>::NAME,
+];

@@ -1,16 +1,20 @@
 //! `mcprelay.admin.v1.SessionService`: sessions, streams and last event ids, answered from the
-//! live SessionManager (never from the store, which may lag by one flush).
+//! live SessionManager (never from the store, which may lag by one flush); forced replays into a
+//! live client stream; operator termination; and the session watch ([`super::watch`]).
 
 use std::{sync::Arc, time::UNIX_EPOCH};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::{filter::SessionFilter, pb};
-use crate::{
-    proxy::era::Era,
-    session::{EventTracker, Session, SessionManager, StreamKind},
+use super::{
+    convert::{parse_name, session_to_pb},
+    filter::SessionFilter,
+    pb,
+    watch::{self, SessionWatch},
 };
+use crate::session::{AttachError, ClientEventId, EventTracker, Session, SessionManager};
 
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -19,17 +23,29 @@ const MAX_PAGE_SIZE: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct SessionAdmin {
     manager: Arc<SessionManager>,
+    /// Ends the session watches (daemon shutdown).
+    stop: CancellationToken,
 }
 
 impl SessionAdmin {
-    pub fn new(manager: Arc<SessionManager>) -> Self {
-        Self { manager }
+    /// Serves `manager`'s sessions; watches end when `stop` fires.
+    pub fn new(manager: Arc<SessionManager>, stop: CancellationToken) -> Self {
+        Self { manager, stop }
     }
 
     fn session(&self, id: &str) -> Result<Arc<Session>, Status> {
         self.manager
             .get(id)
             .ok_or_else(|| Status::not_found(format!("session {id:?} not found")))
+    }
+
+    fn stream(&self, session: &Session, id: &str) -> Result<Arc<EventTracker>, Status> {
+        session.stream(id).ok_or_else(|| {
+            Status::not_found(format!(
+                "stream {id:?} not found in session {:?}",
+                session.id().as_str()
+            ))
+        })
     }
 }
 
@@ -54,63 +70,17 @@ fn decode_page_token(token: &str) -> Result<(u128, String), Status> {
     Ok((ms.parse().map_err(|_| invalid())?, id.to_owned()))
 }
 
-fn session_to_pb(s: &Session) -> pb::Session {
-    let mut streams: Vec<Arc<EventTracker>> = s.streams();
-    streams.sort_by_key(|t| t.created());
-    pb::Session {
-        name: format!("sessions/{}", s.id()),
-        upstream_session_id: String::from_utf8_lossy(s.upstream_session_id().as_bytes())
-            .into_owned(),
-        upstream: s.upstream().to_owned(),
-        protocol_version: s.protocol_version().to_string(),
-        era: era_to_pb(Era::of_version(&s.protocol_version())) as i32,
-        create_time: Some(s.created().into()),
-        last_activity_time: Some(s.last_activity().into()),
-        streams: streams.iter().map(|t| stream_to_pb(s, t)).collect(),
-    }
-}
-
-fn era_to_pb(era: Era) -> pb::ProtocolEra {
-    match era {
-        Era::Legacy => pb::ProtocolEra::Legacy,
-        Era::Modern => pb::ProtocolEra::Modern,
-    }
-}
-
-fn stream_to_pb(s: &Session, t: &EventTracker) -> pb::Stream {
-    pb::Stream {
-        name: format!("sessions/{}/streams/{}", s.id(), t.stream()),
-        kind: match t.kind() {
-            StreamKind::Post => pb::StreamKind::Post,
-            StreamKind::Get => pb::StreamKind::Get,
-        } as i32,
-        create_time: Some(t.created().into()),
-        events_forwarded: t.events_forwarded(),
-        duplicates_dropped: t.duplicates_dropped(),
-        client_connected: t.client_connected(),
-    }
-}
-
-/// Splits `sessions/{session}` (or with more segments, `rest` names them) into its parts.
-fn parse_name<'a>(name: &'a str, shape: &[&str]) -> Result<Vec<&'a str>, Status> {
-    let parts: Vec<&str> = name.split('/').collect();
-    let ok = parts.len() == shape.len()
-        && parts
-            .iter()
-            .zip(shape)
-            .all(|(p, s)| if *s == "*" { !p.is_empty() } else { p == s });
-    if !ok {
-        return Err(Status::invalid_argument(format!(
-            "name {name:?} must look like {:?}",
-            shape.join("/")
-        )));
-    }
-    Ok(parts
-        .iter()
-        .zip(shape)
-        .filter(|(_, s)| **s == "*")
-        .map(|(p, _)| *p)
-        .collect())
+/// The gRPC status of a replay position the window cannot serve.
+fn out_of_range(err: AttachError) -> Status {
+    Status::out_of_range(match err {
+        AttachError::LeftWindow { after, oldest } => format!(
+            "events after sequence {after} have left the replay window (the oldest kept is \
+             {oldest})"
+        ),
+        AttachError::Future { after, last } => {
+            format!("sequence {after} is past the stream's last event ({last})")
+        }
+    })
 }
 
 #[tonic::async_trait]
@@ -136,17 +106,9 @@ impl pb::session_service_server::SessionService for SessionAdmin {
             .manager
             .sessions()
             .into_iter()
-            .filter(|s| {
-                let era = era_to_pb(Era::of_version(&s.protocol_version())).as_str_name();
-                filter.era.as_deref().is_none_or(|e| era.ends_with(e))
-                    && filter.upstream.as_deref().is_none_or(|u| u == s.upstream())
-                    && filter
-                        .protocol_version
-                        .as_deref()
-                        .is_none_or(|v| v == &*s.protocol_version())
-            })
             .map(|s| (order_key(&s), s))
             .filter(|(k, _)| after.as_ref().is_none_or(|a| k > a))
+            .filter(|(_, s)| filter.matches(s))
             .collect();
         sessions.sort_by(|a, b| a.0.cmp(&b.0));
         let next_page_token = if sessions.len() > page_size {
@@ -178,12 +140,7 @@ impl pb::session_service_server::SessionService for SessionAdmin {
         let name = request.into_inner().name;
         let ids = parse_name(&name, &["sessions", "*", "streams", "*", "lastEventId"])?;
         let session = self.session(ids[0])?;
-        let tracker = session.stream(ids[1]).ok_or_else(|| {
-            Status::not_found(format!(
-                "stream {:?} not found in session {:?}",
-                ids[1], ids[0]
-            ))
-        })?;
+        let tracker = self.stream(&session, ids[1])?;
         let last = tracker.last_event_ids();
         Ok(Response::new(pb::LastEventId {
             name,
@@ -200,27 +157,105 @@ impl pb::session_service_server::SessionService for SessionAdmin {
             persist_time: last.persisted.map(|(_, at)| at.into()),
         }))
     }
+
+    async fn force_replay(
+        &self,
+        request: Request<pb::ForceReplayRequest>,
+    ) -> Result<Response<pb::ForceReplayResponse>, Status> {
+        let req = request.into_inner();
+        let ids = parse_name(&req.name, &["sessions", "*", "streams", "*"])?;
+        let after = ClientEventId::parse(&req.after_event_id).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "after_event_id {:?} is not an event id of this proxy \
+                 (`{{stream}}:{{seq}}[:{{upstream id}}]`)",
+                req.after_event_id
+            ))
+        })?;
+        if after.stream != ids[1] {
+            return Err(Status::invalid_argument(format!(
+                "after_event_id names stream {:?}, not {:?}",
+                after.stream, ids[1]
+            )));
+        }
+        let session = self.session(ids[0])?;
+        let tracker = self.stream(&session, ids[1])?;
+        let sent = tracker
+            .rewind(after.seq)
+            .map_err(out_of_range)?
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "no client is connected to stream {:?}; a client resumes it with GET and \
+                     Last-Event-ID",
+                    ids[1]
+                ))
+            })?;
+        self.manager
+            .stats()
+            .events_replayed
+            .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            session = %session.id(),
+            stream = %tracker.stream(),
+            after_seq = after.seq,
+            events = sent,
+            "forced a replay to the client",
+        );
+        Ok(Response::new(pb::ForceReplayResponse {
+            events_replayed: sent as u64,
+        }))
+    }
+
+    async fn terminate_session(
+        &self,
+        request: Request<pb::TerminateSessionRequest>,
+    ) -> Result<Response<pb::TerminateSessionResponse>, Status> {
+        let name = request.into_inner().name;
+        let ids = parse_name(&name, &["sessions", "*"])?;
+        // The last state, streams included, before ending clears them.
+        let before = session_to_pb(&*self.session(ids[0])?);
+        let session = self
+            .manager
+            .end_session(ids[0])
+            .ok_or_else(|| Status::not_found(format!("session {:?} not found", ids[0])))?;
+        let (upstream_status, upstream_error) = match self.manager.end_upstream(&session).await {
+            Ok(status) => (i32::from(status.as_u16()), String::new()),
+            Err(err) => (0, err),
+        };
+        tracing::info!(
+            session = %session.id(),
+            upstream_status,
+            upstream_error = %upstream_error,
+            "session terminated by an operator",
+        );
+        Ok(Response::new(pb::TerminateSessionResponse {
+            session: Some(pb::Session {
+                state: pb::SessionState::Ended as i32,
+                ..before
+            }),
+            upstream_status,
+            upstream_error,
+        }))
+    }
+
+    type WatchSessionsStream = SessionWatch;
+
+    async fn watch_sessions(
+        &self,
+        request: Request<pb::WatchSessionsRequest>,
+    ) -> Result<Response<Self::WatchSessionsStream>, Status> {
+        let filter =
+            SessionFilter::parse(&request.into_inner().filter).map_err(Status::invalid_argument)?;
+        Ok(Response::new(watch::sessions(
+            self.manager.clone(),
+            filter,
+            self.stop.clone(),
+        )))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_must_match_their_pattern() {
-        assert_eq!(
-            parse_name("sessions/abc", &["sessions", "*"]).unwrap(),
-            ["abc"]
-        );
-        assert!(parse_name("sessions/", &["sessions", "*"]).is_err());
-        assert!(parse_name("session/abc", &["sessions", "*"]).is_err());
-        let shape = ["sessions", "*", "streams", "*", "lastEventId"];
-        assert_eq!(
-            parse_name("sessions/a/streams/b/lastEventId", &shape).unwrap(),
-            ["a", "b"]
-        );
-        assert!(parse_name("sessions/a/streams/b", &shape).is_err());
-    }
 
     #[test]
     fn page_tokens_round_trip_and_garbage_is_invalid() {
