@@ -3,6 +3,7 @@
 //! started in-process on loopback ports.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod daemon_proc;
 pub mod http;
 pub mod peers;

@@ -1,0 +1,364 @@
+//! The server-streaming watches over a live daemon: metric snapshots whose counters move with
+//! real traffic (the official Python SDK client through the proxy to the Python SDK server),
+//! session changes after the current state, consumers that fall behind being told so, and
+//! every watch — health's included — ending promptly when the daemon shuts down.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use mcp_relay::control::pb::{
+    SessionChangeType, WatchMetricsRequest, WatchMetricsResponse, WatchSessionsRequest,
+    WatchSessionsResponse, metrics_service_client::MetricsServiceClient,
+    session_service_client::SessionServiceClient,
+};
+use support::{
+    admin::{channel, metrics_client, narrow_channel, sessions_client},
+    peers::{Peer, run_client},
+    proxy_url, start_proxy,
+    stream_client::{EventReader, Session as StreamSession},
+};
+use tonic::{Code, Streaming};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn next<T>(stream: &mut Streaming<T>) -> T {
+    tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("a message within the wait")
+        .expect("the watch is healthy")
+        .expect("the watch is open")
+}
+
+fn interval(ms: u64) -> Option<prost_types::Duration> {
+    prost_types::Duration::try_from(Duration::from_millis(ms)).ok()
+}
+
+fn events(m: &WatchMetricsResponse) -> u64 {
+    m.snapshot
+        .as_ref()
+        .unwrap()
+        .proxy
+        .as_ref()
+        .unwrap()
+        .events_forwarded
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_snapshots_move_with_real_sdk_traffic() {
+    let server = Peer::py_server(&["--event-store"]).await;
+    let proxy = start_proxy(&server.url()).await;
+    let mut watch = metrics_client(proxy.admin_addr())
+        .await
+        .watch_metrics(WatchMetricsRequest {
+            interval: interval(100),
+        })
+        .await
+        .expect("WatchMetrics")
+        .into_inner();
+    let first = next(&mut watch).await;
+    assert_eq!(events(&first), 0);
+    assert_eq!(first.skipped_snapshots, 0);
+
+    let url = proxy_url(&proxy);
+    let traffic = tokio::spawn(async move {
+        let args = ["--mode", "legacy", "--steps", "6", "--delay-ms", "100"];
+        run_client(&url, &args).await
+    });
+    let mut seen = vec![first];
+    while !traffic.is_finished() {
+        seen.push(next(&mut watch).await);
+    }
+    let summary = traffic.await.expect("client task");
+    assert_eq!(summary["result_text"], "done 6");
+    for _ in 0..3 {
+        seen.push(next(&mut watch).await);
+    }
+
+    let last = seen.last().unwrap().snapshot.unwrap();
+    let proxy_metrics = last.proxy.unwrap();
+    let worker = last.worker.unwrap();
+    // A priming event, 6 progress notifications and the result, at least.
+    assert!(proxy_metrics.events_forwarded >= 8, "{proxy_metrics:?}");
+    assert!(proxy_metrics.streams_opened >= 1);
+    assert_eq!(
+        proxy_metrics.sessions, 0,
+        "the client's DELETE ended its session"
+    );
+    assert!(
+        seen.iter().any(|m| m
+            .snapshot
+            .as_ref()
+            .unwrap()
+            .proxy
+            .as_ref()
+            .unwrap()
+            .sessions
+            == 1),
+        "a snapshot saw the live session"
+    );
+    assert!(seen.iter().any(|m| m.events_per_second > 0.0));
+    // The event store's ids went through the persistence worker.
+    assert!(
+        worker.updates >= 7 && worker.stream_writes >= 1,
+        "{worker:?}"
+    );
+    assert!(
+        worker.batches >= 1 && worker.coalesce_ratio >= 1.0,
+        "{worker:?}"
+    );
+    assert!(worker.last_flush_duration.is_some());
+    // Counters never go back.
+    for pair in seen.windows(2) {
+        assert!(events(&pair[1]) >= events(&pair[0]));
+        let at = |m: &WatchMetricsResponse| {
+            let t = m.snapshot.as_ref().unwrap().observe_time.unwrap();
+            (t.seconds, t.nanos)
+        };
+        assert!(at(&pair[1]) > at(&pair[0]));
+    }
+    proxy.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_consumer_that_falls_behind_is_told_how_many_snapshots_it_missed() {
+    let server = Peer::py_server(&[]).await;
+    let proxy = start_proxy(&server.url()).await;
+    let mut client = MetricsServiceClient::new(narrow_channel(proxy.admin_addr()).await);
+    let mut watch = client
+        .watch_metrics(WatchMetricsRequest {
+            interval: interval(100),
+        })
+        .await
+        .expect("WatchMetrics")
+        .into_inner();
+    assert_eq!(next(&mut watch).await.skipped_snapshots, 0);
+    // Not reading for 2 s: the window fills within a few snapshots, then the server waits.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut skipped = 0;
+    for _ in 0..40 {
+        skipped += next(&mut watch).await.skipped_snapshots;
+        if skipped > 0 {
+            break;
+        }
+    }
+    assert!(skipped >= 5, "told it missed snapshots, got {skipped}");
+    proxy.shutdown().await.expect("clean shutdown");
+}
+
+/// How a stream ended: its status code (`Ok` if it ended without one).
+fn ended<T>(r: Result<Option<T>, tonic::Status>) -> Code {
+    r.map_or_else(|status| status.code(), |_| Code::Ok)
+}
+
+fn kind(m: &WatchSessionsResponse) -> SessionChangeType {
+    SessionChangeType::try_from(m.change_type).expect("known change type")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_watch_sends_the_current_state_then_each_change() {
+    let server = Peer::py_server(&[]).await;
+    let proxy = start_proxy(&server.url()).await;
+    let url = proxy_url(&proxy);
+    let existing = StreamSession::initialize(&url).await;
+
+    let mut client = sessions_client(proxy.admin_addr()).await;
+    let mut watch = client
+        .watch_sessions(WatchSessionsRequest::default())
+        .await
+        .expect("WatchSessions")
+        .into_inner();
+    let mut modern_only = client
+        .watch_sessions(WatchSessionsRequest {
+            filter: r#"era = "MODERN""#.into(),
+        })
+        .await
+        .expect("WatchSessions")
+        .into_inner();
+    let first = next(&mut watch).await;
+    assert_eq!(kind(&first), SessionChangeType::Existing);
+    assert_eq!(
+        first.session.unwrap().name,
+        format!("sessions/{}", existing.session_id)
+    );
+    assert_eq!(kind(&next(&mut watch).await), SessionChangeType::Synced);
+    assert_eq!(
+        kind(&next(&mut modern_only).await),
+        SessionChangeType::Synced
+    );
+
+    // A new session, a tool call streaming on it, and its end.
+    let client_session = StreamSession::initialize(&url).await;
+    let name = format!("sessions/{}", client_session.session_id);
+    let created = next(&mut watch).await;
+    assert_eq!(kind(&created), SessionChangeType::Created);
+    assert_eq!(created.session.as_ref().unwrap().name, name);
+    assert!(created.change_time.is_some());
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"progress","arguments":{"steps":2,"delay_ms":10},"_meta":{"progressToken":3}}}"#;
+    let mut reader = EventReader::new(client_session.post(call).await);
+    while reader.next().await.is_some() {}
+    let updated = next(&mut watch).await;
+    assert_eq!(kind(&updated), SessionChangeType::Updated);
+    assert_eq!(updated.session.as_ref().unwrap().streams.len(), 1);
+    let delete = client_session
+        .http
+        .send(
+            http::Method::DELETE,
+            &url,
+            &[
+                ("mcp-session-id", client_session.session_id.as_str()),
+                ("mcp-protocol-version", "2025-11-25"),
+            ],
+            bytes::Bytes::new(),
+        )
+        .await;
+    assert!(delete.status().is_success());
+    let ended = loop {
+        let m = next(&mut watch).await;
+        match kind(&m) {
+            SessionChangeType::Updated => continue, // the stream's close
+            _ => break m,
+        }
+    };
+    assert_eq!(kind(&ended), SessionChangeType::Ended);
+    let ended = ended.session.unwrap();
+    assert_eq!(ended.name, name);
+    assert_eq!(
+        ended.state,
+        mcp_relay::control::pb::SessionState::Ended as i32
+    );
+
+    // The filtered watch saw none of it.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), modern_only.message())
+            .await
+            .is_err(),
+        "no legacy change passes an era = MODERN filter"
+    );
+    proxy.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_watcher_that_falls_behind_is_reset_then_resynchronised() {
+    let server = Peer::py_server(&[]).await;
+    let proxy = start_proxy(&server.url()).await;
+    let manager = proxy.manager().clone();
+    let mut client = SessionServiceClient::new(narrow_channel(proxy.admin_addr()).await);
+    let mut watch = client
+        .watch_sessions(WatchSessionsRequest::default())
+        .await
+        .expect("WatchSessions")
+        .into_inner();
+    assert_eq!(kind(&next(&mut watch).await), SessionChangeType::Synced);
+
+    // 1500 sessions created and 1497 ended while the watcher does not read: far more changes
+    // than the ring keeps.
+    let mut kept = Vec::new();
+    for i in 0..1500 {
+        let s = manager
+            .create_session(
+                HeaderValue::from_static("up"),
+                server.url().into(),
+                "2025-11-25",
+            )
+            .expect("create");
+        if i % 500 == 0 {
+            kept.push(s.id().to_string());
+        } else {
+            manager.end_session(s.id().as_str());
+        }
+    }
+    let reset = loop {
+        let m = next(&mut watch).await;
+        if kind(&m) == SessionChangeType::Reset {
+            break m;
+        }
+        assert!(
+            matches!(
+                kind(&m),
+                SessionChangeType::Created | SessionChangeType::Ended
+            ),
+            "changes sent before the watcher stopped reading"
+        );
+    };
+    assert!(reset.missed_changes > 0);
+    assert!(reset.session.is_none());
+    let mut resynced = Vec::new();
+    loop {
+        let m = next(&mut watch).await;
+        match kind(&m) {
+            SessionChangeType::Existing => resynced.push(m.session.unwrap().name),
+            SessionChangeType::Synced => break,
+            other => panic!("unexpected {other:?} in the resynchronised state"),
+        }
+    }
+    let expected: Vec<String> = kept.iter().map(|id| format!("sessions/{id}")).collect();
+    assert_eq!(resynced, expected, "the current state after the reset");
+    proxy.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_watch_ends_promptly_at_shutdown() {
+    let server = Peer::py_server(&[]).await;
+    let proxy = start_proxy(&server.url()).await;
+    let addr = proxy.admin_addr();
+    let mut metrics = metrics_client(addr)
+        .await
+        .watch_metrics(WatchMetricsRequest {
+            interval: interval(60_000),
+        })
+        .await
+        .expect("WatchMetrics")
+        .into_inner();
+    let mut sessions = sessions_client(addr)
+        .await
+        .watch_sessions(WatchSessionsRequest::default())
+        .await
+        .expect("WatchSessions")
+        .into_inner();
+    let mut health = HealthClient::new(channel(addr).await)
+        .watch(HealthCheckRequest {
+            service: "mcprelay.admin.v1.SessionService".into(),
+        })
+        .await
+        .expect("Health/Watch")
+        .into_inner();
+    next(&mut metrics).await;
+    assert_eq!(kind(&next(&mut sessions).await), SessionChangeType::Synced);
+    assert_eq!(next(&mut health).await.status, 1, "SERVING");
+
+    let started = Instant::now();
+    let shutdown = tokio::spawn(proxy.shutdown());
+    let m = tokio::time::timeout(Duration::from_secs(1), metrics.message()).await;
+    assert_eq!(
+        ended(m.expect("metrics watch ended within 1 s")),
+        Code::Unavailable
+    );
+    let s = tokio::time::timeout(Duration::from_secs(1), sessions.message()).await;
+    assert_eq!(
+        ended(s.expect("session watch ended within 1 s")),
+        Code::Unavailable
+    );
+    let last = tokio::time::timeout(Duration::from_secs(1), health.message())
+        .await
+        .expect("health watch answered within 1 s")
+        .expect("health watch")
+        .expect("a last status");
+    assert_eq!(last.status, 2, "NOT_SERVING");
+    let end = tokio::time::timeout(Duration::from_secs(1), health.message())
+        .await
+        .expect("health watch ended within 1 s");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    tokio::time::timeout(Duration::from_secs(5), shutdown)
+        .await
+        .expect("shutdown finished")
+        .expect("join")
+        .expect("clean shutdown");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the open watches did not hold the drain to its deadline ({:?})",
+        started.elapsed()
+    );
+}
