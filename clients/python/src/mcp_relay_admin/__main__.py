@@ -1,0 +1,3 @@
+from mcp_relay_admin.cli import main
+
+main()

@@ -1,0 +1,287 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ProtocolEra(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROTOCOL_ERA_UNSPECIFIED: _ClassVar[ProtocolEra]
+    PROTOCOL_ERA_LEGACY: _ClassVar[ProtocolEra]
+    PROTOCOL_ERA_MODERN: _ClassVar[ProtocolEra]
+
+class SessionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SESSION_STATE_UNSPECIFIED: _ClassVar[SessionState]
+    SESSION_STATE_IDLE: _ClassVar[SessionState]
+    SESSION_STATE_STREAMING: _ClassVar[SessionState]
+    SESSION_STATE_LINGERING: _ClassVar[SessionState]
+    SESSION_STATE_ENDED: _ClassVar[SessionState]
+
+class StreamKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STREAM_KIND_UNSPECIFIED: _ClassVar[StreamKind]
+    STREAM_KIND_POST: _ClassVar[StreamKind]
+    STREAM_KIND_GET: _ClassVar[StreamKind]
+
+class UpstreamState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    UPSTREAM_STATE_UNSPECIFIED: _ClassVar[UpstreamState]
+    UPSTREAM_STATE_LIVE: _ClassVar[UpstreamState]
+    UPSTREAM_STATE_RECONNECTING: _ClassVar[UpstreamState]
+    UPSTREAM_STATE_COMPLETE: _ClassVar[UpstreamState]
+    UPSTREAM_STATE_FAILED: _ClassVar[UpstreamState]
+    UPSTREAM_STATE_STOPPED: _ClassVar[UpstreamState]
+
+class SessionChangeType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SESSION_CHANGE_TYPE_UNSPECIFIED: _ClassVar[SessionChangeType]
+    SESSION_CHANGE_TYPE_EXISTING: _ClassVar[SessionChangeType]
+    SESSION_CHANGE_TYPE_SYNCED: _ClassVar[SessionChangeType]
+    SESSION_CHANGE_TYPE_CREATED: _ClassVar[SessionChangeType]
+    SESSION_CHANGE_TYPE_UPDATED: _ClassVar[SessionChangeType]
+    SESSION_CHANGE_TYPE_ENDED: _ClassVar[SessionChangeType]
+    SESSION_CHANGE_TYPE_RESET: _ClassVar[SessionChangeType]
+PROTOCOL_ERA_UNSPECIFIED: ProtocolEra
+PROTOCOL_ERA_LEGACY: ProtocolEra
+PROTOCOL_ERA_MODERN: ProtocolEra
+SESSION_STATE_UNSPECIFIED: SessionState
+SESSION_STATE_IDLE: SessionState
+SESSION_STATE_STREAMING: SessionState
+SESSION_STATE_LINGERING: SessionState
+SESSION_STATE_ENDED: SessionState
+STREAM_KIND_UNSPECIFIED: StreamKind
+STREAM_KIND_POST: StreamKind
+STREAM_KIND_GET: StreamKind
+UPSTREAM_STATE_UNSPECIFIED: UpstreamState
+UPSTREAM_STATE_LIVE: UpstreamState
+UPSTREAM_STATE_RECONNECTING: UpstreamState
+UPSTREAM_STATE_COMPLETE: UpstreamState
+UPSTREAM_STATE_FAILED: UpstreamState
+UPSTREAM_STATE_STOPPED: UpstreamState
+SESSION_CHANGE_TYPE_UNSPECIFIED: SessionChangeType
+SESSION_CHANGE_TYPE_EXISTING: SessionChangeType
+SESSION_CHANGE_TYPE_SYNCED: SessionChangeType
+SESSION_CHANGE_TYPE_CREATED: SessionChangeType
+SESSION_CHANGE_TYPE_UPDATED: SessionChangeType
+SESSION_CHANGE_TYPE_ENDED: SessionChangeType
+SESSION_CHANGE_TYPE_RESET: SessionChangeType
+
+class Session(_message.Message):
+    __slots__ = ("name", "upstream_session_id", "upstream", "protocol_version", "era", "create_time", "last_activity_time", "streams", "state")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ERA_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_ACTIVITY_TIME_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    upstream_session_id: str
+    upstream: str
+    protocol_version: str
+    era: ProtocolEra
+    create_time: _timestamp_pb2.Timestamp
+    last_activity_time: _timestamp_pb2.Timestamp
+    streams: _containers.RepeatedCompositeFieldContainer[Stream]
+    state: SessionState
+    def __init__(self, name: _Optional[str] = ..., upstream_session_id: _Optional[str] = ..., upstream: _Optional[str] = ..., protocol_version: _Optional[str] = ..., era: _Optional[_Union[ProtocolEra, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_activity_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., streams: _Optional[_Iterable[_Union[Stream, _Mapping]]] = ..., state: _Optional[_Union[SessionState, str]] = ...) -> None: ...
+
+class Stream(_message.Message):
+    __slots__ = ("name", "kind", "create_time", "events_forwarded", "duplicates_dropped", "client_connected", "upstream_state", "replay_window_bytes", "last_client_event_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FORWARDED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_STATE_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_WINDOW_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_CLIENT_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: StreamKind
+    create_time: _timestamp_pb2.Timestamp
+    events_forwarded: int
+    duplicates_dropped: int
+    client_connected: bool
+    upstream_state: UpstreamState
+    replay_window_bytes: int
+    last_client_event_id: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[StreamKind, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., events_forwarded: _Optional[int] = ..., duplicates_dropped: _Optional[int] = ..., client_connected: _Optional[bool] = ..., upstream_state: _Optional[_Union[UpstreamState, str]] = ..., replay_window_bytes: _Optional[int] = ..., last_client_event_id: _Optional[str] = ...) -> None: ...
+
+class ListSessionsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "filter")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    filter: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
+
+class ListSessionsResponse(_message.Message):
+    __slots__ = ("sessions", "next_page_token")
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[Session]
+    next_page_token: str
+    def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetSessionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetLastEventIdRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class LastEventId(_message.Message):
+    __slots__ = ("name", "client_event_id", "upstream_event_id", "persisted_upstream_event_id", "persist_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PERSISTED_UPSTREAM_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PERSIST_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    client_event_id: str
+    upstream_event_id: str
+    persisted_upstream_event_id: str
+    persist_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., client_event_id: _Optional[str] = ..., upstream_event_id: _Optional[str] = ..., persisted_upstream_event_id: _Optional[str] = ..., persist_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ForceReplayRequest(_message.Message):
+    __slots__ = ("name", "after_event_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AFTER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    after_event_id: str
+    def __init__(self, name: _Optional[str] = ..., after_event_id: _Optional[str] = ...) -> None: ...
+
+class ForceReplayResponse(_message.Message):
+    __slots__ = ("events_replayed",)
+    EVENTS_REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    events_replayed: int
+    def __init__(self, events_replayed: _Optional[int] = ...) -> None: ...
+
+class TerminateSessionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class TerminateSessionResponse(_message.Message):
+    __slots__ = ("session", "upstream_status", "upstream_error")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_STATUS_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_ERROR_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    upstream_status: int
+    upstream_error: str
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., upstream_status: _Optional[int] = ..., upstream_error: _Optional[str] = ...) -> None: ...
+
+class WatchSessionsRequest(_message.Message):
+    __slots__ = ("filter",)
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    filter: str
+    def __init__(self, filter: _Optional[str] = ...) -> None: ...
+
+class WatchSessionsResponse(_message.Message):
+    __slots__ = ("change_type", "session", "change_time", "missed_changes")
+    CHANGE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    MISSED_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    change_type: SessionChangeType
+    session: Session
+    change_time: _timestamp_pb2.Timestamp
+    missed_changes: int
+    def __init__(self, change_type: _Optional[_Union[SessionChangeType, str]] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., missed_changes: _Optional[int] = ...) -> None: ...
+
+class GetMetricsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchMetricsRequest(_message.Message):
+    __slots__ = ("interval",)
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    interval: _duration_pb2.Duration
+    def __init__(self, interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class WatchMetricsResponse(_message.Message):
+    __slots__ = ("snapshot", "skipped_snapshots", "events_per_second")
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    snapshot: MetricsSnapshot
+    skipped_snapshots: int
+    events_per_second: float
+    def __init__(self, snapshot: _Optional[_Union[MetricsSnapshot, _Mapping]] = ..., skipped_snapshots: _Optional[int] = ..., events_per_second: _Optional[float] = ...) -> None: ...
+
+class MetricsSnapshot(_message.Message):
+    __slots__ = ("observe_time", "proxy", "worker")
+    OBSERVE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PROXY_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    observe_time: _timestamp_pb2.Timestamp
+    proxy: ProxyMetrics
+    worker: WorkerMetrics
+    def __init__(self, observe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., proxy: _Optional[_Union[ProxyMetrics, _Mapping]] = ..., worker: _Optional[_Union[WorkerMetrics, _Mapping]] = ...) -> None: ...
+
+class ProxyMetrics(_message.Message):
+    __slots__ = ("sessions", "streams_open", "streams_opened", "events_forwarded", "duplicates_dropped", "events_replayed", "resumptions", "resumptions_refused", "upstream_reconnects")
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_OPEN_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_OPENED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FORWARDED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    RESUMPTIONS_FIELD_NUMBER: _ClassVar[int]
+    RESUMPTIONS_REFUSED_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_RECONNECTS_FIELD_NUMBER: _ClassVar[int]
+    sessions: int
+    streams_open: int
+    streams_opened: int
+    events_forwarded: int
+    duplicates_dropped: int
+    events_replayed: int
+    resumptions: int
+    resumptions_refused: int
+    upstream_reconnects: int
+    def __init__(self, sessions: _Optional[int] = ..., streams_open: _Optional[int] = ..., streams_opened: _Optional[int] = ..., events_forwarded: _Optional[int] = ..., duplicates_dropped: _Optional[int] = ..., events_replayed: _Optional[int] = ..., resumptions: _Optional[int] = ..., resumptions_refused: _Optional[int] = ..., upstream_reconnects: _Optional[int] = ...) -> None: ...
+
+class WorkerMetrics(_message.Message):
+    __slots__ = ("pending", "updates", "stream_writes", "session_writes", "batches", "coalesce_ratio", "last_flush_duration", "errors", "retries", "shed")
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    STREAM_WRITES_FIELD_NUMBER: _ClassVar[int]
+    SESSION_WRITES_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    COALESCE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    LAST_FLUSH_DURATION_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    SHED_FIELD_NUMBER: _ClassVar[int]
+    pending: int
+    updates: int
+    stream_writes: int
+    session_writes: int
+    batches: int
+    coalesce_ratio: float
+    last_flush_duration: _duration_pb2.Duration
+    errors: int
+    retries: int
+    shed: int
+    def __init__(self, pending: _Optional[int] = ..., updates: _Optional[int] = ..., stream_writes: _Optional[int] = ..., session_writes: _Optional[int] = ..., batches: _Optional[int] = ..., coalesce_ratio: _Optional[float] = ..., last_flush_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., errors: _Optional[int] = ..., retries: _Optional[int] = ..., shed: _Optional[int] = ...) -> None: ...
