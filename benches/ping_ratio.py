@@ -63,7 +63,8 @@ async def main() -> None:
     relay_port, admin_port = free_port(), free_port()
     relay = subprocess.Popen(
         [str(relay_bin), "serve", "--upstream", f"http://127.0.0.1:{port}/mcp",
-         "--listen", f"127.0.0.1:{relay_port}", "--admin-listen", f"127.0.0.1:{admin_port}"],
+         "--listen", f"127.0.0.1:{relay_port}", "--admin-listen", f"127.0.0.1:{admin_port}",
+         "--no-metrics"],
         stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"},
     )
     try:

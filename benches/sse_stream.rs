@@ -215,6 +215,7 @@ async fn start_relay(upstream: SocketAddr) -> Relay {
         .args(["serve", "--upstream", &format!("http://{upstream}/mcp")])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--no-metrics")
         .env("RUST_LOG", "warn")
         .env_remove("MCP_RELAY_CONFIG")
         .stdout(Stdio::null())

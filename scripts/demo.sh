@@ -2,11 +2,13 @@
 # The main job: mcp-relay in front of a real MCP server (@modelcontextprotocol/server-everything,
 # Streamable HTTP) with the embedded in-memory store, and one real tool call through it made by
 # the official Python SDK client. Everything binds to 127.0.0.1.
-#   RELAY_PORT (default 8080)  ADMIN_PORT (default 50051)  KEEP=1 leaves both running
+#   RELAY_PORT (default 8080)  ADMIN_PORT (default 50051)  METRICS_PORT (default 9464)
+#   KEEP=1 leaves both running
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RELAY_PORT=${RELAY_PORT:-8080}
 ADMIN_PORT=${ADMIN_PORT:-50051}
+METRICS_PORT=${METRICS_PORT:-9464}
 
 bash scripts/setup-peers.sh
 cargo build --release --locked --quiet
@@ -27,13 +29,14 @@ done
 echo "server-everything (upstream) on http://127.0.0.1:$port/mcp"
 
 ./target/release/mcp-relay serve --upstream "http://127.0.0.1:$port/mcp" \
-  --listen "127.0.0.1:$RELAY_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" 2>"$log/relay.err" &
+  --listen "127.0.0.1:$RELAY_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+  --metrics-listen "127.0.0.1:$METRICS_PORT" 2>"$log/relay.err" &
 pids+=($!)
 for _ in $(seq 100); do
   (echo >"/dev/tcp/127.0.0.1/$RELAY_PORT") 2>/dev/null && break
   sleep 0.1
 done
-echo "mcp-relay on http://127.0.0.1:$RELAY_PORT/mcp (gRPC admin on 127.0.0.1:$ADMIN_PORT); logs in $log"
+echo "mcp-relay on http://127.0.0.1:$RELAY_PORT/mcp (gRPC admin 127.0.0.1:$ADMIN_PORT, metrics http://127.0.0.1:$METRICS_PORT/metrics); logs in $log"
 
 .venv/bin/python tests/peers/py_client.py --url "http://127.0.0.1:$RELAY_PORT/mcp" --mode legacy \
   --tool trigger-long-running-operation --steps 3 --delay-ms 200 |
