@@ -10,7 +10,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use http::Uri;
 
-use crate::session::{SessionConfig, WorkerConfig};
+use crate::session::{SessionConfig, WorkerConfig, store::StoreConfig};
 
 /// Everything the daemon needs to run.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub session: SessionConfig,
     pub worker: WorkerConfig,
+    /// Where sessions are persisted (memory, or Redis for restarts and replicas).
+    pub store: StoreConfig,
     /// How long shutdown waits for open requests and streams before it closes them. Default 10 s.
     pub shutdown_grace: Duration,
     /// The Prometheus metrics listener.
@@ -159,6 +161,7 @@ impl Config {
             proxy: ProxyConfig::new(upstream),
             session: SessionConfig::default(),
             worker: WorkerConfig::default(),
+            store: StoreConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),

@@ -44,7 +44,7 @@ use crate::{
     proxy::Proxy,
     session::{
         PersistenceWorker, SessionManager,
-        store::{MemoryStore, SessionStore},
+        store::{self, MemoryStore, SessionStore, StoreError},
     },
     systemd::{self, Activated, Notifier},
     telemetry::metrics::{self, DaemonSnapshot, Metrics, Readiness},
@@ -82,6 +82,8 @@ pub enum DaemonError {
     Metrics(std::io::Error),
     #[error("installing signal handlers: {0}")]
     Signal(std::io::Error),
+    #[error("{0}")]
+    Store(#[from] StoreError),
 }
 
 /// The listening sockets of a daemon, already bound (so tests can bind port 0 and socket
@@ -463,7 +465,13 @@ pub async fn run_with(config: Config, activated: Activated) -> Result<(), Daemon
     };
     let watchdog = systemd::watchdog_interval(&config.systemd);
     let grace = config.shutdown_grace;
-    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let store = store::open(&config.store)?;
+    tracing::info!(
+        backend = store.backend(),
+        url = config.store.url.as_deref().map(|u| redact_url(u).unwrap_or_else(|| u.to_owned())),
+        key_prefix = %config.store.key_prefix,
+        "session store",
+    );
     let daemon = Daemon::start_with(
         config,
         Listeners {

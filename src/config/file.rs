@@ -10,7 +10,8 @@
 //! Environment variables name a key path with `__` between levels:
 //! `MCP_RELAY_PROXY__MAX_EVENT_BYTES=1048576`, `MCP_RELAY_SESSION__TRACKER__REPLAY_EVENTS=512`,
 //! `MCP_RELAY_LISTEN=0.0.0.0:8080`; `MCP_RELAY_UPSTREAM` is short for `MCP_RELAY_PROXY__UPSTREAM`;
-//! lists are written `[a, b]`. `MCP_RELAY_CONFIG` names the file and is not a setting.
+//! lists are written `[a, b]`. `MCP_RELAY_CONFIG` names the file and is not a setting; nor is
+//! `MCP_RELAY_TEST_REDIS_URL`, the Redis the test suite uses.
 //! Unknown keys are errors in every layer, so a typo never passes silently.
 //!
 //! ## Adding a setting
@@ -42,7 +43,10 @@ use crate::{
         Config, DEFAULT_METRICS_LISTEN, LogConfig, LogFormat, LogTarget, MetricsConfig,
         ProxyConfig, SystemdConfig,
     },
-    session::{SessionConfig, TrackerLimits, WorkerConfig},
+    session::{
+        SessionConfig, TrackerLimits, WorkerConfig,
+        store::{StoreBackend, StoreConfig},
+    },
 };
 
 /// Prefix of the environment variables that override settings.
@@ -136,13 +140,15 @@ pub fn figment(sources: &Sources) -> Result<Figment, ConfigError> {
 }
 
 fn env_provider() -> Env {
-    Env::prefixed(ENV_PREFIX).ignore(&["config"]).map(|key| {
-        if key.as_str().eq_ignore_ascii_case("upstream") {
-            "proxy.upstream".into()
-        } else {
-            key.as_str().replace("__", ".").to_ascii_lowercase().into()
-        }
-    })
+    Env::prefixed(ENV_PREFIX)
+        .ignore(&["config", "test_redis_url"])
+        .map(|key| {
+            if key.as_str().eq_ignore_ascii_case("upstream") {
+                "proxy.upstream".into()
+            } else {
+                key.as_str().replace("__", ".").to_ascii_lowercase().into()
+            }
+        })
 }
 
 /// Merges the layers and checks the result.
@@ -165,6 +171,7 @@ pub struct FileConfig {
     pub proxy: ProxySection,
     pub session: SessionSection,
     pub worker: WorkerSection,
+    pub store: StoreSection,
     pub metrics: MetricsSection,
     pub log: LogSection,
     pub systemd: SystemdSection,
@@ -215,6 +222,19 @@ pub struct WorkerSection {
     pub flush_interval_ms: u64,
     pub record_ttl_secs: u64,
     pub max_backoff_ms: u64,
+    pub max_pending: usize,
+}
+
+/// `[store]`: [`StoreConfig`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub backend: StoreBackend,
+    /// Required when `backend` is `redis`; no default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub key_prefix: String,
+    pub timeout_ms: u64,
 }
 
 /// `[metrics]`: [`MetricsConfig`].
@@ -261,6 +281,7 @@ impl FileConfig {
             proxy,
             session,
             worker,
+            store,
             shutdown_grace,
             metrics,
             log,
@@ -273,6 +294,7 @@ impl FileConfig {
             proxy: ProxySection::from_runtime(proxy),
             session: SessionSection::from_runtime(session),
             worker: WorkerSection::from_runtime(worker),
+            store: StoreSection::from_runtime(store),
             metrics: MetricsSection::from_runtime(metrics),
             log: LogSection::from_runtime(log),
             systemd: SystemdSection::from_runtime(systemd),
@@ -291,6 +313,7 @@ impl FileConfig {
             proxy: self.proxy.into_runtime()?,
             session: self.session.into_runtime()?,
             worker: self.worker.into_runtime()?,
+            store: self.store.into_runtime()?,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             metrics,
             log: self.log.into_runtime()?,
@@ -455,11 +478,13 @@ impl WorkerSection {
             flush_interval,
             record_ttl,
             max_backoff,
+            max_pending,
         } = c;
         Self {
             flush_interval_ms: ms(*flush_interval),
             record_ttl_secs: record_ttl.as_secs(),
             max_backoff_ms: ms(*max_backoff),
+            max_pending: *max_pending,
         }
     }
 
@@ -476,7 +501,39 @@ impl WorkerSection {
             flush_interval: Duration::from_millis(self.flush_interval_ms),
             record_ttl: Duration::from_secs(self.record_ttl_secs),
             max_backoff: Duration::from_millis(self.max_backoff_ms),
+            max_pending: self.max_pending,
         })
+    }
+}
+
+impl StoreSection {
+    fn from_runtime(c: &StoreConfig) -> Self {
+        let StoreConfig {
+            backend,
+            url,
+            key_prefix,
+            timeout,
+        } = c;
+        Self {
+            backend: *backend,
+            url: url.clone(),
+            key_prefix: key_prefix.clone(),
+            timeout_ms: ms(*timeout),
+        }
+    }
+
+    fn into_runtime(self) -> Result<StoreConfig, ConfigError> {
+        positive_u64("store.timeout_ms", self.timeout_ms)?;
+        let config = StoreConfig {
+            backend: self.backend,
+            url: self.url,
+            key_prefix: self.key_prefix,
+            timeout: Duration::from_millis(self.timeout_ms),
+        };
+        config
+            .check()
+            .map_err(|(key, message)| invalid(key, message))?;
+        Ok(config)
     }
 }
 

@@ -43,6 +43,10 @@ pub enum Reject {
     LastEventId(String),
     #[error("the upstream MCP server could not resume the stream: {0}")]
     ResumeFailed(String),
+    /// A session or stream this process does not hold could not be looked up in the session
+    /// store; the client may retry (its session is not lost).
+    #[error("the session store is unavailable: {0}")]
+    StoreUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -62,6 +66,7 @@ impl Reject {
             Self::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, INTERNAL_ERROR),
             Self::LastEventId(_) => (StatusCode::BAD_REQUEST, INVALID_REQUEST),
             Self::ResumeFailed(_) => (StatusCode::BAD_GATEWAY, INTERNAL_ERROR),
+            Self::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, INTERNAL_ERROR),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR),
         }
     }
@@ -80,6 +85,7 @@ impl Reject {
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::LastEventId(_) => "last_event_id",
             Self::ResumeFailed(_) => "resume_failed",
+            Self::StoreUnavailable(_) => "store_unavailable",
             Self::Internal(_) => "internal",
         }
     }

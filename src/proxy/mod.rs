@@ -127,10 +127,13 @@ impl Proxy {
         let session = match (era, parts.headers.get(&MCP_SESSION_ID)) {
             (Era::Legacy, Some(sid)) => {
                 let sid = sid.to_str().map_err(|_| fail(Reject::SessionNotFound))?;
-                let session = self
-                    .manager
-                    .resume(sid, header_version)
-                    .ok_or_else(|| fail(Reject::SessionNotFound))?;
+                let session = match self.manager.resume(sid, header_version) {
+                    Some(session) => session,
+                    None => self
+                        .restore_session(sid, header_version)
+                        .await
+                        .map_err(fail)?,
+                };
                 Some(session)
             }
             _ => None,
@@ -322,9 +325,19 @@ impl Proxy {
             .ok()
             .and_then(ClientEventId::parse)
             .ok_or_else(|| refuse("Last-Event-ID is not an event id this proxy issued".into()))?;
-        let tracker = session
-            .stream(id.stream)
-            .ok_or_else(|| refuse(format!("stream {:?} is unknown in this session", id.stream)))?;
+        let tracker = match session.stream(id.stream) {
+            Some(tracker) => tracker,
+            // Not held here: persisted under this session (before a restart, or by another
+            // replica)? Then it resumes from the upstream; otherwise it is refused.
+            None => self
+                .manager
+                .restore_stream(session, id.stream, id.seq, id.upstream_id)
+                .await
+                .map_err(|e| Reject::StoreUnavailable(e.to_string()))?
+                .ok_or_else(|| {
+                    refuse(format!("stream {:?} is unknown in this session", id.stream))
+                })?,
+        };
 
         let mut resume_headers = HeaderMap::new();
         headers::copy_end_to_end(request_headers, &mut resume_headers);
@@ -383,6 +396,31 @@ impl Proxy {
         );
         sse_headers(response.headers_mut());
         Ok(response)
+    }
+
+    /// An `Mcp-Session-Id` this process does not hold: looked up in the session store (the
+    /// session may predate a restart, or belong to another replica). `404` when the store has
+    /// no live record of it; `503` when the store cannot answer (the client may retry).
+    async fn restore_session(
+        &self,
+        sid: &str,
+        protocol_version: Option<&str>,
+    ) -> Result<Arc<Session>, Reject> {
+        match self
+            .manager
+            .restore_session(sid, protocol_version, self.upstream.url())
+            .await
+        {
+            Ok(Some(session)) => {
+                tracing::info!(session = %session.id(), "session restored from the store");
+                Ok(session)
+            }
+            Ok(None) => Err(Reject::SessionNotFound),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not look up a session in the store");
+                Err(Reject::StoreUnavailable(err.to_string()))
+            }
+        }
     }
 
     /// Origin validation (both eras): a present `Origin` must be allowed.

@@ -32,9 +32,12 @@ pub use tracker::{
     Admission, AttachError, ClientEventId, EventTracker, LastEventIds, Read, StreamKind,
     TrackerLimits, UpstreamState,
 };
-pub use worker::{PersistenceHandle, PersistenceWorker, WorkerConfig, WorkerMetrics};
+pub use worker::{
+    PersistenceHandle, PersistenceWorker, WorkerConfig, WorkerMetrics, WorkerSnapshot,
+    activity_refresh,
+};
 
-use store::SessionRecord;
+use store::{SessionRecord, StoreError};
 
 /// A legacy MCP session as the proxy holds it: the client knows it as `id`, the upstream as
 /// `upstream_session_id`.
@@ -47,6 +50,9 @@ pub struct Session {
     created: SystemTime,
     /// Last client activity, milliseconds since the Unix epoch.
     last_activity_ms: AtomicU64,
+    /// The last activity queued for the session store (ms since the Unix epoch): the record is
+    /// written again once activity is [`activity_refresh`] newer, never once per request.
+    persisted_activity_ms: AtomicU64,
     streams: Mutex<StreamTable>,
     ended: AtomicBool,
     /// Cancelled when the session ends or the daemon stops: the session's stream pumps stop.
@@ -114,6 +120,38 @@ impl Session {
 
     fn touch(&self, now: SystemTime) {
         self.last_activity_ms.store(unix_ms(now), Ordering::Relaxed);
+    }
+
+    /// Whether the activity at `now` is due for the store (and claims it, so of concurrent
+    /// requests exactly one queues the record).
+    fn activity_due(&self, now: SystemTime, refresh: Duration) -> bool {
+        let now = unix_ms(now);
+        let persisted = self.persisted_activity_ms.load(Ordering::Relaxed);
+        now.saturating_sub(persisted) >= refresh.as_millis() as u64
+            && self
+                .persisted_activity_ms
+                .compare_exchange(persisted, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// A session known only from a store record, already ended: what idle expiry needs to end
+    /// it upstream. `None` if the record's upstream session id is not a header value.
+    fn detached(record: SessionRecord) -> Option<Arc<Self>> {
+        let upstream_session_id = HeaderValue::from_str(&record.upstream_session_id).ok()?;
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        Some(Arc::new(Self {
+            id: SessionId::from(record.session_id.as_str()),
+            upstream_session_id,
+            upstream: record.upstream.into(),
+            protocol_version: Mutex::new(record.protocol_version.into()),
+            created: record.created,
+            last_activity_ms: AtomicU64::new(unix_ms(record.last_activity)),
+            persisted_activity_ms: AtomicU64::new(unix_ms(record.last_activity)),
+            streams: Mutex::new(StreamTable::default()),
+            ended: AtomicBool::new(true),
+            cancel,
+        }))
     }
 
     fn record(&self) -> SessionRecord {
@@ -184,6 +222,7 @@ pub struct SessionManager {
 impl SessionManager {
     /// A manager that persists through `persistence`.
     pub fn new(config: SessionConfig, persistence: PersistenceHandle) -> Self {
+        persistence.set_idle_ttl(config.idle_ttl);
         Self {
             sessions: RwLock::new(HashMap::new()),
             config,
@@ -262,6 +301,7 @@ impl SessionManager {
             protocol_version: Mutex::new(protocol_version.into()),
             created: now,
             last_activity_ms: AtomicU64::new(unix_ms(now)),
+            persisted_activity_ms: AtomicU64::new(unix_ms(now)),
             streams: Mutex::new(StreamTable::default()),
             ended: AtomicBool::new(false),
             cancel: self.streams_cancel.child_token(),
@@ -275,17 +315,143 @@ impl SessionManager {
     }
 
     /// Looks up a live session by the client's `Mcp-Session-Id` and marks it active. When the
-    /// client names a newer `MCP-Protocol-Version`, the session records it.
+    /// client names a newer `MCP-Protocol-Version`, the session records it. The store's copy
+    /// of the record is refreshed at most once per [`activity_refresh`] (through the worker).
     pub fn resume(&self, id: &str, protocol_version: Option<&str>) -> Option<Arc<Session>> {
         let session = self.sessions.read().get(id).cloned()?;
-        session.touch(SystemTime::now());
+        let now = SystemTime::now();
+        session.touch(now);
+        let mut version_changed = false;
         if let Some(v) = protocol_version {
             let mut current = session.protocol_version.lock();
             if **current != *v {
                 *current = v.into();
+                version_changed = true;
             }
         }
+        if session.activity_due(now, activity_refresh(self.config.idle_ttl)) || version_changed {
+            self.persistence.session_saved(session.record());
+        }
         Some(session)
+    }
+
+    /// Restores a session this process does not hold from the session store (it was created
+    /// before a restart, or by another replica sharing the store), under the same proxy id, and
+    /// marks it active. `Ok(None)` when the id is not one this proxy mints, the store has no
+    /// record of it, its deletion is pending here, it was idle past the TTL (idle expiry ends
+    /// it), or it belongs to another upstream than `upstream`. Errors: the store did not answer.
+    pub async fn restore_session(
+        &self,
+        id: &str,
+        protocol_version: Option<&str>,
+        upstream: &Arc<str>,
+    ) -> Result<Option<Arc<Session>>, StoreError> {
+        if !is_session_id(id) || self.persistence.is_deleting(id) {
+            return Ok(None);
+        }
+        let record = self
+            .persistence
+            .store()
+            .get_sessions(&[id.to_owned()])
+            .await?
+            .pop()
+            .flatten();
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        if record.upstream != **upstream {
+            tracing::warn!(
+                session = id,
+                "a stored session belongs to another upstream; not restored",
+            );
+            return Ok(None);
+        }
+        if record.last_activity + self.config.idle_ttl < SystemTime::now() {
+            return Ok(None);
+        }
+        let Ok(upstream_session_id) = HeaderValue::from_str(&record.upstream_session_id) else {
+            return Ok(None);
+        };
+        let restored = Arc::new(Session {
+            id: SessionId::from(id),
+            upstream_session_id,
+            upstream: upstream.clone(),
+            protocol_version: Mutex::new(record.protocol_version.as_str().into()),
+            created: record.created,
+            last_activity_ms: AtomicU64::new(unix_ms(record.last_activity)),
+            persisted_activity_ms: AtomicU64::new(unix_ms(record.last_activity)),
+            streams: Mutex::new(StreamTable::default()),
+            ended: AtomicBool::new(false),
+            cancel: self.streams_cancel.child_token(),
+        });
+        let inserted = {
+            // Checked again under the map's lock: the session may have ended meanwhile.
+            let mut sessions = self.sessions.write();
+            if self.persistence.is_deleting(id) {
+                return Ok(None);
+            }
+            // Of concurrent restores, the first one in wins.
+            let held = sessions
+                .entry(restored.id.clone())
+                .or_insert_with(|| restored.clone());
+            Arc::ptr_eq(held, &restored)
+        };
+        if inserted {
+            self.changes.publish(SessionChangeKind::Created, &restored);
+        }
+        Ok(self.resume(id, protocol_version))
+    }
+
+    /// Restores a stream of `session` that this process does not hold, if the session store
+    /// has a position for it under this session (the cross-session guard: a stream id of
+    /// another session is never found here). The client last saw sequence number `seq`; the
+    /// stream resumes upstream after `upstream_id` (the upstream id embedded in the client's
+    /// `Last-Event-ID`), or after the persisted position when the client's id carries none.
+    /// `Ok(None)`: unknown here and in the store. Errors: the store did not answer.
+    pub async fn restore_stream(
+        &self,
+        session: &Arc<Session>,
+        stream: &str,
+        seq: u64,
+        upstream_id: Option<&str>,
+    ) -> Result<Option<Arc<EventTracker>>, StoreError> {
+        if !is_stream_id(stream) || seq > MAX_RESTORED_SEQ {
+            return Ok(None);
+        }
+        let key = (session.id.to_string(), stream.to_owned());
+        let position = self
+            .persistence
+            .store()
+            .get_stream_positions(std::slice::from_ref(&key))
+            .await?
+            .pop()
+            .flatten();
+        let Some(position) = position else {
+            return Ok(None);
+        };
+        let resume_after = upstream_id.unwrap_or(&position.upstream_event_id);
+        let tracker = Arc::new(EventTracker::restored(
+            session.id.clone(),
+            StreamId::from(stream),
+            self.config.tracker_limits,
+            seq,
+            resume_after,
+            Some(position.upstream_event_id.as_str().into()),
+        ));
+        let tracker = {
+            let mut table = session.streams.lock();
+            if session.is_ended() {
+                return Ok(None);
+            }
+            // Of concurrent restores, the first one in wins.
+            table
+                .by_id
+                .entry(tracker.stream().clone())
+                .or_insert(tracker)
+                .clone()
+        };
+        self.changes.publish(SessionChangeKind::Updated, session);
+        Ok(Some(tracker))
     }
 
     /// Looks up a live session without touching it (for the control plane).
@@ -382,6 +548,12 @@ impl SessionManager {
 
     /// Ends and returns every session idle for longer than the configured TTL at `now`; the
     /// caller ends them upstream (best effort).
+    ///
+    /// The session store is the authority, since another replica may serve a session this one
+    /// holds: a session idle *here* for longer than the TTL at `now` is only evicted from this
+    /// process (its streams stop; its store record stays). The worker claims from the store the
+    /// sessions no replica has seen active for the TTL; those are ended here (if held) and
+    /// returned, each to exactly one replica.
     pub fn expire_idle(&self, now: SystemTime) -> Vec<Arc<Session>> {
         let cutoff = unix_ms(now).saturating_sub(self.config.idle_ttl.as_millis() as u64);
         let idle: Vec<SessionId> = self
@@ -391,9 +563,29 @@ impl SessionManager {
             .filter(|s| s.last_activity_ms.load(Ordering::Relaxed) < cutoff)
             .map(|s| s.id.clone())
             .collect();
-        idle.iter()
-            .filter_map(|id| self.end_session(id.as_str()))
+        for id in &idle {
+            self.evict(id.as_str());
+        }
+        self.persistence
+            .take_expired()
+            .into_iter()
+            .filter_map(|record| {
+                self.end_session(&record.session_id)
+                    .or_else(|| Session::detached(record))
+            })
             .collect()
+    }
+
+    /// Forgets a session in this process only (its store record stays, so it can be restored
+    /// here or served by another replica): its streams stop. Returns it if it was held.
+    pub fn evict(&self, id: &str) -> Option<Arc<Session>> {
+        let session = self.sessions.write().remove(id)?;
+        session.ended.store(true, Ordering::Release);
+        session.cancel.cancel();
+        *session.streams.lock() = StreamTable::default();
+        tracing::debug!(session = id, "idle session evicted from memory");
+        self.changes.publish(SessionChangeKind::Ended, &session);
+        Some(session)
     }
 
     /// The configured idle TTL.
@@ -405,6 +597,23 @@ impl SessionManager {
     pub fn persistence(&self) -> &PersistenceHandle {
         &self.persistence
     }
+}
+
+/// The largest sequence number a restored stream starts at (ids are client input).
+const MAX_RESTORED_SEQ: u64 = 1 << 53;
+
+/// Whether `id` has the shape of a proxy session id ([`SessionId::mint`]): anything else is
+/// answered 404 without asking the store.
+fn is_session_id(id: &str) -> bool {
+    id.len() == 22
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+}
+
+/// Whether `id` has the shape of a stream id ([`StreamId::mint`]).
+fn is_stream_id(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|c| c.is_ascii_hexdigit())
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -484,7 +693,7 @@ mod tests {
     }
 
     #[test]
-    fn idle_sessions_expire_and_active_ones_stay() {
+    fn idle_sessions_are_evicted_and_active_ones_stay() {
         let m = manager(Duration::from_secs(60));
         let s = m
             .create_session(
@@ -494,10 +703,120 @@ mod tests {
             )
             .unwrap();
         assert!(m.expire_idle(SystemTime::now()).is_empty());
+        assert_eq!(m.len(), 1);
         let later = SystemTime::now() + Duration::from_secs(61);
-        let expired = m.expire_idle(later);
+        // Evicted here; ended (and returned for DELETE upstream) once the store says so.
+        assert!(m.expire_idle(later).is_empty());
+        assert!(m.is_empty());
+        assert!(s.is_ended());
+    }
+
+    #[tokio::test]
+    async fn sessions_idle_in_the_store_are_ended_once_and_returned_for_delete_upstream() {
+        let store = Arc::new(MemoryStore::new());
+        let (worker, handle) = PersistenceWorker::new(store, WorkerConfig::default());
+        let m = SessionManager::new(
+            SessionConfig {
+                idle_ttl: Duration::from_millis(100),
+                ..SessionConfig::default()
+            },
+            handle,
+        );
+        let s = m
+            .create_session(
+                HeaderValue::from_static("UP"),
+                "http://u/mcp".into(),
+                "2025-11-25",
+            )
+            .unwrap();
+        worker.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Evicted here first: the store still has it until the worker claims it.
+        assert!(m.expire_idle(SystemTime::now()).is_empty());
+        assert!(m.is_empty());
+        worker.sweep().await;
+        let expired = m.expire_idle(SystemTime::now());
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].id(), s.id());
-        assert!(m.is_empty());
+        assert_eq!(expired[0].upstream_session_id(), "UP");
+        assert!(expired[0].is_ended());
+        worker.sweep().await;
+        assert!(m.expire_idle(SystemTime::now()).is_empty(), "claimed once");
+    }
+
+    #[tokio::test]
+    async fn unknown_sessions_and_streams_are_restored_from_the_store_only_under_their_session() {
+        let store = Arc::new(MemoryStore::new());
+        let (worker_a, handle_a) = PersistenceWorker::new(store.clone(), WorkerConfig::default());
+        let a = SessionManager::new(SessionConfig::default(), handle_a);
+        let upstream: Arc<str> = "http://u/mcp".into();
+        let s = a
+            .create_session(
+                HeaderValue::from_static("UP"),
+                upstream.clone(),
+                "2025-11-25",
+            )
+            .unwrap();
+        let other = a
+            .create_session(
+                HeaderValue::from_static("UP2"),
+                upstream.clone(),
+                "2025-11-25",
+            )
+            .unwrap();
+        let t = a.open_stream(Some(&s), StreamKind::Post).unwrap();
+        t.admit(Some("e1"));
+        a.persistence().stream_advanced(&t);
+        worker_a.flush().await.unwrap();
+
+        let (_worker_b, handle_b) = PersistenceWorker::new(store, WorkerConfig::default());
+        let b = SessionManager::new(SessionConfig::default(), handle_b);
+        assert!(b.resume(s.id().as_str(), None).is_none());
+        let restored = b
+            .restore_session(s.id().as_str(), None, &upstream)
+            .await
+            .unwrap()
+            .expect("restored");
+        assert_eq!(restored.id(), s.id());
+        assert_eq!(restored.upstream_session_id(), "UP");
+        assert!(
+            b.resume(s.id().as_str(), None).is_some(),
+            "held from now on"
+        );
+        let other_upstream: Arc<str> = "http://elsewhere/mcp".into();
+        assert!(
+            b.restore_session(other.id().as_str(), None, &other_upstream)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            b.restore_session("nope", None, &upstream)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        let stream = t.stream().as_str();
+        let tracker = b
+            .restore_stream(&restored, stream, 3, None)
+            .await
+            .unwrap()
+            .expect("stream restored");
+        assert_eq!(tracker.last_upstream_id().as_deref(), Some("e1"));
+        assert_eq!(tracker.last_seq(), 3);
+        assert_eq!(tracker.upstream(), UpstreamState::Stopped);
+        // The same stream id under another session is refused: the cross-session guard.
+        let other_here = b
+            .restore_session(other.id().as_str(), None, &upstream)
+            .await
+            .unwrap()
+            .expect("restored");
+        assert!(
+            b.restore_stream(&other_here, stream, 3, None)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

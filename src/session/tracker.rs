@@ -220,6 +220,38 @@ impl EventTracker {
         }
     }
 
+    /// A tracker for a stream this process does not hold but the session store does (another
+    /// replica, or this one before a restart, opened it): the client last saw sequence number
+    /// `seq`, and the stream resumes upstream after `upstream_id`. Its window starts empty at
+    /// `seq`, so a reader attaches there and the next event is `seq + 1`; the upstream side is
+    /// [`UpstreamState::Stopped`] until a pump re-opens it. `persisted` is the upstream id the
+    /// store held.
+    pub fn restored(
+        session: SessionId,
+        stream: StreamId,
+        limits: TrackerLimits,
+        seq: u64,
+        upstream_id: &str,
+        persisted: Option<Arc<str>>,
+    ) -> Self {
+        let tracker = Self::new(Some(session), stream, StreamKind::Get, limits);
+        {
+            let mut state = tracker.state.lock();
+            let id: Arc<str> = Arc::from(upstream_id);
+            state.last_seq = seq;
+            state.delivered = seq;
+            state.delivered_upstream_id = Some(id.clone());
+            if limits.dedup_ids > 0 {
+                state.seen.insert(id.clone());
+                state.seen_order.push_back(id.clone());
+            }
+            state.last_upstream_id = Some(id);
+            state.persisted = persisted.map(|p| (p, SystemTime::now()));
+            state.upstream = UpstreamState::Stopped;
+        }
+        tracker
+    }
+
     /// Claims the right to run the stream's pump; `false` if one is already running.
     pub fn claim_pump(&self) -> bool {
         !self.pump_active.swap(true, Ordering::AcqRel)

@@ -1,42 +1,71 @@
 //! The embedded in-memory store: the default, with nothing to set up. It survives neither a
-//! restart nor a second replica; use the Redis store for those.
+//! restart nor a second replica; use the Redis store for those. It keeps the same contract as
+//! Redis (TTLs, latest activity wins, atomic claims), so the daemon behaves alike on both.
 
 use std::{
     collections::HashMap,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{SessionRecord, SessionStore, StoreError, StreamPosition};
+use super::{SessionRecord, SessionStore, StoreError, StreamPosition, WriteBatch};
 
-/// An in-process store. Expired entries are dropped on access and on every write batch.
-#[derive(Debug, Default)]
+/// How often a write also sweeps expired entries out (a full scan).
+const PURGE_PERIOD: Duration = Duration::from_secs(1);
+
+/// An in-process store. Expired entries are invisible at once and dropped by the next write at
+/// least [`PURGE_PERIOD`] after the previous sweep.
+#[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     sessions: HashMap<String, (SessionRecord, Instant)>,
-    /// session id → stream id → (position, expiry)
-    streams: HashMap<String, HashMap<String, (StreamPosition, Instant)>>,
+    /// session id → stream id → (upstream event id, expiry)
+    streams: HashMap<String, HashMap<String, (String, Instant)>>,
+    last_purge: Instant,
 }
 
 impl Inner {
     fn purge_expired(&mut self, now: Instant) {
+        if now.duration_since(self.last_purge) < PURGE_PERIOD {
+            return;
+        }
+        self.last_purge = now;
         self.sessions.retain(|_, (_, exp)| *exp > now);
         self.streams.retain(|_, m| {
             m.retain(|_, (_, exp)| *exp > now);
             !m.is_empty()
         });
     }
+
+    fn live_session(&self, id: &str, now: Instant) -> Option<&SessionRecord> {
+        self.sessions
+            .get(id)
+            .filter(|(_, exp)| *exp > now)
+            .map(|(r, _)| r)
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            inner: Mutex::new(Inner {
+                sessions: HashMap::new(),
+                streams: HashMap::new(),
+                last_purge: Instant::now(),
+            }),
+        }
     }
 }
 
@@ -46,18 +75,34 @@ impl SessionStore for MemoryStore {
         "memory"
     }
 
-    async fn put_sessions(
-        &self,
-        records: &[SessionRecord],
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn write(&self, batch: &WriteBatch, ttl: Duration) -> Result<(), StoreError> {
         let now = Instant::now();
+        let expiry = now + ttl;
         let mut inner = self.inner.lock();
         inner.purge_expired(now);
-        for r in records {
+        for r in &batch.sessions {
+            let mut record = r.clone();
+            if let Some(old) = inner.live_session(&r.session_id, now) {
+                record.last_activity = record.last_activity.max(old.last_activity);
+            }
             inner
                 .sessions
-                .insert(r.session_id.clone(), (r.clone(), now + ttl));
+                .insert(r.session_id.clone(), (record, expiry));
+        }
+        for p in &batch.positions {
+            inner
+                .streams
+                .entry(p.session_id.clone())
+                .or_default()
+                .insert(p.stream_id.clone(), (p.upstream_event_id.clone(), expiry));
+        }
+        for id in &batch.deletes {
+            inner.sessions.remove(id);
+            inner.streams.remove(id);
         }
         Ok(())
     }
@@ -67,41 +112,8 @@ impl SessionStore for MemoryStore {
         let inner = self.inner.lock();
         Ok(ids
             .iter()
-            .map(|id| {
-                inner
-                    .sessions
-                    .get(id)
-                    .filter(|(_, exp)| *exp > now)
-                    .map(|(r, _)| r.clone())
-            })
+            .map(|id| inner.live_session(id, now).cloned())
             .collect())
-    }
-
-    async fn delete_sessions(&self, ids: &[String]) -> Result<(), StoreError> {
-        let mut inner = self.inner.lock();
-        for id in ids {
-            inner.sessions.remove(id);
-            inner.streams.remove(id);
-        }
-        Ok(())
-    }
-
-    async fn put_stream_positions(
-        &self,
-        positions: &[StreamPosition],
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let now = Instant::now();
-        let mut inner = self.inner.lock();
-        inner.purge_expired(now);
-        for p in positions {
-            inner
-                .streams
-                .entry(p.session_id.clone())
-                .or_default()
-                .insert(p.stream_id.clone(), (p.clone(), now + ttl));
-        }
-        Ok(())
     }
 
     async fn get_stream_positions(
@@ -118,7 +130,34 @@ impl SessionStore for MemoryStore {
                     .get(session)
                     .and_then(|m| m.get(stream))
                     .filter(|(_, exp)| *exp > now)
-                    .map(|(p, _)| p.clone())
+                    .map(|(id, _)| StreamPosition {
+                        session_id: session.clone(),
+                        stream_id: stream.clone(),
+                        upstream_event_id: id.clone(),
+                    })
+            })
+            .collect())
+    }
+
+    async fn claim_idle_sessions(
+        &self,
+        idle_before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        let idle: Vec<String> = inner
+            .sessions
+            .iter()
+            .filter(|(_, (r, exp))| *exp > now && r.last_activity < idle_before)
+            .map(|(id, _)| id.clone())
+            .take(limit)
+            .collect();
+        Ok(idle
+            .iter()
+            .filter_map(|id| {
+                inner.streams.remove(id);
+                inner.sessions.remove(id).map(|(r, _)| r)
             })
             .collect())
     }
@@ -126,39 +165,40 @@ impl SessionStore for MemoryStore {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use super::*;
 
-    fn record(id: &str) -> SessionRecord {
+    fn record(id: &str, last_activity: SystemTime) -> SessionRecord {
         SessionRecord {
             session_id: id.into(),
             upstream_session_id: format!("up-{id}"),
             upstream: "http://127.0.0.1:1/mcp".into(),
             protocol_version: "2025-11-25".into(),
-            created: SystemTime::now(),
-            last_activity: SystemTime::now(),
+            created: last_activity,
+            last_activity,
         }
     }
+
+    fn position(session: &str, stream: &str, id: &str) -> StreamPosition {
+        StreamPosition {
+            session_id: session.into(),
+            stream_id: stream.into(),
+            upstream_event_id: id.into(),
+        }
+    }
+
+    const TTL: Duration = Duration::from_secs(60);
 
     #[tokio::test]
     async fn sessions_round_trip_and_delete_removes_their_streams() {
         let store = MemoryStore::new();
-        let ttl = Duration::from_secs(60);
-        let a = record("a");
-        store
-            .put_sessions(&[a.clone(), record("b")], ttl)
-            .await
-            .unwrap();
-        let pos = StreamPosition {
-            session_id: "a".into(),
-            stream_id: "s".into(),
-            upstream_event_id: "42".into(),
+        let now = SystemTime::now();
+        let a = record("a", now);
+        let batch = WriteBatch {
+            sessions: vec![a.clone(), record("b", now)],
+            positions: vec![position("a", "s", "42")],
+            deletes: vec![],
         };
-        store
-            .put_stream_positions(std::slice::from_ref(&pos), ttl)
-            .await
-            .unwrap();
+        store.write(&batch, TTL).await.unwrap();
         let got = store
             .get_sessions(&["a".into(), "zz".into()])
             .await
@@ -167,9 +207,13 @@ mod tests {
         let key = [("a".to_string(), "s".to_string())];
         assert_eq!(
             store.get_stream_positions(&key).await.unwrap(),
-            vec![Some(pos)]
+            vec![Some(position("a", "s", "42"))]
         );
-        store.delete_sessions(&["a".into()]).await.unwrap();
+        let delete = WriteBatch {
+            deletes: vec!["a".into()],
+            ..WriteBatch::default()
+        };
+        store.write(&delete, TTL).await.unwrap();
         assert_eq!(store.get_sessions(&["a".into()]).await.unwrap(), vec![None]);
         assert_eq!(store.get_stream_positions(&key).await.unwrap(), vec![None]);
     }
@@ -177,10 +221,48 @@ mod tests {
     #[tokio::test]
     async fn entries_expire_after_their_ttl() {
         let store = MemoryStore::new();
+        let batch = WriteBatch {
+            sessions: vec![record("a", SystemTime::now())],
+            ..WriteBatch::default()
+        };
+        store.write(&batch, Duration::ZERO).await.unwrap();
+        assert_eq!(store.get_sessions(&["a".into()]).await.unwrap(), vec![None]);
+    }
+
+    #[tokio::test]
+    async fn last_activity_never_moves_back_and_idle_sessions_are_claimed_once() {
+        let store = MemoryStore::new();
+        let now = SystemTime::now();
+        let old = now - Duration::from_secs(600);
+        let write = |r| WriteBatch {
+            sessions: vec![r],
+            ..WriteBatch::default()
+        };
         store
-            .put_sessions(&[record("a")], Duration::ZERO)
+            .write(&write(record("fresh", now)), TTL)
             .await
             .unwrap();
-        assert_eq!(store.get_sessions(&["a".into()]).await.unwrap(), vec![None]);
+        store
+            .write(&write(record("fresh", old)), TTL)
+            .await
+            .unwrap();
+        store.write(&write(record("idle", old)), TTL).await.unwrap();
+        let got = store.get_sessions(&["fresh".into()]).await.unwrap();
+        assert_eq!(got[0].as_ref().unwrap().last_activity, now);
+
+        let cutoff = now - Duration::from_secs(60);
+        let claimed = store.claim_idle_sessions(cutoff, 10).await.unwrap();
+        assert_eq!(claimed, vec![record("idle", old)]);
+        assert!(
+            store
+                .claim_idle_sessions(cutoff, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.get_sessions(&["idle".into()]).await.unwrap(),
+            vec![None]
+        );
     }
 }

@@ -1,14 +1,23 @@
 //! The SessionStore: where session records and the last upstream event id of every stream are
-//! persisted, so a restarted proxy or another replica can resume a stream from the upstream.
-//! Only the PersistenceWorker writes to it; every operation is a batch.
+//! persisted, so a restarted proxy or another replica can serve a session and resume a stream
+//! from the upstream (DESIGN.md, "How a legacy session flows through the proxy", step 6).
+//!
+//! Only the PersistenceWorker writes to it, in batches. The data plane reads it on two cold
+//! paths only: an `Mcp-Session-Id` the process does not hold, and a `Last-Event-ID` naming a
+//! stream it does not hold. Backends: [`MemoryStore`] (embedded default) and [`RedisStore`]
+//! (restarts and replicas); [`open`] builds the configured one.
 
 mod memory;
+mod redis;
 
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use async_trait::async_trait;
 
-pub use memory::MemoryStore;
+pub use self::{memory::MemoryStore, redis::RedisStore};
 
 /// A persisted session: what a proxy needs to serve the session's next request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +31,8 @@ pub struct SessionRecord {
     /// The negotiated protocol version, e.g. `2025-11-25`.
     pub protocol_version: String,
     pub created: SystemTime,
+    /// The latest client activity any writer reported. Stores keep the latest value they were
+    /// given (it never moves back), stored at millisecond precision.
     pub last_activity: SystemTime,
 }
 
@@ -34,46 +45,161 @@ pub struct StreamPosition {
     pub upstream_event_id: String,
 }
 
-/// A store operation failed. The worker retries; the data plane never sees this.
+/// One flush of the PersistenceWorker: applied in this order (session records, stream
+/// positions, deletions), every entry written with the batch's TTL. Each operation is
+/// idempotent, so a batch that failed half-way is simply written again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// Session records to insert or replace.
+    pub sessions: Vec<SessionRecord>,
+    /// Latest positions of streams.
+    pub positions: Vec<StreamPosition>,
+    /// Sessions to delete, with every stream position recorded under them.
+    pub deletes: Vec<String>,
+}
+
+impl WriteBatch {
+    /// Entries in the batch.
+    pub fn len(&self) -> usize {
+        self.sessions.len() + self.positions.len() + self.deletes.len()
+    }
+
+    /// Whether the batch has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A store operation failed. The worker retries; the data plane never sees this on its hot
+/// path.
 #[derive(Debug, thiserror::Error)]
 #[error("session store {backend}: {message}")]
 pub struct StoreError {
     /// Which backend failed, e.g. `memory` or `redis`.
     pub backend: &'static str,
     pub message: String,
+    /// The store could not be reached (connection refused or lost, no answer in time), as
+    /// opposed to answering with an error: the worker then probes it until it answers.
+    pub unreachable: bool,
 }
 
-/// Async, batch-oriented persistence of sessions and stream positions. Every entry carries a TTL
-/// (`ttl`), refreshed on each write, so abandoned state expires in the store by itself.
+/// Async, batch-oriented persistence of sessions and stream positions. Every entry carries a
+/// TTL, refreshed on each write, so abandoned state expires in the store by itself.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// The backend's name for logs and metrics (`memory`, `redis`).
     fn backend(&self) -> &'static str;
 
-    /// Writes (inserts or replaces) session records.
-    async fn put_sessions(
-        &self,
-        records: &[SessionRecord],
-        ttl: Duration,
-    ) -> Result<(), StoreError>;
+    /// Checks that the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Applies one batch (see [`WriteBatch`]); `ttl` is the lifetime of every key written.
+    async fn write(&self, batch: &WriteBatch, ttl: Duration) -> Result<(), StoreError>;
 
     /// Reads session records by proxy session id; the answer has one entry per id, `None` where
-    /// the store has none (never written, deleted or expired).
+    /// the store has none (never written, deleted, claimed or expired).
     async fn get_sessions(&self, ids: &[String]) -> Result<Vec<Option<SessionRecord>>, StoreError>;
-
-    /// Deletes sessions and every stream position recorded under them.
-    async fn delete_sessions(&self, ids: &[String]) -> Result<(), StoreError>;
-
-    /// Writes the latest position of each stream.
-    async fn put_stream_positions(
-        &self,
-        positions: &[StreamPosition],
-        ttl: Duration,
-    ) -> Result<(), StoreError>;
 
     /// Reads stream positions by `(session id, stream id)`; one entry per key.
     async fn get_stream_positions(
         &self,
         keys: &[(String, String)],
     ) -> Result<Vec<Option<StreamPosition>>, StoreError>;
+
+    /// Claims up to `limit` sessions whose last activity is before `idle_before`: removes them
+    /// and their stream positions, and returns their records. Atomic per session: when several
+    /// replicas claim at once, each session is returned to exactly one of them (which then ends
+    /// it upstream).
+    async fn claim_idle_sessions(
+        &self,
+        idle_before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+}
+
+/// Which backend holds sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// In the process: nothing to set up; survives neither a restart nor a second replica.
+    #[default]
+    Memory,
+    /// A Redis server shared by every replica (restarts, several replicas).
+    Redis,
+}
+
+/// Where sessions are persisted. Record TTLs are the worker's (`WorkerConfig::record_ttl`),
+/// since it is the one writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The backend. Default [`StoreBackend::Memory`].
+    pub backend: StoreBackend,
+    /// The Redis URL, `redis://[user:password@]host:port[/db]` (or `redis+unix:///path`);
+    /// required for the Redis backend. It may carry a password: never log it unredacted.
+    pub url: Option<String>,
+    /// Prefix of every Redis key, so several deployments can share one Redis (namespacing).
+    /// Default `mcp-relay:`.
+    pub key_prefix: String,
+    /// Time allowed to connect to Redis, and for each answer. Default 2 s.
+    pub timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Memory,
+            url: None,
+            key_prefix: DEFAULT_KEY_PREFIX.into(),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Checks the settings without connecting: the Redis backend needs a URL Redis can use and
+    /// a non-empty prefix. The error names the offending key (`store.url`, …).
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.backend != StoreBackend::Redis {
+            return Ok(());
+        }
+        let Some(url) = self.url.as_deref().filter(|u| !u.is_empty()) else {
+            return Err(("store.url", "required when store.backend is redis".into()));
+        };
+        redis::check_url(url).map_err(|e| ("store.url", e))?;
+        if self.key_prefix.is_empty() {
+            return Err((
+                "store.key_prefix",
+                "must not be empty with the redis backend (it namespaces every key)".into(),
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(("store.timeout_ms", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The default Redis key prefix.
+pub const DEFAULT_KEY_PREFIX: &str = "mcp-relay:";
+
+/// Builds the configured store. The Redis store connects lazily (and reconnects by itself), so
+/// this fails only on a configuration error (no URL, an unparsable URL, an empty prefix), never
+/// because Redis is down: the data plane serves from memory meanwhile. Must be called inside a
+/// tokio runtime.
+pub fn open(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, StoreError> {
+    match config.backend {
+        StoreBackend::Memory => Ok(Arc::new(MemoryStore::new())),
+        StoreBackend::Redis => Ok(Arc::new(RedisStore::open(config)?)),
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The time `ms` milliseconds after the Unix epoch.
+pub(crate) fn from_unix_ms(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }

@@ -1,0 +1,380 @@
+//! The Redis store: sessions outlive the process and are shared by every replica pointed at the
+//! same Redis (and key prefix). Redis is the distributed engine; the proxy adds no replication
+//! of its own.
+//!
+//! Keys (all under the configured prefix `P`, every one with a TTL refreshed on each write):
+//!
+//! - `P session:<proxy session id>`: a hash `upstream_session_id`, `upstream`,
+//!   `protocol_version`, `created_ms`;
+//! - `P streams:<proxy session id>`: a hash stream id → last upstream event id;
+//! - `P activity`: a sorted set of proxy session ids scored by last activity (ms since the Unix
+//!   epoch), written with `ZADD GT` so the latest activity of any replica wins. It is the index
+//!   idle expiry claims from; entries whose session key expired are dropped as they are met.
+//!
+//! A batch is one pipeline (one round trip); a claim of idle sessions is one Lua script, so
+//! concurrent replicas never claim the same session twice. The connection is a
+//! [`ConnectionManager`]: multiplexed, created lazily, re-established after I/O errors. The
+//! store never retries on its own: the PersistenceWorker owns retries and their backoff.
+//!
+//! Scripts name keys they compute from the prefix, so the store targets a standalone Redis (or
+//! one behind Sentinel), not Redis Cluster.
+
+use std::{
+    future::Future,
+    time::{Duration, SystemTime},
+};
+
+use ::redis::{
+    Client, FromRedisValue, IntoConnectionInfo, Pipeline, Script, Value,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+use async_trait::async_trait;
+
+use super::{
+    SessionRecord, SessionStore, StoreConfig, StoreError, StreamPosition, WriteBatch, from_unix_ms,
+    unix_ms,
+};
+
+const BACKEND: &str = "redis";
+
+/// Claims idle sessions atomically. KEYS[1]: the activity index; ARGV: cutoff (ms, exclusive),
+/// limit, key prefix. Returns `[id, upstream_session_id, upstream, protocol_version,
+/// created_ms, last_activity_ms]` per claimed session whose record still existed.
+const CLAIM_SCRIPT: &str = r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(ids) do
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  redis.call('ZREM', KEYS[1], id)
+  local key = ARGV[3] .. 'session:' .. id
+  local rec = redis.call('HMGET', key, 'upstream_session_id', 'upstream', 'protocol_version', 'created_ms')
+  redis.call('DEL', key, ARGV[3] .. 'streams:' .. id)
+  if rec[1] then
+    table.insert(out, {id, rec[1], rec[2] or '', rec[3] or '', rec[4] or '0', score or '0'})
+  end
+end
+return out
+";
+
+/// The Redis-backed [`SessionStore`].
+pub struct RedisStore {
+    connection: ConnectionManager,
+    prefix: String,
+    /// Bound on one whole operation, beyond the connection's own timeouts.
+    op_timeout: Duration,
+    claim: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: it is not kept here.
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn error(message: impl Into<String>) -> StoreError {
+    StoreError {
+        backend: BACKEND,
+        message: message.into(),
+        unreachable: false,
+    }
+}
+
+fn redis_error(what: &str, err: &::redis::RedisError) -> StoreError {
+    StoreError {
+        unreachable: err.is_io_error()
+            || err.is_timeout()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal(),
+        ..error(format!("{what}: {err}"))
+    }
+}
+
+/// Checks that `url` is a Redis URL this build can use (no TLS). The message never repeats the
+/// URL: it may carry a password.
+pub(super) fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("rediss://") || url.starts_with("valkeys://") {
+        return Err("TLS (rediss://) is not supported by this build".into());
+    }
+    url.into_connection_info()
+        .map(drop)
+        .map_err(|e| format!("not a Redis URL ({:?})", e.kind()))
+}
+
+impl RedisStore {
+    /// A store on the Redis at `config.url`, namespaced by `config.key_prefix`. Connects on the
+    /// first operation, not here. Errors: what [`StoreConfig::check`] refuses. Must be called
+    /// inside a tokio runtime.
+    pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        let mut config = config.clone();
+        config.backend = super::StoreBackend::Redis;
+        config
+            .check()
+            .map_err(|(key, message)| error(format!("{key}: {message}")))?;
+        let url = config.url.as_deref().unwrap_or_default();
+        let client = Client::open(url).map_err(|e| error(format!("store.url: {:?}", e.kind())))?;
+        let timeout = config.timeout.max(Duration::from_millis(1));
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            // One connection attempt per operation: the worker owns retries and backoff, and
+            // its probe must learn of Redis's return at once, not after a reconnect backoff.
+            .set_number_of_retries(0)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(timeout);
+        let connection = ConnectionManager::new_lazy_with_config(client, manager_config)
+            .map_err(|e| redis_error("creating the connection manager", &e))?;
+        Ok(Self {
+            connection,
+            prefix: config.key_prefix.clone(),
+            op_timeout: timeout * 3,
+            claim: Script::new(CLAIM_SCRIPT),
+        })
+    }
+
+    /// The key prefix every key starts with.
+    pub fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn session_key(&self, session: &str) -> String {
+        format!("{}session:{session}", self.prefix)
+    }
+
+    fn streams_key(&self, session: &str) -> String {
+        format!("{}streams:{session}", self.prefix)
+    }
+
+    fn activity_key(&self) -> String {
+        format!("{}activity", self.prefix)
+    }
+
+    /// Runs one operation under the store's overall timeout.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        op: impl Future<Output = Result<T, ::redis::RedisError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.op_timeout, op).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(redis_error(what, &e)),
+            Err(_) => Err(StoreError {
+                unreachable: true,
+                ..error(format!("{what}: no answer within {:?}", self.op_timeout))
+            }),
+        }
+    }
+
+    async fn query(&self, what: &str, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
+        let mut conn = self.connection.clone();
+        self.bounded(what, pipe.query_async::<Vec<Value>>(&mut conn))
+            .await
+    }
+}
+
+fn parse<T: FromRedisValue>(what: &str, v: Value) -> Result<T, StoreError> {
+    T::from_redis_value(v).map_err(|e| error(format!("{what}: unexpected answer: {e}")))
+}
+
+fn parse_ms(text: &str) -> u64 {
+    text.parse::<u64>()
+        .ok()
+        .or_else(|| text.parse::<f64>().ok().map(|f| f.max(0.0) as u64))
+        .unwrap_or(0)
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.connection.clone();
+        let pong: String = self
+            .bounded("PING", ::redis::cmd("PING").query_async(&mut conn))
+            .await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(error(format!("PING answered {pong:?}")))
+        }
+    }
+
+    async fn write(&self, batch: &WriteBatch, ttl: Duration) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let ttl = ttl_ms(ttl);
+        let activity = self.activity_key();
+        let mut pipe = ::redis::pipe();
+        for r in &batch.sessions {
+            let key = self.session_key(&r.session_id);
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg("upstream_session_id")
+                .arg(&r.upstream_session_id)
+                .arg("upstream")
+                .arg(&r.upstream)
+                .arg("protocol_version")
+                .arg(&r.protocol_version)
+                .arg("created_ms")
+                .arg(unix_ms(r.created))
+                .ignore();
+            pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
+            pipe.cmd("ZADD")
+                .arg(&activity)
+                .arg("GT")
+                .arg(unix_ms(r.last_activity))
+                .arg(&r.session_id)
+                .ignore();
+        }
+        if !batch.sessions.is_empty() {
+            pipe.cmd("PEXPIRE").arg(&activity).arg(ttl).ignore();
+        }
+        for p in &batch.positions {
+            let key = self.streams_key(&p.session_id);
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg(&p.stream_id)
+                .arg(&p.upstream_event_id)
+                .ignore();
+            pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
+        }
+        for id in &batch.deletes {
+            pipe.cmd("DEL")
+                .arg(self.session_key(id))
+                .arg(self.streams_key(id))
+                .ignore();
+            pipe.cmd("ZREM").arg(&activity).arg(id).ignore();
+        }
+        self.query("writing a batch", &pipe).await.map(drop)
+    }
+
+    async fn get_sessions(&self, ids: &[String]) -> Result<Vec<Option<SessionRecord>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let activity = self.activity_key();
+        let mut pipe = ::redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET")
+                .arg(self.session_key(id))
+                .arg("upstream_session_id")
+                .arg("upstream")
+                .arg("protocol_version")
+                .arg("created_ms");
+            pipe.cmd("ZSCORE").arg(&activity).arg(id);
+        }
+        let answers = self.query("reading sessions", &pipe).await?;
+        if answers.len() != ids.len() * 2 {
+            return Err(error(format!(
+                "reading sessions: {} answers for {} commands",
+                answers.len(),
+                ids.len() * 2
+            )));
+        }
+        let mut answers = answers.into_iter();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let (Some(fields), Some(score)) = (answers.next(), answers.next()) else {
+                break;
+            };
+            let fields: Vec<Option<String>> = parse("HMGET", fields)?;
+            let score: Option<String> = parse("ZSCORE", score)?;
+            let mut fields = fields.into_iter();
+            let mut next = || fields.next().flatten();
+            let (Some(upstream_session_id), upstream, protocol_version, created) =
+                (next(), next(), next(), next())
+            else {
+                out.push(None);
+                continue;
+            };
+            let created = from_unix_ms(created.as_deref().map_or(0, parse_ms));
+            let last_activity = score
+                .as_deref()
+                .map_or(created, |s| from_unix_ms(parse_ms(s)));
+            out.push(Some(SessionRecord {
+                session_id: id.clone(),
+                upstream_session_id,
+                upstream: upstream.unwrap_or_default(),
+                protocol_version: protocol_version.unwrap_or_default(),
+                created,
+                last_activity,
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn get_stream_positions(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Option<StreamPosition>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = ::redis::pipe();
+        for (session, stream) in keys {
+            pipe.cmd("HGET").arg(self.streams_key(session)).arg(stream);
+        }
+        let answers = self.query("reading stream positions", &pipe).await?;
+        if answers.len() != keys.len() {
+            return Err(error(format!(
+                "reading stream positions: {} answers for {} commands",
+                answers.len(),
+                keys.len()
+            )));
+        }
+        keys.iter()
+            .zip(answers)
+            .map(|((session, stream), v)| {
+                let id: Option<String> = parse("HGET", v)?;
+                Ok(id.map(|upstream_event_id| StreamPosition {
+                    session_id: session.clone(),
+                    stream_id: stream.clone(),
+                    upstream_event_id,
+                }))
+            })
+            .collect()
+    }
+
+    async fn claim_idle_sessions(
+        &self,
+        idle_before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.connection.clone();
+        let mut invocation = self.claim.key(self.activity_key());
+        invocation
+            .arg(unix_ms(idle_before))
+            .arg(limit)
+            .arg(&self.prefix);
+        let rows: Vec<Vec<String>> = self
+            .bounded("claiming idle sessions", invocation.invoke_async(&mut conn))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let [id, upstream_sid, upstream, version, created, activity]: [String; 6] =
+                    row.try_into().ok()?;
+                Some(SessionRecord {
+                    session_id: id,
+                    upstream_session_id: upstream_sid,
+                    upstream,
+                    protocol_version: version,
+                    created: from_unix_ms(parse_ms(&created)),
+                    last_activity: from_unix_ms(parse_ms(&activity)),
+                })
+            })
+            .collect())
+    }
+}
