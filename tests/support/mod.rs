@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod daemon_proc;
+pub mod durable;
 pub mod http;
 pub mod peers;
 pub mod resumable;
