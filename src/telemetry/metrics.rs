@@ -75,6 +75,20 @@ pub struct DaemonSnapshot {
     pub worker_last_flush_micros: u64,
     /// Streams and session operations waiting for the next flush.
     pub worker_pending: u64,
+    /// Write attempts made after a failed one.
+    pub worker_retries: u64,
+    /// Pending entries dropped because pending state was full (oldest first).
+    pub worker_shed: u64,
+    /// Consecutive failed flushes (0 while the store answers).
+    pub worker_consecutive_failures: u64,
+    /// Entries written over all batches (with `worker_batches`: the mean batch size).
+    pub worker_batch_entries: u64,
+    /// Largest batch written.
+    pub worker_max_batch_size: u64,
+    /// Sum of successful flush durations, in microseconds.
+    pub worker_flush_micros_total: u64,
+    /// Idle sessions claimed from the store for expiry.
+    pub worker_sessions_claimed: u64,
 }
 
 impl DaemonSnapshot {
@@ -93,6 +107,13 @@ impl DaemonSnapshot {
             worker_errors: r(&w.errors),
             worker_last_flush_micros: r(&w.last_flush_micros),
             worker_pending: persistence.pending_len() as u64,
+            worker_retries: r(&w.retries),
+            worker_shed: r(&w.shed),
+            worker_consecutive_failures: r(&w.consecutive_failures),
+            worker_batch_entries: r(&w.batch_entries),
+            worker_max_batch_size: r(&w.max_batch_size),
+            worker_flush_micros_total: r(&w.flush_micros_total),
+            worker_sessions_claimed: r(&w.sessions_claimed),
         }
     }
 }
@@ -203,6 +224,48 @@ const EXPORTS: &[Export] = &[
         Kind::GaugeMicrosAsSeconds,
         "Duration of the last successful persistence flush.",
         |s| s.worker_last_flush_micros,
+    ),
+    (
+        "mcp_relay_persistence_retries_total",
+        Kind::Counter,
+        "Session store writes retried after a failure.",
+        |s| s.worker_retries,
+    ),
+    (
+        "mcp_relay_persistence_shed_total",
+        Kind::Counter,
+        "Pending persistence entries dropped, oldest first, because pending state was full.",
+        |s| s.worker_shed,
+    ),
+    (
+        "mcp_relay_persistence_consecutive_failures",
+        Kind::Gauge,
+        "Consecutive failed persistence flushes; 0 while the session store answers.",
+        |s| s.worker_consecutive_failures,
+    ),
+    (
+        "mcp_relay_persistence_batch_entries_total",
+        Kind::Counter,
+        "Entries written to the session store over all batches.",
+        |s| s.worker_batch_entries,
+    ),
+    (
+        "mcp_relay_persistence_max_batch_entries",
+        Kind::Gauge,
+        "Largest batch written to the session store.",
+        |s| s.worker_max_batch_size,
+    ),
+    (
+        "mcp_relay_persistence_flush_seconds_total",
+        Kind::GaugeMicrosAsSeconds,
+        "Time spent in successful persistence flushes.",
+        |s| s.worker_flush_micros_total,
+    ),
+    (
+        "mcp_relay_sessions_expired_from_store_total",
+        Kind::Counter,
+        "Idle sessions this replica claimed from the session store and ended upstream.",
+        |s| s.worker_sessions_claimed,
     ),
 ];
 
