@@ -19,6 +19,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Control plane (gRPC) listen address. Default `127.0.0.1:50051`.
     pub admin_listen: SocketAddr,
+    /// When set, the control plane listens on this Unix socket (mode 0600) instead of
+    /// `admin_listen`. Default: none.
+    pub admin_socket: Option<std::path::PathBuf>,
+    /// When set, every control-plane call must carry `authorization: Bearer <token>`
+    /// (`UNAUTHENTICATED` otherwise); required for a non-loopback `admin_listen`. A secret: never
+    /// logged, masked by `check-config`. Default: none.
+    pub admin_token: Option<String>,
     pub proxy: ProxyConfig,
     pub session: SessionConfig,
     pub worker: WorkerConfig,
@@ -158,6 +165,8 @@ impl Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            admin_socket: None,
+            admin_token: None,
             proxy: ProxyConfig::new(upstream),
             session: SessionConfig::default(),
             worker: WorkerConfig::default(),

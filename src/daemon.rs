@@ -40,7 +40,7 @@ pub use drain::DrainLayer;
 
 use crate::{
     config::{Config, DEFAULT_METRICS_LISTEN, file::redact_url},
-    control,
+    control::{self, BearerToken, ControlListener, ControlOptions},
     proxy::Proxy,
     session::{
         PersistenceWorker, SessionManager,
@@ -72,6 +72,11 @@ pub enum DaemonError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("binding the control plane on the Unix socket {path:?}: {source}")]
+    BindUnix {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("reading a listener's address: {0}")]
     LocalAddr(std::io::Error),
     #[error("control plane: {0}")]
@@ -92,8 +97,8 @@ pub enum DaemonError {
 pub struct Listeners {
     /// The data plane (MCP clients).
     pub data: TcpListener,
-    /// The control plane (gRPC).
-    pub admin: TcpListener,
+    /// The control plane (gRPC): TCP or a Unix socket.
+    pub admin: ControlListener,
     /// `/metrics`, `/healthz`, `/readyz`; `None` serves none.
     pub metrics: Option<TcpListener>,
 }
@@ -101,7 +106,8 @@ pub struct Listeners {
 /// A running daemon: every listener serving, the worker and expiry running.
 pub struct Daemon {
     data_addr: SocketAddr,
-    admin_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    admin_endpoint: String,
     metrics_addr: Option<SocketAddr>,
     manager: Arc<SessionManager>,
     metrics: Arc<Metrics>,
@@ -149,7 +155,7 @@ impl Daemon {
     ) -> Result<Self, DaemonError> {
         let listeners = Listeners {
             data,
-            admin,
+            admin: admin.into(),
             metrics: None,
         };
         Self::start_with(config, listeners, store).await
@@ -168,7 +174,8 @@ impl Daemon {
             metrics: metrics_listener,
         } = listeners;
         let data_addr = data.local_addr().map_err(DaemonError::LocalAddr)?;
-        let admin_addr = admin.local_addr().map_err(DaemonError::LocalAddr)?;
+        let admin_addr = admin.tcp_addr();
+        let admin_endpoint = admin.describe();
         let metrics_addr = match &metrics_listener {
             Some(l) => Some(l.local_addr().map_err(DaemonError::LocalAddr)?),
             None => None,
@@ -190,7 +197,10 @@ impl Daemon {
         let control_task = tokio::spawn({
             let manager = manager.clone();
             let shutdown = shutdown.clone();
-            async move { Ok(control::serve(admin, manager, shutdown).await?) }
+            let options = ControlOptions {
+                bearer_token: config.admin_token.as_deref().and_then(BearerToken::new),
+            };
+            async move { Ok(control::serve_with(admin, manager, options, shutdown).await?) }
         });
         let data_task = tokio::spawn({
             // Outermost first: the metrics layer also counts the drain layer's 503s.
@@ -227,7 +237,7 @@ impl Daemon {
         let upstream = config.proxy.upstream.to_string();
         tracing::info!(
             listen = %data_addr,
-            admin_listen = %admin_addr,
+            admin_listen = %admin_endpoint,
             metrics_listen = ?metrics_addr,
             upstream = %redact_url(&upstream).unwrap_or(upstream),
             grace_secs = config.shutdown_grace.as_secs_f64(),
@@ -236,6 +246,7 @@ impl Daemon {
         Ok(Self {
             data_addr,
             admin_addr,
+            admin_endpoint,
             metrics_addr,
             manager,
             metrics,
@@ -258,9 +269,14 @@ impl Daemon {
         self.data_addr
     }
 
-    /// The control plane's address.
-    pub fn admin_addr(&self) -> SocketAddr {
+    /// The control plane's TCP address; `None` when it listens on a Unix socket.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Where the control plane listens, for people: `127.0.0.1:50051` or `unix:/path`.
+    pub fn admin_endpoint(&self) -> &str {
+        &self.admin_endpoint
     }
 
     /// The metrics listener's address, when it has one.
@@ -457,7 +473,15 @@ pub async fn run_with(config: Config, activated: Activated) -> Result<(), Daemon
     let notifier = Notifier::from_env();
     let mut signals = Signals::install()?;
     let data = listener("the data plane", activated.data, config.listen).await?;
-    let admin = listener("the control plane", activated.admin, config.admin_listen).await?;
+    let admin: ControlListener = match &config.admin_socket {
+        Some(path) => ControlListener::bind_unix(path).map_err(|source| DaemonError::BindUnix {
+            path: path.clone(),
+            source,
+        })?,
+        None => listener("the control plane", activated.admin, config.admin_listen)
+            .await?
+            .into(),
+    };
     let metrics = match (activated.metrics, config.metrics.listen) {
         (Some(std), _) => Some(listener("metrics", Some(std), DEFAULT_METRICS_LISTEN).await?),
         (None, Some(addr)) => Some(bind("metrics", addr).await?),
@@ -533,7 +557,7 @@ fn serving_status(daemon: &Daemon) -> String {
     format!(
         "Serving MCP on {} (admin {}, metrics {})",
         daemon.data_addr(),
-        daemon.admin_addr(),
+        daemon.admin_endpoint(),
         metrics
     )
 }

@@ -65,6 +65,11 @@ struct Flags {
     /// Control plane (gRPC) listen address. [admin_listen; default 127.0.0.1:50051]
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
+    /// Serve the control plane on this Unix socket instead of --admin-listen. [admin_socket]
+    /// (The bearer token, admin_token, comes from the file or MCP_RELAY_ADMIN_TOKEN, never a
+    /// flag: flags show in process listings.)
+    #[arg(long, value_name = "PATH")]
+    admin_socket: Option<std::path::PathBuf>,
     /// Metrics listen address (/metrics, /healthz, /readyz). [metrics.listen; default
     /// 127.0.0.1:9464]
     #[arg(long)]
@@ -124,6 +129,10 @@ impl Flags {
         o.set_opt("proxy.upstream", self.upstream)
             .set_opt("listen", self.listen.map(|a| a.to_string()))
             .set_opt("admin_listen", self.admin_listen.map(|a| a.to_string()))
+            .set_opt(
+                "admin_socket",
+                self.admin_socket.map(|p| p.to_string_lossy().into_owned()),
+            )
             .set_opt("metrics.listen", self.metrics_listen.map(|a| a.to_string()))
             .set_opt("proxy.endpoint_path", self.endpoint_path)
             .set_opt("proxy.max_request_body_bytes", self.max_request_body_bytes)

@@ -43,7 +43,13 @@ async fn python_and_typescript_clients_pass_against_a_live_daemon() {
     let socket = dir.path().join("admin.sock");
     let unix = UnixControl::start(&socket, proxy.manager().clone(), Some(TOKEN));
     let env = [
-        ("ADMIN_TEST_TARGET", proxy.admin_addr().to_string()),
+        (
+            "ADMIN_TEST_TARGET",
+            proxy
+                .admin_addr()
+                .expect("the control plane listens on TCP")
+                .to_string(),
+        ),
         ("ADMIN_TEST_MCP_URL", proxy_url(&proxy)),
         ("ADMIN_TEST_SOCKET", socket.display().to_string()),
         ("ADMIN_TEST_TOKEN", TOKEN.to_owned()),

@@ -80,7 +80,10 @@ async fn grpcurl_drives_every_admin_rpc_against_a_live_daemon() {
         c.session.tracker_limits.replay_events = 2;
     })
     .await;
-    let admin = proxy.admin_addr().to_string();
+    let admin = proxy
+        .admin_addr()
+        .expect("the control plane listens on TCP")
+        .to_string();
     let a = &admin;
 
     // Discovery through reflection, and health per service.

@@ -53,7 +53,12 @@ async fn force_replay_resends_exactly_the_events_after_the_id_to_a_live_legacy_s
         ..Scenario::default()
     });
     let proxy = start_proxy(&upstream.url()).await;
-    let mut admin = sessions_client(proxy.admin_addr()).await;
+    let mut admin = sessions_client(
+        proxy
+            .admin_addr()
+            .expect("the control plane listens on TCP"),
+    )
+    .await;
     let client = StreamSession::initialize(&proxy_url(&proxy)).await;
     let call =
         format!(r#"{{"jsonrpc":"2.0","id":5,"method":"stream","params":{{"events":{EVENTS}}}}}"#);
@@ -130,7 +135,12 @@ async fn force_replay_reaches_a_live_official_sdk_client_stream() {
     const STEPS: u64 = 8;
     let server = Peer::everything().await;
     let proxy = start_proxy(&server.url()).await;
-    let mut admin = sessions_client(proxy.admin_addr()).await;
+    let mut admin = sessions_client(
+        proxy
+            .admin_addr()
+            .expect("the control plane listens on TCP"),
+    )
+    .await;
 
     let mut child = Command::new("node")
         .current_dir(repo_root())

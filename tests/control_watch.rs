@@ -50,14 +50,18 @@ fn events(m: &WatchMetricsResponse) -> u64 {
 async fn metric_snapshots_move_with_real_sdk_traffic() {
     let server = Peer::py_server(&["--event-store"]).await;
     let proxy = start_proxy(&server.url()).await;
-    let mut watch = metrics_client(proxy.admin_addr())
-        .await
-        .watch_metrics(WatchMetricsRequest {
-            interval: interval(100),
-        })
-        .await
-        .expect("WatchMetrics")
-        .into_inner();
+    let mut watch = metrics_client(
+        proxy
+            .admin_addr()
+            .expect("the control plane listens on TCP"),
+    )
+    .await
+    .watch_metrics(WatchMetricsRequest {
+        interval: interval(100),
+    })
+    .await
+    .expect("WatchMetrics")
+    .into_inner();
     let first = next(&mut watch).await;
     assert_eq!(events(&first), 0);
     assert_eq!(first.skipped_snapshots, 0);
@@ -126,7 +130,14 @@ async fn metric_snapshots_move_with_real_sdk_traffic() {
 async fn a_metrics_consumer_that_falls_behind_is_told_how_many_snapshots_it_missed() {
     let server = Peer::py_server(&[]).await;
     let proxy = start_proxy(&server.url()).await;
-    let mut client = MetricsServiceClient::new(narrow_channel(proxy.admin_addr()).await);
+    let mut client = MetricsServiceClient::new(
+        narrow_channel(
+            proxy
+                .admin_addr()
+                .expect("the control plane listens on TCP"),
+        )
+        .await,
+    );
     let mut watch = client
         .watch_metrics(WatchMetricsRequest {
             interval: interval(100),
@@ -164,7 +175,12 @@ async fn session_watch_sends_the_current_state_then_each_change() {
     let url = proxy_url(&proxy);
     let existing = StreamSession::initialize(&url).await;
 
-    let mut client = sessions_client(proxy.admin_addr()).await;
+    let mut client = sessions_client(
+        proxy
+            .admin_addr()
+            .expect("the control plane listens on TCP"),
+    )
+    .await;
     let mut watch = client
         .watch_sessions(WatchSessionsRequest::default())
         .await
@@ -245,7 +261,14 @@ async fn a_session_watcher_that_falls_behind_is_reset_then_resynchronised() {
     let server = Peer::py_server(&[]).await;
     let proxy = start_proxy(&server.url()).await;
     let manager = proxy.manager().clone();
-    let mut client = SessionServiceClient::new(narrow_channel(proxy.admin_addr()).await);
+    let mut client = SessionServiceClient::new(
+        narrow_channel(
+            proxy
+                .admin_addr()
+                .expect("the control plane listens on TCP"),
+        )
+        .await,
+    );
     let mut watch = client
         .watch_sessions(WatchSessionsRequest::default())
         .await
@@ -303,7 +326,9 @@ async fn a_session_watcher_that_falls_behind_is_reset_then_resynchronised() {
 async fn every_watch_ends_promptly_at_shutdown() {
     let server = Peer::py_server(&[]).await;
     let proxy = start_proxy(&server.url()).await;
-    let addr = proxy.admin_addr();
+    let addr = proxy
+        .admin_addr()
+        .expect("the control plane listens on TCP");
     let mut metrics = metrics_client(addr)
         .await
         .watch_metrics(WatchMetricsRequest {

@@ -109,7 +109,7 @@ async fn metrics_parse_with_prometheus_client_and_move_with_traffic() {
     config.shutdown_grace = std::time::Duration::from_secs(1);
     let listeners = Listeners {
         data: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
-        admin: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        admin: TcpListener::bind("127.0.0.1:0").await.expect("bind").into(),
         metrics: Some(TcpListener::bind("127.0.0.1:0").await.expect("bind")),
     };
     let daemon = Daemon::start_with(config, listeners, Arc::new(MemoryStore::new()))

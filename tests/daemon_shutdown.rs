@@ -99,7 +99,7 @@ async fn the_last_forwarded_event_id_is_persisted_when_shutdown_cuts_an_open_str
     config.shutdown_grace = Duration::from_secs(1);
     let listeners = Listeners {
         data: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
-        admin: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        admin: TcpListener::bind("127.0.0.1:0").await.expect("bind").into(),
         metrics: None,
     };
     let daemon = Daemon::start_with(config, listeners, store.clone())

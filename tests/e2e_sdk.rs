@@ -165,7 +165,10 @@ async fn auto_mode_falls_back_to_legacy_through_proxy_to_server_everything() {
 async fn grpcurl_reads_the_live_session_and_its_last_event_ids() {
     let server = Peer::everything().await;
     let proxy = start_proxy(&server.url()).await;
-    let admin = proxy.admin_addr().to_string();
+    let admin = proxy
+        .admin_addr()
+        .expect("the control plane listens on TCP")
+        .to_string();
 
     let (ok, services, err) = grpcurl(&admin, &["--", "list"]).await;
     assert!(ok, "grpcurl list failed: {err}");

@@ -166,6 +166,12 @@ pub struct FileConfig {
     pub listen: SocketAddr,
     /// Control plane (gRPC) address.
     pub admin_listen: SocketAddr,
+    /// Unix socket for the control plane instead of `admin_listen` (mode 0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_socket: Option<std::path::PathBuf>,
+    /// Bearer token every control-plane call must carry (a secret; masked when printed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
     /// Seconds shutdown waits for open requests and streams.
     pub shutdown_grace_secs: u64,
     pub proxy: ProxySection,
@@ -278,6 +284,8 @@ impl FileConfig {
         let Config {
             listen,
             admin_listen,
+            admin_socket,
+            admin_token,
             proxy,
             session,
             worker,
@@ -290,6 +298,8 @@ impl FileConfig {
         Self {
             listen: *listen,
             admin_listen: *admin_listen,
+            admin_socket: admin_socket.clone(),
+            admin_token: admin_token.clone(),
             shutdown_grace_secs: shutdown_grace.as_secs(),
             proxy: ProxySection::from_runtime(proxy),
             session: SessionSection::from_runtime(session),
@@ -307,9 +317,18 @@ impl FileConfig {
             return Err(invalid("shutdown_grace_secs", "must be at least 1"));
         }
         let metrics = self.metrics.into_runtime();
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(invalid("admin_token", "must not be empty when set"));
+        }
         let config = Config {
             listen: self.listen,
             admin_listen: self.admin_listen,
+            admin_socket: self.admin_socket,
+            admin_token: self.admin_token,
             proxy: self.proxy.into_runtime()?,
             session: self.session.into_runtime()?,
             worker: self.worker.into_runtime()?,

@@ -422,6 +422,7 @@ pub fn reader_body(
             }
             st.appended.borrow_and_update();
             match st.tracker.read(st.reader) {
+                // Everything ready goes out as one frame: one write, not one per event.
                 Read::Events(events) if events.len() == 1 => st.ready.extend(events),
                 Read::Events(events) => {
                     let mut joined = BytesMut::with_capacity(events.iter().map(Bytes::len).sum());
