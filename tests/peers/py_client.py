@@ -40,43 +40,13 @@ import traceback
 import warnings
 from typing import Any
 
-import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import TextContent
+from wire import WireLog
 
-_MCP_HEADERS = ("mcp-protocol-version", "mcp-session-id", "mcp-method", "mcp-name", "last-event-id")
-
-
-class WireLog:
-    """httpx2 event hooks: what the SDK transport actually sent and received."""
-
-    def __init__(self) -> None:
-        self.exchanges: list[dict[str, Any]] = []
-        self.session_ids: list[str] = []
-
-    async def on_response(self, response: httpx2.Response) -> None:
-        request = response.request
-        rpc_method = None
-        if request.method == "POST":
-            try:
-                rpc_method = json.loads(request.content).get("method")
-            except (ValueError, AttributeError):
-                rpc_method = None
-        sid = response.headers.get("mcp-session-id")
-        if sid and sid not in self.session_ids:
-            self.session_ids.append(sid)
-        self.exchanges.append(
-            {
-                "http_method": request.method,
-                "rpc_method": rpc_method,
-                "status": response.status_code,
-                "headers": {h: request.headers[h] for h in _MCP_HEADERS if h in request.headers},
-                "content_type": response.headers.get("content-type"),
-            }
-        )
 
 
 def _number(x: float) -> float | int:

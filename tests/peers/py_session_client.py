@@ -25,39 +25,11 @@ import sys
 import traceback
 from typing import Any
 
-import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp_types import TextContent
-
-
-class WireLog:
-    """httpx2 response hook: every exchange the SDK transport made."""
-
-    def __init__(self) -> None:
-        self.exchanges: list[dict[str, Any]] = []
-        self.session_ids: list[str] = []
-
-    async def on_response(self, response: httpx2.Response) -> None:
-        request = response.request
-        rpc_method = None
-        if request.method == "POST":
-            try:
-                rpc_method = json.loads(request.content).get("method")
-            except (ValueError, AttributeError):
-                rpc_method = None
-        sid = response.headers.get("mcp-session-id")
-        if sid and sid not in self.session_ids:
-            self.session_ids.append(sid)
-        self.exchanges.append(
-            {
-                "http_method": request.method,
-                "rpc_method": rpc_method,
-                "status": response.status_code,
-                "session_id": request.headers.get("mcp-session-id"),
-            }
-        )
+from wire import WireLog
 
 
 async def call_progress(client: Client, steps: int, delay_ms: int) -> dict[str, Any]:
