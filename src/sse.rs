@@ -106,9 +106,16 @@ impl SseBlock {
     /// Appends the block to `out` with its `id` lines replaced by one `id: {new_id}` line
     /// placed first; every other byte passes unchanged. `new_id` must not contain CR, LF or NUL.
     pub fn write_with_id(&self, new_id: &str, out: &mut BytesMut) {
-        out.reserve(self.raw.len() + new_id.len() + 5);
+        self.write_with_id_from(out, |out| out.put_slice(new_id.as_bytes()));
+    }
+
+    /// [`Self::write_with_id`], with the new id written into `out` by `write_id` (so a caller can
+    /// format it in place, without building a `String` per event). `write_id` must not write
+    /// CR, LF or NUL.
+    pub fn write_with_id_from(&self, out: &mut BytesMut, write_id: impl FnOnce(&mut BytesMut)) {
+        out.reserve(self.raw.len() + 64);
         out.put_slice(b"id: ");
-        out.put_slice(new_id.as_bytes());
+        write_id(out);
         out.put_u8(b'\n');
         let mut at = 0;
         for line in &self.id_lines {

@@ -62,8 +62,9 @@ pub fn encode_block(
             Encoded::Duplicate
         }
         Admission::Forward { seq } => {
-            let client_id = tracker.client_event_id(seq, upstream_id);
-            block.write_with_id(&client_id, out);
+            block.write_with_id_from(out, |out| {
+                tracker.write_client_event_id(seq, upstream_id, out);
+            });
             ProxyStats::incr(&manager.stats().events_forwarded);
             if upstream_id.is_some() {
                 manager.persistence().stream_advanced(tracker);

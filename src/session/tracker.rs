@@ -21,7 +21,7 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -386,7 +386,14 @@ impl EventTracker {
         self.events_forwarded.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state.lock();
         state.delivered = seq;
-        state.delivered_upstream_id = upstream_id.map(Arc::from);
+        // `admit` just stored this id as the last upstream id: share it, don't copy it.
+        state.delivered_upstream_id = upstream_id.map(|id| {
+            state
+                .last_upstream_id
+                .clone()
+                .filter(|last| **last == *id)
+                .unwrap_or_else(|| Arc::from(id))
+        });
     }
 
     /// Attaches a new reader that will be handed the events after `after_seq` (`None`: only
@@ -514,9 +521,21 @@ impl EventTracker {
     /// `{stream}:{seq}` or `{stream}:{seq}:{upstream id}`. It names the stream and the upstream
     /// event id, so any replica can resolve it without shared memory.
     pub fn client_event_id(&self, seq: u64, upstream_id: Option<&str>) -> String {
-        match upstream_id {
-            Some(up) => format!("{}:{seq}:{up}", self.stream),
-            None => format!("{}:{seq}", self.stream),
+        let mut id = BytesMut::new();
+        self.write_client_event_id(seq, upstream_id, &mut id);
+        String::from_utf8_lossy(&id).into_owned()
+    }
+
+    /// Appends [`Self::client_event_id`] to `out` without an intermediate allocation (the SSE
+    /// hot path writes it straight into the outgoing event).
+    pub fn write_client_event_id(&self, seq: u64, upstream_id: Option<&str>, out: &mut BytesMut) {
+        use bytes::BufMut as _;
+        out.put_slice(self.stream.as_str().as_bytes());
+        out.put_u8(b':');
+        out.put_slice(itoa::Buffer::new().format(seq).as_bytes());
+        if let Some(up) = upstream_id {
+            out.put_u8(b':');
+            out.put_slice(up.as_bytes());
         }
     }
 
