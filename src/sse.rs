@@ -17,12 +17,39 @@ pub struct SseBlock {
     /// The block's bytes exactly as received, including the terminating blank line.
     raw: Bytes,
     /// Byte ranges (within `raw`) of `id` lines, each including its line terminator.
-    id_lines: Vec<Range<usize>>,
+    id_lines: IdLines,
     /// Byte range (within `raw`) of the value of the last `id` field, if the block has one
     /// (per the SSE rules the last one wins; an id containing NUL is ignored).
     id_value: Option<Range<usize>>,
     /// Whether the block has at least one `data` field: only such blocks dispatch an event.
     has_data: bool,
+    /// Whether the block has a `retry` field (so [`SseBlock::retry_ms`] scans only then).
+    has_retry: bool,
+    /// Byte range (within `raw`) of the first `data` field's value.
+    first_data: Option<Range<usize>>,
+    /// Whether the block has more than one `data` field (so [`SseBlock::data`] joins them).
+    more_data: bool,
+}
+
+/// The `id` lines of a block: almost always none or one, which need no allocation.
+#[derive(Debug, Clone, Default)]
+struct IdLines {
+    first: Option<Range<usize>>,
+    more: Vec<Range<usize>>,
+}
+
+impl IdLines {
+    fn push(&mut self, line: Range<usize>) {
+        if self.first.is_none() {
+            self.first = Some(line);
+        } else {
+            self.more.push(line);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Range<usize>> {
+        self.first.iter().chain(&self.more)
+    }
 }
 
 impl SseBlock {
@@ -51,6 +78,9 @@ impl SseBlock {
 
     /// The value of the `retry` field (milliseconds), if the block has a valid one.
     pub fn retry_ms(&self) -> Option<u64> {
+        if !self.has_retry {
+            return None;
+        }
         self.fields()
             .filter(|(name, _)| *name == b"retry")
             .last()
@@ -60,6 +90,10 @@ impl SseBlock {
     /// The event's data: the `data` field values joined with `\n`, as the SSE rules dispatch it.
     /// Borrowed when the event has one `data` line.
     pub fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        if !self.more_data {
+            let range = self.first_data.clone().unwrap_or_default();
+            return std::borrow::Cow::Borrowed(&self.raw[range]);
+        }
         let mut values = self
             .fields()
             .filter(|(name, _)| *name == b"data")
@@ -118,7 +152,7 @@ impl SseBlock {
         write_id(out);
         out.put_u8(b'\n');
         let mut at = 0;
-        for line in &self.id_lines {
+        for line in self.id_lines.iter() {
             out.put_slice(&self.raw[at..line.start]);
             at = line.end;
         }
@@ -142,9 +176,12 @@ pub struct SseParser {
     /// Where scanning for the next line starts (all bytes before it are in complete lines).
     scan: usize,
     /// Lines of the block being assembled: `id` line ranges.
-    id_lines: Vec<Range<usize>>,
+    id_lines: IdLines,
     id_value: Option<Range<usize>>,
     has_data: bool,
+    has_retry: bool,
+    first_data: Option<Range<usize>>,
+    more_data: bool,
     /// Whether anything but blank lines was seen since the last block.
     has_content: bool,
     max_event_bytes: usize,
@@ -158,9 +195,12 @@ impl SseParser {
         Self {
             buf: BytesMut::new(),
             scan: 0,
-            id_lines: Vec::new(),
+            id_lines: IdLines::default(),
             id_value: None,
             has_data: false,
+            has_retry: false,
+            first_data: None,
+            more_data: false,
             has_content: false,
             max_event_bytes,
             bom_checked: false,
@@ -204,7 +244,7 @@ impl SseParser {
             }
             self.has_content = true;
             let line = &self.buf[start..line_end];
-            let (name, value_start) = match line.iter().position(|&b| b == b':') {
+            let (name, value_start) = match memchr::memchr(b':', line) {
                 Some(0) => continue, // comment
                 Some(colon) => {
                     let mut v = start + colon + 1;
@@ -216,7 +256,15 @@ impl SseParser {
                 None => (line, line_end),
             };
             match name {
-                b"data" => self.has_data = true,
+                b"data" => {
+                    self.has_data = true;
+                    if self.first_data.is_none() {
+                        self.first_data = Some(value_start..line_end);
+                    } else {
+                        self.more_data = true;
+                    }
+                }
+                b"retry" => self.has_retry = true,
                 b"id" => {
                     self.id_lines.push(start..next);
                     let value = value_start..line_end;
@@ -243,6 +291,9 @@ impl SseParser {
             id_lines: std::mem::take(&mut self.id_lines),
             id_value: self.id_value.take(),
             has_data: std::mem::take(&mut self.has_data),
+            has_retry: std::mem::take(&mut self.has_retry),
+            first_data: self.first_data.take(),
+            more_data: std::mem::take(&mut self.more_data),
         }
     }
 }
@@ -250,7 +301,7 @@ impl SseParser {
 /// Finds the end of the line starting at `from`: returns (end of content, start of next line).
 /// A CR at the very end of the buffer is not yet a line end: an LF may follow in the next chunk.
 fn find_line_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
-    let rel = buf[from..].iter().position(|&b| b == b'\n' || b == b'\r')?;
+    let rel = memchr::memchr2(b'\n', b'\r', &buf[from..])?;
     let end = from + rel;
     if buf[end] == b'\n' {
         return Some((end, end + 1));

@@ -15,14 +15,13 @@
 //! - a POST stream is complete when the upstream ends it after the response to the request; a
 //!   stream the upstream closes before that (2025-11-25 polling, after `retry:`) is resumed.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{collections::VecDeque, convert::Infallible, sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
@@ -30,7 +29,8 @@ use tokio::sync::watch;
 use super::{
     Proxy,
     headers::{LAST_EVENT_ID, MCP_SESSION_ID},
-    relay::{Encoded, encode_block},
+    relay::account,
+    upstream::UpstreamBody,
 };
 use crate::{
     session::{EventTracker, ProxyStats, Read, Session, UpstreamState},
@@ -56,7 +56,7 @@ pub struct PumpContext {
 
 /// Starts the pump of a legacy stream on its own task, if none runs for it already (`false`
 /// then). The task ends when the stream completes, fails, lingers out, or its session ends.
-pub fn spawn(ctx: PumpContext, upstream: Incoming) -> bool {
+pub fn spawn(ctx: PumpContext, upstream: UpstreamBody) -> bool {
     if !ctx.tracker.claim_pump() {
         return false;
     }
@@ -75,11 +75,12 @@ enum Interrupt {
     LingerExpired,
 }
 
-async fn run(ctx: PumpContext, mut body: Incoming) {
+async fn run(ctx: PumpContext, mut body: UpstreamBody) {
     let tracker = ctx.tracker.clone();
     let manager = ctx.proxy.manager.clone();
     let mut parser = SseParser::new(ctx.proxy.config.max_event_bytes);
     let mut scratch = BytesMut::new();
+    let mut pending: VecDeque<SseBlock> = VecDeque::new();
     let mut consumed = tracker.consumed();
     let mut room = tracker.consumed();
     let mut response_seen = false;
@@ -98,45 +99,46 @@ async fn run(ctx: PumpContext, mut body: Incoming) {
                 parser.push(&data);
                 let mut failure = None;
                 loop {
-                    let block = match parser.next_block() {
-                        Ok(Some(block)) => block,
+                    match parser.next_block() {
+                        Ok(Some(block)) => {
+                            if let Some(ms) = block.retry_ms() {
+                                retry_hint = Some(ms);
+                            }
+                            response_seen =
+                                response_seen || is_response_to(&block, ctx.request_id.as_deref());
+                            pending.push_back(block);
+                        }
                         Ok(None) => break,
                         Err(err) => {
                             failure = Some(err.to_string());
                             break;
                         }
-                    };
-                    if let Some(ms) = block.retry_ms() {
-                        retry_hint = Some(ms);
                     }
-                    if !block.has_id() && !block.has_data() {
-                        tracker.push_ephemeral(block.raw().clone());
-                        continue;
+                }
+                // Everything parsed from this read is recorded under one lock. Backpressure:
+                // when the next event would evict one the reader has not been handed, wait
+                // until the reader takes events, asking it (once per wait) to wake the pump.
+                let mut asked = false;
+                loop {
+                    let recorded = tracker.record_to_window(&mut pending, &mut scratch);
+                    account(&tracker, &manager, &recorded);
+                    if !recorded.window_full {
+                        break;
                     }
-                    // Backpressure: wait until the reader has taken enough events that this
-                    // one fits without evicting any it has not been handed.
-                    let size = block.raw().len() + 64;
-                    loop {
+                    if !asked {
+                        // Ask, then look again: a read between the two is not missed.
                         room.borrow_and_update();
                         tracker.want_room();
-                        if tracker.has_room(size) {
-                            break;
-                        }
-                        tracker.publish();
-                        tokio::select! {
-                            interrupt = wait_interrupt(&ctx, &mut consumed) => {
-                                return finish(&ctx, interrupt_state(&ctx, interrupt));
-                            }
-                            // The tracker (the sender) outlives this loop: no error to handle.
-                            _ = room.changed() => {}
-                        }
+                        asked = true;
+                        continue;
                     }
-                    response_seen |= is_response_to(&block, ctx.request_id.as_deref());
-                    if let Encoded::Event { seq } =
-                        encode_block(&tracker, &manager, &block, &mut scratch)
-                    {
-                        let bytes = scratch.split().freeze();
-                        tracker.append(seq, super::relay::upstream_event_id(&block), bytes);
+                    tracker.publish();
+                    tokio::select! {
+                        interrupt = wait_interrupt(&ctx, &mut consumed) => {
+                            return finish(&ctx, interrupt_state(&ctx, interrupt));
+                        }
+                        // The tracker (the sender) outlives this loop: no error to handle.
+                        _ = room.changed() => asked = false,
                     }
                 }
                 tracker.publish();
@@ -245,7 +247,7 @@ async fn resume_upstream(
     ctx: &PumpContext,
     consumed: &mut watch::Receiver<u64>,
     first_delay: Option<Duration>,
-) -> Result<Incoming, UpstreamState> {
+) -> Result<UpstreamBody, UpstreamState> {
     let tracker = &ctx.tracker;
     let Some(last_id) = tracker.last_upstream_id() else {
         tracing::info!(
@@ -321,7 +323,7 @@ pub async fn open_resumption(
     session: &Session,
     headers: &HeaderMap,
     last_id: &str,
-) -> Result<Incoming, Resumption> {
+) -> Result<UpstreamBody, Resumption> {
     let mut request = http::Request::new(Full::new(Bytes::new()));
     *request.method_mut() = Method::GET;
     *request.uri_mut() = proxy.upstream.uri_for(None);
@@ -355,8 +357,11 @@ pub async fn open_resumption(
     Ok(response.into_body())
 }
 
-/// Whether an event carries the JSON-RPC response (result or error) to `request_id`.
-fn is_response_to(block: &SseBlock, request_id: Option<&RawValue>) -> bool {
+/// Whether an event carries the JSON-RPC response (result or error) to `request_id` (raw JSON
+/// text of the POST's id; `None`, as for a GET stream, answers `false`). A POST stream is
+/// complete once its response went by. Cheap for notifications: their data is parsed only if it
+/// could hold an `"id"` key.
+pub fn is_response_to(block: &SseBlock, request_id: Option<&RawValue>) -> bool {
     #[derive(Deserialize)]
     struct Peek<'a> {
         #[serde(borrow)]
@@ -370,6 +375,14 @@ fn is_response_to(block: &SseBlock, request_id: Option<&RawValue>) -> bool {
         return false;
     }
     let data = block.data();
+    // A response has a top-level "id" key; most events (progress and other notifications)
+    // have no "id" anywhere and need no parse. Data with any escape (a key could be spelled
+    // with \u) is parsed.
+    static ID_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"id\""));
+    if ID_KEY.find(&data).is_none() && memchr::memchr(b'\\', &data).is_none() {
+        return false;
+    }
     match serde_json::from_slice::<Peek>(&data) {
         Ok(peek) => peek.method.is_none() && peek.id.is_some_and(|id| id.get() == request_id.get()),
         Err(_) => false,

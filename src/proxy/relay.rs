@@ -6,6 +6,7 @@
 //! closes the upstream request — the cancellation of a 2026-07-28 request.
 
 use std::{
+    collections::VecDeque,
     convert::Infallible,
     pin::Pin,
     sync::Arc,
@@ -14,82 +15,58 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
-use hyper::body::Incoming;
 
 use std::sync::atomic::Ordering;
 
+use super::upstream::UpstreamBody;
 use crate::{
-    session::{Admission, EventTracker, ProxyStats, SessionManager},
+    session::{EventTracker, ProxyStats, Recorded, SessionManager},
     sse::{SseBlock, SseParser},
 };
 
-/// What one upstream block becomes for the client.
-pub enum Encoded {
-    /// Not an event (comments, `retry`/`event` alone): forward the raw bytes, track nothing.
-    Passthrough,
-    /// An upstream id already forwarded on this stream: drop it.
-    Duplicate,
-    /// An event admitted as `seq`, appended to the output encoded with the proxy's id.
-    Event { seq: u64 },
-}
-
-/// The upstream event id of a block: a present, non-empty `id` field.
-pub fn upstream_event_id(block: &SseBlock) -> Option<&str> {
-    block.id().filter(|id| !id.is_empty())
-}
-
-/// Admits `block` on `tracker` and appends it to `out` encoded with the proxy's event id (only
-/// the `id` line is rewritten), counting it and handing the stream's new position to the
-/// persistence worker.
-pub fn encode_block(
-    tracker: &Arc<EventTracker>,
-    manager: &SessionManager,
-    block: &SseBlock,
-    out: &mut BytesMut,
-) -> Encoded {
-    if !block.has_id() && !block.has_data() {
-        return Encoded::Passthrough;
+/// Counts what [`EventTracker::record_to_window`] or [`EventTracker::record_direct`] did with
+/// one upstream read in the proxy's stats, and hands the stream's new position to the
+/// persistence worker (once per read: it keeps only the latest).
+pub fn account(tracker: &Arc<EventTracker>, manager: &SessionManager, recorded: &Recorded) {
+    let stats = manager.stats();
+    if recorded.forwarded > 0 {
+        stats
+            .events_forwarded
+            .fetch_add(recorded.forwarded, Ordering::Relaxed);
     }
-    let upstream_id = upstream_event_id(block);
-    match tracker.admit(upstream_id) {
-        Admission::Duplicate => {
-            ProxyStats::incr(&manager.stats().duplicates_dropped);
-            tracing::debug!(
-                stream = %tracker.stream(),
-                upstream_event_id = upstream_id,
-                "dropped duplicate SSE event",
-            );
-            Encoded::Duplicate
-        }
-        Admission::Forward { seq } => {
-            block.write_with_id_from(out, |out| {
-                tracker.write_client_event_id(seq, upstream_id, out);
-            });
-            ProxyStats::incr(&manager.stats().events_forwarded);
-            if upstream_id.is_some() {
-                manager.persistence().stream_advanced(tracker);
-            }
-            Encoded::Event { seq }
-        }
+    if recorded.duplicates > 0 {
+        stats
+            .duplicates_dropped
+            .fetch_add(recorded.duplicates, Ordering::Relaxed);
+        tracing::debug!(
+            stream = %tracker.stream(),
+            duplicates = recorded.duplicates,
+            "dropped SSE events whose upstream id was already forwarded",
+        );
     }
+    manager
+        .persistence()
+        .stream_advanced_by(tracker, recorded.advanced);
 }
 
 /// The client-facing body of one SSE stream.
 pub struct SseRelay {
-    upstream: Incoming,
+    upstream: UpstreamBody,
     parser: SseParser,
     tracker: Arc<EventTracker>,
     manager: Arc<SessionManager>,
     /// Bytes ready for the client: every block parsed so far goes out in one frame, so a burst
     /// of small events costs one write, not one per event.
     out: BytesMut,
+    /// Blocks parsed from the current upstream read, recorded together under one lock.
+    blocks: VecDeque<SseBlock>,
     upstream_done: bool,
 }
 
 impl SseRelay {
     /// A relay of `upstream` through `tracker`; `max_event_bytes` bounds one event.
     pub fn new(
-        upstream: Incoming,
+        upstream: UpstreamBody,
         tracker: Arc<EventTracker>,
         manager: Arc<SessionManager>,
         max_event_bytes: usize,
@@ -102,29 +79,29 @@ impl SseRelay {
             tracker,
             manager,
             out: BytesMut::new(),
+            blocks: VecDeque::new(),
             upstream_done: false,
         }
     }
 
-    /// Runs one block through the tracker and queues what the client must see.
-    fn relay_block(&mut self, block: SseBlock) {
-        match encode_block(&self.tracker, &self.manager, &block, &mut self.out) {
-            Encoded::Passthrough => self.out.extend_from_slice(block.raw()),
-            Encoded::Duplicate => {}
-            Encoded::Event { seq } => {
-                self.tracker
-                    .forwarded_directly(seq, upstream_event_id(&block));
-            }
+    /// Runs the parsed blocks through the tracker and queues what the client must see.
+    fn relay_blocks(&mut self) {
+        if self.blocks.is_empty() {
+            return;
         }
+        let recorded = self.tracker.record_direct(&mut self.blocks, &mut self.out);
+        account(&self.tracker, &self.manager, &recorded);
     }
 
-    /// Parses every complete block buffered so far; on a framing error, ends the stream.
+    /// Parses every complete block buffered so far and relays them; on a framing error, relays
+    /// the blocks before it and ends the stream.
     fn drain_parser(&mut self) {
         loop {
             match self.parser.next_block() {
-                Ok(Some(block)) => self.relay_block(block),
-                Ok(None) => return,
+                Ok(Some(block)) => self.blocks.push_back(block),
+                Ok(None) => return self.relay_blocks(),
                 Err(err) => {
+                    self.relay_blocks();
                     tracing::warn!(
                         stream = %self.tracker.stream(),
                         session = self.tracker.session().map(|s| s.as_str()),

@@ -14,6 +14,8 @@
 
 use std::{
     collections::{HashSet, VecDeque},
+    hash::BuildHasher as _,
+    ops::Range,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -26,6 +28,13 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::{SessionId, StreamId};
+use crate::sse::SseBlock;
+
+/// The dedup set's hasher. The set holds a 64-bit hash of each upstream id, keyed per stream
+/// with a random seed, not the id itself: no allocation per event, and an upstream cannot
+/// choose ids that collide. Two distinct ids of one stream are taken for each other with odds
+/// of about `dedup_ids` in 2^64 per event.
+type IdHasher = foldhash::fast::RandomState;
 
 /// Non-event blocks (keep-alives) held for a reader that has not read them yet (count).
 pub const MAX_EPHEMERAL: usize = 64;
@@ -159,10 +168,13 @@ struct TrackerState {
     /// The upstream id of the event at `delivered`, to rebuild the last client id handed out.
     delivered_upstream_id: Option<Arc<str>>,
     persisted: Option<(Arc<str>, SystemTime)>,
-    seen: HashSet<Arc<str>>,
-    seen_order: VecDeque<Arc<str>>,
-    /// (seq, upstream id, encoded event), oldest first, seq ascending.
-    window: VecDeque<(u64, Option<Arc<str>>, Bytes)>,
+    /// Keyed hashes of the upstream ids admitted last (at most `dedup_ids`), and their order.
+    seen: HashSet<u64, IdHasher>,
+    seen_order: VecDeque<u64>,
+    /// The key of the hashes in `seen`.
+    id_hasher: IdHasher,
+    /// The events kept for replay, oldest first, seq ascending and contiguous.
+    window: VecDeque<WindowEvent>,
     window_bytes: usize,
     /// Bytes of the window's events after `delivered` (kept in step, so checks are O(1)).
     undelivered_bytes: usize,
@@ -176,6 +188,74 @@ struct TrackerState {
     readers_attached: u64,
     detached_at: Option<Instant>,
     upstream: UpstreamState,
+}
+
+/// One encoded event in the replay window. The events recorded from one upstream read share
+/// one `chunk`, so a reader hands a run of them to the client as one slice, without copying.
+/// A chunk lives while any of its events is in the window: besides the window's own bytes, at
+/// most the oldest, partly evicted chunk is held.
+#[derive(Debug)]
+struct WindowEvent {
+    seq: u64,
+    upstream_id: EventUpstreamId,
+    chunk: Bytes,
+    /// The event's bytes within `chunk`.
+    range: Range<usize>,
+}
+
+/// Where a window event's upstream id is kept.
+#[derive(Debug)]
+enum EventUpstreamId {
+    None,
+    /// Within the event's chunk: the tail of the client id the event was encoded with.
+    InChunk(Range<usize>),
+    Shared(Arc<str>),
+}
+
+impl WindowEvent {
+    fn len(&self) -> usize {
+        self.range.len()
+    }
+
+    fn upstream_id(&self) -> Option<&str> {
+        match &self.upstream_id {
+            EventUpstreamId::None => None,
+            // Written there from a `&str`: valid UTF-8.
+            EventUpstreamId::InChunk(range) => std::str::from_utf8(&self.chunk[range.clone()]).ok(),
+            EventUpstreamId::Shared(id) => Some(id),
+        }
+    }
+
+    /// The upstream id as an `Arc`, shared with `last` when equal (no allocation then).
+    fn upstream_id_shared(&self, last: Option<&Arc<str>>) -> Option<Arc<str>> {
+        let id = self.upstream_id()?;
+        Some(match last {
+            Some(last) if **last == *id => last.clone(),
+            _ => Arc::from(id),
+        })
+    }
+
+    /// Whether `next` continues this run of events in the same chunk.
+    fn continued_by(chunk: &Bytes, run: &Range<usize>, next: &WindowEvent) -> bool {
+        chunk.as_ptr() == next.chunk.as_ptr()
+            && chunk.len() == next.chunk.len()
+            && run.end == next.range.start
+    }
+}
+
+/// What [`EventTracker::record_to_window`] or [`EventTracker::record_direct`] did with the
+/// blocks of one upstream read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// Events admitted and encoded with the proxy's id.
+    pub forwarded: u64,
+    /// How many of those carried an upstream id (each moves the stream's resumable position).
+    pub advanced: u64,
+    /// Events dropped because their upstream id was already forwarded on the stream.
+    pub duplicates: u64,
+    /// Recording stopped because the next event would evict one the reader has not been
+    /// handed; the blocks left in the queue wait for room.
+    pub window_full: bool,
 }
 
 impl EventTracker {
@@ -198,8 +278,9 @@ impl EventTracker {
                 last_upstream_id: None,
                 delivered_upstream_id: None,
                 persisted: None,
-                seen: HashSet::new(),
+                seen: HashSet::with_hasher(IdHasher::default()),
                 seen_order: VecDeque::new(),
+                id_hasher: IdHasher::default(),
                 window: VecDeque::new(),
                 window_bytes: 0,
                 undelivered_bytes: 0,
@@ -242,8 +323,9 @@ impl EventTracker {
             state.delivered = seq;
             state.delivered_upstream_id = Some(id.clone());
             if limits.dedup_ids > 0 {
-                state.seen.insert(id.clone());
-                state.seen_order.push_back(id.clone());
+                let hash = state.id_hasher.hash_one(upstream_id);
+                state.seen.insert(hash);
+                state.seen_order.push_back(hash);
             }
             state.last_upstream_id = Some(id);
             state.persisted = persisted.map(|p| (p, SystemTime::now()));
@@ -287,28 +369,199 @@ impl EventTracker {
     /// event gets the next sequence number; its upstream id becomes the stream's last upstream id.
     pub fn admit(&self, upstream_id: Option<&str>) -> Admission {
         let mut state = self.state.lock();
-        if let Some(id) = upstream_id {
-            if state.seen.contains(id) {
+        match self.admit_locked(&mut state, upstream_id) {
+            Some(seq) => {
+                if let Some(id) = upstream_id {
+                    state.last_upstream_id = Some(Arc::from(id));
+                }
+                Admission::Forward { seq }
+            }
+            None => {
                 drop(state);
                 self.duplicates_dropped.fetch_add(1, Ordering::Relaxed);
-                return Admission::Duplicate;
+                Admission::Duplicate
             }
-            let id: Arc<str> = Arc::from(id);
-            if self.limits.dedup_ids > 0 {
-                if state.seen_order.len() >= self.limits.dedup_ids
-                    && let Some(old) = state.seen_order.pop_front()
-                {
-                    state.seen.remove(&old);
-                }
-                state.seen.insert(id.clone());
-                state.seen_order.push_back(id.clone());
+        }
+    }
+
+    /// [`Self::admit`] under the caller's lock, without recording the last upstream id (the
+    /// caller does, once per batch): the new seq, or `None` for a duplicate (not counted here).
+    fn admit_locked(&self, state: &mut TrackerState, upstream_id: Option<&str>) -> Option<u64> {
+        if let Some(id) = upstream_id
+            && self.limits.dedup_ids > 0
+        {
+            let hash = state.id_hasher.hash_one(id);
+            if !state.seen.insert(hash) {
+                return None;
             }
-            state.last_upstream_id = Some(id);
+            if state.seen_order.len() >= self.limits.dedup_ids
+                && let Some(old) = state.seen_order.pop_front()
+            {
+                state.seen.remove(&old);
+            }
+            state.seen_order.push_back(hash);
         }
         state.last_seq += 1;
-        Admission::Forward {
-            seq: state.last_seq,
+        Some(state.last_seq)
+    }
+
+    /// Records the blocks of one upstream read of a windowed (legacy) stream under one lock:
+    /// each event is admitted (duplicates dropped), encoded with the proxy's id into `scratch`
+    /// and kept in the replay window; blocks that are not events (keep-alives, `retry` alone)
+    /// are queued for the attached reader (with no reader attached, or past [`MAX_EPHEMERAL`]
+    /// waiting, they are dropped: such blocks are never replayed). Blocks are taken
+    /// from the front of `blocks`; recording stops early, with [`Recorded::window_full`], when
+    /// the next event would evict one the reader has not been handed. The events recorded share
+    /// one buffer split off `scratch`. The reader learns of them at the next [`Self::publish`].
+    pub fn record_to_window(
+        &self,
+        blocks: &mut VecDeque<SseBlock>,
+        scratch: &mut BytesMut,
+    ) -> Recorded {
+        let mut recorded = Recorded::default();
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        scratch.clear();
+        let mut kept: Vec<(u64, EventUpstreamId, Range<usize>)> = Vec::new();
+        let mut last_with_id: Option<SseBlock> = None;
+        let mut undelivered = state.window.len() - first_undelivered(state);
+        let mut undelivered_bytes = state.undelivered_bytes;
+        while let Some(block) = blocks.front() {
+            if !block.has_id() && !block.has_data() {
+                if state.reader != 0 && state.ephemeral.len() < MAX_EPHEMERAL {
+                    state.ephemeral.push((state.last_seq, block.raw().clone()));
+                }
+                blocks.pop_front();
+                continue;
+            }
+            // The encoded event is the block with its id line replaced by ours.
+            if !self.fits(undelivered, undelivered_bytes, block.raw().len() + 64) {
+                recorded.window_full = true;
+                break;
+            }
+            let Some(block) = blocks.pop_front() else {
+                break;
+            };
+            let upstream_id = block.id().filter(|id| !id.is_empty());
+            let Some(seq) = self.admit_locked(state, upstream_id) else {
+                recorded.duplicates += 1;
+                continue;
+            };
+            let start = scratch.len();
+            let mut id_range = EventUpstreamId::None;
+            block.write_with_id_from(scratch, |out| {
+                self.write_client_event_id(seq, upstream_id, out);
+                if let Some(up) = upstream_id {
+                    id_range = EventUpstreamId::InChunk(out.len() - up.len()..out.len());
+                }
+            });
+            recorded.forwarded += 1;
+            undelivered += 1;
+            undelivered_bytes += scratch.len() - start;
+            kept.push((seq, id_range, start..scratch.len()));
+            if upstream_id.is_some() {
+                recorded.advanced += 1;
+                last_with_id = Some(block);
+            }
         }
+        if let Some(id) = last_with_id.as_ref().and_then(SseBlock::id) {
+            state.last_upstream_id = Some(Arc::from(id));
+        }
+        if !kept.is_empty() {
+            let chunk = scratch.split().freeze();
+            for (seq, upstream_id, range) in kept {
+                self.push_window(
+                    state,
+                    WindowEvent {
+                        seq,
+                        upstream_id,
+                        chunk: chunk.clone(),
+                        range,
+                    },
+                );
+            }
+        }
+        self.count(&recorded);
+        recorded
+    }
+
+    /// Records the blocks of one upstream read of a stream relayed without a window (modern)
+    /// under one lock: each event is admitted (duplicates dropped) and appended to `out` with
+    /// the proxy's id, and counts as handed to the client; other blocks are appended to `out`
+    /// unchanged. Takes every block of `blocks`.
+    pub fn record_direct(&self, blocks: &mut VecDeque<SseBlock>, out: &mut BytesMut) -> Recorded {
+        let mut recorded = Recorded::default();
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let mut last_with_id: Option<SseBlock> = None;
+        // Whether the last event handed over carried an upstream id.
+        let mut last_had_id = false;
+        for block in blocks.drain(..) {
+            if !block.has_id() && !block.has_data() {
+                out.extend_from_slice(block.raw());
+                continue;
+            }
+            let upstream_id = block.id().filter(|id| !id.is_empty());
+            let Some(seq) = self.admit_locked(state, upstream_id) else {
+                recorded.duplicates += 1;
+                continue;
+            };
+            block.write_with_id_from(out, |out| {
+                self.write_client_event_id(seq, upstream_id, out);
+            });
+            recorded.forwarded += 1;
+            state.delivered = seq;
+            last_had_id = upstream_id.is_some();
+            if last_had_id {
+                recorded.advanced += 1;
+                last_with_id = Some(block);
+            }
+        }
+        if let Some(id) = last_with_id.as_ref().and_then(SseBlock::id) {
+            state.last_upstream_id = Some(Arc::from(id));
+        }
+        if recorded.forwarded > 0 {
+            state.delivered_upstream_id = if last_had_id {
+                state.last_upstream_id.clone()
+            } else {
+                None
+            };
+        }
+        self.count(&recorded);
+        recorded
+    }
+
+    fn count(&self, recorded: &Recorded) {
+        if recorded.forwarded > 0 {
+            self.events_forwarded
+                .fetch_add(recorded.forwarded, Ordering::Relaxed);
+        }
+        if recorded.duplicates > 0 {
+            self.duplicates_dropped
+                .fetch_add(recorded.duplicates, Ordering::Relaxed);
+        }
+    }
+
+    /// Appends `event` to the window, first evicting the oldest events past the count and byte
+    /// bounds (one event larger than the byte bound stays, alone).
+    fn push_window(&self, state: &mut TrackerState, event: WindowEvent) {
+        let size = event.len();
+        while state.window.len() >= self.limits.replay_events.max(1)
+            || (!state.window.is_empty() && state.window_bytes + size > self.limits.replay_bytes)
+        {
+            let Some(old) = state.window.pop_front() else {
+                break;
+            };
+            state.window_bytes -= old.len();
+            if old.seq > state.delivered {
+                state.undelivered_bytes -= old.len();
+            }
+        }
+        state.window_bytes += size;
+        if event.seq > state.delivered {
+            state.undelivered_bytes += size;
+        }
+        state.window.push_back(event);
     }
 
     /// Whether an event of `size` bytes can be appended now without evicting an event the
@@ -316,7 +569,12 @@ impl EventTracker {
     pub fn has_room(&self, size: usize) -> bool {
         let state = self.state.lock();
         let count = state.window.len() - first_undelivered(&state);
-        let bytes = state.undelivered_bytes;
+        self.fits(count, state.undelivered_bytes, size)
+    }
+
+    /// Whether an event of `size` bytes may join `count` undelivered events of `bytes` bytes:
+    /// within both window bounds, or alone (an oversized event still goes through, by itself).
+    fn fits(&self, count: usize, bytes: usize, size: usize) -> bool {
         count == 0
             || (count < self.limits.replay_events && bytes + size <= self.limits.replay_bytes)
     }
@@ -326,33 +584,27 @@ impl EventTracker {
     /// [`Self::publish`] (once per upstream read, not per event).
     pub fn append(&self, seq: u64, upstream_id: Option<&str>, encoded: Bytes) {
         self.events_forwarded.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut state = self.state.lock();
-            let size = encoded.len();
-            while state.window.len() >= self.limits.replay_events.max(1)
-                || state.window_bytes + size > self.limits.replay_bytes
-            {
-                let Some((old_seq, _, old)) = state.window.pop_front() else {
-                    break;
-                };
-                state.window_bytes -= old.len();
-                if old_seq > state.delivered {
-                    state.undelivered_bytes -= old.len();
-                }
-            }
-            state.window_bytes += size;
-            if seq > state.delivered {
-                state.undelivered_bytes += size;
-            }
-            let upstream_id = upstream_id.map(|id| {
+        let mut state = self.state.lock();
+        let upstream_id = match upstream_id {
+            Some(id) => EventUpstreamId::Shared(
                 state
                     .last_upstream_id
                     .clone()
                     .filter(|last| **last == *id)
-                    .unwrap_or_else(|| Arc::from(id))
-            });
-            state.window.push_back((seq, upstream_id, encoded));
-        }
+                    .unwrap_or_else(|| Arc::from(id)),
+            ),
+            None => EventUpstreamId::None,
+        };
+        let range = 0..encoded.len();
+        self.push_window(
+            &mut state,
+            WindowEvent {
+                seq,
+                upstream_id,
+                chunk: encoded,
+                range,
+            },
+        );
     }
 
     /// Wakes the reader to take what was appended.
@@ -364,36 +616,6 @@ impl EventTracker {
     /// pump calls it before it waits for room, so reads cost no wake-up otherwise.
     pub fn want_room(&self) {
         self.room_wanted.store(true, Ordering::Release);
-    }
-
-    /// Queues a block that is not an event (a keep-alive comment, a `retry`-only block) for the
-    /// attached reader; with no reader attached, or past [`MAX_EPHEMERAL`] waiting, it is
-    /// dropped: such blocks are never replayed.
-    pub fn push_ephemeral(&self, block: Bytes) {
-        {
-            let mut state = self.state.lock();
-            if state.reader == 0 || state.ephemeral.len() >= MAX_EPHEMERAL {
-                return;
-            }
-            let after = state.last_seq;
-            state.ephemeral.push((after, block));
-        }
-        self.appended.send_modify(|v| *v += 1);
-    }
-
-    /// Counts an event a direct (window-less) relay forwarded as `seq`.
-    pub fn forwarded_directly(&self, seq: u64, upstream_id: Option<&str>) {
-        self.events_forwarded.fetch_add(1, Ordering::Relaxed);
-        let mut state = self.state.lock();
-        state.delivered = seq;
-        // `admit` just stored this id as the last upstream id: share it, don't copy it.
-        state.delivered_upstream_id = upstream_id.map(|id| {
-            state
-                .last_upstream_id
-                .clone()
-                .filter(|last| **last == *id)
-                .unwrap_or_else(|| Arc::from(id))
-        });
     }
 
     /// Attaches a new reader that will be handed the events after `after_seq` (`None`: only
@@ -444,11 +666,30 @@ impl EventTracker {
             let mut ephemeral = std::mem::take(&mut state.ephemeral).into_iter().peekable();
             let mut out = Vec::new();
             let start = first_undelivered(&state);
-            for (seq, _, bytes) in state.window.range(start..) {
-                while let Some((_, b)) = ephemeral.next_if(|(after, _)| after < seq) {
+            // Runs of events recorded from one upstream read go out as one slice of their chunk.
+            let mut run: Option<(&Bytes, Range<usize>)> = None;
+            for event in state.window.range(start..) {
+                while let Some((_, b)) = ephemeral.next_if(|(after, _)| *after < event.seq) {
+                    if let Some((chunk, range)) = run.take() {
+                        out.push(chunk.slice(range));
+                    }
                     out.push(b);
                 }
-                out.push(bytes.clone());
+                match &mut run {
+                    Some((chunk, range)) if WindowEvent::continued_by(chunk, range, event) => {
+                        range.end = event.range.end;
+                    }
+                    _ => {
+                        if let Some((chunk, range)) =
+                            run.replace((&event.chunk, event.range.clone()))
+                        {
+                            out.push(chunk.slice(range));
+                        }
+                    }
+                }
+            }
+            if let Some((chunk, range)) = run {
+                out.push(chunk.slice(range));
             }
             out.extend(ephemeral.map(|(_, b)| b));
             if out.is_empty() {
@@ -458,7 +699,10 @@ impl EventTracker {
                     Read::Wait
                 };
             }
-            if let Some((seq, up)) = state.window.back().map(|e| (e.0, e.1.clone()))
+            if let Some((seq, up)) = state
+                .window
+                .back()
+                .map(|e| (e.seq, e.upstream_id_shared(state.last_upstream_id.as_ref())))
                 && seq > delivered
             {
                 state.delivered = seq;
@@ -485,7 +729,7 @@ impl EventTracker {
             state.delivered = after_seq;
             state.delivered_upstream_id = upstream_id_at(&state, after_seq);
             state.undelivered_bytes = undelivered_bytes(&state);
-            state.window.iter().filter(|e| e.0 > after_seq).count()
+            state.window.iter().filter(|e| e.seq > after_seq).count()
         };
         self.appended.send_modify(|v| *v += 1);
         Ok(Some(count))
@@ -622,7 +866,7 @@ fn check_window(state: &TrackerState, after: u64) -> Result<(), AttachError> {
             last: state.last_seq,
         });
     }
-    let oldest = state.window.front().map_or(state.last_seq + 1, |e| e.0);
+    let oldest = state.window.front().map_or(state.last_seq + 1, |e| e.seq);
     if after + 1 < oldest {
         return Err(AttachError::LeftWindow { after, oldest });
     }
@@ -633,8 +877,8 @@ fn check_window(state: &TrackerState, after: u64) -> Result<(), AttachError> {
 /// contiguous (every admitted event is appended), so this is arithmetic, not a scan.
 fn first_undelivered(state: &TrackerState) -> usize {
     match state.window.front() {
-        Some(front) if state.delivered >= front.0 => {
-            ((state.delivered - front.0 + 1) as usize).min(state.window.len())
+        Some(front) if state.delivered >= front.seq => {
+            ((state.delivered - front.seq + 1) as usize).min(state.window.len())
         }
         _ => 0,
     }
@@ -645,7 +889,7 @@ fn undelivered_bytes(state: &TrackerState) -> usize {
     state
         .window
         .range(first_undelivered(state)..)
-        .map(|e| e.2.len())
+        .map(WindowEvent::len)
         .sum()
 }
 
@@ -654,9 +898,9 @@ fn upstream_id_at(state: &TrackerState, seq: u64) -> Option<Arc<str>> {
     state
         .window
         .front()
-        .and_then(|front| seq.checked_sub(front.0))
+        .and_then(|front| seq.checked_sub(front.seq))
         .and_then(|i| state.window.get(i as usize))
-        .and_then(|e| e.1.clone())
+        .and_then(|e| e.upstream_id_shared(state.last_upstream_id.as_ref()))
 }
 
 #[cfg(test)]
@@ -791,15 +1035,25 @@ mod tests {
     #[test]
     fn keep_alives_reach_the_attached_reader_in_order_and_are_never_replayed() {
         let t = tracker(TrackerLimits::default());
-        t.push_ephemeral(Bytes::from_static(b": dropped, no reader\n\n"));
+        let mut scratch = BytesMut::new();
+        t.record_to_window(&mut blocks(b": dropped, no reader\n\n"), &mut scratch);
         let r = t.attach(None).unwrap();
-        push(&t, None, b"1");
-        t.push_ephemeral(Bytes::from_static(b": ka\n\n"));
-        push(&t, None, b"2");
-        assert_eq!(events(t.read(r)), [&b"1"[..], &b": ka\n\n"[..], &b"2"[..]]);
+        t.record_to_window(&mut blocks(b"data: 1\n\n: ka\n\ndata: 2\n\n"), &mut scratch);
+        assert_eq!(
+            events(t.read(r)),
+            [
+                &b"id: s1:1\ndata: 1\n\n"[..],
+                &b": ka\n\n"[..],
+                &b"id: s1:2\ndata: 2\n\n"[..]
+            ]
+        );
         t.detach(r);
         let again = t.attach(Some(0)).unwrap();
-        assert_eq!(events(t.read(again)), [&b"1"[..], &b"2"[..]]);
+        assert_eq!(
+            events(t.read(again)),
+            [&b"id: s1:1\ndata: 1\n\nid: s1:2\ndata: 2\n\n"[..]],
+            "replayed without the keep-alive, as one slice"
+        );
     }
 
     #[test]
@@ -816,6 +1070,94 @@ mod tests {
             t.last_event_ids().client_event_id.as_deref(),
             Some("s1:2:b")
         );
+    }
+
+    fn blocks(input: &[u8]) -> VecDeque<SseBlock> {
+        let mut parser = crate::sse::SseParser::new(1 << 20);
+        parser.push(input);
+        std::iter::from_fn(|| parser.next_block().unwrap()).collect()
+    }
+
+    #[test]
+    fn one_read_is_recorded_under_one_lock_and_read_back_as_one_slice() {
+        let t = tracker(TrackerLimits::default());
+        let r = t.attach(None).unwrap();
+        let mut scratch = BytesMut::new();
+        let mut read =
+            blocks(b"id: a\ndata: 1\n\nid: b\ndata: 2\n\nid: a\ndata: again\n\ndata: 3\n\n");
+        let recorded = t.record_to_window(&mut read, &mut scratch);
+        assert_eq!(
+            recorded,
+            Recorded {
+                forwarded: 3,
+                advanced: 2,
+                duplicates: 1,
+                window_full: false
+            }
+        );
+        assert!(read.is_empty());
+        assert_eq!(t.duplicates_dropped(), 1);
+        assert_eq!(t.last_upstream_id().as_deref(), Some("b"));
+        assert_eq!(
+            events(t.read(r)),
+            [&b"id: s1:1:a\ndata: 1\n\nid: s1:2:b\ndata: 2\n\nid: s1:3\ndata: 3\n\n"[..]],
+            "contiguous events of one read go out as one slice"
+        );
+        assert_eq!(t.last_event_ids().client_event_id.as_deref(), Some("s1:3"));
+        // A resuming reader gets exactly the events after its position, upstream ids intact.
+        t.detach(r);
+        let again = t.attach(Some(1)).unwrap();
+        assert_eq!(
+            events(t.read(again)),
+            [&b"id: s1:2:b\ndata: 2\n\nid: s1:3\ndata: 3\n\n"[..]]
+        );
+        t.rewind(1).unwrap();
+        assert_eq!(
+            t.last_event_ids().client_event_id.as_deref(),
+            Some("s1:1:a"),
+            "the upstream id of a windowed event is read back from its encoding"
+        );
+    }
+
+    #[test]
+    fn recording_stops_when_the_window_is_full_of_undelivered_events() {
+        let t = tracker(TrackerLimits {
+            dedup_ids: 8,
+            replay_events: 2,
+            replay_bytes: 1 << 20,
+        });
+        let r = t.attach(None).unwrap();
+        let mut scratch = BytesMut::new();
+        let mut read = blocks(b"id: 1\ndata: a\n\nid: 2\ndata: b\n\nid: 3\ndata: c\n\n");
+        let first = t.record_to_window(&mut read, &mut scratch);
+        assert_eq!((first.forwarded, first.window_full), (2, true));
+        assert_eq!(read.len(), 1, "the third event waits for room");
+        assert_eq!(
+            events(t.read(r)).concat().len(),
+            2 * b"id: s1:1:1\ndata: a\n\n".len()
+        );
+        let second = t.record_to_window(&mut read, &mut scratch);
+        assert_eq!((second.forwarded, second.window_full), (1, false));
+        assert_eq!(events(t.read(r)), [&b"id: s1:3:3\ndata: c\n\n"[..]]);
+    }
+
+    #[test]
+    fn direct_recording_encodes_into_the_output_and_counts_as_delivered() {
+        let t = tracker(TrackerLimits::default());
+        let mut out = BytesMut::new();
+        let mut read = blocks(b"id: x\ndata: 1\n\n: ka\n\nid: x\ndata: 1\n\ndata: 2\n\n");
+        let recorded = t.record_direct(&mut read, &mut out);
+        assert_eq!(
+            (recorded.forwarded, recorded.advanced, recorded.duplicates),
+            (2, 1, 1)
+        );
+        assert_eq!(
+            &out[..],
+            b"id: s1:1:x\ndata: 1\n\n: ka\n\nid: s1:2\ndata: 2\n\n"
+        );
+        let ids = t.last_event_ids();
+        assert_eq!(ids.client_event_id.as_deref(), Some("s1:2"));
+        assert_eq!(ids.upstream_event_id.as_deref(), Some("x"));
     }
 
     #[test]
