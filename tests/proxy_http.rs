@@ -169,6 +169,20 @@ async fn unreachable_upstream_gets_502_carrying_the_request_id() {
 }
 
 #[tokio::test]
+async fn small_answer_cut_short_upstream_gets_502_not_a_truncated_200() {
+    let upstream = TestUpstream::start().await;
+    upstream.push(Reply::json_cut_short(64, r#"{"jsonrpc":"2.0","id":2,"res"#));
+    let proxy = start_proxy(&upstream.url()).await;
+    let answer = Client::new()
+        .post_read(&proxy_url(&proxy), &[], TOOLS_LIST)
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    let json = answer.json();
+    assert_eq!(json["id"], 2);
+    assert!(json["error"]["code"].is_i64(), "error.code in {json}");
+}
+
+#[tokio::test]
 async fn upstream_that_never_answers_gets_504_after_the_response_timeout() {
     let upstream = TestUpstream::start().await;
     upstream.push(Reply::stall());

@@ -16,10 +16,7 @@ use std::{
 
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::{
-    client::legacy::connect::{Connected, Connection, HttpConnector},
-    rt::TokioIo,
-};
+use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioIo};
 use tokio::net::TcpStream;
 
 /// `HttpConnector` whose connections quick-ACK every read.
@@ -71,12 +68,6 @@ impl tower_service::Service<Uri> for QuickAckConnector {
             stream.rearm();
             Ok(stream)
         })
-    }
-}
-
-impl Connection for QuickAckStream {
-    fn connected(&self) -> Connected {
-        self.io.connected()
     }
 }
 

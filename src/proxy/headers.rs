@@ -3,7 +3,7 @@
 //! `Last-Event-ID`, `Accept` and `Content-Type` reach the upstream unchanged); hop-by-hop headers
 //! (RFC 9110 §7.6.1) and the ones the proxy owns (`Host`, `Content-Length`, `Mcp-Session-Id`) do not.
 
-use http::{HeaderMap, HeaderName, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// `Mcp-Session-Id` (legacy era session header).
 pub static MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -54,9 +54,40 @@ pub fn copy_end_to_end(src: &HeaderMap, dst: &mut HeaderMap) {
     }
 }
 
+/// A copy of `value` that owns its bytes. hyper parses header values as slices of the
+/// connection's read buffer, so keeping one keeps that whole buffer (kilobytes) alive: what the
+/// proxy keeps past the request (a session's upstream id, a stream's resumption headers) is
+/// copied first.
+pub fn owned_value(value: &HeaderValue) -> HeaderValue {
+    let mut owned = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+    owned.set_sensitive(value.is_sensitive());
+    owned
+}
+
+/// [`owned_value`] for every value of `headers`, in place.
+pub fn own_values(headers: &mut HeaderMap) {
+    for value in headers.values_mut() {
+        *value = owned_value(value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
+
+    #[test]
+    fn owned_values_no_longer_share_the_buffer_they_were_parsed_from() {
+        let buffer = bytes::Bytes::from_static(b"HTTP/1.1 200 OK\r\nmcp-session-id: abc\r\n\r\n");
+        let shared = HeaderValue::from_maybe_shared(buffer.slice(33..36)).unwrap();
+        let mut sensitive = shared.clone();
+        sensitive.set_sensitive(true);
+        for value in [&shared, &sensitive] {
+            let owned = super::owned_value(value);
+            assert_eq!(owned, *value);
+            assert_eq!(owned.is_sensitive(), value.is_sensitive());
+            assert_ne!(owned.as_bytes().as_ptr(), value.as_bytes().as_ptr());
+        }
+    }
 
     use super::*;
 

@@ -209,7 +209,11 @@ impl Proxy {
         {
             let created = self
                 .manager
-                .create_session(upstream_sid.clone(), self.upstream.url().clone(), &version)
+                .create_session(
+                    headers::owned_value(upstream_sid),
+                    self.upstream.url().clone(),
+                    &version,
+                )
                 .map_err(|e| fail(Reject::Internal(e.to_string())))?;
             tracing::info!(
                 session = %created.id(),
@@ -255,6 +259,7 @@ impl Proxy {
                         .map_err(|e| fail(Reject::Internal(e.to_string())))?;
                     let mut resume_headers = HeaderMap::new();
                     headers::copy_end_to_end(&parts.headers, &mut resume_headers);
+                    headers::own_values(&mut resume_headers);
                     let request_id = request_id.clone().filter(|_| {
                         method == Method::POST && !peek.as_ref().is_some_and(|p| p.batch)
                     });
@@ -283,7 +288,30 @@ impl Proxy {
             if let Some(len) = head.headers.get(header::CONTENT_LENGTH) {
                 client_headers.insert(header::CONTENT_LENGTH, len.clone());
             }
-            Body::new(upstream_body)
+            // hyper has parsed the `Content-Length` already: an exact size hint.
+            let small = http_body::Body::size_hint(&upstream_body)
+                .exact()
+                .is_some_and(|n| n <= BUFFERED_RESPONSE_BYTES);
+            if small {
+                // A small answer is read whole before the head goes out: head and body leave in
+                // one write, and the upstream connection is back in the pool at once. A body
+                // that breaks now still gets a proper 502 instead of a cut-off 200.
+                let bytes = tokio::time::timeout(
+                    self.config.upstream_response_timeout,
+                    upstream_body.collect(),
+                )
+                .await
+                .map_err(|_| {
+                    fail(Reject::UpstreamTimeout(
+                        self.config.upstream_response_timeout,
+                    ))
+                })?
+                .map_err(|e| fail(Reject::UpstreamUnavailable(upstream::error_chain(&e))))?
+                .to_bytes();
+                Body::from(bytes)
+            } else {
+                Body::new(upstream_body)
+            }
         };
         head.headers = client_headers;
         tracing::debug!(
@@ -341,6 +369,7 @@ impl Proxy {
 
         let mut resume_headers = HeaderMap::new();
         headers::copy_end_to_end(request_headers, &mut resume_headers);
+        headers::own_values(&mut resume_headers);
         // A stream whose pump stopped is re-opened upstream from its last upstream id.
         let mut reopened = None;
         if matches!(
@@ -443,6 +472,10 @@ impl Proxy {
         }
     }
 }
+
+/// Largest non-SSE upstream answer (by `Content-Length`, bytes) read whole before the client gets
+/// its head, so head and body go out in one write; larger or unsized answers are streamed.
+pub const BUFFERED_RESPONSE_BYTES: u64 = 256 * 1024;
 
 /// The axum handler: serves the request, or answers with the proxy's own error.
 async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {

@@ -1,20 +1,39 @@
-//! The upstream client: one pooled hyper HTTP/1.1 client for the whole process, sending exactly
-//! one upstream request per client request.
+//! The upstream client: HTTP/1.1 connections to the one upstream, kept in a small idle pool and
+//! driven by whichever task is using them — the client connection's task for a JSON answer or a
+//! modern SSE stream, a legacy stream's pump — so there is no task per upstream connection, none
+//! per request, and no hand-off between tasks for a response or an SSE chunk. (hyper-util's
+//! pooled client spawns a task for each connection and one more per request; the load harness
+//! showed those hand-offs as the proxy's main cost, BENCHMARKS.md.)
+//!
+//! A connection goes back to the pool when its response body has been read to the end and it
+//! can take another request; a body dropped earlier (the client went away, a stream was
+//! cancelled) closes it, which is how an upstream sees a 2026-07-28 request cancelled. Idle
+//! connections are not polled: one the upstream closed meanwhile is noticed when it is taken,
+//! and a request it could not send is retried on another (never one already sent).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    pin::{Pin, pin},
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, uri::PathAndQuery};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
+use hyper::{
+    body::Incoming,
+    client::conn::http1::{self, SendRequest},
 };
+use hyper_util::client::legacy::connect::HttpConnector;
+use parking_lot::Mutex;
+use tower_service::Service as _;
 
 use super::{
-    connector::QuickAckConnector,
+    connector::{QuickAckConnector, QuickAckStream},
     error::Reject,
     headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID},
 };
@@ -23,11 +42,20 @@ use crate::{
     session::{Session, UpstreamSessionEnder},
 };
 
-/// The pooled client bound to one upstream MCP endpoint.
+/// Idle connections kept for reuse (count); more are closed when they come back.
+pub const MAX_IDLE_CONNECTIONS: usize = 512;
+
+/// How long an idle connection is kept before it is closed instead of reused.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The upstream client bound to one upstream MCP endpoint.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<QuickAckConnector, Full<Bytes>>,
+    connector: QuickAckConnector,
+    pool: Arc<Pool>,
     endpoint: Uri,
+    /// `Host` for every upstream request: the endpoint's authority.
+    host: HeaderValue,
     url: Arc<str>,
     response_timeout: Duration,
 }
@@ -39,12 +67,16 @@ impl Upstream {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.upstream_connect_timeout));
         connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(QuickAckConnector::new(connector));
+        let host = config
+            .upstream
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .unwrap_or_else(|| HeaderValue::from_static("localhost"));
         Self {
-            client,
+            connector: QuickAckConnector::new(connector),
+            pool: Arc::new(Pool::default()),
             endpoint: config.upstream.clone(),
+            host,
             url: {
                 let url = config.upstream.to_string();
                 crate::config::file::redact_url(&url).unwrap_or(url).into()
@@ -77,13 +109,78 @@ impl Upstream {
     }
 
     /// Sends one request and waits for the response head, up to the response timeout. The
-    /// client sets `Host` to the upstream's authority.
-    pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, Reject> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => Err(Reject::UpstreamUnavailable(error_chain(&err))),
+    /// request goes out in origin form with `Host` set to the upstream's authority. Errors:
+    /// [`Reject::UpstreamUnavailable`] (connect or exchange failed), [`Reject::UpstreamTimeout`].
+    pub async fn send(
+        &self,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<Response<UpstreamBody>, Reject> {
+        let target = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *request.uri_mut() = Uri::from(target);
+        request
+            .headers_mut()
+            .insert(header::HOST, self.host.clone());
+        match tokio::time::timeout(self.response_timeout, self.exchange(request)).await {
+            Ok(result) => result,
             Err(_) => Err(Reject::UpstreamTimeout(self.response_timeout)),
         }
+    }
+
+    /// One request on a pooled connection, or on a new one; a request a reused connection could
+    /// not send (the upstream closed it while idle) is tried again on the next.
+    async fn exchange(
+        &self,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<Response<UpstreamBody>, Reject> {
+        loop {
+            let (mut conn, reused) = match self.pool.take() {
+                Some(conn) => (conn, true),
+                None => (self.connect().await?, false),
+            };
+            if let Err(err) = conn.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err(Reject::UpstreamUnavailable(error_chain(&err)));
+            }
+            let sent = conn.sender.try_send_request(request);
+            match conn.drive(sent).await {
+                Ok(response) => {
+                    let pool = self.pool.clone();
+                    return Ok(response.map(|body| UpstreamBody {
+                        inner: body,
+                        conn: Some(conn),
+                        pool,
+                    }));
+                }
+                Err(mut err) => match err.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    _ => {
+                        return Err(Reject::UpstreamUnavailable(error_chain(&err.into_error())));
+                    }
+                },
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, Reject> {
+        let io = self
+            .connector
+            .clone()
+            .call(self.endpoint.clone())
+            .await
+            .map_err(|e| Reject::UpstreamUnavailable(error_chain(&e)))?;
+        let (sender, driver) = http1::handshake(io)
+            .await
+            .map_err(|e| Reject::UpstreamUnavailable(error_chain(&e)))?;
+        Ok(Conn {
+            sender,
+            driver: Some(Box::pin(driver)),
+        })
     }
 
     /// Ends `session` at the upstream: `DELETE` with its upstream `Mcp-Session-Id` (and its
@@ -101,8 +198,7 @@ impl Upstream {
     }
 }
 
-/// The session core ends sessions upstream (operator termination) through the same pooled
-/// client.
+/// The session core ends sessions upstream (operator termination) through the same client.
 #[async_trait]
 impl UpstreamSessionEnder for Upstream {
     async fn end_upstream_session(&self, session: &Session) -> Result<StatusCode, String> {
@@ -120,4 +216,141 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     text
+}
+
+/// The idle connections, most recently used last.
+#[derive(Debug, Default)]
+struct Pool {
+    idle: Mutex<Vec<(Conn, Instant)>>,
+}
+
+impl Pool {
+    /// The most recently used idle connection that is not past [`IDLE_TIMEOUT`].
+    fn take(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock();
+        while let Some((conn, since)) = idle.pop() {
+            if since.elapsed() < IDLE_TIMEOUT && !conn.sender.is_closed() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put(&self, conn: Conn) {
+        let mut idle = self.idle.lock();
+        if idle.len() < MAX_IDLE_CONNECTIONS {
+            idle.push((conn, Instant::now()));
+        }
+    }
+}
+
+type Driver = Pin<Box<http1::Connection<QuickAckStream, Full<Bytes>>>>;
+
+/// One upstream connection: the handle requests are sent through, and the future that does its
+/// I/O, polled by whoever holds the connection (`None` once it ended).
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    driver: Option<Driver>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("open", &self.driver.is_some())
+            .finish()
+    }
+}
+
+impl Conn {
+    /// Runs the connection's I/O as far as it goes now.
+    fn poll_driver(&mut self, cx: &mut Context<'_>) {
+        if let Some(driver) = self.driver.as_mut()
+            && let Poll::Ready(ended) = driver.as_mut().poll(cx)
+        {
+            if let Err(err) = ended {
+                tracing::debug!(error = %error_chain(&err), "upstream connection ended");
+            }
+            self.driver = None;
+        }
+    }
+
+    /// Resolves when the connection can take a request (at once for an idle one; a closed one
+    /// errors).
+    async fn ready(&mut self) -> hyper::Result<()> {
+        std::future::poll_fn(|cx| {
+            self.poll_driver(cx);
+            self.sender.poll_ready(cx)
+        })
+        .await
+    }
+
+    /// Awaits `exchange` while running the connection's I/O.
+    async fn drive<T>(&mut self, exchange: impl Future<Output = T>) -> T {
+        let mut exchange = pin!(exchange);
+        std::future::poll_fn(|cx| {
+            self.poll_driver(cx);
+            exchange.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
+/// The body of an upstream response. Reading it runs its connection's I/O; read to the end, the
+/// connection returns to the pool if it can take another request; dropped before, it closes.
+pub struct UpstreamBody {
+    inner: Incoming,
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody").finish_non_exhaustive()
+    }
+}
+
+impl UpstreamBody {
+    fn release(&mut self, cx: &mut Context<'_>) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.poll_driver(cx);
+            if conn.driver.is_some() && matches!(conn.sender.poll_ready(cx), Poll::Ready(Ok(()))) {
+                self.pool.put(conn);
+            }
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        // Twice at most: the first read of the body is what asks the connection for it.
+        for _ in 0..2 {
+            if let Some(conn) = this.conn.as_mut() {
+                conn.poll_driver(cx);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    this.release(cx);
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(frame) => return Poll::Ready(frame),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -107,6 +107,25 @@ impl Reply {
         (Self::sse_from(rx), SseSender { tx })
     }
 
+    /// `200` `application/json` announcing `Content-Length: declared` but sending only `sent`
+    /// before the body ends: an upstream that dies in the middle of its answer.
+    pub fn json_cut_short(declared: usize, sent: &str) -> Self {
+        let (tx, rx) = mpsc::channel(1);
+        tx.try_send(Bytes::copy_from_slice(sent.as_bytes()))
+            .expect("room for one chunk");
+        Self {
+            status: StatusCode::OK,
+            headers: vec![
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (header::CONTENT_LENGTH, HeaderValue::from(declared)),
+            ],
+            body: ReplyBody::Sse(rx),
+        }
+    }
+
     /// Never answers: the connection stays open with no response head.
     pub fn stall() -> Self {
         Self {
