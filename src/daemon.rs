@@ -128,10 +128,24 @@ pub struct Daemon {
     expiry_task: JoinHandle<()>,
 }
 
-/// Binds a listener, naming what it is for in the error.
+/// The listen backlog of the listeners the daemon binds (the kernel caps it at
+/// `net.core.somaxconn`). std's 128 overflowed when a few hundred clients connected at once,
+/// and every dropped SYN cost its client a one-second retransmission.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener (with `SO_REUSEADDR` and a backlog of [`LISTEN_BACKLOG`]), naming what it is
+/// for in the error.
 pub async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, DaemonError> {
-    TcpListener::bind(addr)
-        .await
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    };
+    socket
+        .and_then(|socket| {
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            socket.listen(LISTEN_BACKLOG)
+        })
         .map_err(|source| DaemonError::Bind { what, addr, source })
 }
 
@@ -189,6 +203,25 @@ impl Daemon {
         let manager = Arc::new(SessionManager::new(config.session, persistence));
         let proxy = Arc::new(Proxy::new(config.proxy.clone(), manager.clone()));
         let metrics = Metrics::new(manager.clone());
+        // Histogram samples wait in the recorder until upkeep folds them into buckets; without
+        // this, a daemon nobody scrapes would hold every request's sample.
+        tokio::spawn({
+            let metrics = Arc::downgrade(&metrics);
+            let shutdown = shutdown.clone();
+            async move {
+                let mut every = tokio::time::interval(metrics::UPKEEP_INTERVAL);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        _ = every.tick() => {}
+                    }
+                    let Some(metrics) = metrics.upgrade() else {
+                        return;
+                    };
+                    metrics.upkeep();
+                }
+            }
+        });
         let readiness = Arc::new(Readiness::default());
 
         let worker_task = tokio::spawn(worker.run(worker_shutdown.clone()));
@@ -401,9 +434,7 @@ async fn finish(
 
 /// Ends idle sessions, then ends them upstream with `DELETE` (best effort).
 async fn run_expiry(proxy: Arc<Proxy>, manager: Arc<SessionManager>, shutdown: CancellationToken) {
-    let period =
-        (manager.idle_ttl() / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
-    let mut tick = tokio::time::interval(period);
+    let mut tick = tokio::time::interval(crate::session::expiry_period(manager.idle_ttl()));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

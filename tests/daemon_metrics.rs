@@ -262,6 +262,16 @@ async fn metrics_parse_with_prometheus_client_and_move_with_traffic() {
     assert_eq!(open.status(), StatusCode::OK);
     let open_now = scrape(&client, &metrics).await;
     assert!(open_now.value("mcp_relay_sse_streams_open", &[]) >= 1.0);
+    // The open stream's pump and its connections are tasks of the runtime.
+    assert_eq!(
+        open_now.family_type("mcp_relay_runtime_alive_tasks"),
+        Some("gauge")
+    );
+    assert!(
+        open_now.value("mcp_relay_runtime_alive_tasks", &[])
+            > before.value("mcp_relay_runtime_alive_tasks", &[]),
+        "alive tasks grow with an open stream"
+    );
     let shutdown = tokio::spawn(daemon.shutdown());
     let drained = async {
         loop {

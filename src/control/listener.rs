@@ -18,26 +18,16 @@ pub const UNIX_SOCKET_MODE: u32 = 0o600;
 pub enum ControlListener {
     /// A TCP listener. Without a bearer token it must be bound to a loopback address.
     Tcp(TcpListener),
-    /// A Unix domain socket; `path` is removed when the control plane stops, if set.
+    /// A Unix domain socket bound at `path`, which is removed when the control plane stops.
     Unix {
         listener: UnixListener,
-        path: Option<PathBuf>,
+        path: PathBuf,
     },
 }
 
 impl From<TcpListener> for ControlListener {
     fn from(listener: TcpListener) -> Self {
         Self::Tcp(listener)
-    }
-}
-
-impl From<UnixListener> for ControlListener {
-    /// A Unix listener bound by someone else (socket activation): its path is left alone.
-    fn from(listener: UnixListener) -> Self {
-        Self::Unix {
-            listener,
-            path: None,
-        }
     }
 }
 
@@ -61,7 +51,7 @@ impl ControlListener {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(UNIX_SOCKET_MODE))?;
         Ok(Self::Unix {
             listener,
-            path: Some(path.to_owned()),
+            path: path.to_owned(),
         })
     }
 
@@ -79,19 +69,7 @@ impl ControlListener {
             Self::Tcp(l) => l
                 .local_addr()
                 .map_or_else(|_| "tcp:?".to_owned(), |a| a.to_string()),
-            Self::Unix { listener, path } => {
-                let path = path.clone().or_else(|| {
-                    listener
-                        .local_addr()
-                        .ok()
-                        .and_then(|a| a.as_pathname().map(Path::to_owned))
-                });
-                format!(
-                    "unix:{}",
-                    path.as_deref()
-                        .map_or("?".into(), |p| p.display().to_string())
-                )
-            }
+            Self::Unix { path, .. } => format!("unix:{}", path.display()),
         }
     }
 

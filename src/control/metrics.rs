@@ -29,11 +29,6 @@ impl MetricsAdmin {
 /// Reads every number now.
 pub fn snapshot(manager: &SessionManager) -> pb::MetricsSnapshot {
     let s = DaemonSnapshot::take(manager);
-    let coalesce_ratio = if s.worker_stream_writes == 0 {
-        0.0
-    } else {
-        s.worker_updates as f64 / s.worker_stream_writes as f64
-    };
     let flush = Duration::from_micros(s.worker_last_flush_micros);
     pb::MetricsSnapshot {
         observe_time: Some(std::time::SystemTime::now().into()),
@@ -54,12 +49,11 @@ pub fn snapshot(manager: &SessionManager) -> pb::MetricsSnapshot {
             stream_writes: s.worker_stream_writes,
             session_writes: s.worker_session_writes,
             batches: s.worker_batches,
-            coalesce_ratio,
+            coalesce_ratio: s.coalesce_ratio(),
             last_flush_duration: prost_types::Duration::try_from(flush).ok(),
             errors: s.worker_errors,
-            // Not counted by this worker yet (the durable-sessions work adds them).
-            retries: 0,
-            shed: 0,
+            retries: s.worker_retries,
+            shed: s.worker_shed,
         }),
     }
 }
@@ -85,5 +79,28 @@ impl pb::metrics_service_server::MetricsService for MetricsAdmin {
             interval,
             self.stop.clone(),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::session::{PersistenceWorker, SessionConfig, WorkerConfig, store::MemoryStore};
+
+    #[test]
+    fn the_snapshot_carries_the_workers_retries_shed_and_coalesce_ratio() {
+        let (_worker, handle) =
+            PersistenceWorker::new(Arc::new(MemoryStore::new()), WorkerConfig::default());
+        let metrics = handle.metrics();
+        metrics.retries.store(3, Ordering::Relaxed);
+        metrics.shed.store(2, Ordering::Relaxed);
+        metrics.updates.store(50, Ordering::Relaxed);
+        metrics.stream_writes.store(5, Ordering::Relaxed);
+        let manager = SessionManager::new(SessionConfig::default(), handle);
+        let worker = snapshot(&manager).worker.expect("worker metrics");
+        assert_eq!((worker.retries, worker.shed), (3, 2));
+        assert_eq!(worker.coalesce_ratio, 10.0);
     }
 }

@@ -64,16 +64,6 @@ pub enum ControlError {
     Unprotected(String),
 }
 
-/// Serves the control plane on `listener` (a `TcpListener`, or a [`ControlListener`]) with no
-/// bearer token until `shutdown` fires.
-pub async fn serve(
-    listener: impl Into<ControlListener>,
-    manager: Arc<SessionManager>,
-    shutdown: CancellationToken,
-) -> Result<(), ControlError> {
-    serve_with(listener, manager, ControlOptions::default(), shutdown).await
-}
-
 /// Serves the control plane on `listener` with `options` until `shutdown` fires. Refuses a
 /// non-loopback TCP listener without a bearer token.
 pub async fn serve_with(
@@ -151,9 +141,7 @@ pub async fn serve_with(
             let served = router
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal)
                 .await;
-            if let Some(path) = path
-                && let Err(err) = std::fs::remove_file(&path)
-            {
+            if let Err(err) = std::fs::remove_file(&path) {
                 tracing::warn!(path = %path.display(), error = %err, "could not remove the control socket");
             }
             served?;

@@ -29,15 +29,15 @@ pub use events::{SessionChange, SessionChangeKind, SessionChanges};
 pub use id::{RandomError, SessionId, StreamId};
 pub use stats::{ProxyStats, ProxyStatsSnapshot};
 pub use tracker::{
-    Admission, AttachError, ClientEventId, EventTracker, LastEventIds, Read, StreamKind,
+    Admission, AttachError, ClientEventId, EventTracker, LastEventIds, Read, Recorded, StreamKind,
     TrackerLimits, UpstreamState,
 };
 pub use worker::{
     PersistenceHandle, PersistenceWorker, WorkerConfig, WorkerMetrics, WorkerSnapshot,
-    activity_refresh,
+    activity_refresh, expiry_period,
 };
 
-use store::{SessionRecord, StoreError};
+use store::{SessionRecord, StoreError, unix_ms};
 
 /// A legacy MCP session as the proxy holds it: the client knows it as `id`, the upstream as
 /// `upstream_session_id`.
@@ -137,21 +137,32 @@ impl Session {
     /// A session known only from a store record, already ended: what idle expiry needs to end
     /// it upstream. `None` if the record's upstream session id is not a header value.
     fn detached(record: SessionRecord) -> Option<Arc<Self>> {
-        let upstream_session_id = HeaderValue::from_str(&record.upstream_session_id).ok()?;
         let cancel = CancellationToken::new();
         cancel.cancel();
-        Some(Arc::new(Self {
+        let upstream = record.upstream.as_str().into();
+        Self::from_record(&record, upstream, cancel, true).map(Arc::new)
+    }
+
+    /// A session rebuilt from its store record, reaching `upstream`, its streams stopped by
+    /// `cancel`. `None` if the record's upstream session id is not a header value.
+    fn from_record(
+        record: &SessionRecord,
+        upstream: Arc<str>,
+        cancel: CancellationToken,
+        ended: bool,
+    ) -> Option<Self> {
+        Some(Self {
             id: SessionId::from(record.session_id.as_str()),
-            upstream_session_id,
-            upstream: record.upstream.into(),
-            protocol_version: Mutex::new(record.protocol_version.into()),
+            upstream_session_id: HeaderValue::from_str(&record.upstream_session_id).ok()?,
+            upstream,
+            protocol_version: Mutex::new(record.protocol_version.as_str().into()),
             created: record.created,
             last_activity_ms: AtomicU64::new(unix_ms(record.last_activity)),
             persisted_activity_ms: AtomicU64::new(unix_ms(record.last_activity)),
             streams: Mutex::new(StreamTable::default()),
-            ended: AtomicBool::new(true),
+            ended: AtomicBool::new(ended),
             cancel,
-        }))
+        })
     }
 
     fn record(&self) -> SessionRecord {
@@ -369,21 +380,15 @@ impl SessionManager {
         if record.last_activity + self.config.idle_ttl < SystemTime::now() {
             return Ok(None);
         }
-        let Ok(upstream_session_id) = HeaderValue::from_str(&record.upstream_session_id) else {
+        let Some(restored) = Session::from_record(
+            &record,
+            upstream.clone(),
+            self.streams_cancel.child_token(),
+            false,
+        ) else {
             return Ok(None);
         };
-        let restored = Arc::new(Session {
-            id: SessionId::from(id),
-            upstream_session_id,
-            upstream: upstream.clone(),
-            protocol_version: Mutex::new(record.protocol_version.as_str().into()),
-            created: record.created,
-            last_activity_ms: AtomicU64::new(unix_ms(record.last_activity)),
-            persisted_activity_ms: AtomicU64::new(unix_ms(record.last_activity)),
-            streams: Mutex::new(StreamTable::default()),
-            ended: AtomicBool::new(false),
-            cancel: self.streams_cancel.child_token(),
-        });
+        let restored = Arc::new(restored);
         let inserted = {
             // Checked again under the map's lock: the session may have ended meanwhile.
             let mut sessions = self.sessions.write();
@@ -462,12 +467,8 @@ impl SessionManager {
     /// Ends a session: it is removed, its streams are forgotten, and its record is deleted from
     /// the store. Returns the session if it was live.
     pub fn end_session(&self, id: &str) -> Option<Arc<Session>> {
-        let session = self.sessions.write().remove(id)?;
-        session.ended.store(true, Ordering::Release);
-        session.cancel.cancel();
-        *session.streams.lock() = StreamTable::default();
+        let session = self.forget(id)?;
         self.persistence.session_removed(&session.id);
-        self.changes.publish(SessionChangeKind::Ended, &session);
         Some(session)
     }
 
@@ -579,11 +580,18 @@ impl SessionManager {
     /// Forgets a session in this process only (its store record stays, so it can be restored
     /// here or served by another replica): its streams stop. Returns it if it was held.
     pub fn evict(&self, id: &str) -> Option<Arc<Session>> {
+        let session = self.forget(id)?;
+        tracing::debug!(session = id, "idle session evicted from memory");
+        Some(session)
+    }
+
+    /// Removes a live session from this process: it is marked ended, its streams stop and are
+    /// forgotten, and watchers learn it ended. The store is the caller's business.
+    fn forget(&self, id: &str) -> Option<Arc<Session>> {
         let session = self.sessions.write().remove(id)?;
         session.ended.store(true, Ordering::Release);
         session.cancel.cancel();
         *session.streams.lock() = StreamTable::default();
-        tracing::debug!(session = id, "idle session evicted from memory");
         self.changes.publish(SessionChangeKind::Ended, &session);
         Some(session)
     }
@@ -614,11 +622,6 @@ fn is_session_id(id: &str) -> bool {
 /// Whether `id` has the shape of a stream id ([`StreamId::mint`]).
 fn is_stream_id(id: &str) -> bool {
     id.len() == 16 && id.bytes().all(|c| c.is_ascii_hexdigit())
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

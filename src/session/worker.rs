@@ -75,6 +75,12 @@ pub fn activity_refresh(idle_ttl: Duration) -> Duration {
     (idle_ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(60))
 }
 
+/// How often idle sessions are looked for, both in memory (the daemon's expiry loop) and in the
+/// store (the worker's claims): a quarter of the idle TTL, 100 ms to 30 s.
+pub fn expiry_period(idle_ttl: Duration) -> Duration {
+    (idle_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
+}
+
 /// Counters of the worker, readable at any time as atomics (monotonic unless marked a gauge).
 /// The Prometheus exporter and the control plane's metric watch read them.
 #[derive(Debug, Default)]
@@ -89,8 +95,6 @@ pub struct WorkerMetrics {
     pub batches: AtomicU64,
     /// Entries written, over all batches (`batch_entries / batches` is the mean batch size).
     pub batch_entries: AtomicU64,
-    /// Entries in the last batch written (a gauge).
-    pub last_batch_size: AtomicU64,
     /// Largest batch written (a gauge).
     pub max_batch_size: AtomicU64,
     /// Failed store operations (writes and idle-session claims).
@@ -121,7 +125,6 @@ pub struct WorkerSnapshot {
     pub session_writes: u64,
     pub batches: u64,
     pub batch_entries: u64,
-    pub last_batch_size: u64,
     pub max_batch_size: u64,
     pub errors: u64,
     pub retries: u64,
@@ -144,7 +147,6 @@ impl WorkerMetrics {
             session_writes: r(&self.session_writes),
             batches: r(&self.batches),
             batch_entries: r(&self.batch_entries),
-            last_batch_size: r(&self.last_batch_size),
             max_batch_size: r(&self.max_batch_size),
             errors: r(&self.errors),
             retries: r(&self.retries),
@@ -155,17 +157,6 @@ impl WorkerMetrics {
             max_flush_micros: r(&self.max_flush_micros),
             flush_micros_total: r(&self.flush_micros_total),
             sessions_claimed: r(&self.sessions_claimed),
-        }
-    }
-}
-
-impl WorkerSnapshot {
-    /// Stream advances per stream position written (the coalesce ratio); 0 before any write.
-    pub fn coalesce_ratio(&self) -> f64 {
-        if self.stream_writes == 0 {
-            0.0
-        } else {
-            self.updates as f64 / self.stream_writes as f64
         }
     }
 }
@@ -283,7 +274,19 @@ impl PersistenceHandle {
     /// after the first: queues the tracker only if it is not queued already; the worker reads
     /// the latest id when it flushes.
     pub fn stream_advanced(&self, tracker: &Arc<EventTracker>) {
-        self.shared.metrics.updates.fetch_add(1, Ordering::Relaxed);
+        self.stream_advanced_by(tracker, 1);
+    }
+
+    /// [`Self::stream_advanced`] for `advances` moves at once (the events of one upstream
+    /// read): counted as that many updates, queued once.
+    pub fn stream_advanced_by(&self, tracker: &Arc<EventTracker>, advances: u64) {
+        if advances == 0 {
+            return;
+        }
+        self.shared
+            .metrics
+            .updates
+            .fetch_add(advances, Ordering::Relaxed);
         if tracker.session().is_none() || tracker.persist_queued.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -494,8 +497,9 @@ impl PersistenceWorker {
     }
 
     fn sweep_period(&self) -> Duration {
-        let idle = Duration::from_millis(self.shared.idle_ttl_ms.load(Ordering::Relaxed));
-        (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
+        expiry_period(Duration::from_millis(
+            self.shared.idle_ttl_ms.load(Ordering::Relaxed),
+        ))
     }
 
     async fn final_flush(&self) {
@@ -503,6 +507,9 @@ impl PersistenceWorker {
         let mut delays = self.backoff();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
+            // Counted before the attempt: a flush cut off by the deadline takes its entries
+            // with it, and the queue would then read empty.
+            let queued = self.shared.pending.lock().queue.len();
             let err = match tokio::time::timeout(left, self.flush()).await {
                 Ok(Ok(())) => return,
                 Ok(Err(err)) => err.to_string(),
@@ -512,7 +519,7 @@ impl PersistenceWorker {
             if Instant::now() + delay >= deadline {
                 tracing::error!(
                     error = %err,
-                    pending = self.shared.pending.lock().queue.len(),
+                    pending = queued.max(self.shared.pending.lock().queue.len()),
                     "final flush at shutdown failed; the state not written is lost \
                      (its store entries expire by their TTL)",
                 );
@@ -629,7 +636,6 @@ impl PersistenceWorker {
                 );
                 metrics.batches.fetch_add(1, Ordering::Relaxed);
                 metrics.batch_entries.fetch_add(size, Ordering::Relaxed);
-                metrics.last_batch_size.store(size, Ordering::Relaxed);
                 metrics.max_batch_size.fetch_max(size, Ordering::Relaxed);
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 metrics.last_flush_micros.store(micros, Ordering::Relaxed);
@@ -735,7 +741,6 @@ mod tests {
         let m = handle.metrics().snapshot();
         assert_eq!(m.stream_writes, 1);
         assert_eq!(m.updates, 1000);
-        assert_eq!(m.coalesce_ratio(), 1000.0);
         assert_eq!(m.batches, 1);
         assert_eq!(m.pending, 0);
         assert_eq!(position(&*store, "s", "st").await.as_deref(), Some("999"));

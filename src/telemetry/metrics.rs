@@ -11,7 +11,9 @@
 //! - **At scrape time**, copied from the atomics the session core already keeps
 //!   ([`DaemonSnapshot::take`]): sessions, SSE streams and events, dedup drops, replays,
 //!   resumptions, upstream reconnects, and the persistence worker's counters. The gRPC control
-//!   plane can read the same [`DaemonSnapshot`].
+//!   plane can read the same [`DaemonSnapshot`]. Besides, `mcp_relay_runtime_alive_tasks`: the
+//!   tokio runtime's alive tasks (tokio `RuntimeMetrics::num_alive_tasks`), which tells an
+//!   operator (and the load harness) how many tasks each open stream costs.
 
 use std::{
     collections::HashMap,
@@ -51,6 +53,12 @@ const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0,
 ];
+/// How often the daemon folds recorded histogram samples into their buckets (the recorder keeps
+/// every sample until then).
+pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Tasks alive in the tokio runtime that renders the metrics (the daemon's one runtime).
+const ALIVE_TASKS: &str = "mcp_relay_runtime_alive_tasks";
 const METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
@@ -92,6 +100,15 @@ pub struct DaemonSnapshot {
 }
 
 impl DaemonSnapshot {
+    /// Stream advances per stream position written (the coalesce ratio); 0 before any write.
+    pub fn coalesce_ratio(&self) -> f64 {
+        if self.worker_stream_writes == 0 {
+            0.0
+        } else {
+            self.worker_updates as f64 / self.worker_stream_writes as f64
+        }
+    }
+
     /// Reads the session core's atomics.
     pub fn take(manager: &SessionManager) -> Self {
         let persistence = manager.persistence();
@@ -285,6 +302,8 @@ pub struct Metrics {
     handle: PrometheusHandle,
     manager: Arc<SessionManager>,
     exports: Vec<Handle>,
+    /// `mcp_relay_runtime_alive_tasks`, read from the runtime at each render.
+    alive_tasks: Gauge,
     series: RwLock<HashMap<SeriesKey, (Counter, Histogram)>>,
 }
 
@@ -332,6 +351,14 @@ impl Metrics {
             )
             .set(1.0);
 
+        recorder.describe_gauge(
+            KeyName::from_const_str(ALIVE_TASKS),
+            None,
+            "Tokio tasks alive in the daemon's runtime now: connections, stream pumps, workers."
+                .into(),
+        );
+        let alive_tasks = recorder.register_gauge(&Key::from_static_name(ALIVE_TASKS), &METADATA);
+
         let exports = EXPORTS
             .iter()
             .map(|(name, kind, help, _)| {
@@ -358,6 +385,7 @@ impl Metrics {
             handle,
             manager,
             exports,
+            alive_tasks,
             series: RwLock::new(HashMap::new()),
         })
     }
@@ -374,8 +402,18 @@ impl Metrics {
                 Handle::GaugeMicrosAsSeconds(g) => g.set(value as f64 / 1e6),
             }
         }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.alive_tasks
+                .set(runtime.metrics().num_alive_tasks() as f64);
+        }
         self.handle.run_upkeep();
         self.handle.render()
+    }
+
+    /// Folds the histogram samples recorded since the last upkeep into their buckets, so
+    /// their memory is bounded whether or not anyone scrapes.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
     }
 
     /// Records one answered request.

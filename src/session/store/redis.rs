@@ -134,11 +134,6 @@ impl RedisStore {
         })
     }
 
-    /// The key prefix every key starts with.
-    pub fn key_prefix(&self) -> &str {
-        &self.prefix
-    }
-
     fn session_key(&self, session: &str) -> String {
         format!("{}session:{session}", self.prefix)
     }
