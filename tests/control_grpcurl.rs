@@ -7,8 +7,8 @@ mod support;
 
 use serde_json::{Value, json};
 use support::{
-    admin::{UnixControl, error_code, grpcurl_error, grpcurl_raw, json_messages},
-    peers::{Peer, grpcurl, grpcurl_json, hold_client},
+    admin::{UnixControl, error_code, grpcurl_error, json_messages},
+    peers::{Peer, grpcurl, grpcurl_json, grpcurl_raw, hold_client},
     proxy_url, start_proxy_with,
     stream_client::{EventReader, Session as StreamSession},
 };

@@ -94,6 +94,11 @@ async fn force_replay_resends_exactly_the_events_after_the_id_to_a_live_legacy_s
     let ids: Vec<String> = events.iter().map(|e| e.id.clone().expect("id")).collect();
     let seqs: Vec<u64> = ids.iter().map(|id| seq(id)).collect();
     let at = split_at_replay(&seqs);
+    // The six events read before the RPC precede the replay (and `at - 3` below cannot wrap).
+    assert!(
+        at >= 6,
+        "the replay came before the events read first: {seqs:?}"
+    );
     // From the replay on: every event after the id, in order, to the response; nothing else.
     assert_eq!(
         seqs[at..],
@@ -209,6 +214,11 @@ async fn force_replay_reaches_a_live_official_sdk_client_stream() {
 
     let seqs: Vec<u64> = ids.iter().map(|id| seq(id)).collect();
     let at = split_at_replay(&seqs);
+    // The replay re-sends from the second event (`at - 2` below cannot wrap).
+    assert!(
+        at >= 2,
+        "the replay came before the events it re-sends: {seqs:?}"
+    );
     // Priming event (1), progress 1..=STEPS (2..=STEPS+1), the result (STEPS+2).
     assert_eq!(
         seqs[at..],

@@ -27,12 +27,15 @@ async fn admin_socket_and_token_come_from_configuration() {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn mcp-relay");
+    let mut up = false;
     for _ in 0..200 {
         if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+            up = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    assert!(up, "control socket not up within 5 s");
     let addr = socket.to_str().expect("utf-8 path");
     let unix = ["-unix", "-authority", "localhost"];
     let auth = format!("authorization: Bearer {TOKEN}");

@@ -137,8 +137,21 @@ async fn a_ten_second_redis_outage_fails_no_request_and_persistence_catches_up()
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| tokio::spawn(client(url.clone(), traffic.clone())))
         .collect();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = metrics.snapshot();
+    // Traffic flows and the worker has written stream positions before Redis goes away.
+    let warm_up = Instant::now();
+    let before = loop {
+        let snapshot = metrics.snapshot();
+        if snapshot.stream_writes > 0 && traffic.ok.load(Ordering::Relaxed) > 0 {
+            break snapshot;
+        }
+        assert!(
+            warm_up.elapsed() < Duration::from_secs(10),
+            "no traffic served and persisted 10 s after start: {} calls ok, {} failed; {snapshot:?}",
+            traffic.ok.load(Ordering::Relaxed),
+            traffic.failed.load(Ordering::Relaxed),
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
     assert_eq!(before.errors, 0, "{before:?}");
     assert!(before.stream_writes > 0, "{before:?}");
 

@@ -4,11 +4,12 @@
 
 mod support;
 
-use std::time::Duration;
-
 use http::StatusCode;
 use support::{
-    durable::{Relay, SessionClient, Switch, persisted_position, require_redis, unique_prefix},
+    durable::{
+        Relay, SessionClient, Switch, progress_call, require_redis, unique_prefix, upstream_part,
+        wait_persisted, wait_session_saved,
+    },
     http::Client,
     peers::Peer,
     stream_client::{EventReader, Session, progress_values, responses_to},
@@ -26,8 +27,9 @@ async fn two_replicas_serve_one_python_sdk_session_interchangeably() {
     // initialize and a tool call through A...
     let client = SessionClient::hold(&switch.url()).await;
     let session_id = client.session_id.clone();
-    // ...then the balancer sends everything to B (open connections to A are closed).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ...then, once A's worker has saved the session record, the balancer sends everything to
+    // B (open connections to A are closed).
+    wait_session_saved(&redis, &prefix, &session_id).await;
     switch.route_to(b.data);
     let summary = client.release().await;
 
@@ -67,8 +69,7 @@ async fn a_stream_started_through_one_replica_resumes_through_the_other_after_it
     let b = Relay::start(&server.url(), &redis, &prefix, None).await;
 
     let through_a = Session::initialize(&a.url()).await;
-    let call = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"progress","arguments":{"steps":10,"delay_ms":150},"_meta":{"progressToken":5}}}"#;
-    let response = through_a.post(call).await;
+    let response = through_a.post(&progress_call(5, 10, 150)).await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut reader = EventReader::new(response);
     let mut seen = Vec::new();
@@ -80,16 +81,8 @@ async fn a_stream_started_through_one_replica_resumes_through_the_other_after_it
         .rev()
         .find_map(|e| e.id.clone())
         .expect("event ids");
-    let stream = last.split(':').next().expect("stream id").to_owned();
-    for _ in 0..200 {
-        if persisted_position(&redis, &prefix, &through_a.session_id, &stream)
-            .await
-            .is_some()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let (stream, upstream_id) = upstream_part(&last);
+    wait_persisted(&redis, &prefix, &through_a.session_id, stream, upstream_id).await;
     a.kill().await;
     drop(reader);
 

@@ -12,8 +12,8 @@ use http::StatusCode;
 use mcp_relay::session::store::MemoryStore;
 use support::{
     durable::{
-        Relay, SessionClient, persisted_position, redis_store, require_redis, start_daemon,
-        unique_prefix,
+        Relay, SessionClient, progress_call, redis_store, require_redis, start_daemon,
+        unique_prefix, upstream_part, wait_persisted,
     },
     http::{Client, read_full},
     peers::Peer,
@@ -22,42 +22,6 @@ use support::{
 };
 
 const STEPS: u64 = 8;
-
-fn progress_call(id: u64, steps: u64, delay_ms: u64) -> String {
-    format!(
-        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"progress","arguments":{{"steps":{steps},"delay_ms":{delay_ms}}},"_meta":{{"progressToken":{id}}}}}}}"#
-    )
-}
-
-/// The upstream event id embedded in a client event id `<stream>:<seq>:<upstream id>`.
-fn upstream_part(client_id: &str) -> (&str, &str) {
-    let mut parts = client_id.splitn(3, ':');
-    let stream = parts.next().expect("stream");
-    let _seq = parts.next().expect("seq");
-    (stream, parts.next().expect("an upstream id"))
-}
-
-/// The sequence number in a Python SDK test server event id `<request id>/<seq>`.
-fn py_seq(upstream_id: &str) -> u64 {
-    upstream_id
-        .rsplit_once('/')
-        .and_then(|(_, seq)| seq.parse().ok())
-        .expect("a py_server event id")
-}
-
-/// Waits (bounded) until Redis holds a position of `stream` at or after `upstream_id` (the
-/// proxy reads on ahead of a client).
-async fn wait_persisted(redis: &str, prefix: &str, session: &str, stream: &str, upstream_id: &str) {
-    for _ in 0..200 {
-        if let Some(persisted) = persisted_position(redis, prefix, session, stream).await
-            && py_seq(&persisted) >= py_seq(upstream_id)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{upstream_id} was not persisted for stream {stream} within 5 s");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_client_keeps_its_session_across_a_proxy_restart() {

@@ -1,7 +1,7 @@
 //! Control-plane helpers: tonic clients of the admin API, grpcurl calls that are expected to
 //! fail (their gRPC code), grpcurl's streamed JSON, and a control plane on a Unix socket.
 
-use std::{net::SocketAddr, path::Path, process::Stdio, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use mcp_relay::{
     control::{
@@ -14,11 +14,11 @@ use mcp_relay::{
     session::SessionManager,
 };
 use serde_json::Value;
-use tokio::{process::Command, task::JoinHandle};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use super::peers::grpcurl_bin;
+use super::peers::grpcurl_raw;
 
 /// A channel to a control plane on TCP.
 pub async fn channel(addr: SocketAddr) -> Channel {
@@ -35,23 +35,6 @@ pub async fn sessions_client(addr: SocketAddr) -> SessionServiceClient<Channel> 
 
 pub async fn metrics_client(addr: SocketAddr) -> MetricsServiceClient<Channel> {
     MetricsServiceClient::new(channel(addr).await)
-}
-
-/// grpcurl's answer: (success, stdout, stderr).
-pub async fn grpcurl_raw(target: &[&str], args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(grpcurl_bin())
-        .args(args.iter().take_while(|a| **a != "--"))
-        .args(target)
-        .args(args.iter().skip_while(|a| **a != "--").skip(1))
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("spawn grpcurl");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 /// Runs a grpcurl call (plaintext, to `addr`) that must fail; returns the gRPC code grpcurl

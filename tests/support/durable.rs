@@ -18,16 +18,15 @@ use mcp_relay::{
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpStream},
-    process::{Child, ChildStdout, Command},
+    process::{Child, Command},
     task::JoinHandle,
 };
 use tokio_util::sync::CancellationToken;
 
 use super::{
     daemon_proc::{NotifySocket, PROC_WAIT, RelayProcess, addrs_of_ready_status, status_of},
-    peers::{python, repo_root},
+    peers::{HeldClient, hold_script},
 };
 
 /// The environment variable naming the Redis the tests use (`scripts/redis-for-tests.sh`
@@ -132,6 +131,70 @@ pub async fn persisted_position(
         .query_async(&mut conn)
         .await
         .expect("HGET")
+}
+
+/// A `tools/call` of the Python SDK test server's `progress` tool with request id (and progress
+/// token) `id`.
+pub fn progress_call(id: u64, steps: u64, delay_ms: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"progress","arguments":{{"steps":{steps},"delay_ms":{delay_ms}}},"_meta":{{"progressToken":{id}}}}}}}"#
+    )
+}
+
+/// The stream and the upstream event id embedded in a client event id
+/// `<stream>:<seq>:<upstream id>`.
+pub fn upstream_part(client_id: &str) -> (&str, &str) {
+    let mut parts = client_id.splitn(3, ':');
+    let stream = parts.next().expect("stream");
+    let _seq = parts.next().expect("seq");
+    (stream, parts.next().expect("an upstream id"))
+}
+
+/// The sequence number in a Python SDK test server event id `<request id>/<seq>`.
+pub fn py_seq(upstream_id: &str) -> u64 {
+    upstream_id
+        .rsplit_once('/')
+        .and_then(|(_, seq)| seq.parse().ok())
+        .expect("a py_server event id")
+}
+
+/// Waits (bounded: 5 s) until Redis holds a position of `stream` at or after `upstream_id` (the
+/// proxy reads on ahead of a client); panics when it does not.
+pub async fn wait_persisted(
+    redis: &str,
+    prefix: &str,
+    session: &str,
+    stream: &str,
+    upstream_id: &str,
+) {
+    for _ in 0..200 {
+        if let Some(persisted) = persisted_position(redis, prefix, session, stream).await
+            && py_seq(&persisted) >= py_seq(upstream_id)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{upstream_id} was not persisted for stream {stream} within 5 s");
+}
+
+/// Waits (bounded: 5 s, polling every 25 ms) until Redis holds the record of `session`
+/// (`{prefix}session:{session}`); panics when it does not.
+pub async fn wait_session_saved(redis_url: &str, prefix: &str, session: &str) {
+    let key = format!("{prefix}session:{session}");
+    let mut conn = redis_conn(redis_url).await;
+    for _ in 0..200 {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("EXISTS");
+        if exists {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the record of session {session} ({key}) was not saved within 5 s");
 }
 
 /// Starts an in-process mcp-relay in front of `upstream` on `127.0.0.1:0`, persisting to
@@ -379,10 +442,10 @@ impl Drop for Switch {
     }
 }
 
-/// The Python SDK client driver paused (`HOLD`) inside its session.
+/// The Python SDK client driver paused (`HOLD`) inside its session
+/// (`tests/peers/py_session_client.py`).
 pub struct SessionClient {
-    child: Child,
-    lines: tokio::io::Lines<BufReader<ChildStdout>>,
+    held: HeldClient,
     /// The `Mcp-Session-Id` the client received.
     pub session_id: String,
 }
@@ -391,59 +454,22 @@ impl SessionClient {
     /// Starts `tests/peers/py_session_client.py` against `url` and waits until it has made its
     /// first tool call and paused.
     pub async fn hold(url: &str) -> Self {
-        let mut child = Command::new(python())
-            .current_dir(repo_root())
-            .arg(repo_root().join("tests/peers/py_session_client.py"))
-            .args(["--url", url])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn py_session_client");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let held = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await.expect("read the driver") {
-                if let Some(json) = line.strip_prefix("HOLD ") {
-                    return serde_json::from_str::<Value>(json).expect("HOLD JSON");
-                }
-            }
-            panic!("py_session_client exited before holding; its traceback is above");
-        })
-        .await
-        .expect("py_session_client did not reach its hold point");
-        Self {
-            child,
-            lines,
-            session_id: held["session_id"]
-                .as_str()
-                .expect("the client received a session id")
-                .to_owned(),
-        }
+        let held = hold_script(
+            "py_session_client.py",
+            &["--url", url],
+            Duration::from_secs(60),
+        )
+        .await;
+        let session_id = held
+            .session_id
+            .clone()
+            .expect("the client received a session id");
+        Self { held, session_id }
     }
 
     /// Lets the driver go on in its session (and close it) and returns its JSON summary;
     /// panics if any of its requests failed.
-    pub async fn release(mut self) -> Value {
-        let mut stdin = self.child.stdin.take().expect("stdin");
-        stdin.write_all(b"\n").await.expect("release the driver");
-        drop(stdin);
-        let mut last = None;
-        let read = async {
-            while let Some(line) = self.lines.next_line().await.expect("read the driver") {
-                if line.starts_with('{') {
-                    last = Some(line);
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(90), read)
-            .await
-            .expect("py_session_client did not finish");
-        let status = self.child.wait().await.expect("wait for the driver");
-        assert!(
-            status.success(),
-            "py_session_client failed after release ({status}); its traceback is above"
-        );
-        serde_json::from_str(&last.expect("a JSON summary")).expect("summary JSON")
+    pub async fn release(self) -> Value {
+        self.held.release_within(Duration::from_secs(90)).await
     }
 }

@@ -157,68 +157,101 @@ fn last_json_line(stdout: &[u8]) -> Value {
     serde_json::from_str(line).expect("client JSON")
 }
 
-/// A client driver paused (`--hold`) inside its live session.
+/// A driver under `tests/peers/` paused (`HOLD {json}`) inside its live session.
 pub struct HeldClient {
     child: Child,
     lines: tokio::io::Lines<BufReader<ChildStdout>>,
+    /// The driver script, for messages.
+    script: String,
     /// The `Mcp-Session-Id` the client received, if any.
     pub session_id: Option<String>,
 }
 
-/// Starts the client driver with `--hold` and waits until it has run its calls and paused.
-pub async fn hold_client(url: &str, args: &[&str]) -> HeldClient {
-    let mut cmd = client_command(url, args);
-    cmd.arg("--hold")
+/// Starts the driver `tests/peers/<script>` (with the test venv's Python) with `args` and waits
+/// (bounded by `timeout`) until it prints `HOLD {json}` and pauses, waiting for a line on stdin.
+pub async fn hold_script(script: &str, args: &[&str], timeout: Duration) -> HeldClient {
+    let mut child = Command::new(python())
+        .current_dir(repo_root())
+        .arg(peer_script(script))
+        .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn py_client");
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {script}: {e}"));
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let held = tokio::time::timeout(CLIENT_TIMEOUT, async {
-        while let Some(line) = lines.next_line().await.expect("read client") {
+    let held = tokio::time::timeout(timeout, async {
+        while let Some(line) = lines.next_line().await.expect("read the driver") {
             if let Some(json) = line.strip_prefix("HOLD ") {
                 return serde_json::from_str::<Value>(json).expect("HOLD JSON");
             }
         }
-        panic!("py_client exited before holding; its traceback is above");
+        panic!("{script} exited before holding; its traceback is above");
     })
     .await
-    .expect("py_client did not reach its hold point");
+    .unwrap_or_else(|_| panic!("{script} did not reach its hold point within {timeout:?}"));
     HeldClient {
         child,
         lines,
+        script: script.to_owned(),
         session_id: held["session_id"].as_str().map(str::to_owned),
     }
 }
 
+/// Starts the client driver (`tests/peers/py_client.py`) with `--hold` and waits until it has
+/// run its calls and paused.
+pub async fn hold_client(url: &str, args: &[&str]) -> HeldClient {
+    let mut all = vec!["--url", url];
+    all.extend_from_slice(args);
+    all.push("--hold");
+    hold_script("py_client.py", &all, CLIENT_TIMEOUT).await
+}
+
 impl HeldClient {
     /// Lets the client finish (close the session) and returns its JSON summary.
-    pub async fn release(mut self) -> Value {
-        let mut stdin = self.child.stdin.take().expect("stdin");
-        stdin.write_all(b"\n").await.expect("release client");
+    pub async fn release(self) -> Value {
+        self.release_within(CLIENT_TIMEOUT).await
+    }
+
+    /// Lets the client finish (close the session) and returns its JSON summary; panics unless
+    /// it exits successfully within `timeout`.
+    pub async fn release_within(self, timeout: Duration) -> Value {
+        let Self {
+            mut child,
+            mut lines,
+            script,
+            ..
+        } = self;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"\n").await.expect("release the driver");
         drop(stdin);
-        let mut out = Vec::new();
-        while let Some(line) = self.lines.next_line().await.expect("read client") {
-            out.extend_from_slice(line.as_bytes());
-            out.push(b'\n');
-        }
-        let status = tokio::time::timeout(CLIENT_TIMEOUT, self.child.wait())
+        let finish = async {
+            let mut out = Vec::new();
+            while let Some(line) = lines.next_line().await.expect("read the driver") {
+                out.extend_from_slice(line.as_bytes());
+                out.push(b'\n');
+            }
+            let status = child.wait().await.expect("wait for the driver");
+            (out, status)
+        };
+        let (out, status) = tokio::time::timeout(timeout, finish)
             .await
-            .expect("py_client did not finish")
-            .expect("wait py_client");
+            .unwrap_or_else(|_| panic!("{script} did not finish within {timeout:?}"));
         assert!(
             status.success(),
-            "py_client failed after release ({status})"
+            "{script} failed after release ({status}); its traceback is above"
         );
         last_json_line(&out)
     }
 }
 
-/// Runs grpcurl (plaintext) against `addr` with `args`; returns (success, stdout, stderr).
-pub async fn grpcurl(addr: &str, args: &[&str]) -> (bool, String, String) {
+/// Runs grpcurl with `args` around `target` (the arguments before a `--` in `args`, then
+/// `target`, then those after it); returns (success, stdout, stderr).
+pub async fn grpcurl_raw(target: &[&str], args: &[&str]) -> (bool, String, String) {
     let output = Command::new(grpcurl_bin())
-        .arg("-plaintext")
         .args(args.iter().take_while(|a| **a != "--"))
-        .arg(addr)
+        .args(target)
         .args(args.iter().skip_while(|a| **a != "--").skip(1))
         .stdin(Stdio::null())
         .output()
@@ -229,6 +262,13 @@ pub async fn grpcurl(addr: &str, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Runs grpcurl (plaintext) against `addr` with `args`; returns (success, stdout, stderr).
+pub async fn grpcurl(addr: &str, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["-plaintext"];
+    all.extend_from_slice(args);
+    grpcurl_raw(&[addr], &all).await
 }
 
 /// Runs grpcurl and parses its JSON answer; panics with grpcurl's error when the call fails.
