@@ -1,12 +1,14 @@
 //! SSE through one stream, direct vs through mcp-relay, and the proxy's memory per open stream.
 //!
-//!     cargo bench --bench sse_stream            # EVENTS=200000 ROUNDS=5 STREAMS=1000 to tune
+//!     cargo bench --bench sse_stream     # EVENTS=200000 ROUNDS=5 STREAMS=1000 ERAS=legacy,modern
 //!
 //! A fast upstream of our own (hyper, in this process) answers `initialize` and a `stream`
 //! request with EVENTS small SSE events written as fast as the socket takes them. The client
 //! (also here) reads them directly, then through a release `mcp-relay` process, alternating
 //! rounds so machine noise hits both; it reports the median events/s of each and the ratio, for
-//! a legacy stream (pump + window reader) and a modern one (direct relay).
+//! a legacy stream (pump + window reader) and a modern one (direct relay). It also reports the CPU
+//! time per event spent by the upstream and client (this process) and by the proxy (from
+//! `/proc/<pid>/task/*/schedstat`): a figure that machine noise moves far less than events/s.
 //!
 //! Memory: STREAMS legacy POST streams are opened through the proxy and held open (the upstream
 //! sends one event each, then waits); the proxy's RSS growth divided by STREAMS is its cost per
@@ -246,6 +248,19 @@ fn rss_bytes(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// CPU time (ns) all threads of process `pid` have run so far (`/proc/<pid>/task/*/schedstat`,
+/// first field). Threads that already exited are not counted; our runtimes keep theirs.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -265,8 +280,13 @@ async fn main() {
     let proxied_sid = initialize(&client, &relay.url).await;
     let modern = [("mcp-protocol-version", "2026-07-28")];
     println!("SSE through one stream: {events} events/round, {rounds} alternating rounds (median)");
-    for era in ["legacy", "modern"] {
+    let eras = std::env::var("ERAS").unwrap_or_else(|_| "legacy,modern".into());
+    let (me, relay_pid) = (std::process::id(), relay.child.id().expect("pid"));
+    for era in eras.split(',') {
         let (mut d, mut p) = (Vec::new(), Vec::new());
+        // CPU ns spent: in this process (upstream + client) on direct rounds, in this process and
+        // in the proxy on proxied rounds.
+        let (mut cpu_direct, mut cpu_here, mut cpu_relay) = (0, 0, 0);
         for _ in 0..rounds {
             let (dh, ph): (Headers, Headers) = if era == "legacy" {
                 (
@@ -282,20 +302,31 @@ async fn main() {
             } else {
                 (modern.to_vec(), modern.to_vec())
             };
+            let t0 = cpu_ns(me);
             d.push(one_stream(&client, &direct_url, &dh, events).await);
+            let (t1, r1) = (cpu_ns(me), cpu_ns(relay_pid));
             p.push(one_stream(&client, &relay.url, &ph, events).await);
+            let (t2, r2) = (cpu_ns(me), cpu_ns(relay_pid));
+            cpu_direct += t1 - t0;
+            cpu_here += t2 - t1;
+            cpu_relay += r2 - r1;
         }
         let (dm, pm) = (median(d), median(p));
+        let per_event = |ns: u64| ns as f64 / (events * rounds) as f64;
         println!(
-            "  {era:6}  direct {:>10.0} ev/s   mcp-relay {:>10.0} ev/s   ratio {:.2}",
+            "  {era:6}  direct {:>10.0} ev/s   mcp-relay {:>10.0} ev/s   ratio {:.2}   \
+             CPU ns/event: upstream+client {:.0} direct, {:.0} proxied; mcp-relay {:.0}",
             dm,
             pm,
-            pm / dm
+            pm / dm,
+            per_event(cpu_direct),
+            per_event(cpu_here),
+            per_event(cpu_relay),
         );
     }
 
     // Memory per open stream.
-    let pid = relay.child.id().expect("pid");
+    let pid = relay_pid;
     let before = rss_bytes(pid);
     let hold_client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)

@@ -1,0 +1,99 @@
+//! The proxy under test: the release `mcp-relay` binary Cargo built for this bench, launched as
+//! an operator would (`mcp-relay serve` with flags), in its own process:
+//!
+//! - `--upstream http://<upstream>/mcp`, `--listen` and `--admin-listen` on free loopback ports;
+//! - `--metrics-listen` on another, scraped for `mcp_relay_runtime_alive_tasks` (tokio tasks)
+//!   and `mcp_relay_sessions`;
+//! - the memory session store, a one-day idle TTL (no session expires during the run), and
+//!   `session.linger_secs` from the settings (how long a legacy stream's pump keeps reading
+//!   after its client left: the held-streams phase waits it out before its "after" reading);
+//! - `RUST_LOG=warn` to a log file (shown if it fails); no inherited `MCP_RELAY_*` variables.
+
+use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
+
+use crate::{
+    client,
+    error::{Context as _, Result},
+    procs::{self, ChildGuard},
+};
+
+pub struct Relay {
+    pub guard: ChildGuard,
+    pub addr: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+/// Starts mcp-relay in front of `upstream`; `tag` names its log file in `dir`.
+pub async fn start(upstream: SocketAddr, dir: &Path, tag: &str, linger_secs: u64) -> Result<Relay> {
+    let (addr, admin, metrics) = (
+        procs::free_addr()?,
+        procs::free_addr()?,
+        procs::free_addr()?,
+    );
+    let log = dir.join(format!("mcp-relay-{tag}.log"));
+    let stderr = std::fs::File::create(&log).context("creating the mcp-relay log")?;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-relay"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("MCP_RELAY_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.args(["serve", "--upstream", &format!("http://{upstream}/mcp")])
+        .args(["--listen", &addr.to_string()])
+        .args(["--admin-listen", &admin.to_string()])
+        .args(["--metrics-listen", &metrics.to_string()])
+        .args(["--session-idle-ttl-secs", "86400"])
+        .args(["--log-target", "stderr"])
+        .env("RUST_LOG", "warn")
+        .env("MCP_RELAY_STORE__BACKEND", "memory")
+        .env("MCP_RELAY_SESSION__LINGER_SECS", linger_secs.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    let child = cmd
+        .spawn()
+        .context(concat!("starting ", env!("CARGO_BIN_EXE_mcp-relay")))?;
+    let mut guard = ChildGuard::new("mcp-relay", child, Some(log));
+    guard.wait_listening(addr, Duration::from_secs(15)).await?;
+    guard
+        .wait_listening(metrics, Duration::from_secs(5))
+        .await?;
+    Ok(Relay {
+        guard,
+        addr,
+        metrics,
+    })
+}
+
+/// What the relay's metrics say now.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Gauges {
+    /// `mcp_relay_runtime_alive_tasks` (absent in builds without it).
+    pub tasks: Option<f64>,
+    /// `mcp_relay_sessions`.
+    pub sessions: Option<f64>,
+}
+
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        // `name value` or `name{labels} value`, not a longer name sharing the prefix.
+        let rest = match rest.strip_prefix('{') {
+            Some(labels) => &labels[labels.find('}')? + 1..],
+            None => rest.starts_with(' ').then_some(rest)?,
+        };
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+impl Relay {
+    pub async fn gauges(&self) -> Result<Gauges> {
+        let text = client::get_text(self.metrics, "/metrics")
+            .await
+            .context("scraping mcp-relay's /metrics")?;
+        Ok(Gauges {
+            tasks: gauge(&text, "mcp_relay_runtime_alive_tasks"),
+            sessions: gauge(&text, "mcp_relay_sessions"),
+        })
+    }
+}
