@@ -141,6 +141,9 @@ pub struct ProxyConfig {
     pub upstream_connect_timeout: Duration,
     /// Time allowed for the upstream's response headers once the request is sent. Default 60 s.
     pub upstream_response_timeout: Duration,
+    /// Data-plane threads: each accepts client connections and serves them, with their upstream
+    /// connections, on its own single-threaded runtime. 0: one per CPU. Default 0.
+    pub threads: usize,
 }
 
 impl ProxyConfig {
@@ -155,6 +158,7 @@ impl ProxyConfig {
             max_event_bytes: 16 << 20,
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_response_timeout: Duration::from_secs(60),
+            threads: 0,
         }
     }
 }

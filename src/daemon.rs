@@ -1,7 +1,7 @@
 //! Wires the planes around one `Arc<SessionManager>`: the data plane (wrapped in request
-//! metrics and the drain layer), the control plane, the metrics listener, the persistence
-//! worker and idle expiry; then runs them under systemd's eye until a signal, and shuts down
-//! in order.
+//! metrics and the drain layer, served by its own threads, [`threads`]), the control plane,
+//! the metrics listener, the persistence worker and idle expiry (on the main runtime); then
+//! runs them under systemd's eye until a signal, and shuts down in order.
 //!
 //! Shutdown (SIGTERM or SIGINT; a second signal exits at once with status 1):
 //!
@@ -12,15 +12,17 @@
 //! 3. Then stream pumps are stopped (legacy streams end with a `retry:` hint so clients resume
 //!    elsewhere), and [`CUT_MARGIN`] later every SSE body still open ends and every request
 //!    still waiting for its upstream gets `503` ([`drain`]).
-//! 4. A plane still running [`ABORT_MARGIN`] after that is aborted.
+//! 4. A plane still running [`ABORT_MARGIN`] after that is aborted; the data-plane threads'
+//!    runtimes end (dropping what still runs there) once the stream pumps have stopped.
 //! 5. The persistence worker flushes what the planes last recorded and stops; the metrics
 //!    listener stops last, so `/readyz` answers throughout.
 //!
-//! So the process exits within `shutdown_grace + CUT_MARGIN + ABORT_MARGIN` plus one store
-//! flush; the unit's `TimeoutStopSec=` should exceed that (the daemon also asks systemd for
+//! So the process exits within `shutdown_grace + CUT_MARGIN + ABORT_MARGIN` plus a few
+//! seconds at most (pumps, runtimes, one store flush); the unit's `TimeoutStopSec=` should exceed that (the daemon also asks systemd for
 //! that long with `EXTEND_TIMEOUT_USEC`).
 
 mod drain;
+mod threads;
 
 use std::{
     net::SocketAddr,
@@ -28,7 +30,6 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use axum::serve::ListenerExt as _;
 use tokio::{
     net::TcpListener,
     signal::unix::{Signal, SignalKind, signal},
@@ -37,6 +38,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 pub use drain::DrainLayer;
+pub use threads::{DataPlane, thread_count};
 
 use crate::{
     config::{Config, DEFAULT_METRICS_LISTEN, file::redact_url},
@@ -121,6 +123,8 @@ pub struct Daemon {
     /// Stops the metrics listener, last.
     telemetry_shutdown: CancellationToken,
     grace: Duration,
+    /// The data plane's threads, ended once their stream pumps have stopped.
+    data_plane: DataPlane,
     data_task: JoinHandle<Result<(), DaemonError>>,
     control_task: JoinHandle<Result<(), DaemonError>>,
     telemetry_task: Option<JoinHandle<Result<(), DaemonError>>>,
@@ -235,26 +239,26 @@ impl Daemon {
             };
             async move { Ok(control::serve_with(admin, manager, options, shutdown).await?) }
         });
+        // The control plane ends sessions upstream (`TerminateSession`), and expiry ends idle
+        // ones, through the main runtime's own upstream client.
+        manager.set_upstream_ender(Arc::new(proxy.upstream().clone()));
+        let mut data_plane = DataPlane::start(
+            data,
+            thread_count(config.proxy.threads),
+            |_| {
+                // Outermost first: the metrics layer also counts the drain layer's 503s.
+                Arc::new(Proxy::new(config.proxy.clone(), manager.clone()))
+                    .router()
+                    .layer(DrainLayer::new(cut.clone()))
+                    .layer(metrics.layer())
+            },
+            &shutdown,
+        )
+        .map_err(DaemonError::DataPlane)?;
+        metrics.count_tasks_of(data_plane.runtimes().to_vec());
         let data_task = tokio::spawn({
-            // Outermost first: the metrics layer also counts the drain layer's 503s.
-            let router = proxy
-                .router()
-                .layer(DrainLayer::new(cut.clone()))
-                .layer(metrics.layer());
-            let shutdown = shutdown.clone();
-            // SSE answers go out as several small writes (each event, then the last chunk):
-            // without TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms to each.
-            let data = data.tap_io(|tcp| {
-                if let Err(err) = tcp.set_nodelay(true) {
-                    tracing::warn!(error = %err, "could not set TCP_NODELAY on a client connection");
-                }
-            });
-            async move {
-                axum::serve(data, router)
-                    .with_graceful_shutdown(shutdown.cancelled_owned())
-                    .await
-                    .map_err(DaemonError::DataPlane)
-            }
+            let served = data_plane.served();
+            async move { served.await.map_err(DaemonError::DataPlane) }
         });
         let telemetry_task = metrics_listener.map(|listener| {
             let router = metrics::router(metrics.clone(), readiness.clone());
@@ -289,6 +293,7 @@ impl Daemon {
             worker_shutdown,
             telemetry_shutdown,
             grace: config.shutdown_grace,
+            data_plane,
             data_task,
             control_task,
             telemetry_task,
@@ -390,6 +395,7 @@ impl Daemon {
         {
             tracing::warn!("stream pumps did not stop in time; their last ids may not be flushed");
         }
+        self.data_plane.stop().await;
         self.expiry_task.abort();
         self.worker_shutdown.cancel();
         if self.worker_task.await.is_err() {

@@ -94,6 +94,10 @@ struct Flags {
     /// [proxy.upstream_response_timeout_secs; default 60]
     #[arg(long)]
     upstream_timeout_secs: Option<u64>,
+    /// Data-plane threads, each serving the connections it accepts; 0: one per CPU.
+    /// [proxy.threads; default 0]
+    #[arg(long)]
+    threads: Option<usize>,
     /// Seconds shutdown waits for open requests and streams. [shutdown_grace_secs; default 10]
     #[arg(long)]
     shutdown_grace_secs: Option<u64>,
@@ -141,6 +145,7 @@ impl Flags {
                 "proxy.upstream_response_timeout_secs",
                 self.upstream_timeout_secs,
             )
+            .set_opt("proxy.threads", self.threads)
             .set_opt("shutdown_grace_secs", self.shutdown_grace_secs)
             .set_opt("log.target", self.log_target)
             .set_opt("log.format", self.log_format);

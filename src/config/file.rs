@@ -197,6 +197,8 @@ pub struct ProxySection {
     pub max_event_bytes: usize,
     pub upstream_connect_timeout_ms: u64,
     pub upstream_response_timeout_secs: u64,
+    /// 0: one per CPU.
+    pub threads: usize,
 }
 
 /// `[session]`: [`SessionConfig`].
@@ -377,6 +379,7 @@ impl ProxySection {
             max_event_bytes,
             upstream_connect_timeout,
             upstream_response_timeout,
+            threads,
         } = c;
         Self {
             upstream: Some(upstream.to_string()),
@@ -387,6 +390,7 @@ impl ProxySection {
             max_event_bytes: *max_event_bytes,
             upstream_connect_timeout_ms: ms(*upstream_connect_timeout),
             upstream_response_timeout_secs: upstream_response_timeout.as_secs(),
+            threads: *threads,
         }
     }
 
@@ -428,6 +432,7 @@ impl ProxySection {
             max_event_bytes: self.max_event_bytes,
             upstream_connect_timeout: Duration::from_millis(self.upstream_connect_timeout_ms),
             upstream_response_timeout: Duration::from_secs(self.upstream_response_timeout_secs),
+            threads: self.threads,
         })
     }
 }

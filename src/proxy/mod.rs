@@ -47,11 +47,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A data plane forwarding to `config.upstream`, with sessions held by `manager`.
+    /// A data plane forwarding to `config.upstream`, with sessions held by `manager`. Each
+    /// has its own upstream connection pool (one per data-plane thread, so connections stay on
+    /// the runtime that drives them).
     pub fn new(config: ProxyConfig, manager: Arc<SessionManager>) -> Self {
         let upstream = Upstream::new(&config);
-        // The control plane ends sessions upstream (`TerminateSession`) through this client.
-        manager.set_upstream_ender(Arc::new(upstream.clone()));
         Self {
             config,
             manager,

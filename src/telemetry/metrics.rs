@@ -302,8 +302,10 @@ pub struct Metrics {
     handle: PrometheusHandle,
     manager: Arc<SessionManager>,
     exports: Vec<Handle>,
-    /// `mcp_relay_runtime_alive_tasks`, read from the runtime at each render.
+    /// `mcp_relay_runtime_alive_tasks`, read from the runtimes at each render.
     alive_tasks: Gauge,
+    /// Runtimes counted besides the one rendering (the data plane's threads).
+    runtimes: parking_lot::Mutex<Vec<tokio::runtime::Handle>>,
     series: RwLock<HashMap<SeriesKey, (Counter, Histogram)>>,
 }
 
@@ -354,7 +356,8 @@ impl Metrics {
         recorder.describe_gauge(
             KeyName::from_const_str(ALIVE_TASKS),
             None,
-            "Tokio tasks alive in the daemon's runtime now: connections, stream pumps, workers."
+            "Tokio tasks alive in the daemon's runtimes now (the main one and each data-plane \
+             thread's): connections, stream pumps, workers."
                 .into(),
         );
         let alive_tasks = recorder.register_gauge(&Key::from_static_name(ALIVE_TASKS), &METADATA);
@@ -386,8 +389,15 @@ impl Metrics {
             manager,
             exports,
             alive_tasks,
+            runtimes: parking_lot::Mutex::new(Vec::new()),
             series: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// Counts the tasks of `runtimes` too in `mcp_relay_runtime_alive_tasks` (the data plane's
+    /// threads each run their own).
+    pub fn count_tasks_of(&self, runtimes: Vec<tokio::runtime::Handle>) {
+        *self.runtimes.lock() = runtimes;
     }
 
     /// Copies the session core's numbers into the exported series, then renders every series
@@ -402,10 +412,15 @@ impl Metrics {
                 Handle::GaugeMicrosAsSeconds(g) => g.set(value as f64 / 1e6),
             }
         }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            self.alive_tasks
-                .set(runtime.metrics().num_alive_tasks() as f64);
-        }
+        let here = tokio::runtime::Handle::try_current()
+            .map_or(0, |runtime| runtime.metrics().num_alive_tasks());
+        let data_plane: usize = self
+            .runtimes
+            .lock()
+            .iter()
+            .map(|runtime| runtime.metrics().num_alive_tasks())
+            .sum();
+        self.alive_tasks.set((here + data_plane) as f64);
         self.handle.run_upkeep();
         self.handle.render()
     }
