@@ -249,13 +249,17 @@ impl Daemon {
                 // Outermost first: the metrics layer also counts the drain layer's 503s.
                 Arc::new(Proxy::new(config.proxy.clone(), manager.clone()))
                     .router()
-                    .layer(DrainLayer::new(cut.clone()))
+                    // A child token per thread: requests wait on it without sharing one lock.
+                    .layer(DrainLayer::new(cut.child_token()))
                     .layer(metrics.layer())
             },
             &shutdown,
         )
         .map_err(DaemonError::DataPlane)?;
-        metrics.count_tasks_of(data_plane.runtimes().to_vec());
+        metrics.watch_data_plane(
+            data_plane.runtimes().to_vec(),
+            data_plane.open_connections().to_vec(),
+        );
         let data_task = tokio::spawn({
             let served = data_plane.served();
             async move { served.await.map_err(DaemonError::DataPlane) }

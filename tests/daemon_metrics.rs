@@ -298,3 +298,72 @@ async fn metrics_parse_with_prometheus_client_and_move_with_traffic() {
         .expect("clean shutdown");
     drop((open, events));
 }
+
+#[tokio::test]
+async fn client_connections_are_spread_over_the_data_plane_threads_and_counted_until_closed() {
+    let upstream = TestUpstream::start().await;
+    let mut config = Config::new(upstream.url().parse().expect("upstream URL"));
+    config.proxy.threads = 2;
+    let listeners = Listeners {
+        data: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        admin: TcpListener::bind("127.0.0.1:0").await.expect("bind").into(),
+        metrics: Some(TcpListener::bind("127.0.0.1:0").await.expect("bind")),
+    };
+    let daemon = Daemon::start_with(config, listeners, Arc::new(MemoryStore::new()))
+        .await
+        .expect("start mcp-relay");
+    let metrics = daemon.metrics_addr().expect("metrics listener").to_string();
+    let client = Client::new();
+    let first = scrape(&client, &metrics).await;
+    assert_eq!(
+        first.family_type("mcp_relay_data_plane_connections"),
+        Some("gauge")
+    );
+    assert_eq!(connections_per_thread(&first), [0.0, 0.0]);
+
+    // Four connections opened back to back (a burst, as a load generator opens them): two each.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(
+            tokio::net::TcpStream::connect(daemon.data_addr())
+                .await
+                .expect("connect to the data plane"),
+        );
+    }
+    let seen = wait_for_connections(&client, &metrics, |c| c.iter().sum::<f64>() == 4.0).await;
+    assert_eq!(seen, [2.0, 2.0], "connections per thread");
+
+    // Closed by the client: no longer counted.
+    held.truncate(1);
+    let seen = wait_for_connections(&client, &metrics, |c| c.iter().sum::<f64>() == 1.0).await;
+    assert!(seen.contains(&1.0), "{seen:?}");
+    drop(held);
+    wait_for_connections(&client, &metrics, |c| c == [0.0, 0.0]).await;
+    daemon.shutdown().await.expect("clean shutdown");
+}
+
+/// `mcp_relay_data_plane_connections` of threads 0 and 1.
+fn connections_per_thread(s: &Scrape) -> [f64; 2] {
+    ["0", "1"].map(|t| s.value("mcp_relay_data_plane_connections", &[("thread", t)]))
+}
+
+/// Scrapes until the connections per thread satisfy `done`, and returns them; panics after
+/// the wait.
+async fn wait_for_connections(
+    client: &Client,
+    metrics: &str,
+    done: impl Fn([f64; 2]) -> bool,
+) -> [f64; 2] {
+    let deadline = tokio::time::Instant::now() + support::http::WAIT;
+    loop {
+        let seen = connections_per_thread(&scrape(client, metrics).await);
+        if done(seen) {
+            return seen;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connections per thread stayed {seen:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

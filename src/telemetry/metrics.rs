@@ -12,14 +12,19 @@
 //!   ([`DaemonSnapshot::take`]): sessions, SSE streams and events, dedup drops, replays,
 //!   resumptions, upstream reconnects, and the persistence worker's counters. The gRPC control
 //!   plane can read the same [`DaemonSnapshot`]. Besides, `mcp_relay_runtime_alive_tasks`: the
-//!   tokio runtime's alive tasks (tokio `RuntimeMetrics::num_alive_tasks`), which tells an
-//!   operator (and the load harness) how many tasks each open stream costs.
+//!   alive tasks of the daemon's tokio runtimes (tokio `RuntimeMetrics::num_alive_tasks`),
+//!   which tells an operator (and the load harness) how many tasks each open stream costs; and
+//!   `mcp_relay_data_plane_connections{thread}`: client connections open on each data-plane
+//!   thread, which shows how evenly they are spread.
 
 use std::{
     collections::HashMap,
     future::Future,
     pin::Pin,
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Instant,
 };
@@ -59,6 +64,7 @@ pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 
 /// Tasks alive in the tokio runtime that renders the metrics (the daemon's one runtime).
 const ALIVE_TASKS: &str = "mcp_relay_runtime_alive_tasks";
+const DATA_PLANE_CONNECTIONS: &str = "mcp_relay_data_plane_connections";
 const METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
@@ -295,6 +301,13 @@ enum Handle {
 /// Labels of one request series: method index, status code, modern era.
 type SeriesKey = (&'static str, u16, bool);
 
+/// What [`Metrics::watch_data_plane`] exports.
+#[derive(Default)]
+struct DataPlaneGauges {
+    runtimes: Vec<tokio::runtime::Handle>,
+    connections: Vec<(Arc<AtomicUsize>, Gauge)>,
+}
+
 /// The daemon's metrics: a Prometheus recorder, the handles exported at scrape time, and a
 /// cache of per-request series so the hot path builds no label set after a series' first use.
 pub struct Metrics {
@@ -304,8 +317,9 @@ pub struct Metrics {
     exports: Vec<Handle>,
     /// `mcp_relay_runtime_alive_tasks`, read from the runtimes at each render.
     alive_tasks: Gauge,
-    /// Runtimes counted besides the one rendering (the data plane's threads).
-    runtimes: parking_lot::Mutex<Vec<tokio::runtime::Handle>>,
+    /// The data plane's threads: their runtimes (counted besides the one rendering) and, per
+    /// thread, its open client connections with the gauge they are exported as.
+    data_plane: parking_lot::Mutex<DataPlaneGauges>,
     series: RwLock<HashMap<SeriesKey, (Counter, Histogram)>>,
 }
 
@@ -389,15 +403,39 @@ impl Metrics {
             manager,
             exports,
             alive_tasks,
-            runtimes: parking_lot::Mutex::new(Vec::new()),
+            data_plane: parking_lot::Mutex::new(DataPlaneGauges::default()),
             series: RwLock::new(HashMap::new()),
         })
     }
 
-    /// Counts the tasks of `runtimes` too in `mcp_relay_runtime_alive_tasks` (the data plane's
-    /// threads each run their own).
-    pub fn count_tasks_of(&self, runtimes: Vec<tokio::runtime::Handle>) {
-        *self.runtimes.lock() = runtimes;
+    /// Exports the data plane's threads: the tasks of their `runtimes` count in
+    /// `mcp_relay_runtime_alive_tasks`, and `open[i]` (thread `i`'s client connections) is
+    /// `mcp_relay_data_plane_connections{thread="i"}`.
+    pub fn watch_data_plane(
+        &self,
+        runtimes: Vec<tokio::runtime::Handle>,
+        open: Vec<Arc<AtomicUsize>>,
+    ) {
+        self.recorder.describe_gauge(
+            KeyName::from_const_str(DATA_PLANE_CONNECTIONS),
+            None,
+            "Client connections open on each data-plane thread (label thread: its index); \
+             connections go to the thread with the fewest."
+                .into(),
+        );
+        let connections = open
+            .into_iter()
+            .enumerate()
+            .map(|(i, count)| {
+                let label = Label::new("thread", i.to_string());
+                let key = Key::from_parts(DATA_PLANE_CONNECTIONS, vec![label]);
+                (count, self.recorder.register_gauge(&key, &METADATA))
+            })
+            .collect();
+        *self.data_plane.lock() = DataPlaneGauges {
+            runtimes,
+            connections,
+        };
     }
 
     /// Copies the session core's numbers into the exported series, then renders every series
@@ -414,13 +452,17 @@ impl Metrics {
         }
         let here = tokio::runtime::Handle::try_current()
             .map_or(0, |runtime| runtime.metrics().num_alive_tasks());
-        let data_plane: usize = self
+        let data_plane = self.data_plane.lock();
+        let elsewhere: usize = data_plane
             .runtimes
-            .lock()
             .iter()
             .map(|runtime| runtime.metrics().num_alive_tasks())
             .sum();
-        self.alive_tasks.set((here + data_plane) as f64);
+        self.alive_tasks.set((here + elsewhere) as f64);
+        for (count, gauge) in &data_plane.connections {
+            gauge.set(count.load(Ordering::Relaxed) as f64);
+        }
+        drop(data_plane);
         self.handle.run_upkeep();
         self.handle.render()
     }
