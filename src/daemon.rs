@@ -1,5 +1,5 @@
 //! Wires the planes around one `Arc<SessionManager>`: the data plane (wrapped in request
-//! metrics and the drain layer, served by its own threads, [`threads`]), the control plane,
+//! metrics and the drain layer, served by its own threads, [`DataPlane`]), the control plane,
 //! the metrics listener, the persistence worker and idle expiry (on the main runtime); then
 //! runs them under systemd's eye until a signal, and shuts down in order.
 //!
@@ -18,8 +18,8 @@
 //!    listener stops last, so `/readyz` answers throughout.
 //!
 //! So the process exits within `shutdown_grace + CUT_MARGIN + ABORT_MARGIN` plus a few
-//! seconds at most (pumps, runtimes, one store flush); the unit's `TimeoutStopSec=` should exceed that (the daemon also asks systemd for
-//! that long with `EXTEND_TIMEOUT_USEC`).
+//! seconds at most (pumps, runtimes, one store flush); the unit's `TimeoutStopSec=` should
+//! exceed that (the daemon also asks systemd for that long with `EXTEND_TIMEOUT_USEC`).
 
 mod drain;
 mod threads;

@@ -97,6 +97,8 @@ impl DataPlane {
     ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let stop = CancellationToken::new();
+        // Should a later thread fail to start, the ones already started end.
+        let started_ok = stop.clone().drop_guard();
         let mut started = Vec::with_capacity(threads);
         let mut runtimes = Vec::with_capacity(threads);
         let mut served = Vec::with_capacity(threads);
@@ -127,14 +129,9 @@ impl DataPlane {
             let thread = std::thread::Builder::new()
                 .name(format!("mcp-relay-data-{i}"))
                 .spawn(move || serve(runtime, listener, router, shutdown, thread_stop, report));
-            match thread {
-                Ok(thread) => started.push(thread),
-                Err(err) => {
-                    stop.cancel();
-                    return Err(err);
-                }
-            }
+            started.push(thread?);
         }
+        started_ok.disarm();
         let acceptor = tokio::spawn(accept(listener, workers, shutdown.clone()));
         Ok(Self {
             threads: started,
