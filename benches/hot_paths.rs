@@ -398,7 +398,7 @@ impl LegacyStream {
             ProxyConfig::new(Uri::from_static(UPSTREAM_URL)),
             manager.clone(),
         ));
-        let body = pump::reader_body(tracker.clone(), reader, proxy);
+        let body = pump::reader_body(tracker.clone(), reader, None, proxy);
         Self {
             _room: tracker.consumed(),
             _consumed: tracker.consumed(),

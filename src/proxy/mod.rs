@@ -263,7 +263,7 @@ impl Proxy {
                     let request_id = request_id.clone().filter(|_| {
                         method == Method::POST && !peek.as_ref().is_some_and(|p| p.batch)
                     });
-                    pump::spawn(
+                    let pump = pump::start(
                         pump::PumpContext {
                             proxy: self.clone(),
                             session: s.clone(),
@@ -273,7 +273,7 @@ impl Proxy {
                         },
                         upstream_body,
                     );
-                    pump::reader_body(tracker, reader, self.clone())
+                    pump::reader_body(tracker, reader, pump, self.clone())
                 }
                 // Modern (and sessionless) streams: closing the client's stream closes the
                 // upstream request at once.
@@ -394,8 +394,8 @@ impl Proxy {
         let reader = tracker
             .attach(Some(id.seq))
             .map_err(|e| refuse(e.to_string()))?;
-        if let Some(body) = reopened {
-            pump::spawn(
+        let pump = reopened.and_then(|body| {
+            pump::start(
                 pump::PumpContext {
                     proxy: self.clone(),
                     session: session.clone(),
@@ -404,8 +404,8 @@ impl Proxy {
                     request_id: None,
                 },
                 body,
-            );
-        }
+            )
+        });
         ProxyStats::incr(&stats.resumptions);
         let replayed = tracker.last_seq().saturating_sub(id.seq);
         stats
@@ -418,7 +418,7 @@ impl Proxy {
             replayed,
             "client resumed a stream",
         );
-        let mut response = Response::new(pump::reader_body(tracker, reader, self.clone()));
+        let mut response = Response::new(pump::reader_body(tracker, reader, pump, self.clone()));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/event-stream"),

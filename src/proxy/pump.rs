@@ -1,10 +1,12 @@
 //! Legacy-era SSE streams that survive dropped connections (DESIGN.md, "How a legacy session
 //! flows through the proxy", steps 3–5).
 //!
-//! Each legacy stream has one **pump**, the only task per stream: it reads the upstream response,
-//! admits each event into the stream's [`EventTracker`] window and wakes the reader. The client
-//! side is a **reader**, the body of whichever client connection is attached; it is polled by
-//! that connection, not a task. So:
+//! Each legacy stream has one **pump**: it reads the upstream response, admits each event into
+//! the stream's [`EventTracker`] window and wakes the reader. The client side is a **reader**,
+//! the body of whichever client connection is attached, polled by that connection. While the
+//! reader that started the pump is attached, it drives the pump too ([`InlinePump`]): a stream
+//! with its client costs no task of its own. When that reader goes away, the pump moves to a
+//! task of its own (tracked by the session manager), so:
 //!
 //! - a client that drops leaves the pump reading for the configured linger time; a `GET` with
 //!   `Last-Event-ID` attaches a new reader at that position and it continues live;
@@ -15,7 +17,13 @@
 //! - a POST stream is complete when the upstream ends it after the response to the request; a
 //!   stream the upstream closes before that (2025-11-25 polling, after `retry:`) is resumed.
 
-use std::{collections::VecDeque, convert::Infallible, sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::{Bytes, BytesMut};
@@ -25,6 +33,7 @@ use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::{
     Proxy,
@@ -33,7 +42,7 @@ use super::{
     upstream::UpstreamBody,
 };
 use crate::{
-    session::{EventTracker, ProxyStats, Read, Session, UpstreamState},
+    session::{EventTracker, ProxyStats, Read, Session, SessionManager, UpstreamState},
     sse::{SseBlock, SseParser},
 };
 
@@ -54,17 +63,57 @@ pub struct PumpContext {
     pub request_id: Option<Box<RawValue>>,
 }
 
-/// Starts the pump of a legacy stream on its own task, if none runs for it already (`false`
-/// then). The task ends when the stream completes, fails, lingers out, or its session ends.
-pub fn spawn(ctx: PumpContext, upstream: UpstreamBody) -> bool {
+/// Starts the pump of a legacy stream, to be driven by the reader that opens the stream
+/// ([`reader_body`]); `None` if a pump runs for it already. The pump ends when the stream
+/// completes, fails, lingers out, or its session ends.
+pub fn start(ctx: PumpContext, upstream: UpstreamBody) -> Option<InlinePump> {
     if !ctx.tracker.claim_pump() {
-        return false;
+        return None;
     }
     ctx.tracker.set_upstream(UpstreamState::Live);
     ctx.proxy.manager.reopen_stream(&ctx.tracker);
     let manager = ctx.proxy.manager.clone();
-    manager.spawn_pump(run(ctx, upstream));
-    true
+    Some(InlinePump {
+        tracked: Some(manager.track_inline_pump()),
+        future: Some(Box::pin(run(ctx, upstream))),
+        manager,
+    })
+}
+
+/// A pump driven by its reader's client connection instead of a task. Dropped before the pump
+/// ended (the client went away), it hands the pump to a task of its own, which keeps reading
+/// for the linger time; counted by the session manager's pump tracker either way, so shutdown
+/// waits for it.
+pub struct InlinePump {
+    future: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+    manager: Arc<SessionManager>,
+    tracked: Option<TaskTrackerToken>,
+}
+
+impl InlinePump {
+    /// Runs the pump as far as it goes now; `Ready` once it has ended.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(future) = self.future.as_mut() else {
+            return Poll::Ready(());
+        };
+        ready!(future.as_mut().poll(cx));
+        self.future = None;
+        self.tracked = None;
+        Poll::Ready(())
+    }
+}
+
+impl Drop for InlinePump {
+    fn drop(&mut self) {
+        let Some(future) = self.future.take() else {
+            return;
+        };
+        // A runtime that is shutting down drops the connection and its pump together; there is
+        // then no task to hand the pump to, and no client to keep reading for.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.manager.spawn_pump(future);
+        }
+    }
 }
 
 /// Why the pump stopped waiting.
@@ -389,12 +438,15 @@ pub fn is_response_to(block: &SseBlock, request_id: Option<&RawValue>) -> bool {
     }
 }
 
-/// The body of a client connection reading a legacy stream through reader `reader`. When the
-/// connection goes away the reader detaches (the pump lingers); if the stream ends without its
-/// upstream being complete, the client gets a `retry:` hint so it resumes with `Last-Event-ID`.
+/// The body of a client connection reading a legacy stream through reader `reader`, driving
+/// `pump` (the stream's pump, when this reader started it) while it waits for events. When the
+/// connection goes away the reader detaches (the pump moves to a task and lingers); if the
+/// stream ends without its upstream being complete, the client gets a `retry:` hint so it
+/// resumes with `Last-Event-ID`.
 pub fn reader_body(
     tracker: Arc<EventTracker>,
     reader: u64,
+    pump: Option<InlinePump>,
     stats_owner: Arc<Proxy>,
 ) -> axum::body::Body {
     struct ReaderState {
@@ -403,6 +455,7 @@ pub fn reader_body(
         appended: watch::Receiver<u64>,
         ready: std::collections::VecDeque<Bytes>,
         done: bool,
+        pump: Option<InlinePump>,
         proxy: Arc<Proxy>,
     }
     impl Drop for ReaderState {
@@ -423,6 +476,7 @@ pub fn reader_body(
         reader,
         ready: std::collections::VecDeque::new(),
         done: false,
+        pump,
         proxy: stats_owner,
     };
     let events = stream::unfold(state, |mut st| async move {
@@ -444,11 +498,26 @@ pub fn reader_body(
                     }
                     st.ready.push_back(joined.freeze());
                 }
-                Read::Wait => {
-                    if st.appended.changed().await.is_err() {
-                        st.done = true;
+                Read::Wait => match st.pump.as_mut() {
+                    // Drive the pump until it records something (it then publishes: `appended`
+                    // changes) or ends.
+                    Some(pump) => {
+                        tokio::select! {
+                            biased;
+                            () = std::future::poll_fn(|cx| pump.poll(cx)) => st.pump = None,
+                            changed = st.appended.changed() => {
+                                if changed.is_err() {
+                                    st.done = true;
+                                }
+                            }
+                        }
                     }
-                }
+                    None => {
+                        if st.appended.changed().await.is_err() {
+                            st.done = true;
+                        }
+                    }
+                },
                 Read::End(UpstreamState::Complete) | Read::Replaced => st.done = true,
                 Read::End(_) => {
                     st.ready

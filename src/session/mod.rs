@@ -226,7 +226,8 @@ pub struct SessionManager {
     changes: SessionChanges,
     /// How a session is ended upstream; registered by the data plane.
     upstream_ender: OnceLock<Arc<dyn UpstreamSessionEnder>>,
-    /// Every stream pump task, so shutdown can wait for them before the final flush.
+    /// Every stream pump (on its own task, or driven by its reader and counted by a token), so
+    /// shutdown can wait for them before the final flush.
     pumps: TaskTracker,
 }
 
@@ -277,6 +278,12 @@ impl SessionManager {
     /// Runs a stream pump on a task the manager tracks (see [`Self::streams_stopped`]).
     pub fn spawn_pump(&self, pump: impl std::future::Future<Output = ()> + Send + 'static) {
         self.pumps.spawn(pump);
+    }
+
+    /// Counts a pump that runs inline (driven by its client's connection, not on a task) as a
+    /// tracked pump until the token is dropped, so [`Self::streams_stopped`] waits for it too.
+    pub fn track_inline_pump(&self) -> tokio_util::task::task_tracker::TaskTrackerToken {
+        self.pumps.token()
     }
 
     /// Resolves once every pump has ended; call after [`Self::stop_streams`], before the

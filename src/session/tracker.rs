@@ -155,7 +155,7 @@ pub struct EventTracker {
     consumed: watch::Sender<u64>,
     /// Set while the tracker waits in the persistence worker's queue (latest-only coalescing).
     pub(super) persist_queued: AtomicBool,
-    /// Set while a pump task reads the upstream for this stream (at most one at a time).
+    /// Set while a pump reads the upstream for this stream (at most one at a time).
     pump_active: AtomicBool,
     /// Set while the pump waits for the reader to make room in the window.
     room_wanted: AtomicBool,
