@@ -138,7 +138,7 @@ fn mistakes_exit_with_status_2_and_name_their_key() {
     )
     .expect("write");
     type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
         (vec![typo.to_str().expect("path")], vec![], "max_body"),
         (
             vec!["/nonexistent/relay.toml"],
@@ -160,6 +160,11 @@ fn mistakes_exit_with_status_2_and_name_their_key() {
             ],
             vec![],
             "metrics.listen",
+        ),
+        (
+            vec!["--upstream", "http://h/mcp", "--threads", "100000"],
+            vec![],
+            "proxy.threads",
         ),
     ];
     for (args, env, key) in cases {

@@ -102,19 +102,24 @@ async fn scrape(client: &Client, metrics: &str) -> Scrape {
     Scrape(serde_json::from_slice(&output.stdout).expect("parser JSON"))
 }
 
-#[tokio::test]
-async fn metrics_parse_with_prometheus_client_and_move_with_traffic() {
-    let upstream = TestUpstream::start().await;
-    let mut config = Config::new(upstream.url().parse().expect("upstream URL"));
-    config.shutdown_grace = std::time::Duration::from_secs(1);
+/// A daemon with `config`, its data, admin and metrics listeners on free loopback ports.
+async fn start_with_metrics(config: Config) -> Daemon {
     let listeners = Listeners {
         data: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
         admin: TcpListener::bind("127.0.0.1:0").await.expect("bind").into(),
         metrics: Some(TcpListener::bind("127.0.0.1:0").await.expect("bind")),
     };
-    let daemon = Daemon::start_with(config, listeners, Arc::new(MemoryStore::new()))
+    Daemon::start_with(config, listeners, Arc::new(MemoryStore::new()))
         .await
-        .expect("start mcp-relay");
+        .expect("start mcp-relay")
+}
+
+#[tokio::test]
+async fn metrics_parse_with_prometheus_client_and_move_with_traffic() {
+    let upstream = TestUpstream::start().await;
+    let mut config = Config::new(upstream.url().parse().expect("upstream URL"));
+    config.shutdown_grace = std::time::Duration::from_secs(1);
+    let daemon = start_with_metrics(config).await;
     let metrics = daemon.metrics_addr().expect("metrics listener").to_string();
     let url = proxy_url(&daemon);
     let client = Client::new();
@@ -304,14 +309,7 @@ async fn client_connections_are_spread_over_the_data_plane_threads_and_counted_u
     let upstream = TestUpstream::start().await;
     let mut config = Config::new(upstream.url().parse().expect("upstream URL"));
     config.proxy.threads = 2;
-    let listeners = Listeners {
-        data: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
-        admin: TcpListener::bind("127.0.0.1:0").await.expect("bind").into(),
-        metrics: Some(TcpListener::bind("127.0.0.1:0").await.expect("bind")),
-    };
-    let daemon = Daemon::start_with(config, listeners, Arc::new(MemoryStore::new()))
-        .await
-        .expect("start mcp-relay");
+    let daemon = start_with_metrics(config).await;
     let metrics = daemon.metrics_addr().expect("metrics listener").to_string();
     let client = Client::new();
     let first = scrape(&client, &metrics).await;

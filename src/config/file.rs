@@ -183,6 +183,10 @@ pub struct FileConfig {
     pub systemd: SystemdSection,
 }
 
+/// The most data-plane threads `proxy.threads` may ask for (each is an OS thread with its own
+/// runtime).
+pub const MAX_DATA_THREADS: usize = 1024;
+
 /// `[proxy]`: [`ProxyConfig`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -412,6 +416,12 @@ impl ProxySection {
         }
         if !self.endpoint_path.starts_with('/') {
             return Err(invalid("proxy.endpoint_path", "must start with `/`"));
+        }
+        if self.threads > MAX_DATA_THREADS {
+            return Err(invalid(
+                "proxy.threads",
+                format!("at most {MAX_DATA_THREADS} (0: one per CPU)"),
+            ));
         }
         positive("proxy.max_request_body_bytes", self.max_request_body_bytes)?;
         positive("proxy.max_event_bytes", self.max_event_bytes)?;
