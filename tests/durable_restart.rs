@@ -145,6 +145,7 @@ async fn idle_sessions_end_once(
 ) {
     let upstream = TestUpstream::start().await;
     upstream.push(Reply::json(INITIALIZE_RESULT).session_id("UP-IDLE"));
+    let first_store = stores[0].clone();
     let mut daemons = Vec::new();
     for store in stores {
         daemons.push(
@@ -166,8 +167,23 @@ async fn idle_sessions_end_once(
         ("mcp-session-id", sid.as_str()),
         ("mcp-protocol-version", "2025-11-25"),
     ];
-    // Through the other replica (restored there from the store), then idle everywhere.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Through the other replica (restored there from the store, once saved), then idle
+    // everywhere.
+    let saved = async {
+        loop {
+            let found = first_store
+                .get_sessions(std::slice::from_ref(&sid))
+                .await
+                .expect("read the store");
+            if found.first().is_some_and(Option::is_some) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), saved)
+        .await
+        .expect("the session is saved to the store within 5 s");
     let ping = http.post_read(&url(last), &headers, PING).await;
     assert_eq!(ping.status, StatusCode::OK, "{}", ping.text());
 
@@ -178,12 +194,14 @@ async fn idle_sessions_end_once(
             .filter(|r| r.method == http::Method::DELETE)
             .collect::<Vec<_>>()
     };
-    for _ in 0..100 {
-        if !deletes().is_empty() {
-            break;
+    let first_delete = async {
+        while deletes().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(5), first_delete)
+        .await
+        .expect("the idle session is ended upstream within 5 s");
     // Let every replica's expiry run a few more rounds: still one DELETE.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let deletes = deletes();
