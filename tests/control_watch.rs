@@ -259,6 +259,60 @@ async fn session_watch_sends_the_current_state_then_each_change() {
     proxy.shutdown().await.expect("clean shutdown");
 }
 
+/// Reads `watch` until an `UPDATED` change with a stream (named `stream`, if given) whose
+/// `client_connected` is `connected`, and returns that stream's name (other changes pass by).
+async fn until_client_connected(
+    watch: &mut Streaming<WatchSessionsResponse>,
+    stream: Option<&str>,
+    connected: bool,
+) -> String {
+    loop {
+        let m = next(watch).await;
+        if kind(&m) != SessionChangeType::Updated {
+            continue;
+        }
+        let found =
+            m.session.iter().flat_map(|s| &s.streams).find(|t| {
+                stream.is_none_or(|name| t.name == name) && t.client_connected == connected
+            });
+        if let Some(found) = found {
+            return found.name.clone();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_attaching_to_and_leaving_a_stream_is_an_update() {
+    let server = Peer::py_server(&[]).await;
+    let proxy = start_proxy(&server.url()).await;
+    let url = proxy_url(&proxy);
+    let session = StreamSession::initialize(&url).await;
+    let mut client = sessions_client(
+        proxy
+            .admin_addr()
+            .expect("the control plane listens on TCP"),
+    )
+    .await;
+    let mut watch = client
+        .watch_sessions(WatchSessionsRequest::default())
+        .await
+        .expect("WatchSessions")
+        .into_inner();
+    assert_eq!(kind(&next(&mut watch).await), SessionChangeType::Existing);
+    assert_eq!(kind(&next(&mut watch).await), SessionChangeType::Synced);
+
+    // A long tool call (1,000 steps of 50 ms: it outlives the wait, and the pump lingers after
+    // the client, so only the client's arrival and departure can produce these updates).
+    let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"progress","arguments":{"steps":1000,"delay_ms":50},"_meta":{"progressToken":7}}}"#;
+    let mut reader = EventReader::new(session.post(call).await);
+    assert!(reader.next().await.is_some(), "a first progress event");
+    // The stream `initialize` was answered on has ended: the one with a client is the call's.
+    let stream = until_client_connected(&mut watch, None, true).await;
+    drop(reader);
+    until_client_connected(&mut watch, Some(&stream), false).await;
+    proxy.shutdown().await.expect("clean shutdown");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_watcher_that_falls_behind_is_reset_then_resynchronised() {
     let server = Peer::py_server(&[]).await;

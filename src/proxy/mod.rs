@@ -257,6 +257,7 @@ impl Proxy {
                     let reader = tracker
                         .attach(None)
                         .map_err(|e| fail(Reject::Internal(e.to_string())))?;
+                    self.manager.stream_changed(&tracker);
                     let mut resume_headers = HeaderMap::new();
                     headers::copy_end_to_end(&parts.headers, &mut resume_headers);
                     headers::own_values(&mut resume_headers);
@@ -394,6 +395,7 @@ impl Proxy {
         let reader = tracker
             .attach(Some(id.seq))
             .map_err(|e| refuse(e.to_string()))?;
+        self.manager.stream_changed(&tracker);
         let pump = reopened.and_then(|body| {
             pump::start(
                 pump::PumpContext {

@@ -230,6 +230,7 @@ async fn run(ctx: PumpContext, mut body: UpstreamBody) {
                 body = resumed;
                 parser = SseParser::new(ctx.proxy.config.max_event_bytes);
                 tracker.set_upstream(UpstreamState::Live);
+                manager.stream_changed(&tracker);
             }
             Err(state) => break state,
         }
@@ -307,6 +308,7 @@ async fn resume_upstream(
         return Err(UpstreamState::Failed);
     };
     tracker.set_upstream(UpstreamState::Reconnecting);
+    ctx.proxy.manager.stream_changed(tracker);
     let config = ctx.proxy.manager.config();
     let backoff = ExponentialBuilder::new()
         .with_min_delay(config.reconnect_min_delay)
@@ -461,6 +463,7 @@ pub fn reader_body(
     impl Drop for ReaderState {
         fn drop(&mut self) {
             self.tracker.detach(self.reader);
+            self.proxy.manager.stream_changed(&self.tracker);
             let stats = self.proxy.manager.stats();
             stats
                 .streams_open

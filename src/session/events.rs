@@ -20,7 +20,8 @@ pub const CHANGES_KEPT: usize = 1024;
 pub enum SessionChangeKind {
     /// The session was created (`initialize` answered with an upstream session id).
     Created,
-    /// One of its streams opened, closed or was resumed.
+    /// One of its streams opened, closed or was resumed, a client attached to or left one, or
+    /// its upstream side started or finished reconnecting.
     Updated,
     /// The session ended (client `DELETE`, upstream 404, idle expiry, or an operator).
     Ended,

@@ -513,9 +513,19 @@ impl SessionManager {
                 .lock()
                 .by_id
                 .insert(tracker.stream().clone(), tracker.clone());
-            self.changes.publish(SessionChangeKind::Updated, session);
+            // Published by the caller once the opening client's reader is attached
+            // ([`Self::stream_changed`]), so a watcher sees the stream with its client.
         }
         Ok(tracker)
+    }
+
+    /// Tells session watchers that a stream of a live session changed in a way its record
+    /// shows — a client attached or left, its upstream side reconnecting or resumed: one
+    /// `UPDATED` change of the session (`WatchSessions`).
+    pub fn stream_changed(&self, tracker: &EventTracker) {
+        if let Some(session) = tracker.session().and_then(|id| self.get(id.as_str())) {
+            self.changes.publish(SessionChangeKind::Updated, &session);
+        }
     }
 
     /// Notes that a stream's relay (or, for a legacy stream, its pump) ended; a closed stream
