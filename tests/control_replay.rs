@@ -70,6 +70,21 @@ async fn force_replay_resends_exactly_the_events_after_the_id_to_a_live_legacy_s
     }
     let after = events[2].id.clone().expect("id");
     let stream = ClientEventId::parse(&after).unwrap().stream.to_owned();
+    // An id this stream did not issue for that position (another upstream id) is refused and
+    // replays nothing: the sequence checks below would see a second replay.
+    let forged = admin
+        .force_replay(ForceReplayRequest {
+            name: format!("sessions/{}/streams/{stream}", client.session_id),
+            after_event_id: format!("{stream}:{}:forged-upstream-id", seq(&after)),
+        })
+        .await
+        .expect_err("a forged event id is refused");
+    assert_eq!(forged.code(), tonic::Code::InvalidArgument, "{forged:?}");
+    assert!(
+        forged.message().contains("not issued"),
+        "{}",
+        forged.message()
+    );
     let replayed = admin
         .force_replay(ForceReplayRequest {
             name: format!("sessions/{}/streams/{stream}", client.session_id),

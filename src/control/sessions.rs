@@ -179,6 +179,15 @@ impl pb::session_service_server::SessionService for SessionAdmin {
         }
         let session = self.session(ids[0])?;
         let tracker = self.stream(&session, ids[1])?;
+        // `{stream}:{seq}` names a position; an upstream id part, when given, must be the one
+        // that event carries.
+        if after.upstream_id.is_some() && tracker.issued(&after) == Some(false) {
+            return Err(Status::invalid_argument(format!(
+                "after_event_id {:?} was not issued by this stream: its event {} carries another \
+                 upstream event id",
+                req.after_event_id, after.seq
+            )));
+        }
         let sent = tracker
             .rewind(after.seq)
             .map_err(out_of_range)?

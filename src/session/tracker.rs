@@ -717,6 +717,17 @@ impl EventTracker {
         result
     }
 
+    /// Whether `id` is the client event id this stream handed out for its event `id.seq`:
+    /// `Some(false)` when that event is in the replay window under another upstream id (or
+    /// none), `None` when it cannot be told (the event left the window, or `seq` is 0, the
+    /// position before the first event). The stream part is the caller's to check.
+    pub fn issued(&self, id: &ClientEventId<'_>) -> Option<bool> {
+        let state = self.state.lock();
+        let front = state.window.front()?;
+        let event = state.window.get(id.seq.checked_sub(front.seq)? as usize)?;
+        Some(event.upstream_id() == id.upstream_id)
+    }
+
     /// Moves the attached reader's cursor back to `after_seq`, so the buffered events after it
     /// are sent again. Returns how many will be re-sent; `None` if no reader is attached.
     pub fn rewind(&self, after_seq: u64) -> Result<Option<usize>, AttachError> {
@@ -935,6 +946,31 @@ mod tests {
         assert_eq!(t.admit(None), Admission::Forward { seq: 3 });
         assert_eq!(t.duplicates_dropped(), 1);
         assert_eq!(t.last_upstream_id().as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn issued_ids_are_told_from_forged_ones_while_their_event_is_in_the_window() {
+        let t = tracker(TrackerLimits {
+            replay_events: 2,
+            ..TrackerLimits::default()
+        });
+        let id = |seq, up| ClientEventId {
+            stream: "s1",
+            seq,
+            upstream_id: up,
+        };
+        push(&t, Some("u1"), b"data: 1\n\n");
+        push(&t, None, b"data: 2\n\n");
+        assert_eq!(t.issued(&id(1, Some("u1"))), Some(true));
+        assert_eq!(t.issued(&id(1, Some("u9"))), Some(false));
+        assert_eq!(t.issued(&id(1, None)), Some(false));
+        assert_eq!(t.issued(&id(2, None)), Some(true));
+        assert_eq!(t.issued(&id(2, Some("u2"))), Some(false));
+        // Position 0 (before the first event), past the last, and evicted: cannot be told.
+        assert_eq!(t.issued(&id(0, None)), None);
+        assert_eq!(t.issued(&id(3, None)), None);
+        push(&t, Some("u3"), b"data: 3\n\n");
+        assert_eq!(t.issued(&id(1, Some("u9"))), None);
     }
 
     #[test]

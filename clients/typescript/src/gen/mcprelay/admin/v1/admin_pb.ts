@@ -1007,7 +1007,10 @@ export const SessionService: GenService<{
   /**
    * Re-sends the buffered events after `after_event_id` to the client currently reading the
    * stream, in order and with their original ids, then continues live.
-   * Errors: INVALID_ARGUMENT for a malformed name or event id, or an id of another stream;
+   * `after_event_id` is a client event id of the stream (`{stream}:{seq}[:{upstream id}]`); an
+   * upstream id part, when given, must be the one the event at `seq` carries.
+   * Errors: INVALID_ARGUMENT for a malformed name or event id, an id of another stream, or an
+   * upstream id part the event at that position does not carry;
    * NOT_FOUND for an unknown session or stream; FAILED_PRECONDITION when no client is connected to
    * the stream; OUT_OF_RANGE when events after the id have left the replay window, or the id is
    * past the stream's last event.
