@@ -141,8 +141,10 @@ pub struct ProxyConfig {
     pub upstream_connect_timeout: Duration,
     /// Time allowed for the upstream's response headers once the request is sent. Default 60 s.
     pub upstream_response_timeout: Duration,
-    /// Data-plane threads: each accepts client connections and serves them, with their upstream
-    /// connections, on its own single-threaded runtime. 0: one per CPU. Default 0.
+    /// Data-plane threads: each serves the client connections handed to it (a new one goes to
+    /// the thread with the fewest open), with their upstream connections, on its own
+    /// single-threaded runtime. Each thread keeps its own idle upstream pool (up to 512). 0: one
+    /// per CPU. Default 0.
     pub threads: usize,
 }
 

@@ -255,6 +255,12 @@ impl Daemon {
             },
             &shutdown,
         )
+        .inspect_err(|_| {
+            // What started already (control plane, worker, expiry, upkeep) stops too.
+            shutdown.cancel();
+            worker_shutdown.cancel();
+            telemetry_shutdown.cancel();
+        })
         .map_err(DaemonError::DataPlane)?;
         metrics.watch_data_plane(
             data_plane.runtimes().to_vec(),

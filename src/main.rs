@@ -94,7 +94,7 @@ struct Flags {
     /// [proxy.upstream_response_timeout_secs; default 60]
     #[arg(long)]
     upstream_timeout_secs: Option<u64>,
-    /// Data-plane threads, each serving the connections it accepts; 0: one per CPU.
+    /// Data-plane threads, each serving the connections handed to it; 0: one per CPU.
     /// [proxy.threads; default 0]
     #[arg(long)]
     threads: Option<usize>,

@@ -333,8 +333,7 @@ async fn client_connections_are_spread_over_the_data_plane_threads_and_counted_u
 
     // Closed by the client: no longer counted.
     held.truncate(1);
-    let seen = wait_for_connections(&client, &metrics, |c| c.iter().sum::<f64>() == 1.0).await;
-    assert!(seen.contains(&1.0), "{seen:?}");
+    wait_for_connections(&client, &metrics, |c| c.iter().sum::<f64>() == 1.0).await;
     drop(held);
     wait_for_connections(&client, &metrics, |c| c == [0.0, 0.0]).await;
     daemon.shutdown().await.expect("clean shutdown");

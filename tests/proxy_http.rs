@@ -14,6 +14,7 @@ use support::{
     proxy_url, start_proxy, start_proxy_with,
     upstream::{Reply, TestUpstream},
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Upper bound for waits on the upstream side; never a performance assertion.
 const WAIT: Duration = Duration::from_secs(5);
@@ -459,4 +460,146 @@ async fn modern_client_disconnect_closes_the_upstream_stream() {
     tokio::time::timeout(WAIT, events.closed())
         .await
         .expect("the upstream sees its stream closed once the client went away");
+}
+
+/// The client that opened a legacy stream stops reading it (a stalled or vanished peer) while
+/// the upstream keeps sending; the client resumes on a new connection. The stuck connection,
+/// which drove the stream's pump, is never polled again: the resumed stream must go on live
+/// anyway, through to the upstream's last event.
+#[tokio::test]
+async fn a_stream_resumed_while_its_first_connection_is_stuck_goes_on_to_the_end() {
+    const CHUNKS: usize = 256;
+    let upstream = TestUpstream::start().await;
+    let proxy = start_proxy(&upstream.url()).await;
+    let url = proxy_url(&proxy);
+    let client = Client::new();
+    let sid = initialize_session(&upstream, &client, &url).await;
+    let (reply, events) = Reply::sse_stream();
+    upstream.push(reply);
+    // The first client: a raw connection with a small receive buffer, so that what the stuck
+    // client holds is bounded whatever the machine's TCP autotuning allows.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(8 << 10).expect("SO_RCVBUF");
+    let mut stuck = socket
+        .connect(proxy.data_addr())
+        .await
+        .expect("connect to the proxy");
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         accept: application/json, text/event-stream\r\nmcp-session-id: {sid}\r\n\
+         mcp-protocol-version: {LEGACY}\r\ncontent-length: {}\r\n\r\n{TOOLS_LIST}",
+        proxy.data_addr(),
+        TOOLS_LIST.len()
+    );
+    stuck
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the request");
+    assert!(events.send("id: e0\ndata: {}\n\n").await);
+    let mut seen = Vec::new();
+    let first_id = loop {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, stuck.read(&mut buf))
+            .await
+            .expect("the first event within the wait")
+            .expect("read");
+        assert!(n > 0, "the proxy closed the stream");
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if let Some(id) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("id: "))
+            .filter(|_| text.contains("\n\n"))
+        {
+            break id.trim().to_owned();
+        }
+    };
+    let stream = first_id.split(':').next().expect("stream part").to_owned();
+
+    // 16 MiB more, far beyond what hyper and the two sockets buffer for the stuck client.
+    let feeder = tokio::spawn(async move {
+        let data = "x".repeat(64 << 10);
+        for i in 1..=CHUNKS {
+            assert!(events.send(&format!("id: e{i}\ndata: {data}\n\n")).await);
+        }
+        assert!(
+            events
+                .send("id: end\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{}}\n\n")
+                .await
+        );
+        events
+    });
+    // The stream stalls short of its end: the stuck connection holds its pump up.
+    let tracker = proxy.manager().get(&sid).expect("session").streams()[0].clone();
+    let stalled = async {
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = tracker.last_seq();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    };
+    let stalled_at = tokio::time::timeout(WAIT, stalled)
+        .await
+        .expect("the stream stalls");
+    assert!(
+        stalled_at < CHUNKS as u64 + 2,
+        "the stuck client did not hold the stream up (at {stalled_at})"
+    );
+
+    // Resumed on a new connection after the last event the stuck client was handed (it may
+    // still sit in buffers on the way): every event after it, then the response.
+    let handed = tracker
+        .last_event_ids()
+        .client_event_id
+        .expect("events were handed to the stuck client");
+    let handed_seq: usize = handed
+        .split(':')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a sequence number");
+    let resumed = client
+        .send(
+            Method::GET,
+            &url,
+            &[
+                ("mcp-session-id", sid.as_str()),
+                ("mcp-protocol-version", LEGACY),
+                ("last-event-id", handed.as_str()),
+            ],
+            bytes::Bytes::new(),
+        )
+        .await;
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let mut resumed = SseReader::new(resumed);
+    // Sequence n carries upstream event e{n-1}; the response is sequence CHUNKS + 2.
+    for seq in handed_seq + 1..=CHUNKS + 1 {
+        let block = resumed
+            .next_block()
+            .await
+            .expect("a replayed or live event");
+        let text = std::str::from_utf8(&block).expect("UTF-8");
+        assert!(
+            text.starts_with(&format!("id: {stream}:{seq}:e{}\n", seq - 1)),
+            "sequence {seq}: {:?}",
+            &text[..text.len().min(60)]
+        );
+    }
+    let last = resumed.next_block().await.expect("the response");
+    assert!(
+        std::str::from_utf8(&last)
+            .expect("UTF-8")
+            .contains(":end\n"),
+        "{last:?}"
+    );
+    let events = tokio::time::timeout(WAIT, feeder)
+        .await
+        .expect("the upstream got every event out")
+        .expect("feeder");
+    drop(events);
+    assert_eq!(resumed.next_block().await, None, "ends with the upstream's");
+    drop(stuck);
 }

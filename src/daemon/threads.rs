@@ -74,8 +74,9 @@ pub struct DataPlane {
 }
 
 /// A client connection on its way to a thread: the socket, deregistered from the acceptor's
-/// runtime, and its peer address.
-type Handoff = (std::net::TcpStream, SocketAddr);
+/// runtime, its peer address, and its place in the thread's open count (given back if the
+/// connection is dropped on the way, e.g. still queued at shutdown).
+type Handoff = (std::net::TcpStream, SocketAddr, Uncount);
 
 /// One thread, as the acceptor sees it.
 struct Worker {
@@ -105,31 +106,42 @@ impl DataPlane {
         let mut workers = Vec::with_capacity(threads);
         let mut counts = Vec::with_capacity(threads);
         for i in 0..threads {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtimes.push(runtime.handle().clone());
             let (report, report_rx) = oneshot::channel();
             served.push(report_rx);
             let (queue, handed) = mpsc::channel(HANDOFF_QUEUE);
             let open = Arc::new(AtomicUsize::new(0));
             counts.push(open.clone());
-            workers.push(Worker {
-                queue,
-                open: open.clone(),
-            });
-            let listener = HandedOver {
-                handed,
-                local,
-                open,
-            };
+            workers.push(Worker { queue, open });
+            let listener = HandedOver { handed, local };
             let router = router(i);
             let shutdown = shutdown.clone();
             let thread_stop = stop.clone();
+            // The runtime is built on its thread, so a thread that cannot start never drops a
+            // runtime here (tokio forbids that inside an async context).
+            let (built, built_rx) = std::sync::mpsc::sync_channel(1);
             let thread = std::thread::Builder::new()
                 .name(format!("mcp-relay-data-{i}"))
-                .spawn(move || serve(runtime, listener, router, shutdown, thread_stop, report));
-            started.push(thread?);
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(err) => {
+                            let _ = built.send(Err(err));
+                            return;
+                        }
+                    };
+                    if built.send(Ok(runtime.handle().clone())).is_ok() {
+                        serve(runtime, listener, router, shutdown, thread_stop, report);
+                    }
+                })?;
+            started.push(thread);
+            // A brief blocking wait, at start only: the thread's first act is to send it.
+            let runtime = built_rx
+                .recv()
+                .map_err(|_| io::Error::other("a data-plane thread died while starting"))??;
+            runtimes.push(runtime);
         }
         started_ok.disarm();
         let acceptor = tokio::spawn(accept(listener, workers, shutdown.clone()));
@@ -220,17 +232,35 @@ async fn accept(mut listener: TcpListener, workers: Vec<Worker>, shutdown: Cance
                 continue;
             }
         };
-        let Some(worker) = workers
-            .iter()
-            .min_by_key(|w| w.open.load(Ordering::Relaxed))
-        else {
-            return;
-        };
-        worker.open.fetch_add(1, Ordering::Relaxed);
-        if worker.queue.send((stream, peer)).await.is_err() {
-            // The thread stopped serving (shutdown, or its server failed: the daemon is told
-            // through `served`); the connection closes.
-            worker.open.fetch_sub(1, Ordering::Relaxed);
+        // The thread with the fewest open connections whose queue has room; if every queue is
+        // full, wait for the least loaded one (the listen backlog holds the rest meanwhile).
+        let mut order: Vec<&Worker> = workers.iter().collect();
+        order.sort_by_key(|w| w.open.load(Ordering::Relaxed));
+        let mut handoff = Some((stream, peer));
+        for worker in &order {
+            let Some((stream, peer)) = handoff.take() else {
+                break;
+            };
+            match worker
+                .queue
+                .try_send((stream, peer, Uncount::count(&worker.open)))
+            {
+                Ok(()) => {}
+                Err(
+                    mpsc::error::TrySendError::Full((stream, peer, _))
+                    | mpsc::error::TrySendError::Closed((stream, peer, _)),
+                ) => {
+                    handoff = Some((stream, peer));
+                }
+            }
+        }
+        if let (Some((stream, peer)), Some(worker)) = (handoff, order.first()) {
+            // A closed queue: the thread stopped serving (shutdown, or its server failed: the
+            // daemon hears of it through `served`); the connection closes.
+            let _ = worker
+                .queue
+                .send((stream, peer, Uncount::count(&worker.open)))
+                .await;
         }
     }
 }
@@ -239,7 +269,6 @@ async fn accept(mut listener: TcpListener, workers: Vec<Worker>, shutdown: Cance
 struct HandedOver {
     handed: mpsc::Receiver<Handoff>,
     local: SocketAddr,
-    open: Arc<AtomicUsize>,
 }
 
 impl Listener for HandedOver {
@@ -248,11 +277,10 @@ impl Listener for HandedOver {
 
     async fn accept(&mut self) -> (Counted, SocketAddr) {
         loop {
-            let Some((stream, peer)) = self.handed.recv().await else {
+            let Some((stream, peer, counted)) = self.handed.recv().await else {
                 // The acceptor is gone (shutdown): nothing more comes.
                 return std::future::pending().await;
             };
-            let counted = Uncount(self.open.clone());
             match TcpStream::from_std(stream) {
                 Ok(io) => return (Counted { io, _open: counted }, peer),
                 Err(err) => {
@@ -267,8 +295,16 @@ impl Listener for HandedOver {
     }
 }
 
-/// Takes a connection off its thread's open count when dropped.
+/// A connection's place in its thread's open count: counted when made, given back when
+/// dropped.
 struct Uncount(Arc<AtomicUsize>);
+
+impl Uncount {
+    fn count(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self(open.clone())
+    }
+}
 
 impl Drop for Uncount {
     fn drop(&mut self) {

@@ -273,6 +273,7 @@ impl Proxy {
                             request_id,
                         },
                         upstream_body,
+                        reader,
                     );
                     pump::reader_body(tracker, reader, pump, self.clone())
                 }
@@ -396,18 +397,23 @@ impl Proxy {
             .attach(Some(id.seq))
             .map_err(|e| refuse(e.to_string()))?;
         self.manager.stream_changed(&tracker);
-        let pump = reopened.and_then(|body| {
-            pump::start(
-                pump::PumpContext {
-                    proxy: self.clone(),
-                    session: session.clone(),
-                    tracker: tracker.clone(),
-                    resume_headers,
-                    request_id: None,
-                },
-                body,
-            )
-        });
+        // This reader drives the pump: a re-opened one, or the one the replaced reader drove
+        // (which may never be polled again: its client may have stopped reading).
+        let pump = reopened
+            .and_then(|body| {
+                pump::start(
+                    pump::PumpContext {
+                        proxy: self.clone(),
+                        session: session.clone(),
+                        tracker: tracker.clone(),
+                        resume_headers,
+                        request_id: None,
+                    },
+                    body,
+                    reader,
+                )
+            })
+            .or_else(|| pump::adopt(&tracker, self, reader));
         ProxyStats::incr(&stats.resumptions);
         let replayed = tracker.last_seq().saturating_sub(id.seq);
         stats

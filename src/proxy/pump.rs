@@ -21,7 +21,7 @@ use std::{
     collections::VecDeque,
     convert::Infallible,
     sync::Arc,
-    task::{Context, Poll, ready},
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -33,7 +33,6 @@ use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
-use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::{
     Proxy,
@@ -42,7 +41,7 @@ use super::{
     upstream::UpstreamBody,
 };
 use crate::{
-    session::{EventTracker, ProxyStats, Read, Session, SessionManager, UpstreamState},
+    session::{EventTracker, ParkedPump, ProxyStats, Read, Session, SessionManager, UpstreamState},
     sse::{SseBlock, SseParser},
 };
 
@@ -63,55 +62,81 @@ pub struct PumpContext {
     pub request_id: Option<Box<RawValue>>,
 }
 
-/// Starts the pump of a legacy stream, to be driven by the reader that opens the stream
-/// ([`reader_body`]); `None` if a pump runs for it already. The pump ends when the stream
-/// completes, fails, lingers out, or its session ends.
-pub fn start(ctx: PumpContext, upstream: UpstreamBody) -> Option<InlinePump> {
+/// Starts the pump of a legacy stream, to be driven by `reader`, the reader of the client that
+/// opens (or re-opens) it ([`reader_body`]); `None` if a pump runs for it already. The pump ends
+/// when the stream completes, fails, lingers out, or its session ends.
+pub fn start(ctx: PumpContext, upstream: UpstreamBody, reader: u64) -> Option<InlinePump> {
     if !ctx.tracker.claim_pump() {
         return None;
     }
     ctx.tracker.set_upstream(UpstreamState::Live);
     ctx.proxy.manager.reopen_stream(&ctx.tracker);
+    let tracker = ctx.tracker.clone();
     let manager = ctx.proxy.manager.clone();
+    tracker.park_pump(ParkedPump {
+        tracked: manager.track_inline_pump(),
+        future: Box::pin(run(ctx, upstream)),
+        driver: reader,
+    });
     Some(InlinePump {
-        tracked: Some(manager.track_inline_pump()),
-        future: Some(Box::pin(run(ctx, upstream))),
+        tracker,
         manager,
+        reader,
     })
 }
 
-/// A pump driven by its reader's client connection instead of a task. Dropped before the pump
-/// ended (the client went away), it hands the pump to a task of its own, which keeps reading
-/// for the linger time; counted by the session manager's pump tracker either way, so shutdown
-/// waits for it.
+/// Takes over driving the stream's pump for `reader` (a client resuming the stream) when
+/// another reader drives it; `None` if no pump is parked (none runs, or it runs on a task).
+/// The reader it replaces may have stopped being polled (its client stopped reading), so the
+/// pump must not wait for it.
+pub fn adopt(tracker: &Arc<EventTracker>, proxy: &Proxy, reader: u64) -> Option<InlinePump> {
+    tracker.drive_pump(reader).then(|| InlinePump {
+        tracker: tracker.clone(),
+        manager: proxy.manager.clone(),
+        reader,
+    })
+}
+
+/// A pump driven by a reader's client connection instead of a task. The pump itself stays
+/// parked in the stream's tracker between polls ([`ParkedPump`]), so a reader that resumes the
+/// stream can take it over ([`adopt`]) and shutdown can move it to a task. Dropped while it
+/// still drives the pump (the client went away), it hands the pump to a task of the session
+/// manager, which keeps reading for the linger time.
 pub struct InlinePump {
-    future: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+    tracker: Arc<EventTracker>,
     manager: Arc<SessionManager>,
-    tracked: Option<TaskTrackerToken>,
+    reader: u64,
 }
 
 impl InlinePump {
-    /// Runs the pump as far as it goes now; `Ready` once it has ended.
+    /// Runs the pump as far as it goes now; `Ready` once it has ended or is no longer this
+    /// reader's to drive.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(future) = self.future.as_mut() else {
+        let Some(mut parked) = self.tracker.take_pump(Some(self.reader)) else {
             return Poll::Ready(());
         };
-        ready!(future.as_mut().poll(cx));
-        self.future = None;
-        self.tracked = None;
-        Poll::Ready(())
+        match parked.future.as_mut().poll(cx) {
+            // Ended: its tracker token goes with it.
+            Poll::Ready(()) => Poll::Ready(()),
+            Poll::Pending => {
+                self.tracker.park_pump(parked);
+                Poll::Pending
+            }
+        }
     }
 }
 
 impl Drop for InlinePump {
     fn drop(&mut self) {
-        let Some(future) = self.future.take() else {
+        // Unwinding from a panic in the pump: it is not parked, and must not run again.
+        if std::thread::panicking() {
             return;
-        };
-        // A runtime that is shutting down drops the connection and its pump together; there is
-        // then no task to hand the pump to, and no client to keep reading for.
-        if tokio::runtime::Handle::try_current().is_ok() {
-            self.manager.spawn_pump(future);
+        }
+        if let Some(parked) = self.tracker.take_pump(Some(self.reader)) {
+            // Spawned before its token is dropped, so shutdown never sees it untracked. On a
+            // runtime that is shutting down, the task is dropped at once, as is everything
+            // else there.
+            self.manager.spawn_pump(parked.future);
         }
     }
 }

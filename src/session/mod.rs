@@ -29,8 +29,8 @@ pub use events::{SessionChange, SessionChangeKind, SessionChanges};
 pub use id::{RandomError, SessionId, StreamId};
 pub use stats::{ProxyStats, ProxyStatsSnapshot};
 pub use tracker::{
-    Admission, AttachError, ClientEventId, EventTracker, LastEventIds, Read, Recorded, StreamKind,
-    TrackerLimits, UpstreamState,
+    Admission, AttachError, ClientEventId, EventTracker, LastEventIds, ParkedPump, Read, Recorded,
+    StreamKind, TrackerLimits, UpstreamState,
 };
 pub use worker::{
     PersistenceHandle, PersistenceWorker, WorkerConfig, WorkerMetrics, WorkerSnapshot,
@@ -273,6 +273,16 @@ impl SessionManager {
     /// hint so clients resume elsewhere.
     pub fn stop_streams(&self) {
         self.streams_cancel.cancel();
+        // Pumps their readers drive see the cancellation only when polled; a reader whose
+        // client stopped reading is not. Those pumps move to tasks here, to end now.
+        for session in self.sessions() {
+            let trackers: Vec<_> = session.streams.lock().by_id.values().cloned().collect();
+            for tracker in trackers {
+                if let Some(parked) = tracker.take_pump(None) {
+                    self.pumps.spawn(parked.future);
+                }
+            }
+        }
     }
 
     /// Runs a stream pump on a task the manager tracks (see [`Self::streams_stopped`]).
@@ -555,12 +565,16 @@ impl SessionManager {
     /// Notes that a closed stream was resumed, so it is no longer a candidate for eviction.
     pub fn reopen_stream(&self, tracker: &EventTracker) {
         if let Some(session) = tracker.session().and_then(|id| self.get(id.as_str())) {
-            session
-                .streams
-                .lock()
-                .closed
-                .retain(|id| id != tracker.stream());
-            self.changes.publish(SessionChangeKind::Updated, &session);
+            let reopened = {
+                let closed = &mut session.streams.lock().closed;
+                let before = closed.len();
+                closed.retain(|id| id != tracker.stream());
+                closed.len() != before
+            };
+            // A stream opening for the first time is published once its reader is attached.
+            if reopened {
+                self.changes.publish(SessionChangeKind::Updated, &session);
+            }
         }
     }
 

@@ -159,6 +159,28 @@ pub struct EventTracker {
     pump_active: AtomicBool,
     /// Set while the pump waits for the reader to make room in the window.
     room_wanted: AtomicBool,
+    /// The pump, while a reader drives it rather than a task, between that reader's polls.
+    parked_pump: Mutex<Option<ParkedPump>>,
+}
+
+/// A stream pump that a client's reader drives instead of a task (`proxy::pump::InlinePump`),
+/// kept in its tracker between polls so that whoever must take it over can: a reader that
+/// resumes the stream while the driving one is stuck, or shutdown.
+pub struct ParkedPump {
+    /// The pump itself.
+    pub future: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Keeps the session manager's pump tracker (shutdown) waiting for it.
+    pub tracked: tokio_util::task::task_tracker::TaskTrackerToken,
+    /// The reader driving it.
+    pub driver: u64,
+}
+
+impl std::fmt::Debug for ParkedPump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParkedPump")
+            .field("driver", &self.driver)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -298,6 +320,7 @@ impl EventTracker {
             persist_queued: AtomicBool::new(false),
             pump_active: AtomicBool::new(false),
             room_wanted: AtomicBool::new(false),
+            parked_pump: Mutex::new(None),
         }
     }
 
@@ -342,6 +365,32 @@ impl EventTracker {
     /// Releases the pump claim (the pump stopped).
     pub fn release_pump(&self) {
         self.pump_active.store(false, Ordering::Release);
+    }
+
+    /// Parks a reader-driven pump between polls (see [`ParkedPump`]).
+    pub fn park_pump(&self, pump: ParkedPump) {
+        *self.parked_pump.lock() = Some(pump);
+    }
+
+    /// Takes the parked pump if `driver` drives it (`None`: whoever does). `None` when no pump
+    /// is parked (none, one on a task, or one being polled right now) or another reader drives it.
+    pub fn take_pump(&self, driver: Option<u64>) -> Option<ParkedPump> {
+        let mut parked = self.parked_pump.lock();
+        if driver.is_some_and(|d| parked.as_ref().is_some_and(|p| p.driver != d)) {
+            return None;
+        }
+        parked.take()
+    }
+
+    /// Makes `driver` the reader that drives the parked pump; `false` if none is parked.
+    pub fn drive_pump(&self, driver: u64) -> bool {
+        match self.parked_pump.lock().as_mut() {
+            Some(parked) => {
+                parked.driver = driver;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The session this stream belongs to, if any.
