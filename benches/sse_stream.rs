@@ -14,6 +14,9 @@
 //! sends one event each, then waits); the proxy's RSS growth divided by STREAMS is its cost per
 //! open stream with the default windows, connections on both sides included.
 
+#[path = "shared/proc_status.rs"]
+mod proc_status;
+
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -239,15 +242,6 @@ async fn start_relay(upstream: SocketAddr) -> Relay {
     }
 }
 
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// CPU time (ns) all threads of process `pid` have run so far (`/proc/<pid>/task/*/schedstat`,
 /// first field). Threads that already exited are not counted; our runtimes keep theirs.
 fn cpu_ns(pid: u32) -> u64 {
@@ -327,7 +321,7 @@ async fn main() {
 
     // Memory per open stream.
     let pid = relay_pid;
-    let before = rss_bytes(pid);
+    let before = proc_status::rss_bytes(pid);
     let hold_client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
         .build_http();
@@ -348,7 +342,7 @@ async fn main() {
         open.push(body);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_bytes(pid);
+    let after = proc_status::rss_bytes(pid);
     println!(
         "memory: {streams} open legacy streams: proxy RSS {:.1} MiB -> {:.1} MiB = {:.1} KiB per open stream",
         before as f64 / 1048576.0,

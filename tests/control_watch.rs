@@ -22,7 +22,7 @@ use support::{
     proxy_url, start_proxy,
     stream_client::{EventReader, Session as StreamSession},
 };
-use tonic::{Code, Streaming};
+use tonic::{Code, Streaming, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -167,6 +167,20 @@ fn ended<T>(r: Result<Option<T>, tonic::Status>) -> Code {
     r.map_or_else(|status| status.code(), |_| Code::Ok)
 }
 
+/// `WatchSessions` with `filter` (empty: every session).
+async fn watch_sessions(
+    client: &mut SessionServiceClient<Channel>,
+    filter: &str,
+) -> Streaming<WatchSessionsResponse> {
+    client
+        .watch_sessions(WatchSessionsRequest {
+            filter: filter.into(),
+        })
+        .await
+        .expect("WatchSessions")
+        .into_inner()
+}
+
 fn kind(m: &WatchSessionsResponse) -> SessionChangeType {
     SessionChangeType::try_from(m.change_type).expect("known change type")
 }
@@ -184,18 +198,8 @@ async fn session_watch_sends_the_current_state_then_each_change() {
             .expect("the control plane listens on TCP"),
     )
     .await;
-    let mut watch = client
-        .watch_sessions(WatchSessionsRequest::default())
-        .await
-        .expect("WatchSessions")
-        .into_inner();
-    let mut modern_only = client
-        .watch_sessions(WatchSessionsRequest {
-            filter: r#"era = "MODERN""#.into(),
-        })
-        .await
-        .expect("WatchSessions")
-        .into_inner();
+    let mut watch = watch_sessions(&mut client, "").await;
+    let mut modern_only = watch_sessions(&mut client, r#"era = "MODERN""#).await;
     let first = next(&mut watch).await;
     assert_eq!(kind(&first), SessionChangeType::Existing);
     assert_eq!(
@@ -293,11 +297,7 @@ async fn a_client_attaching_to_and_leaving_a_stream_is_an_update() {
             .expect("the control plane listens on TCP"),
     )
     .await;
-    let mut watch = client
-        .watch_sessions(WatchSessionsRequest::default())
-        .await
-        .expect("WatchSessions")
-        .into_inner();
+    let mut watch = watch_sessions(&mut client, "").await;
     assert_eq!(kind(&next(&mut watch).await), SessionChangeType::Existing);
     assert_eq!(kind(&next(&mut watch).await), SessionChangeType::Synced);
 
@@ -326,11 +326,7 @@ async fn a_session_watcher_that_falls_behind_is_reset_then_resynchronised() {
         )
         .await,
     );
-    let mut watch = client
-        .watch_sessions(WatchSessionsRequest::default())
-        .await
-        .expect("WatchSessions")
-        .into_inner();
+    let mut watch = watch_sessions(&mut client, "").await;
     assert_eq!(kind(&next(&mut watch).await), SessionChangeType::Synced);
 
     // 1500 sessions created and 1497 ended while the watcher does not read: far more changes
@@ -417,12 +413,7 @@ async fn every_watch_ends_promptly_at_shutdown() {
         .await
         .expect("WatchMetrics")
         .into_inner();
-    let mut sessions = sessions_client(addr)
-        .await
-        .watch_sessions(WatchSessionsRequest::default())
-        .await
-        .expect("WatchSessions")
-        .into_inner();
+    let mut sessions = watch_sessions(&mut sessions_client(addr).await, "").await;
     let mut health = HealthClient::new(channel(addr).await)
         .watch(HealthCheckRequest {
             service: "mcprelay.admin.v1.SessionService".into(),

@@ -118,15 +118,9 @@ pub fn log_tail(path: &Path) -> String {
     }
 }
 
-/// Resident set size of a process, in bytes (0 if it is gone).
-pub fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
+#[path = "../shared/proc_status.rs"]
+mod proc_status;
+pub use proc_status::rss_bytes;
 
 /// Open descriptors of a process.
 pub fn fd_count(pid: u32) -> u64 {

@@ -257,10 +257,14 @@ async fn accept(mut listener: TcpListener, workers: Vec<Worker>, shutdown: Cance
         if let (Some((stream, peer)), Some(worker)) = (handoff, order.first()) {
             // A closed queue: the thread stopped serving (shutdown, or its server failed: the
             // daemon hears of it through `served`); the connection closes.
-            let _ = worker
+            if worker
                 .queue
                 .send((stream, peer, Uncount::count(&worker.open)))
-                .await;
+                .await
+                .is_err()
+            {
+                tracing::debug!(%peer, "no data-plane thread takes connections; closing it");
+            }
         }
     }
 }
