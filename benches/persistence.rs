@@ -210,6 +210,7 @@ async fn raw_store_throughput() {
             .map(|i| StreamPosition {
                 session_id: format!("session-{}", i % 100),
                 stream_id: format!("{i:016x}"),
+                seq: Some(i),
                 upstream_event_id: format!("event-{i}"),
             })
             .collect(),

@@ -252,3 +252,73 @@ async fn force_replay_reaches_a_live_official_sdk_client_stream() {
     assert_eq!(progress, expected);
     proxy.shutdown().await.expect("clean shutdown");
 }
+
+/// Issue 11: `ForceReplay` with an id ahead of what the client has been handed would skip the
+/// events in between: it is refused with OUT_OF_RANGE, and the client still gets every event.
+/// A client that does not read (64 KiB events fill its socket buffers) leaves events admitted
+/// but not handed to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_replay_refuses_an_id_ahead_of_what_the_client_was_handed() {
+    const EVENTS: u64 = 60;
+    let upstream = Resumable::start().await;
+    upstream.set_scenario(Scenario {
+        pad: 64 << 10,
+        ..Scenario::default()
+    });
+    let proxy = support::start_proxy_with(&upstream.url(), |c| {
+        c.session.tracker_limits.replay_events = 8;
+        c.session.tracker_limits.replay_bytes = 4 << 20;
+    })
+    .await;
+    let mut admin = sessions_client(
+        proxy
+            .admin_addr()
+            .expect("the control plane listens on TCP"),
+    )
+    .await;
+    let client = StreamSession::initialize(&proxy_url(&proxy)).await;
+    let call =
+        format!(r#"{{"jsonrpc":"2.0","id":6,"method":"stream","params":{{"events":{EVENTS}}}}}"#);
+    let response = client.post(&call).await;
+    let tracker = proxy
+        .manager()
+        .get(&client.session_id)
+        .expect("session")
+        .streams()[0]
+        .clone();
+    let handed = || {
+        tracker
+            .last_event_ids()
+            .client_event_id
+            .map_or(0, |id| seq(&id))
+    };
+    let mut ahead = false;
+    for _ in 0..500 {
+        if tracker.last_seq() > handed() {
+            ahead = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ahead, "events were admitted but not handed to the client");
+    let stream = tracker.stream().to_string();
+    let last = tracker.last_seq();
+    let refused = admin
+        .force_replay(ForceReplayRequest {
+            name: format!("sessions/{}/streams/{stream}", client.session_id),
+            after_event_id: format!("{stream}:{last}"),
+        })
+        .await
+        .expect_err("an id ahead of the client is refused");
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    assert_eq!(proxy.manager().stats().snapshot().events_replayed, 0);
+
+    // Nothing was skipped: the client reads every event, once, in order.
+    let mut reader = EventReader::new(response);
+    let mut seqs = Vec::new();
+    while let Some(event) = reader.next().await {
+        seqs.push(seq(&event.id.expect("id")));
+    }
+    assert_eq!(seqs, (1..=EVENTS + 1).collect::<Vec<_>>());
+    proxy.shutdown().await.expect("clean shutdown");
+}

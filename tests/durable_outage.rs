@@ -87,9 +87,13 @@ async fn stale_positions(
     for ((session, stream), _) in &expected {
         pipe.cmd("HGET")
             .arg(format!("{prefix}streams:{session}"))
-            .arg(stream);
+            .arg(format!("pos:{stream}"));
     }
     let persisted: Vec<Option<String>> = pipe.query_async(&mut conn).await.expect("HGETs");
+    // Positions are `<seq>:<upstream id>`.
+    let persisted = persisted
+        .into_iter()
+        .map(|p| p.and_then(|p| p.split_once(':').map(|(_, id)| id.to_owned())));
     // Ids are `<request id>/<global seq>`: a later id of the same stream is as current.
     let seq = |id: &str| id.rsplit_once('/').and_then(|(_, s)| s.parse::<u64>().ok());
     let mut stale = Vec::new();

@@ -7,8 +7,8 @@ mod support;
 use http::StatusCode;
 use support::{
     durable::{
-        Relay, SessionClient, Switch, progress_call, require_redis, unique_prefix, upstream_part,
-        wait_persisted, wait_session_saved,
+        Relay, SessionClient, Switch, persisted_position, progress_call, require_redis,
+        unique_prefix, upstream_part, wait_persisted, wait_session_saved,
     },
     http::Client,
     peers::Peer,
@@ -69,22 +69,40 @@ async fn a_stream_started_through_one_replica_resumes_through_the_other_after_it
     let b = Relay::start(&server.url(), &redis, &prefix, None).await;
 
     let through_a = Session::initialize(&a.url()).await;
-    let response = through_a.post(&progress_call(5, 10, 150)).await;
+    let response = through_a.post(&progress_call(5, 10, 300)).await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut reader = EventReader::new(response);
     let mut seen = Vec::new();
     while progress_values(&seen).len() < 3 {
         seen.push(reader.next().await.expect("an event from A"));
     }
+    let persisted_at = seen
+        .iter()
+        .rev()
+        .find_map(|e| e.id.clone())
+        .expect("event ids");
+    let (stream, upstream_id) = upstream_part(&persisted_at);
+    wait_persisted(&redis, &prefix, &through_a.session_id, stream, upstream_id).await;
+    a.kill().await;
+    // What the proxy wrote before it died still reaches the client: read it, so the client
+    // resumes from the last event it got, which is the position the proxy recorded (a
+    // stream no longer held is resumed only from there).
+    while let Some(event) = reader.next().await {
+        seen.push(event);
+    }
     let last = seen
         .iter()
         .rev()
         .find_map(|e| e.id.clone())
         .expect("event ids");
-    let (stream, upstream_id) = upstream_part(&last);
-    wait_persisted(&redis, &prefix, &through_a.session_id, stream, upstream_id).await;
-    a.kill().await;
-    drop(reader);
+    assert_eq!(
+        persisted_position(&redis, &prefix, &through_a.session_id, stream)
+            .await
+            .as_deref(),
+        Some(upstream_part(&last).1),
+        "the kill came between an event reaching the client and its position being flushed \
+         (events are paced wider than the flush interval to avoid that)"
+    );
 
     let through_b = Session {
         http: Client::new(),

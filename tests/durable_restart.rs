@@ -12,8 +12,8 @@ use http::StatusCode;
 use mcp_relay::session::store::MemoryStore;
 use support::{
     durable::{
-        Relay, SessionClient, progress_call, redis_store, require_redis, start_daemon,
-        unique_prefix, upstream_part, wait_persisted,
+        Relay, SessionClient, persisted_position, progress_call, redis_store, require_redis,
+        start_daemon, unique_prefix, upstream_part, wait_persisted,
     },
     http::{Client, read_full},
     peers::Peer,
@@ -79,24 +79,42 @@ async fn a_stream_resumes_from_the_upstream_after_the_proxy_is_killed_and_restar
     let first = Relay::start(&server.url(), &redis, &prefix, None).await;
     let client = Session::initialize(&first.url()).await;
 
-    let response = client.post(&progress_call(7, STEPS, 200)).await;
+    let response = client.post(&progress_call(7, STEPS, 400)).await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut reader = EventReader::new(response);
     let mut seen = Vec::new();
     while progress_values(&seen).len() < 2 {
         seen.push(reader.next().await.expect("an event before the kill"));
     }
+    let persisted_at = seen
+        .iter()
+        .rev()
+        .find_map(|e| e.id.clone())
+        .expect("event ids");
+    let (stream, upstream_id) = upstream_part(&persisted_at);
+    wait_persisted(&redis, &prefix, &client.session_id, stream, upstream_id).await;
+
+    // SIGKILL: no drain, no flush; the upstream keeps the tool call running.
+    first.kill().await;
+    // What the proxy wrote before it died still reaches the client: read it, so the client
+    // resumes from the last event it got, which is the position the proxy recorded (a
+    // stream no longer held is resumed only from there).
+    while let Some(event) = reader.next().await {
+        seen.push(event);
+    }
     let last = seen
         .iter()
         .rev()
         .find_map(|e| e.id.clone())
         .expect("event ids");
-    let (stream, upstream_id) = upstream_part(&last);
-    wait_persisted(&redis, &prefix, &client.session_id, stream, upstream_id).await;
-
-    // SIGKILL: no drain, no flush; the upstream keeps the tool call running.
-    first.kill().await;
-    drop(reader);
+    assert_eq!(
+        persisted_position(&redis, &prefix, &client.session_id, stream)
+            .await
+            .as_deref(),
+        Some(upstream_part(&last).1),
+        "the kill came between an event reaching the client and its position being flushed \
+         (events are paced wider than the flush interval to avoid that)"
+    );
     let second = Relay::start(&server.url(), &redis, &prefix, None).await;
     let resumed = Session {
         http: Client::new(),

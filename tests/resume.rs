@@ -379,3 +379,129 @@ async fn random_cuts_on_both_sides_deliver_every_event_exactly_once_in_order() {
         assert_eq!(responses_to(&events, id), 1, "seed {seed:#x} trial {trial}");
     }
 }
+
+/// Issue 11: a `Last-Event-ID` whose upstream part is not the one the stream issued at that
+/// position is refused while the stream is held in memory, like any id the proxy did not issue.
+#[tokio::test]
+async fn an_id_with_another_upstream_part_is_refused_while_the_stream_is_held() {
+    let upstream = Resumable::start().await;
+    let proxy = start_proxy(&upstream.url()).await;
+    let client = Client::initialize(&proxy_url(&proxy)).await;
+    let (events, _) = client
+        .follow(
+            client.post(&stream_request(1, 3)).await,
+            1,
+            std::iter::empty(),
+        )
+        .await;
+    let last = events.last().and_then(|e| e.id.clone()).expect("id");
+    let (position, _upstream) = last.rsplit_once(':').expect("an upstream part");
+    let refused = client.resume(&format!("{position}:1-2")).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let refused = client.resume(&format!("{position}:forged")).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let stats = proxy.manager().stats().snapshot();
+    assert_eq!(stats.resumptions_refused, 2);
+    assert_eq!(stats.resumptions, 0);
+    // The id the stream issued is still served (nothing after it: the stream ends).
+    let served = client.resume(&last).await;
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(proxy.manager().stats().snapshot().resumptions, 1);
+}
+
+/// Issue 11: a stream no longer held in memory (here: closed, with no closed stream kept) is
+/// resumed upstream only after the upstream id the proxy recorded for it, and only from the
+/// position that id belongs to. A client id naming another upstream id, or another position,
+/// is refused with 400 and never reaches the upstream; the recorded position resumes upstream
+/// with the recorded id.
+#[tokio::test]
+async fn a_stream_no_longer_held_resumes_upstream_only_from_its_recorded_position() {
+    use support::upstream::{Reply, TestUpstream};
+    let upstream = TestUpstream::start().await;
+    upstream.push(
+        Reply::json(
+            r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"up","version":"1"}}}"#,
+        )
+        .session_id("UP-1"),
+    );
+    upstream.push(Reply::accepted());
+    let proxy = start_proxy_with(&upstream.url(), |c| {
+        c.session.closed_streams_kept = 0;
+    })
+    .await;
+    let client = Client::initialize(&proxy_url(&proxy)).await;
+    upstream.push(Reply::sse(&[
+        "id: u1\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":1,\"progress\":1}}\n\n",
+        "id: u2\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n",
+    ]));
+    let (events, _) = client
+        .follow(
+            client.post(&stream_request(1, 1)).await,
+            1,
+            std::iter::empty(),
+        )
+        .await;
+    let ids: Vec<String> = events.iter().filter_map(|e| e.id.clone()).collect();
+    assert_eq!(ids.len(), 2, "{events:#?}");
+    let stream = ids[0].split(':').next().expect("stream").to_owned();
+    assert_eq!(ids[1], format!("{stream}:2:u2"));
+
+    // The stream closed and left memory; its position is in the store.
+    let session = proxy.manager().get(&client.session_id).expect("session");
+    eventually("the closed stream leaving memory", || {
+        session.stream(&stream).is_none()
+    })
+    .await;
+    let store = proxy.manager().persistence().store().clone();
+    let key = [(client.session_id.clone(), stream.clone())];
+    let mut persisted = false;
+    for _ in 0..500 {
+        if store.get_stream_positions(&key).await.expect("store")[0].is_some() {
+            persisted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        persisted,
+        "the stream's position was not persisted within 5 s"
+    );
+
+    let get_requests = || {
+        upstream
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == http::Method::GET)
+            .map(|r| r.header("last-event-id").unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    // Another upstream id at the recorded position, and a position before the recorded one
+    // (the proxy kept nothing to serve the events between exactly once): refused, unsent.
+    for forged in [
+        format!("{stream}:2:someone-elses-id"),
+        format!("{stream}:1:u1"),
+        format!("{stream}:3:u2"),
+    ] {
+        let refused = support::http::read_full(client.resume(&forged).await).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::BAD_REQUEST,
+            "{forged}: {}",
+            refused.text()
+        );
+        assert!(refused.text().contains("-32600"), "{}", refused.text());
+    }
+    assert_eq!(
+        get_requests(),
+        Vec::<String>::new(),
+        "nothing reached the upstream"
+    );
+    assert_eq!(proxy.manager().stats().snapshot().resumptions_refused, 3);
+
+    // The recorded position resumes upstream after the recorded id.
+    upstream.push(Reply::sse(&[]));
+    let resumed = client.resume(&format!("{stream}:2:u2")).await;
+    assert_eq!(resumed.status(), StatusCode::OK);
+    drop(resumed);
+    assert_eq!(get_requests(), ["u2"]);
+}

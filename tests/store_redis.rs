@@ -34,10 +34,11 @@ fn record(id: &str, last_activity: SystemTime) -> SessionRecord {
     }
 }
 
-fn position(session: &str, stream: &str, id: &str) -> StreamPosition {
+fn position(session: &str, stream: &str, seq: u64, id: &str) -> StreamPosition {
     StreamPosition {
         session_id: session.into(),
         stream_id: stream.into(),
+        seq: Some(seq),
         upstream_event_id: id.into(),
     }
 }
@@ -59,8 +60,8 @@ async fn contract(store: Arc<dyn SessionStore>) {
     let batch = WriteBatch {
         sessions: vec![a.clone(), record("b", now)],
         positions: vec![
-            position("a", "s1", "ev/1"),
-            position("a", "s2", "id:with:colons"),
+            position("a", "s1", 1, "ev/1"),
+            position("a", "s2", 12, "id:with:colons"),
         ],
         deletes: vec![],
     };
@@ -80,8 +81,8 @@ async fn contract(store: Arc<dyn SessionStore>) {
     assert_eq!(
         store.get_stream_positions(&keys).await.expect("positions"),
         vec![
-            Some(position("a", "s1", "ev/1")),
-            Some(position("a", "s2", "id:with:colons")),
+            Some(position("a", "s1", 1, "ev/1")),
+            Some(position("a", "s2", 12, "id:with:colons")),
             None
         ]
     );
@@ -90,17 +91,15 @@ async fn contract(store: Arc<dyn SessionStore>) {
     let older = record("a", now - Duration::from_secs(60));
     let batch = WriteBatch {
         sessions: vec![older],
-        positions: vec![position("a", "s1", "ev/9")],
+        positions: vec![position("a", "s1", 9, "ev/9")],
         deletes: vec![],
     };
     store.write(&batch, TTL).await.expect("write");
     let got = store.get_sessions(&["a".into()]).await.expect("get");
     assert_eq!(got[0].as_ref().map(|r| r.last_activity), Some(ms(now)));
     assert_eq!(
-        store.get_stream_positions(&keys[..1]).await.expect("get")[0]
-            .as_ref()
-            .map(|p| p.upstream_event_id.clone()),
-        Some("ev/9".into())
+        store.get_stream_positions(&keys[..1]).await.expect("get")[0],
+        Some(position("a", "s1", 9, "ev/9"))
     );
 
     // A deletion removes the session and every stream position under it.
@@ -163,7 +162,7 @@ async fn every_redis_key_is_namespaced_by_the_prefix_and_has_a_ttl() {
     let now = SystemTime::now();
     let batch = WriteBatch {
         sessions: vec![record("s", now)],
-        positions: vec![position("s", "st", "1")],
+        positions: vec![position("s", "st", 1, "1")],
         deletes: vec![],
     };
     store
@@ -262,4 +261,46 @@ async fn an_unreachable_redis_fails_fast_as_unreachable_and_bad_settings_are_ref
             "never echo a password: {err}"
         );
     }
+}
+
+/// Positions written before sequence numbers were persisted (the hash field `<stream>` holding
+/// the upstream id alone) are read with no seq; a position written since supersedes them; a
+/// value the store did not write reads as absent, never a panic.
+#[tokio::test]
+async fn the_redis_store_reads_positions_of_the_old_format_without_a_seq() {
+    let url = require_redis().await;
+    let prefix = unique_prefix("old-format");
+    let store = redis_store(&url, &prefix);
+    let mut conn = support::durable::redis_conn(&url).await;
+    let key = format!("{prefix}streams:sess");
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("old")
+        .arg("ev:7")
+        .arg("pos:bad")
+        .arg("not-a-position")
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    let keys = [
+        ("sess".to_string(), "old".to_string()),
+        ("sess".to_string(), "bad".to_string()),
+    ];
+    let old = StreamPosition {
+        seq: None,
+        ..position("sess", "old", 0, "ev:7")
+    };
+    assert_eq!(
+        store.get_stream_positions(&keys).await.expect("read"),
+        vec![Some(old), None]
+    );
+    let batch = WriteBatch {
+        positions: vec![position("sess", "old", 4, "ev:9")],
+        ..WriteBatch::default()
+    };
+    store.write(&batch, TTL).await.expect("write");
+    assert_eq!(
+        store.get_stream_positions(&keys[..1]).await.expect("read"),
+        vec![Some(position("sess", "old", 4, "ev:9"))]
+    );
 }

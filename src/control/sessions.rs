@@ -80,6 +80,10 @@ fn out_of_range(err: AttachError) -> Status {
         AttachError::Future { after, last } => {
             format!("sequence {after} is past the stream's last event ({last})")
         }
+        AttachError::NotDelivered { after, delivered } => format!(
+            "sequence {after} is past the last event handed to the client ({delivered}): \
+             the events in between would be skipped"
+        ),
     })
 }
 

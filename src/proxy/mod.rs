@@ -30,7 +30,10 @@ use serde_json::value::RawValue;
 
 use crate::{
     config::ProxyConfig,
-    session::{ClientEventId, ProxyStats, Session, SessionManager, StreamKind, UpstreamState},
+    session::{
+        ClientEventId, ProxyStats, Session, SessionManager, StreamKind, StreamRestoreError,
+        UpstreamState,
+    },
 };
 use era::{Era, MessagePeek};
 use error::Reject;
@@ -329,10 +332,12 @@ impl Proxy {
     }
 
     /// Serves a legacy `GET` with `Last-Event-ID`: attaches the client to the stream the id
-    /// names, at the position it names, re-opening the stream upstream when the proxy's side of
-    /// it has stopped. Ids that are malformed, name a stream this session does not have, or
-    /// point before the replay window are refused with 400, logged and counted — never served
-    /// from another stream or session.
+    /// names, at the position it names, re-opening the stream upstream (after the upstream id
+    /// the proxy recorded, never one the client supplied) when the proxy's side of it has
+    /// stopped. Ids that are malformed, name a stream this session does not have, point before
+    /// the replay window, carry an upstream id part the stream did not issue at that position,
+    /// or (for a stream no longer held here) name another position than the recorded one are
+    /// refused with 400, logged and counted — never served from another stream or session.
     async fn resume(
         self: &Arc<Self>,
         session: &Arc<Session>,
@@ -356,17 +361,46 @@ impl Proxy {
             .and_then(ClientEventId::parse)
             .ok_or_else(|| refuse("Last-Event-ID is not an event id this proxy issued".into()))?;
         let tracker = match session.stream(id.stream) {
+            // An upstream id part must be the one the stream issued at that position.
+            Some(tracker) if id.upstream_id.is_some() && tracker.issued(&id) == Some(false) => {
+                return Err(refuse(
+                    "Last-Event-ID is not an event id this stream issued".into(),
+                ));
+            }
             Some(tracker) => tracker,
             // Not held here: persisted under this session (before a restart, or by another
-            // replica)? Then it resumes from the upstream; otherwise it is refused.
-            None => self
+            // replica)? Then it resumes from the upstream after the recorded upstream id, if
+            // the client is at the recorded position; otherwise it is refused.
+            None => match self
                 .manager
                 .restore_stream(session, id.stream, id.seq, id.upstream_id)
                 .await
-                .map_err(|e| Reject::StoreUnavailable(e.to_string()))?
-                .ok_or_else(|| {
-                    refuse(format!("stream {:?} is unknown in this session", id.stream))
-                })?,
+            {
+                Ok(tracker) => tracker,
+                Err(StreamRestoreError::Store(e)) => {
+                    return Err(Reject::StoreUnavailable(e.to_string()));
+                }
+                Err(StreamRestoreError::Unknown) => {
+                    return Err(refuse(format!(
+                        "stream {:?} is unknown in this session",
+                        id.stream
+                    )));
+                }
+                Err(StreamRestoreError::NotRecorded { recorded_seq }) => {
+                    tracing::debug!(
+                        session = %session.id(),
+                        stream = id.stream,
+                        seq = id.seq,
+                        recorded_seq,
+                        "a stream not held here was resumed at another position than the one \
+                         recorded; its events in between cannot be served exactly once",
+                    );
+                    return Err(refuse(
+                        "Last-Event-ID is not the recorded position of a stream no longer held"
+                            .into(),
+                    ));
+                }
+            },
         };
 
         let mut resume_headers = HeaderMap::new();

@@ -426,19 +426,26 @@ impl SessionManager {
 
     /// Restores a stream of `session` that this process does not hold, if the session store
     /// has a position for it under this session (the cross-session guard: a stream id of
-    /// another session is never found here). The client last saw sequence number `seq`; the
-    /// stream resumes upstream after `upstream_id` (the upstream id embedded in the client's
-    /// `Last-Event-ID`), or after the persisted position when the client's id carries none.
-    /// `Ok(None)`: unknown here and in the store. Errors: the store did not answer.
+    /// another session is never found here) and the client's `Last-Event-ID` names that
+    /// position: sequence number `seq` equal to the recorded one, and `upstream_id`, when
+    /// given, equal to the recorded upstream id. The stream resumes upstream after the
+    /// recorded upstream id, never after one the client supplied (an upstream whose event ids
+    /// are global would replay another session's events after it). A record written before
+    /// sequence numbers were persisted names its position by the upstream id alone: the
+    /// client's id must then carry that upstream id.
+    ///
+    /// Errors: [`StreamRestoreError::Unknown`] (unknown here and in the store),
+    /// [`StreamRestoreError::NotRecorded`] (another position: what lies between cannot be
+    /// served exactly once), [`StreamRestoreError::Store`] (the store did not answer).
     pub async fn restore_stream(
         &self,
         session: &Arc<Session>,
         stream: &str,
         seq: u64,
         upstream_id: Option<&str>,
-    ) -> Result<Option<Arc<EventTracker>>, StoreError> {
+    ) -> Result<Arc<EventTracker>, StreamRestoreError> {
         if !is_stream_id(stream) || seq > MAX_RESTORED_SEQ {
-            return Ok(None);
+            return Err(StreamRestoreError::Unknown);
         }
         let key = (session.id.to_string(), stream.to_owned());
         let position = self
@@ -449,21 +456,30 @@ impl SessionManager {
             .pop()
             .flatten();
         let Some(position) = position else {
-            return Ok(None);
+            return Err(StreamRestoreError::Unknown);
         };
-        let resume_after = upstream_id.unwrap_or(&position.upstream_event_id);
+        let recorded = position.upstream_event_id.as_str();
+        let named = match position.seq {
+            Some(recorded_seq) => seq == recorded_seq && upstream_id.is_none_or(|u| u == recorded),
+            None => upstream_id == Some(recorded),
+        };
+        if !named {
+            return Err(StreamRestoreError::NotRecorded {
+                recorded_seq: position.seq,
+            });
+        }
         let tracker = Arc::new(EventTracker::restored(
             session.id.clone(),
             StreamId::from(stream),
             self.config.tracker_limits,
             seq,
-            resume_after,
-            Some(position.upstream_event_id.as_str().into()),
+            recorded,
+            Some(recorded.into()),
         ));
         let tracker = {
             let mut table = session.streams.lock();
             if session.is_ended() {
-                return Ok(None);
+                return Err(StreamRestoreError::Unknown);
             }
             // Of concurrent restores, the first one in wins.
             table
@@ -473,7 +489,7 @@ impl SessionManager {
                 .clone()
         };
         self.changes.publish(SessionChangeKind::Updated, session);
-        Ok(Some(tracker))
+        Ok(tracker)
     }
 
     /// Looks up a live session without touching it (for the control plane).
@@ -636,6 +652,21 @@ impl SessionManager {
     pub fn persistence(&self) -> &PersistenceHandle {
         &self.persistence
     }
+}
+
+/// Why [`SessionManager::restore_stream`] restored no stream.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamRestoreError {
+    /// The store has no position for the stream under this session (or the session ended).
+    #[error("the stream is unknown in this session")]
+    Unknown,
+    /// The client's id names another position than the one recorded (`recorded_seq`: its
+    /// sequence number; `None` for a record that has none).
+    #[error("the event id is not the stream's recorded position")]
+    NotRecorded { recorded_seq: Option<u64> },
+    /// The store did not answer.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The largest sequence number a restored stream starts at (ids are client input).
@@ -832,13 +863,25 @@ mod tests {
         );
 
         let stream = t.stream().as_str();
+        // Another position, or another upstream id at the recorded one: refused (the client's
+        // upstream id is never trusted).
+        for (seq, upstream_id) in [(2, None), (0, Some("e1")), (1, Some("e-other"))] {
+            assert!(
+                matches!(
+                    b.restore_stream(&restored, stream, seq, upstream_id).await,
+                    Err(StreamRestoreError::NotRecorded {
+                        recorded_seq: Some(1)
+                    })
+                ),
+                "{seq} {upstream_id:?}"
+            );
+        }
         let tracker = b
-            .restore_stream(&restored, stream, 3, None)
+            .restore_stream(&restored, stream, 1, Some("e1"))
             .await
-            .unwrap()
             .expect("stream restored");
         assert_eq!(tracker.last_upstream_id().as_deref(), Some("e1"));
-        assert_eq!(tracker.last_seq(), 3);
+        assert_eq!(tracker.last_seq(), 1);
         assert_eq!(tracker.upstream(), UpstreamState::Stopped);
         // The same stream id under another session is refused: the cross-session guard.
         let other_here = b
@@ -846,11 +889,49 @@ mod tests {
             .await
             .unwrap()
             .expect("restored");
-        assert!(
-            b.restore_stream(&other_here, stream, 3, None)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(matches!(
+            b.restore_stream(&other_here, stream, 1, None).await,
+            Err(StreamRestoreError::Unknown)
+        ));
+    }
+
+    /// A position written before sequence numbers were persisted names its position by the
+    /// upstream id alone: a client id carrying that upstream id is served (after it), any other
+    /// is refused.
+    #[tokio::test]
+    async fn positions_of_the_old_format_are_served_only_to_their_upstream_id() {
+        use store::{SessionStore as _, StreamPosition, WriteBatch};
+        let store = Arc::new(MemoryStore::new());
+        let (_worker, handle) = PersistenceWorker::new(store.clone(), WorkerConfig::default());
+        let m = SessionManager::new(SessionConfig::default(), handle);
+        let s = m
+            .create_session(
+                HeaderValue::from_static("UP"),
+                "http://u/mcp".into(),
+                "2025-11-25",
+            )
+            .unwrap();
+        let stream = "00000000000000ab";
+        let batch = WriteBatch {
+            positions: vec![StreamPosition {
+                session_id: s.id().to_string(),
+                stream_id: stream.into(),
+                seq: None,
+                upstream_event_id: "e7".into(),
+            }],
+            ..WriteBatch::default()
+        };
+        store.write(&batch, Duration::from_secs(60)).await.unwrap();
+        for upstream_id in [None, Some("e6")] {
+            assert!(matches!(
+                m.restore_stream(&s, stream, 7, upstream_id).await,
+                Err(StreamRestoreError::NotRecorded { recorded_seq: None })
+            ));
+        }
+        let tracker = m
+            .restore_stream(&s, stream, 7, Some("e7"))
+            .await
+            .expect("restored");
+        assert_eq!(tracker.last_upstream_position(), Some((7, "e7".into())));
     }
 }

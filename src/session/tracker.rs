@@ -123,6 +123,10 @@ pub enum AttachError {
     /// The position is past the last event of the stream.
     #[error("sequence {after} is past the stream's last event {last}")]
     Future { after: u64, last: u64 },
+    /// The position is past the last event handed to the attached reader: moving its cursor
+    /// there would skip the events in between ([`EventTracker::rewind`]).
+    #[error("sequence {after} is past the last event handed to the client ({delivered})")]
+    NotDelivered { after: u64, delivered: u64 },
 }
 
 /// The last ids of a stream, as the control plane reports them.
@@ -187,6 +191,12 @@ impl std::fmt::Debug for ParkedPump {
 struct TrackerState {
     last_seq: u64,
     last_upstream_id: Option<Arc<str>>,
+    /// The sequence number of the event that carried `last_upstream_id` (0 when none did).
+    last_upstream_seq: u64,
+    /// The sequence number of the event just before the window's first (or, while the window
+    /// is empty, the last event), and the keyed hash of its upstream id: so the client id of
+    /// that position can be told from a forged one too ([`EventTracker::issued`]).
+    before_window: (u64, Option<u64>),
     /// The upstream id of the event at `delivered`, to rebuild the last client id handed out.
     delivered_upstream_id: Option<Arc<str>>,
     persisted: Option<(Arc<str>, SystemTime)>,
@@ -298,6 +308,8 @@ impl EventTracker {
             state: Mutex::new(TrackerState {
                 last_seq: 0,
                 last_upstream_id: None,
+                last_upstream_seq: 0,
+                before_window: (0, None),
                 delivered_upstream_id: None,
                 persisted: None,
                 seen: HashSet::with_hasher(IdHasher::default()),
@@ -325,11 +337,11 @@ impl EventTracker {
     }
 
     /// A tracker for a stream this process does not hold but the session store does (another
-    /// replica, or this one before a restart, opened it): the client last saw sequence number
-    /// `seq`, and the stream resumes upstream after `upstream_id`. Its window starts empty at
-    /// `seq`, so a reader attaches there and the next event is `seq + 1`; the upstream side is
-    /// [`UpstreamState::Stopped`] until a pump re-opens it. `persisted` is the upstream id the
-    /// store held.
+    /// replica, or this one before a restart, opened it): its event `seq` carried `upstream_id`
+    /// (the position the store recorded, where the client is), and the stream resumes upstream
+    /// after it. Its window starts empty at `seq`, so a reader attaches there and the next event
+    /// is `seq + 1`; the upstream side is [`UpstreamState::Stopped`] until a pump re-opens it.
+    /// `persisted` is the upstream id the store held.
     pub fn restored(
         session: SessionId,
         stream: StreamId,
@@ -345,12 +357,14 @@ impl EventTracker {
             state.last_seq = seq;
             state.delivered = seq;
             state.delivered_upstream_id = Some(id.clone());
+            let hash = state.id_hasher.hash_one(upstream_id);
             if limits.dedup_ids > 0 {
-                let hash = state.id_hasher.hash_one(upstream_id);
                 state.seen.insert(hash);
                 state.seen_order.push_back(hash);
             }
+            state.before_window = (seq, Some(hash));
             state.last_upstream_id = Some(id);
+            state.last_upstream_seq = seq;
             state.persisted = persisted.map(|p| (p, SystemTime::now()));
             state.upstream = UpstreamState::Stopped;
         }
@@ -422,6 +436,7 @@ impl EventTracker {
             Some(seq) => {
                 if let Some(id) = upstream_id {
                     state.last_upstream_id = Some(Arc::from(id));
+                    state.last_upstream_seq = seq;
                 }
                 Admission::Forward { seq }
             }
@@ -472,7 +487,7 @@ impl EventTracker {
         let state = &mut *state;
         scratch.clear();
         let mut kept: Vec<(u64, EventUpstreamId, Range<usize>)> = Vec::new();
-        let mut last_with_id: Option<SseBlock> = None;
+        let mut last_with_id: Option<(u64, SseBlock)> = None;
         let mut undelivered = state.window.len() - first_undelivered(state);
         let mut undelivered_bytes = state.undelivered_bytes;
         while let Some(block) = blocks.front() {
@@ -510,11 +525,14 @@ impl EventTracker {
             kept.push((seq, id_range, start..scratch.len()));
             if upstream_id.is_some() {
                 recorded.advanced += 1;
-                last_with_id = Some(block);
+                last_with_id = Some((seq, block));
             }
         }
-        if let Some(id) = last_with_id.as_ref().and_then(SseBlock::id) {
+        if let Some((seq, block)) = &last_with_id
+            && let Some(id) = block.id()
+        {
             state.last_upstream_id = Some(Arc::from(id));
+            state.last_upstream_seq = *seq;
         }
         if !kept.is_empty() {
             let chunk = scratch.split().freeze();
@@ -542,7 +560,7 @@ impl EventTracker {
         let mut recorded = Recorded::default();
         let mut state = self.state.lock();
         let state = &mut *state;
-        let mut last_with_id: Option<SseBlock> = None;
+        let mut last_with_id: Option<(u64, SseBlock)> = None;
         // Whether the last event handed over carried an upstream id.
         let mut last_had_id = false;
         for block in blocks.drain(..) {
@@ -563,11 +581,14 @@ impl EventTracker {
             last_had_id = upstream_id.is_some();
             if last_had_id {
                 recorded.advanced += 1;
-                last_with_id = Some(block);
+                last_with_id = Some((seq, block));
             }
         }
-        if let Some(id) = last_with_id.as_ref().and_then(SseBlock::id) {
+        if let Some((seq, block)) = &last_with_id
+            && let Some(id) = block.id()
+        {
             state.last_upstream_id = Some(Arc::from(id));
+            state.last_upstream_seq = *seq;
         }
         if recorded.forwarded > 0 {
             state.delivered_upstream_id = if last_had_id {
@@ -601,6 +622,8 @@ impl EventTracker {
             let Some(old) = state.window.pop_front() else {
                 break;
             };
+            let old_hash = old.upstream_id().map(|id| state.id_hasher.hash_one(id));
+            state.before_window = (old.seq, old_hash);
             state.window_bytes -= old.len();
             if old.seq > state.delivered {
                 state.undelivered_bytes -= old.len();
@@ -767,11 +790,18 @@ impl EventTracker {
     }
 
     /// Whether `id` is the client event id this stream handed out for its event `id.seq`:
-    /// `Some(false)` when that event is in the replay window under another upstream id (or
-    /// none), `None` when it cannot be told (the event left the window, or `seq` is 0, the
-    /// position before the first event). The stream part is the caller's to check.
+    /// `Some(false)` when that event carries another upstream id (or none). Told for the events
+    /// in the replay window and for the position just before it (the last event evicted, a
+    /// restored stream's starting position, or 0 before the first event, which carries none);
+    /// `None` for any other position (left the window, or past the last event). The stream
+    /// part is the caller's to check.
     pub fn issued(&self, id: &ClientEventId<'_>) -> Option<bool> {
         let state = self.state.lock();
+        let (before_seq, before_hash) = state.before_window;
+        if id.seq == before_seq {
+            let hash = id.upstream_id.map(|up| state.id_hasher.hash_one(up));
+            return Some(hash == before_hash);
+        }
         let front = state.window.front()?;
         let event = state.window.get(id.seq.checked_sub(front.seq)? as usize)?;
         Some(event.upstream_id() == id.upstream_id)
@@ -779,12 +809,21 @@ impl EventTracker {
 
     /// Moves the attached reader's cursor back to `after_seq`, so the buffered events after it
     /// are sent again. Returns how many will be re-sent; `None` if no reader is attached.
+    /// Errors: the events after `after_seq` left the window, or `after_seq` is past the last
+    /// event handed to the reader ([`AttachError::NotDelivered`]: moving there would skip
+    /// the events in between).
     pub fn rewind(&self, after_seq: u64) -> Result<Option<usize>, AttachError> {
         let count = {
             let mut state = self.state.lock();
             check_window(&state, after_seq)?;
             if state.reader == 0 {
                 return Ok(None);
+            }
+            if after_seq > state.delivered {
+                return Err(AttachError::NotDelivered {
+                    after: after_seq,
+                    delivered: state.delivered,
+                });
             }
             state.delivered = after_seq;
             state.delivered_upstream_id = upstream_id_at(&state, after_seq);
@@ -846,6 +885,14 @@ impl EventTracker {
     /// The last upstream event id, for the persistence worker and for upstream resumption.
     pub fn last_upstream_id(&self) -> Option<Arc<str>> {
         self.state.lock().last_upstream_id.clone()
+    }
+
+    /// The last upstream event id and the sequence number of the event that carried it: the
+    /// position the persistence worker writes to the session store.
+    pub fn last_upstream_position(&self) -> Option<(u64, Arc<str>)> {
+        let state = self.state.lock();
+        let id = state.last_upstream_id.clone()?;
+        Some((state.last_upstream_seq, id))
     }
 
     /// The last sequence number admitted.
@@ -1015,11 +1062,77 @@ mod tests {
         assert_eq!(t.issued(&id(1, None)), Some(false));
         assert_eq!(t.issued(&id(2, None)), Some(true));
         assert_eq!(t.issued(&id(2, Some("u2"))), Some(false));
-        // Position 0 (before the first event), past the last, and evicted: cannot be told.
-        assert_eq!(t.issued(&id(0, None)), None);
+        // Position 0, before the first event, carries no upstream id.
+        assert_eq!(t.issued(&id(0, None)), Some(true));
+        assert_eq!(t.issued(&id(0, Some("u1"))), Some(false));
+        // Past the last: cannot be told.
         assert_eq!(t.issued(&id(3, None)), None);
         push(&t, Some("u3"), b"data: 3\n\n");
+        push(&t, Some("u4"), b"data: 4\n\n");
+        // Event 2 was just evicted: its position (right before the window) is still told;
+        // event 1 cannot be.
+        assert_eq!(t.issued(&id(2, None)), Some(true));
+        assert_eq!(t.issued(&id(2, Some("u2"))), Some(false));
         assert_eq!(t.issued(&id(1, Some("u9"))), None);
+        assert_eq!(t.issued(&id(3, Some("u3"))), Some(true));
+    }
+
+    #[test]
+    fn a_restored_stream_tells_its_starting_position_from_forged_ones() {
+        let t = EventTracker::restored(
+            SessionId::from("sess"),
+            StreamId::from("s1"),
+            TrackerLimits::default(),
+            5,
+            "u5",
+            None,
+        );
+        let id = |seq, up| ClientEventId {
+            stream: "s1",
+            seq,
+            upstream_id: up,
+        };
+        assert_eq!(t.issued(&id(5, Some("u5"))), Some(true));
+        assert_eq!(t.issued(&id(5, Some("other-session-id"))), Some(false));
+        assert_eq!(t.last_upstream_position(), Some((5, "u5".into())));
+    }
+
+    #[test]
+    fn the_last_upstream_position_is_the_event_that_carried_the_last_upstream_id() {
+        let t = tracker(TrackerLimits::default());
+        assert_eq!(t.last_upstream_position(), None);
+        let mut scratch = BytesMut::new();
+        t.record_to_window(
+            &mut blocks(b"id: a\ndata: 1\n\nid: b\ndata: 2\n\ndata: 3\n\n"),
+            &mut scratch,
+        );
+        assert_eq!(t.last_upstream_position(), Some((2, "b".into())));
+        push(&t, Some("c"), b"4");
+        assert_eq!(t.last_upstream_position(), Some((4, "c".into())));
+        let direct = tracker(TrackerLimits::default());
+        direct.record_direct(&mut blocks(b"id: x\ndata: 1\n\ndata: 2\n\n"), &mut scratch);
+        assert_eq!(direct.last_upstream_position(), Some((1, "x".into())));
+    }
+
+    #[test]
+    fn rewind_refuses_a_position_past_what_the_reader_was_handed() {
+        let t = tracker(TrackerLimits::default());
+        let r = t.attach(None).unwrap();
+        push(&t, Some("a"), b"1");
+        push(&t, Some("b"), b"2");
+        events(t.read(r));
+        push(&t, Some("c"), b"3");
+        push(&t, Some("d"), b"4");
+        assert_eq!(
+            t.rewind(3),
+            Err(AttachError::NotDelivered {
+                after: 3,
+                delivered: 2
+            })
+        );
+        // Nothing moved: the reader gets 3 and 4, once.
+        assert_eq!(events(t.read(r)), [&b"3"[..], &b"4"[..]]);
+        assert_eq!(t.rewind(4), Ok(Some(0)));
     }
 
     #[test]

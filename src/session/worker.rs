@@ -603,7 +603,9 @@ impl PersistenceWorker {
         for (_, tracker) in &queue.streams {
             // Clear the flag before reading, so an event arriving now queues the tracker again.
             tracker.persist_queued.store(false, Ordering::Release);
-            let (Some(session), Some(id)) = (tracker.session(), tracker.last_upstream_id()) else {
+            let (Some(session), Some((seq, id))) =
+                (tracker.session(), tracker.last_upstream_position())
+            else {
                 continue;
             };
             if matches!(queue.sessions.get(session), Some((_, SessionOp::Delete))) {
@@ -612,6 +614,7 @@ impl PersistenceWorker {
             batch.positions.push(StreamPosition {
                 session_id: session.to_string(),
                 stream_id: tracker.stream().to_string(),
+                seq: Some(seq),
                 upstream_event_id: id.to_string(),
             });
             written.push((tracker.clone(), id));

@@ -117,7 +117,8 @@ pub async fn keys_with_ttl(url: &str, prefix: &str) -> Vec<(String, i64)> {
     out
 }
 
-/// The persisted upstream event id of `stream` in `session`, read straight from Redis.
+/// The persisted upstream event id of `stream` in `session`, read straight from Redis (the
+/// field `pos:<stream>` holds `<seq>:<upstream id>`).
 pub async fn persisted_position(
     url: &str,
     prefix: &str,
@@ -125,12 +126,17 @@ pub async fn persisted_position(
     stream: &str,
 ) -> Option<String> {
     let mut conn = redis_conn(url).await;
-    redis::cmd("HGET")
+    let position: Option<String> = redis::cmd("HGET")
         .arg(format!("{prefix}streams:{session}"))
-        .arg(stream)
+        .arg(format!("pos:{stream}"))
         .query_async(&mut conn)
         .await
-        .expect("HGET")
+        .expect("HGET");
+    position.map(|p| {
+        p.split_once(':')
+            .map(|(_seq, id)| id.to_owned())
+            .expect("a position <seq>:<upstream id>")
+    })
 }
 
 /// A `tools/call` of the Python SDK test server's `progress` tool with request id (and progress

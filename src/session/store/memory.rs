@@ -25,8 +25,8 @@ pub struct MemoryStore {
 #[derive(Debug)]
 struct Inner {
     sessions: HashMap<String, (SessionRecord, Instant)>,
-    /// session id → stream id → (upstream event id, expiry)
-    streams: HashMap<String, HashMap<String, (String, Instant)>>,
+    /// session id → stream id → (position, expiry)
+    streams: HashMap<String, HashMap<String, (StreamPosition, Instant)>>,
     last_purge: Instant,
 }
 
@@ -98,7 +98,7 @@ impl SessionStore for MemoryStore {
                 .streams
                 .entry(p.session_id.clone())
                 .or_default()
-                .insert(p.stream_id.clone(), (p.upstream_event_id.clone(), expiry));
+                .insert(p.stream_id.clone(), (p.clone(), expiry));
         }
         for id in &batch.deletes {
             inner.sessions.remove(id);
@@ -130,11 +130,7 @@ impl SessionStore for MemoryStore {
                     .get(session)
                     .and_then(|m| m.get(stream))
                     .filter(|(_, exp)| *exp > now)
-                    .map(|(id, _)| StreamPosition {
-                        session_id: session.clone(),
-                        stream_id: stream.clone(),
-                        upstream_event_id: id.clone(),
-                    })
+                    .map(|(position, _)| position.clone())
             })
             .collect())
     }
@@ -182,6 +178,7 @@ mod tests {
         StreamPosition {
             session_id: session.into(),
             stream_id: stream.into(),
+            seq: Some(3),
             upstream_event_id: id.into(),
         }
     }

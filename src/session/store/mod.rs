@@ -36,11 +36,18 @@ pub struct SessionRecord {
     pub last_activity: SystemTime,
 }
 
-/// The persisted position of one stream: the last upstream event id received on it.
+/// The persisted position of one stream: the last upstream event id received on it, and the
+/// proxy sequence number of the event that carried it (the client's id for that event is
+/// `<stream>:<seq>:<upstream id>`). A restored stream resumes upstream after this id, and only
+/// for a client at this position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamPosition {
     pub session_id: String,
     pub stream_id: String,
+    /// The proxy sequence number of the event that carried `upstream_event_id`; `None` in a
+    /// record written before sequence numbers were persisted (the position is then known by
+    /// its upstream id alone).
+    pub seq: Option<u64>,
     /// The last upstream event id received on the stream.
     pub upstream_event_id: String,
 }

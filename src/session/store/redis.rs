@@ -6,7 +6,10 @@
 //!
 //! - `P session:<proxy session id>`: a hash `upstream_session_id`, `upstream`,
 //!   `protocol_version`, `created_ms`;
-//! - `P streams:<proxy session id>`: a hash stream id → last upstream event id;
+//! - `P streams:<proxy session id>`: a hash of stream positions, field `pos:<stream id>` →
+//!   `<seq>:<upstream event id>` (the last upstream event id and the proxy sequence number of
+//!   the event that carried it). Records written before sequence numbers were persisted have
+//!   field `<stream id>` → the upstream event id alone; they are still read (without a seq);
 //! - `P activity`: a sorted set of proxy session ids scored by last activity (ms since the Unix
 //!   epoch), written with `ZADD GT` so the latest activity of any replica wins. It is the index
 //!   idle expiry claims from; entries whose session key expired are dropped as they are met.
@@ -180,6 +183,21 @@ fn parse_ms(text: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The field of a stream's position (`<seq>:<upstream id>`) in its session's streams hash.
+fn position_field(stream: &str) -> String {
+    format!("pos:{stream}")
+}
+
+/// `<seq>:<upstream id>` taken apart; `None` when it is not one (a value this store did not
+/// write: the position is then read as absent).
+fn split_position(value: &str) -> Option<(u64, &str)> {
+    let (seq, id) = value.split_once(':')?;
+    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((seq.parse().ok()?, id))
+}
+
 fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -235,11 +253,15 @@ impl SessionStore for RedisStore {
         }
         for p in &batch.positions {
             let key = self.streams_key(&p.session_id);
-            pipe.cmd("HSET")
-                .arg(&key)
-                .arg(&p.stream_id)
-                .arg(&p.upstream_event_id)
-                .ignore();
+            let hset = pipe.cmd("HSET").arg(&key);
+            match p.seq {
+                Some(seq) => hset
+                    .arg(position_field(&p.stream_id))
+                    .arg(format!("{seq}:{}", p.upstream_event_id)),
+                // Only a caller that knows no seq writes the old format.
+                None => hset.arg(&p.stream_id).arg(&p.upstream_event_id),
+            }
+            .ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
         }
         for id in &batch.deletes {
@@ -316,7 +338,10 @@ impl SessionStore for RedisStore {
         }
         let mut pipe = ::redis::pipe();
         for (session, stream) in keys {
-            pipe.cmd("HGET").arg(self.streams_key(session)).arg(stream);
+            pipe.cmd("HMGET")
+                .arg(self.streams_key(session))
+                .arg(position_field(stream))
+                .arg(stream);
         }
         let answers = self.query("reading stream positions", &pipe).await?;
         if answers.len() != keys.len() {
@@ -329,10 +354,20 @@ impl SessionStore for RedisStore {
         keys.iter()
             .zip(answers)
             .map(|((session, stream), v)| {
-                let id: Option<String> = parse("HGET", v)?;
-                Ok(id.map(|upstream_event_id| StreamPosition {
+                let fields: Vec<Option<String>> = parse("HMGET", v)?;
+                let mut fields = fields.into_iter();
+                let (position, old_format) = (fields.next().flatten(), fields.next().flatten());
+                let (seq, upstream_event_id) = match position.as_deref().and_then(split_position) {
+                    Some((seq, id)) => (Some(seq), id.to_owned()),
+                    None => match old_format {
+                        Some(id) => (None, id),
+                        None => return Ok(None),
+                    },
+                };
+                Ok(Some(StreamPosition {
                     session_id: session.clone(),
                     stream_id: stream.clone(),
+                    seq,
                     upstream_event_id,
                 }))
             })

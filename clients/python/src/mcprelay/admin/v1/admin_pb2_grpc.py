@@ -104,8 +104,9 @@ class SessionServiceServicer:
         Errors: INVALID_ARGUMENT for a malformed name or event id, an id of another stream, or an
         upstream id part the event at that position does not carry;
         NOT_FOUND for an unknown session or stream; FAILED_PRECONDITION when no client is connected to
-        the stream; OUT_OF_RANGE when events after the id have left the replay window, or the id is
-        past the stream's last event.
+        the stream; OUT_OF_RANGE when events after the id have left the replay window, the id is past
+        the stream's last event, or it is past the last event handed to the connected client (the
+        events in between would be skipped).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
