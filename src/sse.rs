@@ -187,6 +187,9 @@ pub struct SseParser {
     max_event_bytes: usize,
     /// A leading UTF-8 byte order mark has been checked for.
     bom_checked: bool,
+    /// Bytes examined while looking for line ends (the unit tests' measure of parsing work).
+    #[cfg(test)]
+    scanned: usize,
 }
 
 impl SseParser {
@@ -204,6 +207,8 @@ impl SseParser {
             has_content: false,
             max_event_bytes,
             bom_checked: false,
+            #[cfg(test)]
+            scanned: 0,
         }
     }
 
@@ -225,7 +230,12 @@ impl SseParser {
             }
         }
         loop {
-            let Some((line_end, next)) = find_line_end(&self.buf, self.scan) else {
+            let found = find_line_end(&self.buf, self.scan);
+            #[cfg(test)]
+            {
+                self.scanned += found.map_or(self.buf.len(), |(end, _)| end + 1) - self.scan;
+            }
+            let Some((line_end, next)) = found else {
                 if self.buf.len() > self.max_event_bytes {
                     return Err(SseError::EventTooLarge {
                         limit: self.max_event_bytes,
@@ -402,6 +412,38 @@ mod tests {
     fn leading_byte_order_mark_is_not_part_of_the_first_field_name() {
         let got = blocks(&[b"\xEF\xBB", b"\xBFid: 1\ndata: x\n\n"]);
         assert_eq!(got[0].id(), Some("1"));
+    }
+
+    /// Feeds `block` to `parser` in `chunk`-byte pieces; returns the blocks it yields.
+    fn feed(parser: &mut SseParser, block: &[u8], chunk: usize) -> Vec<SseBlock> {
+        let mut out = Vec::new();
+        for piece in block.chunks(chunk) {
+            parser.push(piece);
+            while let Some(b) = parser.next_block().unwrap() {
+                out.push(b);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_long_line_fed_in_small_chunks_is_scanned_once() {
+        // One 1 MiB comment line, then an event, arriving 1 KiB at a time: each byte is looked
+        // at a bounded number of times, however the line is cut (no rescan from its start).
+        let mut input = vec![b':'];
+        input.resize(1 << 20, b'x');
+        input.extend_from_slice(b"\n\ndata: after\n\n");
+        let mut p = SseParser::new(2 << 20);
+        let got = feed(&mut p, &input, 1024);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].raw().len(), (1 << 20) + 2);
+        assert_eq!(&*got[1].data(), b"after");
+        assert!(
+            p.scanned <= 2 * input.len(),
+            "scanned {} bytes to parse {} (quadratic rescanning)",
+            p.scanned,
+            input.len()
+        );
     }
 
     #[test]
