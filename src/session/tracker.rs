@@ -1142,6 +1142,40 @@ mod tests {
     }
 
     #[test]
+    fn keep_alives_count_against_the_byte_budget_and_wait_for_the_reader() {
+        let t = tracker(TrackerLimits {
+            dedup_ids: 8,
+            replay_events: 100,
+            replay_bytes: 128,
+        });
+        let r = t.attach(None).unwrap();
+        let mut scratch = BytesMut::new();
+        let comment = format!(": {}\n\n", "x".repeat(26)); // 30 bytes
+        let mut read = blocks(comment.repeat(6).as_bytes());
+        let first = t.record_to_window(&mut read, &mut scratch);
+        assert!(first.window_full, "comments past the byte budget wait");
+        assert_eq!(read.len(), 2, "four 30-byte comments fit in 128 bytes");
+        assert_eq!(events(t.read(r)).concat(), comment.repeat(4).as_bytes());
+        assert!(!t.record_to_window(&mut read, &mut scratch).window_full);
+        // An event waits behind comments the reader has not taken, as behind events.
+        let mut event = blocks(b"data: 0123456789\n\n");
+        assert!(t.record_to_window(&mut event, &mut scratch).window_full);
+        assert_eq!(events(t.read(r)).concat(), comment.repeat(2).as_bytes());
+        assert!(!t.record_to_window(&mut event, &mut scratch).window_full);
+        events(t.read(r));
+        // A comment larger than the whole budget still goes through, alone.
+        let mut big = blocks(format!(": {}\n\n: small\n\n", "y".repeat(200)).as_bytes());
+        assert!(t.record_to_window(&mut big, &mut scratch).window_full);
+        assert_eq!(
+            big.len(),
+            1,
+            "the next comment waits behind the oversized one"
+        );
+        assert_eq!(events(t.read(r)).concat().len(), 204);
+        assert!(!t.record_to_window(&mut big, &mut scratch).window_full);
+    }
+
+    #[test]
     fn rewind_re_sends_buffered_events_to_the_attached_reader() {
         let t = tracker(TrackerLimits::default());
         assert_eq!(t.rewind(0), Ok(None), "no reader");
