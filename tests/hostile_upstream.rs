@@ -204,8 +204,10 @@ async fn flood_leaves_the_thread_serving(first: &'static str, flood: Bytes) {
     assert!(
         late.is_empty() && peak <= bound,
         "with the stream flooded ({flood_sent} chunks of {} bytes sent): request(s) {late:?} \
-         not answered within {ANSWER_WAIT:?}; peak RSS {} MiB (bound {} MiB)",
+         not answered within {ANSWER_WAIT:?} (the upstream received {} requests); peak RSS {} \
+         MiB (bound {} MiB)",
         flood_len,
+        upstream.requests().len(),
         peak >> 20,
         bound >> 20,
     );
