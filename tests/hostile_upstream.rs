@@ -66,6 +66,15 @@ const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","param
 const INITIALIZE_RESULT: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"test-upstream","version":"0"}}}"#;
 const CALL: &str =
     r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"flood","arguments":{}}}"#;
+const MODERN_CALL: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"flood","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+
+/// Which era's stream the upstream floods: a legacy stream (in a session, read by a pump) or a
+/// modern one (relayed by the client connection itself).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Era {
+    Legacy,
+    Modern,
+}
 
 /// The daemon's default `proxy.max_event_bytes`: the largest block it must take whole.
 const MAX_EVENT_BYTES: u64 = 16 << 20;
@@ -100,12 +109,12 @@ async fn wait_for_count(what: &str, counter: &AtomicU64, n: u64) {
         .unwrap_or_else(|_| panic!("{what}: fewer than {n} within {PROC_WAIT:?}"));
 }
 
-/// Runs a daemon with one data-plane thread, opens a legacy stream whose upstream sends
+/// Runs a daemon with one data-plane thread, opens an `era` stream whose upstream sends
 /// `first` once and then `flood` over and over, and checks, while it floods: that another
 /// client's JSON requests on the same daemon are each answered within [`ANSWER_WAIT`], that the
 /// stream's own client keeps receiving, and that the daemon's peak RSS stays within a bound
 /// derived from its limits.
-async fn flood_leaves_the_thread_serving(first: &'static str, flood: Bytes) {
+async fn flood_leaves_the_thread_serving(era: Era, first: &'static str, flood: Bytes) {
     let upstream = TestUpstream::start().await;
     let mut notify = NotifySocket::bind();
     let url = upstream.url();
@@ -131,22 +140,39 @@ async fn flood_leaves_the_thread_serving(first: &'static str, flood: Bytes) {
     let url = format!("http://{data}/mcp");
 
     let client = Client::new();
-    upstream.push(Reply::json(INITIALIZE_RESULT).session_id("UPSTREAM-1"));
-    let init = client.post_read(&url, &[], INITIALIZE).await;
-    assert_eq!(init.status, StatusCode::OK);
-    let session = init
-        .header("mcp-session-id")
-        .expect("a proxy session id")
-        .to_owned();
-    let headers = [
-        ("mcp-session-id", session.as_str()),
-        ("mcp-protocol-version", "2025-11-25"),
-    ];
-
     let (reply, events) = Reply::sse_stream_buffered(1);
-    upstream.push(reply);
-    let response = client.post(&url, &headers, CALL).await;
+    let (response, headers) = match era {
+        Era::Legacy => {
+            upstream.push(Reply::json(INITIALIZE_RESULT).session_id("UPSTREAM-1"));
+            let init = client.post_read(&url, &[], INITIALIZE).await;
+            assert_eq!(init.status, StatusCode::OK);
+            let session = init
+                .header("mcp-session-id")
+                .expect("a proxy session id")
+                .to_owned();
+            let headers = vec![
+                ("mcp-session-id", session),
+                ("mcp-protocol-version", "2025-11-25".to_owned()),
+            ];
+            upstream.push(reply);
+            (client.post(&url, &borrowed(&headers), CALL).await, headers)
+        }
+        Era::Modern => {
+            let call = [
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "flood"),
+            ];
+            upstream.push(reply);
+            let headers = vec![
+                ("mcp-protocol-version", "2026-07-28".to_owned()),
+                ("mcp-method", "ping".to_owned()),
+            ];
+            (client.post(&url, &call, MODERN_CALL).await, headers)
+        }
+    };
     assert_eq!(response.status(), StatusCode::OK);
+    let headers = borrowed(&headers);
 
     // The stream's client reads everything it is sent.
     let received = Arc::new(AtomicU64::new(0));
@@ -182,7 +208,12 @@ async fn flood_leaves_the_thread_serving(first: &'static str, flood: Bytes) {
     let mut late = Vec::new();
     for n in 0..REQUESTS {
         let id = 100 + n;
-        let ping = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+        let ping = match era {
+            Era::Legacy => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#),
+            Era::Modern => format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"ping","params":{{"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}"#
+            ),
+        };
         match tokio::time::timeout(ANSWER_WAIT, other.post_read(&url, &headers, &ping)).await {
             Ok(answer) => {
                 assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
@@ -201,6 +232,13 @@ async fn flood_leaves_the_thread_serving(first: &'static str, flood: Bytes) {
     // connections' buffers hold a few more reads: a few times `max_event_bytes`, plus the
     // process's own baseline.
     let bound = 6 * MAX_EVENT_BYTES + (32 << 20);
+    eprintln!(
+        "flooded with {flood_sent} chunks of {flood_len} bytes: {} of {REQUESTS} requests \
+         answered; peak RSS {} MiB (bound {} MiB)",
+        REQUESTS - late.len() as u64,
+        peak >> 20,
+        bound >> 20
+    );
     assert!(
         late.is_empty() && peak <= bound,
         "with the stream flooded ({flood_sent} chunks of {} bytes sent): request(s) {late:?} \
@@ -222,6 +260,10 @@ async fn flood_leaves_the_thread_serving(first: &'static str, flood: Bytes) {
     drop(relay);
 }
 
+fn borrowed<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    headers.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 fn repeated(block: &str, bytes: usize) -> Bytes {
     Bytes::from(block.repeat(bytes / block.len()))
 }
@@ -231,18 +273,26 @@ async fn endless_large_comment_blocks_leave_the_thread_serving() {
     let mut comment = vec![b':'];
     comment.resize(15_000_000, b'x');
     comment.extend_from_slice(b"\n\n");
-    flood_leaves_the_thread_serving(": hello\n\n", Bytes::from(comment)).await;
+    flood_leaves_the_thread_serving(Era::Legacy, ": hello\n\n", Bytes::from(comment)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_small_keep_alives_leave_the_thread_serving() {
-    flood_leaves_the_thread_serving(": hello\n\n", repeated(": keep-alive\n\n", 64 << 10)).await;
+    let flood = repeated(": keep-alive\n\n", 64 << 10);
+    flood_leaves_the_thread_serving(Era::Legacy, ": hello\n\n", flood).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_duplicate_events_leave_the_thread_serving() {
     let event = "id: 1\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\n\n";
-    flood_leaves_the_thread_serving(event, repeated(event, 64 << 10)).await;
+    flood_leaves_the_thread_serving(Era::Legacy, event, repeated(event, 64 << 10)).await;
+}
+
+/// The same on a modern stream, which the client connection relays itself (`SseRelay`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_duplicate_events_on_a_modern_stream_leave_the_thread_serving() {
+    let event = "id: 1\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\n\n";
+    flood_leaves_the_thread_serving(Era::Modern, event, repeated(event, 64 << 10)).await;
 }
 
 #[test]
