@@ -322,3 +322,43 @@ fn an_event_with_thousands_of_id_lines_costs_no_memory_per_line() {
         "every upstream id line replaced"
     );
 }
+
+/// A block over `max_event_bytes` (a comment too) ends the stream as a broken upstream, before
+/// the proxy holds it whole, and is counted (`mcp_relay_sse_upstream_malformed_total`).
+#[tokio::test]
+async fn an_oversized_comment_ends_the_stream_and_is_counted() {
+    let upstream = TestUpstream::start().await;
+    let proxy =
+        support::start_proxy_with(&upstream.url(), |c| c.proxy.max_event_bytes = 1024).await;
+    let url = support::proxy_url(&proxy);
+    let (reply, events) = Reply::sse_stream();
+    upstream.push(reply);
+    let call = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "flood"),
+    ];
+    let response = Client::new().post(&url, &call, MODERN_CALL).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(events.send("data: before\n\n").await);
+    let comment = format!(": {}", "x".repeat(4096));
+    assert!(events.send(&comment).await);
+    // The stream ends although the upstream holds it open, with the event before it intact.
+    let body = tokio::time::timeout(PROC_WAIT, response.into_body().collect())
+        .await
+        .expect("the proxy ends the stream")
+        .expect("a clean end")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("data: before\n\n"), "{text}");
+    assert!(!text.contains("xxxx"), "{text}");
+    assert_eq!(
+        proxy
+            .manager()
+            .stats()
+            .snapshot()
+            .upstream_streams_malformed,
+        1
+    );
+    drop(events);
+}

@@ -229,6 +229,7 @@ async fn run(ctx: PumpContext, mut body: UpstreamBody) {
                 tracker.publish();
                 match failure {
                     Some(err) => {
+                        ProxyStats::incr(&manager.stats().upstream_streams_malformed);
                         tracing::warn!(
                             session = %ctx.session.id(),
                             stream = %tracker.stream(),

@@ -128,6 +128,7 @@ impl SseRelay {
                 Ok(None) => return self.relay_blocks(),
                 Err(err) => {
                     self.relay_blocks();
+                    ProxyStats::incr(&self.manager.stats().upstream_streams_malformed);
                     tracing::warn!(
                         stream = %self.tracker.stream(),
                         session = self.tracker.session().map(|s| s.as_str()),
