@@ -135,7 +135,8 @@ pub struct ProxyConfig {
     pub allow_loopback_origins: bool,
     /// Largest client request body accepted, in bytes. Default 4 MiB.
     pub max_request_body_bytes: usize,
-    /// Largest single SSE event accepted from the upstream, in bytes. Default 16 MiB.
+    /// Largest single SSE block (an event, or a comment) accepted from the upstream, in bytes;
+    /// a larger one ends the stream as a broken upstream before it is held whole. Default 16 MiB.
     pub max_event_bytes: usize,
     /// Time allowed to connect to the upstream. Default 5 s.
     pub upstream_connect_timeout: Duration,

@@ -16,7 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub struct SseBlock {
     /// The block's bytes exactly as received, including the terminating blank line.
     raw: Bytes,
-    /// Byte ranges (within `raw`) of `id` lines, each including its line terminator.
+    /// Where the block's `id` lines are (within `raw`), to replace them.
     id_lines: IdLines,
     /// Byte range (within `raw`) of the value of the last `id` field, if the block has one
     /// (per the SSE rules the last one wins; an id containing NUL is ignored).
@@ -31,11 +31,14 @@ pub struct SseBlock {
     more_data: bool,
 }
 
-/// The `id` lines of a block: almost always none or one, which need no allocation.
+/// The `id` lines of a block: almost always none or one. Only the first is kept (its range,
+/// line terminator included); a block with more is rescanned when it is rewritten, so an
+/// upstream that repeats `id:` thousands of times in one block costs no memory per line.
 #[derive(Debug, Clone, Default)]
 struct IdLines {
     first: Option<Range<usize>>,
-    more: Vec<Range<usize>>,
+    /// Whether more `id` lines follow the first.
+    more: bool,
 }
 
 impl IdLines {
@@ -43,12 +46,8 @@ impl IdLines {
         if self.first.is_none() {
             self.first = Some(line);
         } else {
-            self.more.push(line);
+            self.more = true;
         }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Range<usize>> {
-        self.first.iter().chain(&self.more)
     }
 }
 
@@ -151,12 +150,26 @@ impl SseBlock {
         out.put_slice(b"id: ");
         write_id(out);
         out.put_u8(b'\n');
-        let mut at = 0;
-        for line in self.id_lines.iter() {
-            out.put_slice(&self.raw[at..line.start]);
-            at = line.end;
+        let raw = &self.raw[..];
+        let Some(first) = self.id_lines.first.clone() else {
+            out.put_slice(raw);
+            return;
+        };
+        out.put_slice(&raw[..first.start]);
+        let mut at = first.end;
+        if self.id_lines.more {
+            // Lines after the first `id` line start where it ends (a leading BOM is before it).
+            let mut line = first.end;
+            while line < raw.len() {
+                let (end, next) = find_line_end(raw, line).unwrap_or((raw.len(), raw.len()));
+                if field_name(&raw[line..end]) == b"id" {
+                    out.put_slice(&raw[at..line]);
+                    at = next;
+                }
+                line = next;
+            }
         }
-        out.put_slice(&self.raw[at..]);
+        out.put_slice(&raw[at..]);
     }
 }
 
@@ -173,8 +186,11 @@ pub enum SseError {
 #[derive(Debug)]
 pub struct SseParser {
     buf: BytesMut,
-    /// Where scanning for the next line starts (all bytes before it are in complete lines).
+    /// Where the unfinished line starts (all bytes before it are in complete lines).
     scan: usize,
+    /// How far the unfinished line was searched for its end without finding one: the next
+    /// search starts there, so each byte is searched once however the line arrives in pieces.
+    searched: usize,
     /// Lines of the block being assembled: `id` line ranges.
     id_lines: IdLines,
     id_value: Option<Range<usize>>,
@@ -187,6 +203,9 @@ pub struct SseParser {
     max_event_bytes: usize,
     /// A leading UTF-8 byte order mark has been checked for.
     bom_checked: bool,
+    /// Bytes examined while looking for line ends (the unit tests' measure of parsing work).
+    #[cfg(test)]
+    scanned: usize,
 }
 
 impl SseParser {
@@ -195,6 +214,7 @@ impl SseParser {
         Self {
             buf: BytesMut::new(),
             scan: 0,
+            searched: 0,
             id_lines: IdLines::default(),
             id_value: None,
             has_data: false,
@@ -204,6 +224,8 @@ impl SseParser {
             has_content: false,
             max_event_bytes,
             bom_checked: false,
+            #[cfg(test)]
+            scanned: 0,
         }
     }
 
@@ -225,13 +247,23 @@ impl SseParser {
             }
         }
         loop {
-            let Some((line_end, next)) = find_line_end(&self.buf, self.scan) else {
-                if self.buf.len() > self.max_event_bytes {
-                    return Err(SseError::EventTooLarge {
-                        limit: self.max_event_bytes,
-                    });
+            let from = self.scan.max(self.searched);
+            let found = find_line_end(&self.buf, from);
+            #[cfg(test)]
+            {
+                self.scanned += found.map_or_else(|resume| resume, |(end, _)| end + 1) - from;
+            }
+            let (line_end, next) = match found {
+                Ok(line) => line,
+                Err(resume) => {
+                    self.searched = resume;
+                    if self.buf.len() > self.max_event_bytes {
+                        return Err(SseError::EventTooLarge {
+                            limit: self.max_event_bytes,
+                        });
+                    }
+                    return Ok(None);
                 }
-                return Ok(None);
             };
             let start = self.scan;
             self.scan = next;
@@ -285,6 +317,7 @@ impl SseParser {
     fn finish_block(&mut self) -> SseBlock {
         let raw = self.buf.split_to(self.scan).freeze();
         self.scan = 0;
+        self.searched = 0;
         self.has_content = false;
         SseBlock {
             raw,
@@ -298,18 +331,30 @@ impl SseParser {
     }
 }
 
-/// Finds the end of the line starting at `from`: returns (end of content, start of next line).
-/// A CR at the very end of the buffer is not yet a line end: an LF may follow in the next chunk.
-fn find_line_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
-    let rel = memchr::memchr2(b'\n', b'\r', &buf[from..])?;
+/// Finds the end of the line that has no line end before `from`: returns (end of content,
+/// start of next line), or `Err` with where to search again once more bytes arrived. A CR at
+/// the very end of the buffer is not yet a line end: an LF may follow in the next chunk.
+fn find_line_end(buf: &[u8], from: usize) -> Result<(usize, usize), usize> {
+    let Some(rel) = memchr::memchr2(b'\n', b'\r', &buf[from..]) else {
+        return Err(buf.len());
+    };
     let end = from + rel;
     if buf[end] == b'\n' {
-        return Some((end, end + 1));
+        return Ok((end, end + 1));
     }
     match buf.get(end + 1) {
-        Some(b'\n') => Some((end, end + 2)),
-        Some(_) => Some((end, end + 1)),
-        None => None,
+        Some(b'\n') => Ok((end, end + 2)),
+        Some(_) => Ok((end, end + 1)),
+        None => Err(end),
+    }
+}
+
+/// The field name of a line (without its terminator): up to the first colon, or the whole
+/// line; empty for a comment.
+fn field_name(line: &[u8]) -> &[u8] {
+    match memchr::memchr(b':', line) {
+        Some(colon) => &line[..colon],
+        None => line,
     }
 }
 
@@ -382,6 +427,30 @@ mod tests {
     }
 
     #[test]
+    fn every_id_line_of_a_block_is_replaced_whatever_its_line_ending() {
+        let got = blocks(&[b"id: a\r\nevent: m\rid\r\n: id: comment\nid: b\ndata: x\r\n\r\n"]);
+        assert_eq!(got[0].id(), Some("b"));
+        let mut out = BytesMut::new();
+        got[0].write_with_id("n", &mut out);
+        assert_eq!(&out[..], b"id: n\nevent: m\r: id: comment\ndata: x\r\n\r\n");
+    }
+
+    #[test]
+    fn an_oversized_comment_is_an_error_before_it_is_buffered_whole() {
+        let mut p = SseParser::new(1024);
+        p.push(b": ");
+        for _ in 0..4 {
+            assert!(matches!(p.next_block(), Ok(None)));
+            p.push(&[b'x'; 256]);
+        }
+        assert!(matches!(
+            p.next_block(),
+            Err(SseError::EventTooLarge { limit: 1024 })
+        ));
+        assert!(p.buffered_len() <= 1024 + 256);
+    }
+
+    #[test]
     fn data_lines_join_with_newlines_and_retry_parses() {
         let got = blocks(&[b"event: m\r\ndata: {\"a\":\r\ndata:1}\r\nretry: 1500\r\n\r\n"]);
         assert_eq!(&*got[0].data(), b"{\"a\":\n1}");
@@ -402,6 +471,38 @@ mod tests {
     fn leading_byte_order_mark_is_not_part_of_the_first_field_name() {
         let got = blocks(&[b"\xEF\xBB", b"\xBFid: 1\ndata: x\n\n"]);
         assert_eq!(got[0].id(), Some("1"));
+    }
+
+    /// Feeds `block` to `parser` in `chunk`-byte pieces; returns the blocks it yields.
+    fn feed(parser: &mut SseParser, block: &[u8], chunk: usize) -> Vec<SseBlock> {
+        let mut out = Vec::new();
+        for piece in block.chunks(chunk) {
+            parser.push(piece);
+            while let Some(b) = parser.next_block().unwrap() {
+                out.push(b);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_long_line_fed_in_small_chunks_is_scanned_once() {
+        // One 1 MiB comment line, then an event, arriving 1 KiB at a time: each byte is looked
+        // at a bounded number of times, however the line is cut (no rescan from its start).
+        let mut input = vec![b':'];
+        input.resize(1 << 20, b'x');
+        input.extend_from_slice(b"\n\ndata: after\n\n");
+        let mut p = SseParser::new(2 << 20);
+        let got = feed(&mut p, &input, 1024);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].raw().len(), (1 << 20) + 2);
+        assert_eq!(&*got[1].data(), b"after");
+        assert!(
+            p.scanned <= 2 * input.len(),
+            "scanned {} bytes to parse {} (quadratic rescanning)",
+            p.scanned,
+            input.len()
+        );
     }
 
     #[test]

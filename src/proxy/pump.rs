@@ -37,7 +37,7 @@ use tokio::sync::watch;
 use super::{
     Proxy,
     headers::{LAST_EVENT_ID, MCP_SESSION_ID},
-    relay::account,
+    relay::{account, budget_units},
     upstream::UpstreamBody,
 };
 use crate::{
@@ -165,6 +165,17 @@ async fn run(ctx: PumpContext, mut body: UpstreamBody) {
             interrupt = wait_interrupt(&ctx, &mut consumed) => break interrupt_state(&ctx, interrupt),
             frame = body.frame() => frame,
         };
+        // A stream whose reads record nothing (comments with no reader, duplicates) never
+        // waits for room: each read is charged to the task's cooperative budget by its size
+        // (see BUDGET_UNIT_BYTES), so an upstream that is always readable cannot keep the
+        // data-plane thread from its other connections.
+        let size = match &frame {
+            Some(Ok(frame)) => frame.data_ref().map_or(0, Bytes::len),
+            _ => 0,
+        };
+        for _ in 0..budget_units(size) {
+            tokio::task::coop::consume_budget().await;
+        }
         let broken = match frame {
             Some(Ok(frame)) => {
                 let Ok(data) = frame.into_data() else {
@@ -218,6 +229,7 @@ async fn run(ctx: PumpContext, mut body: UpstreamBody) {
                 tracker.publish();
                 match failure {
                     Some(err) => {
+                        ProxyStats::incr(&manager.stats().upstream_streams_malformed);
                         tracing::warn!(
                             session = %ctx.session.id(),
                             stream = %tracker.stream(),

@@ -24,6 +24,32 @@ use crate::{
     sse::{SseBlock, SseParser},
 };
 
+/// Upstream bytes that cost a stream one unit of its task's cooperative budget (1 KiB; tokio
+/// gives a task 128 units per poll, so one poll parses at most about 128 KiB). Ordinary streams
+/// pause on their own, waiting for the upstream or the client; one whose upstream is always
+/// readable and whose reads give the client little or nothing (duplicates, comments with no
+/// reader) would otherwise keep the data-plane thread and the connections it serves waiting.
+/// Once the budget is spent, every budgeted operation of the task (this one, socket reads and
+/// writes, `watch` waits) is pending until the runtime has run the thread's other tasks.
+pub const BUDGET_UNIT_BYTES: usize = 1 << 10;
+
+/// Budget units for `bytes` upstream bytes processed (at least one per read).
+pub fn budget_units(bytes: usize) -> usize {
+    bytes.div_ceil(BUDGET_UNIT_BYTES).max(1)
+}
+
+/// Charges the task's cooperative budget for a read of `bytes` upstream bytes, beyond the unit
+/// the read itself took, as far as it goes: once it is spent, the rest is forgiven and the task
+/// is due to yield (the caller's next [`tokio::task::coop::poll_proceed`] is pending).
+fn charge_budget(cx: &mut Context<'_>, bytes: usize) {
+    for _ in 1..budget_units(bytes) {
+        match tokio::task::coop::poll_proceed(cx) {
+            Poll::Ready(progress) => progress.made_progress(),
+            Poll::Pending => return,
+        }
+    }
+}
+
 /// Counts what [`EventTracker::record_to_window`] or [`EventTracker::record_direct`] did with
 /// one upstream read in the proxy's stats, and hands the stream's new position to the
 /// persistence worker (once per read: it keeps only the latest).
@@ -102,6 +128,7 @@ impl SseRelay {
                 Ok(None) => return self.relay_blocks(),
                 Err(err) => {
                     self.relay_blocks();
+                    ProxyStats::incr(&self.manager.stats().upstream_streams_malformed);
                     tracing::warn!(
                         stream = %self.tracker.stream(),
                         session = self.tracker.session().map(|s| s.as_str()),
@@ -132,11 +159,20 @@ impl Body for SseRelay {
             if this.upstream_done {
                 return Poll::Ready(None);
             }
-            match Pin::new(&mut this.upstream).poll_frame(cx) {
+            // Reads that give the client nothing (duplicates) loop here: each is charged to
+            // the task's cooperative budget (see BUDGET_UNIT_BYTES), so an upstream that is
+            // always readable cannot keep the data-plane thread from its other connections.
+            let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+            let polled = Pin::new(&mut this.upstream).poll_frame(cx);
+            if polled.is_ready() {
+                coop.made_progress();
+            }
+            match polled {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         this.parser.push(&data);
                         this.drain_parser();
+                        charge_budget(cx, data.len());
                     }
                 }
                 Poll::Ready(Some(Err(err))) => {

@@ -18,6 +18,9 @@ pub struct ProxyStats {
     pub resumptions_refused: AtomicU64,
     /// Upstream reconnections attempted after an upstream stream broke.
     pub upstream_reconnects: AtomicU64,
+    /// Upstream SSE streams ended as malformed: a block grew past `max_event_bytes` without
+    /// a blank line (comments included).
+    pub upstream_streams_malformed: AtomicU64,
     /// SSE streams opened.
     pub streams_opened: AtomicU64,
     /// SSE streams currently open (a gauge).
@@ -33,6 +36,7 @@ pub struct ProxyStatsSnapshot {
     pub resumptions: u64,
     pub resumptions_refused: u64,
     pub upstream_reconnects: u64,
+    pub upstream_streams_malformed: u64,
     pub streams_opened: u64,
     pub streams_open: u64,
 }
@@ -53,6 +57,7 @@ impl ProxyStats {
             resumptions: r(&self.resumptions),
             resumptions_refused: r(&self.resumptions_refused),
             upstream_reconnects: r(&self.upstream_reconnects),
+            upstream_streams_malformed: r(&self.upstream_streams_malformed),
             streams_opened: r(&self.streams_opened),
             streams_open: r(&self.streams_open),
         }

@@ -36,7 +36,8 @@ use crate::sse::SseBlock;
 /// of about `dedup_ids` in 2^64 per event.
 type IdHasher = foldhash::fast::RandomState;
 
-/// Non-event blocks (keep-alives) held for a reader that has not read them yet (count).
+/// Non-event blocks (keep-alives) held for a reader that has not read them yet (count). Their
+/// bytes also count against [`TrackerLimits::replay_bytes`], with the undelivered events'.
 pub const MAX_EPHEMERAL: usize = 64;
 
 /// Bounds of the per-stream windows. Defaults hold an ordinary tool call's stream.
@@ -472,10 +473,13 @@ impl EventTracker {
     /// Records the blocks of one upstream read of a windowed (legacy) stream under one lock:
     /// each event is admitted (duplicates dropped), encoded with the proxy's id into `scratch`
     /// and kept in the replay window; blocks that are not events (keep-alives, `retry` alone)
-    /// are queued for the attached reader (with no reader attached, or past [`MAX_EPHEMERAL`]
-    /// waiting, they are dropped: such blocks are never replayed). Blocks are taken
-    /// from the front of `blocks`; recording stops early, with [`Recorded::window_full`], when
-    /// the next event would evict one the reader has not been handed. The events recorded share
+    /// are queued for the attached reader (with no reader attached they are dropped: such
+    /// blocks are never replayed). Blocks are taken from the front of `blocks`; recording stops
+    /// early, with [`Recorded::window_full`], when the next event would evict one the reader has
+    /// not been handed, or when the next block would take what waits for the reader (undelivered
+    /// events and queued keep-alives) past `replay_bytes` (or keep-alives past
+    /// [`MAX_EPHEMERAL`]): a stream of comments gets the same backpressure as one of events.
+    /// One block larger than that budget still goes through, alone. The events recorded share
     /// one buffer split off `scratch`. The reader learns of them at the next [`Self::publish`].
     pub fn record_to_window(
         &self,
@@ -489,17 +493,28 @@ impl EventTracker {
         let mut kept: Vec<(u64, EventUpstreamId, Range<usize>)> = Vec::new();
         let mut last_with_id: Option<(u64, SseBlock)> = None;
         let mut undelivered = state.window.len() - first_undelivered(state);
-        let mut undelivered_bytes = state.undelivered_bytes;
+        // Undelivered events' bytes plus the queued keep-alives' (at most MAX_EPHEMERAL).
+        let mut waiting_bytes =
+            state.undelivered_bytes + state.ephemeral.iter().map(|(_, b)| b.len()).sum::<usize>();
         while let Some(block) = blocks.front() {
             if !block.has_id() && !block.has_data() {
-                if state.reader != 0 && state.ephemeral.len() < MAX_EPHEMERAL {
+                if state.reader != 0 {
+                    let size = block.raw().len();
+                    let queued = state.ephemeral.len();
+                    if !self.fits_waiting(undelivered, queued, waiting_bytes, size, false) {
+                        recorded.window_full = true;
+                        break;
+                    }
                     state.ephemeral.push((state.last_seq, block.raw().clone()));
+                    waiting_bytes += size;
                 }
                 blocks.pop_front();
                 continue;
             }
             // The encoded event is the block with its id line replaced by ours.
-            if !self.fits(undelivered, undelivered_bytes, block.raw().len() + 64) {
+            let size = block.raw().len() + 64;
+            let queued = state.ephemeral.len();
+            if !self.fits_waiting(undelivered, queued, waiting_bytes, size, true) {
                 recorded.window_full = true;
                 break;
             }
@@ -521,7 +536,7 @@ impl EventTracker {
             });
             recorded.forwarded += 1;
             undelivered += 1;
-            undelivered_bytes += scratch.len() - start;
+            waiting_bytes += scratch.len() - start;
             kept.push((seq, id_range, start..scratch.len()));
             if upstream_id.is_some() {
                 recorded.advanced += 1;
@@ -649,6 +664,26 @@ impl EventTracker {
     fn fits(&self, count: usize, bytes: usize, size: usize) -> bool {
         count == 0
             || (count < self.limits.replay_events && bytes + size <= self.limits.replay_bytes)
+    }
+
+    /// Whether a block of `size` bytes may join what waits for the reader (`events` undelivered
+    /// events and `comments` queued keep-alives, `bytes` in all): within `replay_bytes` and the
+    /// count bound of its kind (`replay_events`, or [`MAX_EPHEMERAL`] for a keep-alive), or
+    /// alone.
+    fn fits_waiting(
+        &self,
+        events: usize,
+        comments: usize,
+        bytes: usize,
+        size: usize,
+        is_event: bool,
+    ) -> bool {
+        let count_ok = if is_event {
+            events < self.limits.replay_events
+        } else {
+            comments < MAX_EPHEMERAL
+        };
+        (events == 0 && comments == 0) || (count_ok && bytes + size <= self.limits.replay_bytes)
     }
 
     /// Appends the encoded event admitted as `seq` to the replay window, evicting the oldest
@@ -1252,6 +1287,40 @@ mod tests {
             [&b"id: s1:1\ndata: 1\n\nid: s1:2\ndata: 2\n\n"[..]],
             "replayed without the keep-alive, as one slice"
         );
+    }
+
+    #[test]
+    fn keep_alives_count_against_the_byte_budget_and_wait_for_the_reader() {
+        let t = tracker(TrackerLimits {
+            dedup_ids: 8,
+            replay_events: 100,
+            replay_bytes: 128,
+        });
+        let r = t.attach(None).unwrap();
+        let mut scratch = BytesMut::new();
+        let comment = format!(": {}\n\n", "x".repeat(26)); // 30 bytes
+        let mut read = blocks(comment.repeat(6).as_bytes());
+        let first = t.record_to_window(&mut read, &mut scratch);
+        assert!(first.window_full, "comments past the byte budget wait");
+        assert_eq!(read.len(), 2, "four 30-byte comments fit in 128 bytes");
+        assert_eq!(events(t.read(r)).concat(), comment.repeat(4).as_bytes());
+        assert!(!t.record_to_window(&mut read, &mut scratch).window_full);
+        // An event waits behind comments the reader has not taken, as behind events.
+        let mut event = blocks(b"data: 0123456789\n\n");
+        assert!(t.record_to_window(&mut event, &mut scratch).window_full);
+        assert_eq!(events(t.read(r)).concat(), comment.repeat(2).as_bytes());
+        assert!(!t.record_to_window(&mut event, &mut scratch).window_full);
+        events(t.read(r));
+        // A comment larger than the whole budget still goes through, alone.
+        let mut big = blocks(format!(": {}\n\n: small\n\n", "y".repeat(200)).as_bytes());
+        assert!(t.record_to_window(&mut big, &mut scratch).window_full);
+        assert_eq!(
+            big.len(),
+            1,
+            "the next comment waits behind the oversized one"
+        );
+        assert_eq!(events(t.read(r)).concat().len(), 204);
+        assert!(!t.record_to_window(&mut big, &mut scratch).window_full);
     }
 
     #[test]

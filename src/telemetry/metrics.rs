@@ -207,6 +207,12 @@ const EXPORTS: &[Export] = &[
         |s| s.proxy.upstream_reconnects,
     ),
     (
+        "mcp_relay_sse_upstream_malformed_total",
+        Kind::Counter,
+        "Upstream SSE streams ended because a block exceeded max_event_bytes.",
+        |s| s.proxy.upstream_streams_malformed,
+    ),
+    (
         "mcp_relay_persistence_updates_total",
         Kind::Counter,
         "Stream advances handed to the persistence worker.",

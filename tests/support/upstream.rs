@@ -103,7 +103,13 @@ impl Reply {
     /// An SSE stream the test paces through the returned [`SseSender`]; it stays open until the
     /// sender is dropped.
     pub fn sse_stream() -> (Self, SseSender) {
-        let (tx, rx) = mpsc::channel(16);
+        Self::sse_stream_buffered(16)
+    }
+
+    /// [`Reply::sse_stream`] holding at most `chunks` chunks the proxy has not read yet (a
+    /// flooding test keeps it at 1, so what it sent has mostly reached the socket).
+    pub fn sse_stream_buffered(chunks: usize) -> (Self, SseSender) {
+        let (tx, rx) = mpsc::channel(chunks.max(1));
         (Self::sse_from(rx), SseSender { tx })
     }
 
@@ -172,6 +178,12 @@ impl SseSender {
             .send(Bytes::copy_from_slice(block.as_bytes()))
             .await
             .is_ok()
+    }
+
+    /// Sends `chunk` verbatim, as one body frame (no copy: a test can send one large buffer
+    /// over and over). `false` when the response body is gone.
+    pub async fn send_bytes(&self, chunk: Bytes) -> bool {
+        self.tx.send(chunk).await.is_ok()
     }
 
     /// Resolves once the response body was dropped: hyper drops it when the proxy's connection
