@@ -754,7 +754,7 @@ def classify_logs(st: State, log: Path) -> dict[str, Any]:
                     h.era == "modern" and h.start - 0.5 <= t <= (h.end or now()) + LINGER_SECS + 2 for h in st.hostile
                 ):
                     why = "hostile stream (modern, in flight)"
-                elif "timed out" in raw or "timeout" in raw:
+                elif "did not answer within" in raw:
                     if any(h.mode == "slowheaders" and h.start <= t <= (h.end or now()) + 1 for h in st.hostile):
                         why = "hostile slow headers (504)"
             if why:
