@@ -84,6 +84,13 @@ def now() -> float:
     return time.time()
 
 
+def describe(e: BaseException) -> str:
+    """The innermost error of an ExceptionGroup (anyio task groups wrap the SDK's), as text."""
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    return f"{type(e).__name__}: {e}"[:300]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -223,6 +230,8 @@ class Call:
     attempt: int = 1
     client_cut: bool = False
     upstream_cut: bool = False
+    cut_at: int = 0
+    delay_ms: int = field(default_factory=lambda: random.randint(5, 40))
     end: float = 0.0
     outcome: str = ""  # ok | failed | hung
     error: str = ""
@@ -346,7 +355,7 @@ async def one_call(st: State, client: Client, transport: CuttingTransport, call:
         else:
             call.misrouted += 1
 
-    cut_at = random.randint(1, call.n - 1) if call.upstream_cut else 0
+    cut_at = call.cut_at = random.randint(1, call.n - 1) if call.upstream_cut else 0
     if call.client_cut:
         transport.arm = random.randint(150, 2500)
         transport.fired = False
@@ -355,7 +364,7 @@ async def one_call(st: State, client: Client, transport: CuttingTransport, call:
         async with asyncio.timeout(CALL_TIMEOUT):
             res = await client.call_tool(
                 "count",
-                {"n": call.n, "delay_ms": random.randint(5, 40), "tag": call.tag, "cut_at": cut_at},
+                {"n": call.n, "delay_ms": call.delay_ms, "tag": call.tag, "cut_at": cut_at},
                 progress_callback=on_progress,
             )
         text = next((c.text for c in res.content if isinstance(c, TextContent)), None)
@@ -371,7 +380,7 @@ async def one_call(st: State, client: Client, transport: CuttingTransport, call:
     except TimeoutError:
         call.outcome, call.error = "hung", f"no answer in {CALL_TIMEOUT}s"
     except Exception as e:  # noqa: BLE001 - every failure is recorded and classified
-        call.outcome, call.error = "failed", f"{type(e).__name__}: {e}"[:300]
+        call.outcome, call.error = "failed", describe(e)
     finally:
         if call.client_cut and not transport.fired:
             call.client_cut = False  # the answer was not SSE (or never came): nothing was cut
@@ -406,7 +415,7 @@ async def legacy_worker(st: State, url: str, wid: int) -> None:
                             if not await one_call(st, client, transport, call):
                                 break  # leave this session; start another
         except Exception as e:  # noqa: BLE001
-            st.session_errors.append((now(), f"legacy {type(e).__name__}: {e}"[:300]))
+            st.session_errors.append((now(), f"legacy {describe(e)}"))
             await asyncio.sleep(0.5)
 
 
@@ -435,7 +444,7 @@ async def modern_worker(st: State, url: str, wid: int) -> None:
                         if not ok:
                             break  # a fresh client
         except Exception as e:  # noqa: BLE001
-            st.session_errors.append((now(), f"modern {type(e).__name__}: {e}"[:300]))
+            st.session_errors.append((now(), f"modern {describe(e)}"))
             await asyncio.sleep(0.5)
 
 
@@ -565,7 +574,7 @@ async def hostile_worker(st: State, url: str, wid: int) -> None:
                     with contextlib.suppress(httpx2.HTTPError):
                         await http.delete(url, headers={"mcp-session-id": sid, "mcp-protocol-version": "2025-11-25"})
         except Exception as e:  # noqa: BLE001
-            st.session_errors.append((now(), f"hostile {era} {type(e).__name__}: {e}"[:300]))
+            st.session_errors.append((now(), f"hostile {era} {describe(e)}"))
             await asyncio.sleep(0.5)
 
 
@@ -829,6 +838,10 @@ async def main_async(args: argparse.Namespace) -> int:
         failures.append(f"{len(calls['unexplained_failures'])} requests failed with no injected fault")
     if hostile_bad:
         failures.append(f"{len(hostile_bad)} hostile streams let something wrong through")
+    # A session that could not start or broke outside a call: only an upstream restart explains it.
+    bad_sessions = [(t, e) for t, e in st.session_errors if not st.restarts_between(t - RECONNECT_WINDOW, t + 0.5)]
+    if bad_sessions:
+        failures.append(f"{len(bad_sessions)} session-level errors with no upstream restart")
     if logs["unexplained"]:
         failures.append(f"{len(logs['unexplained'])} WARN/ERROR log lines without a cause")
     if end["rss"] > rss_limit:
@@ -846,6 +859,7 @@ async def main_async(args: argparse.Namespace) -> int:
         hostile={"runs": len(st.hostile), "modes": hostile_modes, "violations": hostile_bad[:20]},
         faults=[asdict(f) for f in st.faults],
         session_errors=st.session_errors[:50],
+        unexplained_session_errors=bad_sessions[:20],
         session_errors_count=len(st.session_errors),
         logs=logs,
         leftovers=leftovers,
@@ -869,6 +883,8 @@ async def main_async(args: argparse.Namespace) -> int:
         print(f"  UNEXPLAINED: {line}")
     for b in (calls["bad"] + calls["unexplained_failures"])[:10]:
         print(f"  BAD CALL: {json.dumps(b)[:400]}")
+    for t, e in bad_sessions[:10]:
+        print(f"  SESSION ERROR: {e}")
     for h in hostile_bad[:10]:
         print(f"  HOSTILE VIOLATION: {json.dumps(h, default=str)[:400]}")
     fr, pk = report["fresh"], report["peak"]
