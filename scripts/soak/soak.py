@@ -23,13 +23,21 @@ Checks (exit 1 if any fails): every progress number of a completed request recei
 (lost = 0, duplicates = 0, misrouted = 0); no request hung; no request failed without an injected
 fault that explains it; every WARN/ERROR line of the relay explained by an injected fault or a
 hostile stream; after the quiet period: no sessions, streams or client connections left, open
-descriptors within FD_SLACK of the baseline and RSS within RSS_SLACK_MIB (+ RSS_SLACK_PCT of the
-baseline) of it. The baseline is taken after a warm-up (same traffic, no faults) and a quiet
-period, so allocator pools and lazily built state count in it; the fresh-start numbers are
-reported too.
+descriptors within FD_SLACK of the baseline, tokio tasks alive within TASK_SLACK of it, and RSS
+at most baseline * (1 + RSS_SLACK_PCT/100) + RSS_SLACK_MIB. The baseline is taken after a
+warm-up (same traffic, no faults) and a quiet period, so allocator pools and lazily built state
+count in it; the fresh-start numbers are reported too.
+
+Why these tolerances: the exact leak checks are the counts (sessions, streams, client
+connections must be 0, tasks back to the baseline's); RSS only has to come back near it, since
+glibc keeps freed memory in its per-thread arenas (the data plane's 2 threads and the main
+runtime's) rather than returning it, which is a few MiB at this traffic (peak - baseline was
+about 5 MiB in the smoke runs), not growth per request. Descriptors: the upstream pool keeps
+idle connections up to 90 s, but this upstream (uvicorn) closes idle keep-alive connections
+after 5 s, so after the quiet period only a few (pool, Redis reconnection) may differ.
 
 Environment: SOAK_SECS (600), SOAK_LEGACY (8), SOAK_MODERN (8), SOAK_HOSTILE (2), SOAK_SEED,
-SOAK_WARMUP_SECS, RSS_SLACK_MIB (16), RSS_SLACK_PCT (25), FD_SLACK (8).
+SOAK_WARMUP_SECS, RSS_SLACK_MIB (8), RSS_SLACK_PCT (25), FD_SLACK (8), TASK_SLACK (2).
 """
 
 from __future__ import annotations
@@ -65,9 +73,10 @@ N_MODERN = int(os.environ.get("SOAK_MODERN", "8"))
 N_HOSTILE = int(os.environ.get("SOAK_HOSTILE", "2"))
 SEED = int(os.environ.get("SOAK_SEED", str(int(time.time()))))
 WARMUP = int(os.environ.get("SOAK_WARMUP_SECS", str(min(20, max(8, SECS // 10)))))
-RSS_SLACK_MIB = float(os.environ.get("RSS_SLACK_MIB", "16"))
+RSS_SLACK_MIB = float(os.environ.get("RSS_SLACK_MIB", "8"))
 RSS_SLACK_PCT = float(os.environ.get("RSS_SLACK_PCT", "25"))
 FD_SLACK = int(os.environ.get("FD_SLACK", "8"))
+TASK_SLACK = int(os.environ.get("TASK_SLACK", "2"))
 
 LINGER_SECS = 5
 IDLE_TTL_SECS = 10
@@ -819,7 +828,7 @@ async def main_async(args: argparse.Namespace) -> int:
     hostile_bad = [asdict(h) | {"streams": sorted(h.streams)} for h in st.hostile if h.violation]
     hostile_modes: dict[str, int] = {}
     for h in st.hostile:
-        k = f"{h.era}/{h.mode}"
+        k = f"{h.era}/{h.mode}:{h.status}"
         hostile_modes[k] = hostile_modes.get(k, 0) + 1
     base, end = report["baseline"], report["end"]
     rss_limit = base["rss"] * (1 + RSS_SLACK_PCT / 100) + RSS_SLACK_MIB * 1048576
@@ -848,6 +857,10 @@ async def main_async(args: argparse.Namespace) -> int:
         failures.append(f"RSS {mib(end['rss'])} above baseline {mib(base['rss'])} + slack ({mib(rss_limit)})")
     if end["fds"] > base["fds"] + FD_SLACK:
         failures.append(f"{end['fds']} fds, baseline {base['fds']} + {FD_SLACK}")
+    tasks_base = report["baseline_metrics"].get("mcp_relay_runtime_alive_tasks", 0)
+    tasks_end = em.get("mcp_relay_runtime_alive_tasks", 0)
+    if tasks_end > tasks_base + TASK_SLACK:
+        failures.append(f"{tasks_end:g} tokio tasks alive, baseline {tasks_base:g} + {TASK_SLACK}")
     if any(leftovers.values()):
         failures.append(f"left over after the quiet period: {leftovers}")
     soak_calls = [c for c in st.calls if c.phase == "soak"]
