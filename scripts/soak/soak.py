@@ -207,6 +207,33 @@ class Procs:
                 threads = int(line.split()[1])
         return {"rss": rss, "fds": len(os.listdir(f"/proc/{pid}/fd")), "threads": threads}
 
+    def relay_fds(self) -> dict[str, int]:
+        """The relay's descriptors by kind: sockets by the port of the far end (or `listen`)."""
+        pid = self.relay.pid
+        peers: dict[str, str] = {}
+        for table in ("tcp", "tcp6"):
+            with contextlib.suppress(OSError):
+                for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                    f = row.split()
+                    local, remote, inode = int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16), f[9]
+                    if remote == 0:
+                        peers[inode] = "listen"
+                    elif local in (self.relay_port, self.admin_port, self.metrics_port):
+                        peers[inode] = "client"
+                    else:
+                        names = {self.up_port: "upstream", self.redis_port: "redis"}
+                        peers[inode] = names.get(remote, f"port {remote}")
+        out: dict[str, int] = {}
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    kind = "socket " + peers.get(target[8:-1], "other")
+                else:
+                    kind = re.sub(r"\[.*|:.*|/.*", "", target) or target
+                out[kind] = out.get(kind, 0) + 1
+        return out
+
     async def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {}
         async with httpx2.AsyncClient(timeout=5) as http:
@@ -808,6 +835,7 @@ async def main_async(args: argparse.Namespace) -> int:
         await run_traffic(st, procs, WARMUP, faults=False)
         report["baseline_metrics"] = await quiet(procs, "baseline")
         report["baseline"] = procs.relay_proc()
+        report["baseline_fds"] = procs.relay_fds()
         print(f"  baseline (after {WARMUP}s warm-up + quiet): RSS {mib(report['baseline']['rss'])}, {report['baseline']['fds']} fds", flush=True)
         sampler = asyncio.create_task(sample(st, procs, peak))
         st.phase = "soak"
@@ -816,6 +844,7 @@ async def main_async(args: argparse.Namespace) -> int:
         report["peak"] = dict(peak)
         report["end_metrics"] = await quiet(procs, "end")
         report["end"] = procs.relay_proc()
+        report["end_fds"] = procs.relay_fds()
         if procs.relay.returncode is not None:
             raise RuntimeError(f"mcp-relay exited with {procs.relay.returncode}")
     finally:
@@ -905,6 +934,7 @@ async def main_async(args: argparse.Namespace) -> int:
         f"RSS: fresh {mib(fr['rss'])}, baseline {mib(base['rss'])}, peak {mib(pk.get('rss', 0))}, end {mib(end['rss'])} (limit {mib(rss_limit)})"
     )
     print(f"fds: fresh {fr['fds']}, baseline {base['fds']}, peak {pk.get('fds', 0)}, end {end['fds']} (limit {base['fds'] + FD_SLACK})")
+    print(f"  fds by kind: baseline {report['baseline_fds']}, end {report['end_fds']}")
     print(f"threads: baseline {base['threads']}, peak {pk.get('threads', 0)}, end {end['threads']}")
     keys = ("mcp_relay_runtime_alive_tasks", "mcp_relay_sse_events_forwarded_total", "mcp_relay_sse_duplicates_dropped_total",
             "mcp_relay_sse_events_replayed_total", "mcp_relay_sse_resumptions_total", "mcp_relay_sse_resumptions_refused_total",
