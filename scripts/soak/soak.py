@@ -85,8 +85,12 @@ REDIS_WINDOW = 10.0  # seconds after Redis is back that a retried write may stil
 CALL_TIMEOUT = 60.0
 P_CLIENT_CUT = 0.2
 P_UPSTREAM_CUT = 0.2
+P_ANNOUNCE = 0.2
 MAX_EVENT_BYTES = 1 << 20
 HOSTILE_MODES = ("comments", "keepalive", "dupstorm", "cutmid", "slowheaders", "bigevent")
+
+
+TCP_STATES = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "04": "FIN_WAIT1", "05": "FIN_WAIT2", "09": "LAST_ACK"}
 
 
 def now() -> float:
@@ -216,13 +220,14 @@ class Procs:
                 for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
                     f = row.split()
                     local, remote, inode = int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16), f[9]
+                    state = TCP_STATES.get(f[3], f[3])
                     if remote == 0:
                         peers[inode] = "listen"
                     elif local in (self.relay_port, self.admin_port, self.metrics_port):
-                        peers[inode] = "client"
+                        peers[inode] = f"client {state}"
                     else:
                         names = {self.up_port: "upstream", self.redis_port: "redis"}
-                        peers[inode] = names.get(remote, f"port {remote}")
+                        peers[inode] = f"{names.get(remote, f'port {remote}')} {state}"
         out: dict[str, int] = {}
         for fd in os.listdir(f"/proc/{pid}/fd"):
             with contextlib.suppress(OSError):
@@ -267,6 +272,7 @@ class Call:
     client_cut: bool = False
     upstream_cut: bool = False
     cut_at: int = 0
+    tool: str = "count"  # or "announce": numbered notifications on the session's GET stream
     delay_ms: int = field(default_factory=lambda: random.randint(5, 40))
     end: float = 0.0
     outcome: str = ""  # ok | failed | hung
@@ -314,6 +320,7 @@ class State:
         self.session_errors: list[tuple[float, str]] = []
         self.hostile_sessions: set[str] = set()
         self.good_sessions: dict[str, tuple[int, float]] = {}
+        self.stray_get_notifications = 0
 
     def restarts_between(self, a: float, b: float, kind: str = "upstream_restart") -> bool:
         return any(f.kind == kind and f.start <= b and (f.end or now()) >= a for f in self.faults)
@@ -381,8 +388,12 @@ def sdk_http(transport: CuttingTransport, sessions: list[str]) -> httpx2.AsyncCl
 # Good traffic
 
 
-async def one_call(st: State, client: Client, transport: CuttingTransport, call: Call) -> bool:
+async def one_call(
+    st: State, client: Client, transport: CuttingTransport, call: Call, sink: dict[str, list[int]] | None = None
+) -> bool:
     received: list[int] = call.received
+    if sink is not None:
+        sink[call.tag] = received  # the GET stream's notifications land here
     prefix = call.tag + ":"
 
     async def on_progress(value: float, total: float | None, message: str | None) -> None:
@@ -398,18 +409,22 @@ async def one_call(st: State, client: Client, transport: CuttingTransport, call:
     st.calls.append(call)
     try:
         async with asyncio.timeout(CALL_TIMEOUT):
-            res = await client.call_tool(
-                "count",
-                {"n": call.n, "delay_ms": call.delay_ms, "tag": call.tag, "cut_at": cut_at},
-                progress_callback=on_progress,
-            )
+            if call.tool == "announce":
+                res = await client.call_tool("announce", {"n": call.n, "delay_ms": call.delay_ms, "tag": call.tag})
+            else:
+                res = await client.call_tool(
+                    "count",
+                    {"n": call.n, "delay_ms": call.delay_ms, "tag": call.tag, "cut_at": cut_at},
+                    progress_callback=on_progress,
+                )
         text = next((c.text for c in res.content if isinstance(c, TextContent)), None)
         if res.is_error or text != f"done {call.tag} {call.n}":
             call.outcome, call.error = "failed", f"result {text!r}"
         else:
             call.outcome = "ok"
-            # Progress callbacks may still be queued behind the response: a bounded wait.
-            for _ in range(40):
+            # Progress callbacks may still be queued behind the response, and the GET stream's
+            # notifications travel apart from it: a bounded wait.
+            for _ in range(40 if call.tool == "count" else 200):
                 if len(set(received)) >= call.n:
                     break
                 await asyncio.sleep(0.05)
@@ -430,12 +445,26 @@ async def legacy_worker(st: State, url: str, wid: int) -> None:
     while not st.stop.is_set():
         transport = CuttingTransport()
         sessions: list[str] = []
+        sink: dict[str, list[int]] = {}
+
+        async def on_message(msg: Any) -> None:
+            uri = str(getattr(getattr(msg, "params", None), "uri", "") or "")
+            if uri.startswith("soak://"):
+                tag, _, i = uri[len("soak://") :].rpartition("/")
+                if tag in sink:
+                    sink[tag].append(int(i))
+                else:
+                    st.stray_get_notifications += 1
+
         t0 = now()
         try:
             async with asyncio.timeout(CALL_TIMEOUT * 10):
                 async with sdk_http(transport, sessions) as http:
                     async with Client(
-                        streamable_http_client(url, http_client=http, terminate_on_close=True), mode="legacy", cache=None
+                        streamable_http_client(url, http_client=http, terminate_on_close=True),
+                        mode="legacy",
+                        cache=None,
+                        message_handler=on_message,
                     ) as client:
                         for sid in sessions:
                             st.good_sessions[sid] = (wid, t0)
@@ -443,12 +472,16 @@ async def legacy_worker(st: State, url: str, wid: int) -> None:
                             if st.stop.is_set():
                                 break
                             seq += 1
-                            call = Call(
-                                "legacy", wid, f"L{wid}-{seq}", random.randint(5, 40), now(), t0,
-                                client_cut=random.random() < P_CLIENT_CUT,
-                                upstream_cut=random.random() < P_UPSTREAM_CUT, phase=st.phase,
-                            )  # fmt: skip
-                            if not await one_call(st, client, transport, call):
+                            if random.random() < P_ANNOUNCE:
+                                call = Call("legacy-get", wid, f"G{wid}-{seq}", random.randint(5, 40), now(), t0,
+                                            tool="announce", phase=st.phase)  # fmt: skip
+                            else:
+                                call = Call(
+                                    "legacy", wid, f"L{wid}-{seq}", random.randint(5, 40), now(), t0,
+                                    client_cut=random.random() < P_CLIENT_CUT,
+                                    upstream_cut=random.random() < P_UPSTREAM_CUT, phase=st.phase,
+                                )  # fmt: skip
+                            if not await one_call(st, client, transport, call, sink):
                                 break  # leave this session; start another
         except Exception as e:  # noqa: BLE001
             st.session_errors.append((now(), f"legacy {describe(e)}"))
@@ -645,12 +678,16 @@ async def inject_faults(st: State, procs: Procs, secs: int) -> None:
         print(f"  fault: {kind} {f.end - f.start:.1f}s", flush=True)
 
 
-async def sample(st: State, procs: Procs, peak: dict[str, int]) -> None:
+async def sample(st: State, procs: Procs, peak: dict[str, int], timeline: list[dict[str, Any]]) -> None:
+    t0, tick = time.monotonic(), 0
     while True:
         with contextlib.suppress(OSError, UnboundLocalError):
             p = procs.relay_proc()
             for k, v in p.items():
                 peak[k] = max(peak.get(k, 0), v)
+            if tick % 30 == 0:
+                timeline.append({"t": round(time.monotonic() - t0), "rss_mib": round(p["rss"] / 1048576, 1), "fds": p["fds"]})
+        tick += 1
         await asyncio.sleep(1)
 
 
@@ -727,7 +764,7 @@ def analyse_calls(st: State) -> dict[str, Any]:
         if c.outcome == "hung":
             r["bad"].append(asdict(c))
             continue
-        window_start = c.session_start if c.era == "legacy" else c.start
+        window_start = c.start if c.era == "modern" else c.session_start
         if st.restarts_between(window_start - 1, c.end + 1):
             cause = "upstream restart"
         elif c.client_cut and c.era == "modern":
@@ -740,6 +777,15 @@ def analyse_calls(st: State) -> dict[str, Any]:
             r["unexplained_failures"].append(asdict(c))
         if cause:
             r["failed_by_cause"][cause] = r["failed_by_cause"].get(cause, 0) + 1
+    get_calls = [c for c in st.calls if c.tool == "announce"]
+    r["get_stream"] = {
+        "requests": len(get_calls),
+        "ok": sum(c.outcome == "ok" for c in get_calls),
+        "expected": sum(c.n for c in get_calls if c.outcome == "ok"),
+        "received": sum(len(c.received) for c in get_calls),
+        "lost": sum(len(set(range(1, c.n + 1)) - set(c.received)) for c in get_calls if c.outcome == "ok"),
+        "stray": st.stray_get_notifications,
+    }
     r["modern_logical"] = len(logical)
     r["modern_logical_failed"] = sum(1 for v in logical.values() if not v)
     return r
@@ -749,7 +795,7 @@ LOG_RULES: list[tuple[str, tuple[str, ...]]] = [
     ("session store write failed", ("redis",)),
     ("claiming idle sessions from the store failed", ("redis",)),
     ("could not look up a session in the store", ("redis",)),
-    ("upstream request failed", ("upstream", "hostile")),
+    ("upstream request failed", ("upstream", "hostile-slow")),
     ("could not end expired session upstream", ("upstream",)),
     ("upstream refused to resume the stream", ("upstream", "hostile")),
     ("upstream SSE stream is malformed", ("hostile",)),
@@ -799,9 +845,9 @@ def classify_logs(st: State, log: Path) -> dict[str, Any]:
                     h.era == "modern" and h.start - 0.5 <= t <= (h.end or now()) + LINGER_SECS + 2 for h in st.hostile
                 ):
                     why = "hostile stream (modern, in flight)"
-                elif "did not answer within" in raw:
-                    if any(h.mode == "slowheaders" and h.start <= t <= (h.end or now()) + 1 for h in st.hostile):
-                        why = "hostile slow headers (504)"
+            elif cause == "hostile-slow" and "did not answer within" in raw:
+                if any(h.mode == "slowheaders" and h.start <= t <= (h.end or now()) + 1 for h in st.hostile):
+                    why = "hostile slow headers (504)"
             if why:
                 break
         if why:
@@ -837,7 +883,9 @@ async def main_async(args: argparse.Namespace) -> int:
         report["baseline"] = procs.relay_proc()
         report["baseline_fds"] = procs.relay_fds()
         print(f"  baseline (after {WARMUP}s warm-up + quiet): RSS {mib(report['baseline']['rss'])}, {report['baseline']['fds']} fds", flush=True)
-        sampler = asyncio.create_task(sample(st, procs, peak))
+        timeline: list[dict[str, Any]] = []
+        report["timeline"] = timeline
+        sampler = asyncio.create_task(sample(st, procs, peak, timeline))
         st.phase = "soak"
         print(f"  soak: {SECS}s of traffic with faults ...", flush=True)
         await run_traffic(st, procs, SECS, faults=True)
@@ -915,6 +963,7 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"  modern logical requests {c['modern_logical']} (failed after 3 attempts: {c['modern_logical_failed']})")
     print(f"  failures by cause: {c['failed_by_cause']}")
     print(f"notifications: expected {c['expected']} (completed requests), received {c['received']}, duplicates {c['duplicates']}, lost {c['lost']}, misrouted {c['misrouted']}")
+    print(f"  of which on the legacy GET stream (announce): {c['get_stream']}")
     print(f"cuts: client {c['client_cuts']}, upstream {c['upstream_cuts']}; legacy cut calls resumed {c['legacy_cut_resumed']}, failed {c['legacy_cut_failed']}")
     print(f"faults: {[(f.kind, round(f.end - f.start, 1)) for f in st.faults]}; session-level errors {len(st.session_errors)}")
     print(f"hostile: {len(st.hostile)} streams {hostile_modes}; violations {len(hostile_bad)}")
@@ -934,6 +983,8 @@ async def main_async(args: argparse.Namespace) -> int:
         f"RSS: fresh {mib(fr['rss'])}, baseline {mib(base['rss'])}, peak {mib(pk.get('rss', 0))}, end {mib(end['rss'])} (limit {mib(rss_limit)})"
     )
     print(f"fds: fresh {fr['fds']}, baseline {base['fds']}, peak {pk.get('fds', 0)}, end {end['fds']} (limit {base['fds'] + FD_SLACK})")
+    steps = " ".join(f"{x['rss_mib']}/{x['fds']}" for x in report.get("timeline", []))
+    print(f"  RSS MiB/fds every 30 s of the soak: {steps}")
     print(f"  fds by kind: baseline {report['baseline_fds']}, end {report['end_fds']}")
     print(f"threads: baseline {base['threads']}, peak {pk.get('threads', 0)}, end {end['threads']}")
     keys = ("mcp_relay_runtime_alive_tasks", "mcp_relay_sse_events_forwarded_total", "mcp_relay_sse_duplicates_dropped_total",

@@ -11,12 +11,14 @@ legacy sessions get the per-session in-memory event store of tests/peers/py_serv
 (resumable streams with a priming event). A restart loses every session and event: that is the
 "upstream killed" fault.
 
-Good tool (SDK):
+Good tools (SDK):
     count(n, delay_ms, tag, cut_at=0) -> "done <tag> <n>": n notifications/progress with
         progress = 1..n, total = n, message = "<tag>:<i>", delay_ms apart. With cut_at = k > 0
         (legacy only) the SDK closes the request's SSE stream after progress k (2025-11-25
         polling: the event store keeps the rest for a `GET` with `Last-Event-ID`), an upstream
         cut the proxy has to resume through.
+    announce(n, delay_ms, tag) -> "done <tag> <n>": n notifications/resources/updated with uri
+        "soak://<tag>/<i>" on the session's GET stream (legacy), once that stream is open.
 
 Hostile tool (answered by the raw ASGI layer, never reaches the SDK):
     tools/call `hostile` {mode, n, tag, secs}, in either era:
@@ -68,6 +70,17 @@ def build_server() -> MCPServer:
                 await resumed(ctx)
         return f"done {tag} {n}"
 
+    @mcp.tool()
+    async def announce(n: int, delay_ms: int, tag: str, ctx: Context) -> str:
+        """Send n notifications/resources/updated (uri "soak://<tag>/<i>") on the session's GET
+        stream (legacy: unrelated to any request), then answer "done <tag> <n>"."""
+        await get_stream_open(ctx)
+        for i in range(1, n + 1):
+            if delay_ms > 0:
+                await asyncio.sleep(delay_ms / 1000)
+            await ctx.session.send_resource_updated(f"soak://{tag}/{i}")
+        return f"done {tag} {n}"
+
     return mcp
 
 
@@ -94,6 +107,18 @@ async def resumed(ctx: Context) -> None:
     deadline = time.monotonic() + 10
     while key not in streams and time.monotonic() < deadline:
         await asyncio.sleep(0.005)
+
+
+async def get_stream_open(ctx: Context) -> None:
+    """Waits (at most 10 s) until the session's GET stream is open here: the SDK drops a message
+    for a GET stream that is not open yet (nothing to replay it from), which is not the proxy's
+    doing. The SDK client opens its GET stream right after `notifications/initialized`."""
+    request = getattr(ctx.request_context, "request", None)
+    sid = request.headers.get("mcp-session-id") if request is not None else None
+    streams = getattr(TRANSPORTS.get(sid or ""), "_request_streams", None)
+    deadline = time.monotonic() + 10
+    while streams is not None and "_GET_stream" not in streams and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
 
 
 def track_transports(mcp: MCPServer) -> None:
