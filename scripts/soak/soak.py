@@ -29,7 +29,8 @@ warm-up (same traffic, no faults) and a quiet period, so allocator pools and laz
 count in it; the fresh-start numbers are reported too.
 
 Why these tolerances: the exact leak checks are the counts (sessions, streams, client
-connections must be 0, tasks back to the baseline's); RSS only has to come back near it, since
+connections must be 0, tasks back to the baseline's, and no socket its peer closed may still
+be held: CLOSE_WAIT); RSS only has to come back near it, since
 glibc keeps freed memory in its per-thread arenas (the data plane's 2 threads and the main
 runtime's) rather than returning it, which is a few MiB at this traffic (peak - baseline was
 about 5 MiB in the smoke runs), not growth per request. Descriptors: the upstream pool keeps
@@ -932,6 +933,9 @@ async def main_async(args: argparse.Namespace) -> int:
         failures.append(f"{len(logs['unexplained'])} WARN/ERROR log lines without a cause")
     if end["rss"] > rss_limit:
         failures.append(f"RSS {mib(end['rss'])} above baseline {mib(base['rss'])} + slack ({mib(rss_limit)})")
+    close_wait = sum(v for k, v in report["end_fds"].items() if k.endswith("CLOSE_WAIT"))
+    if close_wait:
+        failures.append(f"{close_wait} sockets the peer closed still held open (CLOSE_WAIT) after the quiet period")
     if end["fds"] > base["fds"] + FD_SLACK:
         failures.append(f"{end['fds']} fds, baseline {base['fds']} + {FD_SLACK}")
     tasks_base = report["baseline_metrics"].get("mcp_relay_runtime_alive_tasks", 0)
