@@ -7,7 +7,8 @@
 #   SOAK_SECS=60 bash scripts/soak.sh        # a smoke run
 #   SOAK_LEGACY / SOAK_MODERN / SOAK_HOSTILE (workers: 8 / 8 / 2), SOAK_SEED, SOAK_OUT (log dir)
 #   RSS_SLACK_MIB (8), RSS_SLACK_PCT (25), FD_SLACK (8), TASK_SLACK (2): the "back to baseline"
-#   tolerances (why: scripts/soak/soak.py's docstring)
+#   tolerances (why: scripts/soak/soak.py's docstring); CLOSE_WAIT_OK=1 only reports sockets the
+#   relay still holds after their peer closed them, instead of failing
 # Exit 0 when every check passed; the report is printed and written to $SOAK_OUT/report.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -38,7 +38,8 @@ idle connections up to 90 s, but this upstream (uvicorn) closes idle keep-alive 
 after 5 s, so after the quiet period only a few (pool, Redis reconnection) may differ.
 
 Environment: SOAK_SECS (600), SOAK_LEGACY (8), SOAK_MODERN (8), SOAK_HOSTILE (2), SOAK_SEED,
-SOAK_WARMUP_SECS, RSS_SLACK_MIB (8), RSS_SLACK_PCT (25), FD_SLACK (8), TASK_SLACK (2).
+SOAK_WARMUP_SECS, RSS_SLACK_MIB (8), RSS_SLACK_PCT (25), FD_SLACK (8), TASK_SLACK (2),
+CLOSE_WAIT_OK=1 (report sockets held in CLOSE_WAIT without failing).
 """
 
 from __future__ import annotations
@@ -934,7 +935,7 @@ async def main_async(args: argparse.Namespace) -> int:
     if end["rss"] > rss_limit:
         failures.append(f"RSS {mib(end['rss'])} above baseline {mib(base['rss'])} + slack ({mib(rss_limit)})")
     close_wait = sum(v for k, v in report["end_fds"].items() if k.endswith("CLOSE_WAIT"))
-    if close_wait:
+    if close_wait and os.environ.get("CLOSE_WAIT_OK") != "1":
         failures.append(f"{close_wait} sockets the peer closed still held open (CLOSE_WAIT) after the quiet period")
     if end["fds"] > base["fds"] + FD_SLACK:
         failures.append(f"{end['fds']} fds, baseline {base['fds']} + {FD_SLACK}")
