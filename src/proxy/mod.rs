@@ -76,6 +76,20 @@ impl Proxy {
     /// Ends a session upstream with `DELETE` (best effort: failures are logged and counted by
     /// the caller's log line, never retried).
     pub async fn delete_upstream_session(&self, session: &Session) {
+        // A record claimed from a shared store may name another deployment's upstream: its id
+        // means nothing to ours. Skipped, logged and counted.
+        if session.upstream() != &**self.upstream.url() {
+            self.manager
+                .persistence()
+                .metrics()
+                .bad_records
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                session = %session.id(),
+                "an expired session names another upstream; not ended upstream",
+            );
+            return;
+        }
         match self.upstream.end_session(session).await {
             Ok(status) => tracing::info!(
                 session = %session.id(),
