@@ -351,3 +351,53 @@ async fn a_502_and_a_503_carry_a_short_message_and_the_request_id_and_the_log_th
         );
     }
 }
+
+#[tokio::test]
+async fn a_non_loopback_listener_without_allowed_hosts_exits_2_and_allow_host_admits_that_host() {
+    let mut notify = support::daemon_proc::NotifySocket::bind();
+    let upstream = format!("http://127.0.0.1:{}/mcp", closed_port());
+    let base = [
+        "--upstream",
+        upstream.as_str(),
+        "--listen",
+        "0.0.0.0:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--no-metrics",
+        "--log-target",
+        "stderr",
+    ];
+    let mut relay = RelayProcess::spawn(&notify, &base, &[]);
+    let exit = relay.exit(PROC_WAIT).await;
+    assert_eq!(exit.code(), Some(2), "{}", relay.stderr());
+    assert!(
+        relay.stderr().contains("proxy.allowed_hosts"),
+        "{}",
+        relay.stderr()
+    );
+
+    let mut args = base.to_vec();
+    args.extend(["--allow-host", "mcp.example.com"]);
+    let mut relay = RelayProcess::spawn(&notify, &args, &[]);
+    let ready = notify.wait_for("READY=1", PROC_WAIT).await;
+    let status = support::daemon_proc::status_of(&ready).expect("a STATUS= line");
+    let (data, _, _) = support::daemon_proc::addrs_of_ready_status(status);
+    let url = format!("http://127.0.0.1:{}/mcp", data.port());
+    let client = Client::new();
+    let refused = client
+        .post_read(&url, &[("host", "evil.example.com")], TOOLS_LIST)
+        .await;
+    assert_eq!(refused.status, StatusCode::MISDIRECTED_REQUEST);
+    // The listed Host passes admission (and meets the dead upstream: 502).
+    let admitted = client
+        .post_read(&url, &[("host", "mcp.example.com")], TOOLS_LIST)
+        .await;
+    assert_eq!(
+        admitted.status,
+        StatusCode::BAD_GATEWAY,
+        "{}",
+        admitted.text()
+    );
+    relay.signal("TERM").await;
+    relay.exit(PROC_WAIT).await;
+}
