@@ -171,3 +171,38 @@ async fn malformed_records_claimed_by_idle_expiry_send_no_delete_upstream() {
         .collect();
     assert!(deletes.is_empty(), "DELETEs sent upstream: {deletes:?}");
 }
+
+#[tokio::test]
+async fn a_wrong_typed_or_malformed_stream_position_reads_as_absent_and_is_counted() {
+    let url = require_redis().await;
+    let prefix = unique_prefix("garbage-position");
+    let mut conn = redis_conn(&url).await;
+    let _: () = conn
+        .set(format!("{prefix}streams:s1"), "junk")
+        .await
+        .expect("SET");
+    let _: () = conn
+        .hset(format!("{prefix}streams:s2"), "st", "line\r\nbreak")
+        .await
+        .expect("HSET");
+    let _: () = conn
+        .hset(format!("{prefix}streams:s3"), "st", "ok-7")
+        .await
+        .expect("HSET");
+    let store = redis_store(&url, &prefix);
+    let keys = [
+        ("s1".to_owned(), "st".to_owned()),
+        ("s2".to_owned(), "st".to_owned()),
+        ("s3".to_owned(), "st".to_owned()),
+    ];
+    let got = store
+        .get_stream_positions(&keys)
+        .await
+        .expect("garbage is skipped, not an error");
+    let ids: Vec<Option<&str>> = got
+        .iter()
+        .map(|p| p.as_ref().map(|p| p.upstream_event_id.as_str()))
+        .collect();
+    assert_eq!(ids, [None, None, Some("ok-7")]);
+    assert_eq!(store.take_repairs(), 2);
+}

@@ -123,7 +123,13 @@ pub trait SessionStore: Send + Sync + 'static {
     }
 }
 
-/// Longest upstream session id accepted from the store, in bytes.
+/// Whether `id` can be an upstream SSE event id sent back as `Last-Event-ID`: 1 to
+/// [`MAX_UPSTREAM_SESSION_ID_BYTES`] bytes, no control characters (SSE ids end at a line break).
+pub fn is_upstream_event_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_UPSTREAM_SESSION_ID_BYTES && !id.chars().any(char::is_control)
+}
+
+/// Longest upstream session id (and event id) accepted from the store, in bytes.
 pub const MAX_UPSTREAM_SESSION_ID_BYTES: usize = 1024;
 
 /// Whether `id` can be an upstream `Mcp-Session-Id`: 1 to [`MAX_UPSTREAM_SESSION_ID_BYTES`]

@@ -436,6 +436,8 @@ impl SessionStore for RedisStore {
         for (session, stream) in keys {
             pipe.cmd("HGET").arg(self.streams_key(session)).arg(stream);
         }
+        // A wrong-typed key fails its own command only, not the whole read.
+        pipe.ignore_errors();
         let answers = self.query("reading stream positions", &pipe).await?;
         if answers.len() != keys.len() {
             return Err(error(format!(
@@ -447,7 +449,21 @@ impl SessionStore for RedisStore {
         keys.iter()
             .zip(answers)
             .map(|((session, stream), v)| {
-                let id: Option<String> = parse("HGET", v)?;
+                let id: Option<String> = match v {
+                    Value::ServerError(e) => {
+                        self.skipped(&self.streams_key(session), e.code());
+                        None
+                    }
+                    v => parse("HGET", v)?,
+                };
+                // It goes upstream as `Last-Event-ID`: one header line of bounded size.
+                let id = id.filter(|id| {
+                    let sound = super::is_upstream_event_id(id);
+                    if !sound {
+                        self.skipped(&self.streams_key(session), "malformed upstream event id");
+                    }
+                    sound
+                });
                 Ok(id.map(|upstream_event_id| StreamPosition {
                     session_id: session.clone(),
                     stream_id: stream.clone(),
