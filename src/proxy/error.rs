@@ -208,3 +208,62 @@ impl IntoResponse for Reject {
         self.into_response_with_id(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn body(reject: Reject, id: Option<&RawValue>) -> serde_json::Value {
+        let response = reject.into_response_with_id(id);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_carry_a_fixed_message_and_the_id_never_the_detail() {
+        let id = RawValue::from_string("\"req-1\"".into()).unwrap();
+        for reject in [
+            Reject::UpstreamUnavailable(
+                "tcp connect error: Connection refused (os error 111)".into(),
+            ),
+            Reject::StoreUnavailable(
+                "session store redis: WRONGTYPE Operation against a key".into(),
+            ),
+            Reject::ResumeFailed("client error (Connect): 10.0.0.7:3001".into()),
+            Reject::Internal("tracker: window full at 10.0.0.7".into()),
+            Reject::NotJson("expected value at line 1 column 1".into()),
+            Reject::OriginNotAllowed("http://evil.example/<script>".into()),
+            Reject::MisdirectedRequest("evil.example.com".into()),
+        ] {
+            let detail = reject.to_string();
+            let json = body(reject, Some(&id)).await;
+            assert_eq!(json["id"], "req-1");
+            let message = json["error"]["message"].as_str().unwrap();
+            for word in [
+                "refused",
+                "WRONGTYPE",
+                "10.0.0.7",
+                "line 1",
+                "evil",
+                "script",
+            ] {
+                assert!(
+                    !message.contains(word),
+                    "{message:?} leaks {word:?} from {detail:?}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn unsupported_version_lists_the_supported_ones() {
+        let json = body(Reject::UnsupportedProtocolVersion("junk".into()), None).await;
+        assert_eq!(json["error"]["code"], UNSUPPORTED_PROTOCOL_VERSION);
+        let supported = json["error"]["data"]["supported"].as_array().unwrap();
+        assert!(supported.iter().any(|v| v == "2025-11-25"));
+        assert!(supported.iter().any(|v| v == "2026-07-28"));
+        assert!(!json["error"]["message"].as_str().unwrap().contains("junk"));
+    }
+}
