@@ -133,6 +133,12 @@ pub struct ProxyConfig {
     /// Whether `Origin`s on loopback hosts (`localhost`, `127.0.0.0/8`, `[::1]`) are allowed.
     /// Default true.
     pub allow_loopback_origins: bool,
+    /// Host names the data plane answers for besides loopback ones (`localhost`, `127.0.0.0/8`,
+    /// `[::1]`, always allowed): `host` (any port) or `host:port`, compared case-insensitively;
+    /// `*` allows any. A request for another `Host` gets `421` (DNS-rebinding protection: the
+    /// upstream only ever sees the proxy's own `Host`). Default: none (loopback names only);
+    /// required when `listen` is not a loopback address.
+    pub allowed_hosts: Vec<String>,
     /// Largest client request body accepted, in bytes. Default 4 MiB.
     pub max_request_body_bytes: usize,
     /// Largest single SSE block (an event, or a comment) accepted from the upstream, in bytes;
@@ -157,6 +163,7 @@ impl ProxyConfig {
             endpoint_path: "/mcp".into(),
             allowed_origins: Vec::new(),
             allow_loopback_origins: true,
+            allowed_hosts: Vec::new(),
             max_request_body_bytes: 4 << 20,
             max_event_bytes: 16 << 20,
             upstream_connect_timeout: Duration::from_secs(5),

@@ -84,6 +84,11 @@ struct Flags {
     /// configured list. [proxy.allowed_origins]
     #[arg(long = "allow-origin")]
     allowed_origins: Vec<String>,
+    /// A Host to serve besides loopback names (repeatable; `host` or `host:port`; `*` allows
+    /// any); replaces the configured list. Required with a non-loopback --listen.
+    /// [proxy.allowed_hosts]
+    #[arg(long = "allow-host")]
+    allowed_hosts: Vec<String>,
     /// Largest client request body, in bytes. [proxy.max_request_body_bytes; default 4 MiB]
     #[arg(long)]
     max_request_body_bytes: Option<usize>,
@@ -154,6 +159,9 @@ impl Flags {
         }
         if self.no_metrics {
             o.set("metrics.enabled", false);
+        }
+        if !self.allowed_hosts.is_empty() {
+            o.set("proxy.allowed_hosts", self.allowed_hosts);
         }
         if !self.allowed_origins.is_empty() {
             o.set("proxy.allowed_origins", self.allowed_origins);

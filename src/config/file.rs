@@ -197,6 +197,9 @@ pub struct ProxySection {
     pub endpoint_path: String,
     pub allowed_origins: Vec<String>,
     pub allow_loopback_origins: bool,
+    /// Besides loopback names; required when `listen` is not loopback.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     pub max_request_body_bytes: usize,
     pub max_event_bytes: usize,
     pub upstream_connect_timeout_ms: u64,
@@ -344,6 +347,16 @@ impl FileConfig {
             log: self.log.into_runtime()?,
             systemd: self.systemd.into_runtime(),
         };
+        if !config.listen.ip().is_loopback() && config.proxy.allowed_hosts.is_empty() {
+            return Err(invalid(
+                "proxy.allowed_hosts",
+                format!(
+                    "required when listen ({}) is not loopback: list the host names clients \
+                     use (or `*` to allow any Host)",
+                    config.listen
+                ),
+            ));
+        }
         let mut addrs = vec![
             ("listen", config.listen),
             ("admin_listen", config.admin_listen),
@@ -379,6 +392,7 @@ impl ProxySection {
             endpoint_path,
             allowed_origins,
             allow_loopback_origins,
+            allowed_hosts,
             max_request_body_bytes,
             max_event_bytes,
             upstream_connect_timeout,
@@ -390,6 +404,7 @@ impl ProxySection {
             endpoint_path: endpoint_path.clone(),
             allowed_origins: allowed_origins.clone(),
             allow_loopback_origins: *allow_loopback_origins,
+            allowed_hosts: allowed_hosts.clone(),
             max_request_body_bytes: *max_request_body_bytes,
             max_event_bytes: *max_event_bytes,
             upstream_connect_timeout_ms: ms(*upstream_connect_timeout),
@@ -423,6 +438,14 @@ impl ProxySection {
                 format!("at most {MAX_DATA_THREADS} (0: one per CPU)"),
             ));
         }
+        for origin in &self.allowed_origins {
+            crate::proxy::admit::check_origin_entry(origin)
+                .map_err(|e| invalid("proxy.allowed_origins", e))?;
+        }
+        for host in &self.allowed_hosts {
+            crate::proxy::admit::check_host_entry(host)
+                .map_err(|e| invalid("proxy.allowed_hosts", e))?;
+        }
         positive("proxy.max_request_body_bytes", self.max_request_body_bytes)?;
         positive("proxy.max_event_bytes", self.max_event_bytes)?;
         positive_u64(
@@ -438,6 +461,7 @@ impl ProxySection {
             endpoint_path: self.endpoint_path,
             allowed_origins: self.allowed_origins,
             allow_loopback_origins: self.allow_loopback_origins,
+            allowed_hosts: self.allowed_hosts,
             max_request_body_bytes: self.max_request_body_bytes,
             max_event_bytes: self.max_event_bytes,
             upstream_connect_timeout: Duration::from_millis(self.upstream_connect_timeout_ms),
@@ -762,6 +786,31 @@ mod tests {
             flags.set("proxy.upstream", "http://127.0.0.1:3001/mcp");
             let (_, c) = load(&sources(None, flags)).unwrap();
             assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_non_loopback_listener_requires_allowed_hosts() {
+        Jail::expect_with(|jail| {
+            jail.set_env("MCP_RELAY_UPSTREAM", "http://127.0.0.1:2/mcp");
+            jail.set_env("MCP_RELAY_LISTEN", "0.0.0.0:8080");
+            let err = load(&sources(None, Overrides::default())).unwrap_err();
+            assert!(err.to_string().contains("proxy.allowed_hosts"), "{err}");
+            jail.set_env("MCP_RELAY_PROXY__ALLOWED_HOSTS", "[mcp.example.com, \"*\"]");
+            let (_, c) = load(&sources(None, Overrides::default())).unwrap();
+            assert_eq!(c.proxy.allowed_hosts, ["mcp.example.com", "*"]);
+            jail.set_env(
+                "MCP_RELAY_PROXY__ALLOWED_HOSTS",
+                "[\"http://mcp.example.com\"]",
+            );
+            let err = load(&sources(None, Overrides::default())).unwrap_err();
+            assert!(err.to_string().contains("proxy.allowed_hosts"), "{err}");
+            jail.set_env("MCP_RELAY_LISTEN", "127.0.0.1:8080");
+            jail.set_env("MCP_RELAY_PROXY__ALLOWED_HOSTS", "[]");
+            jail.set_env("MCP_RELAY_PROXY__ALLOWED_ORIGINS", "[app.example]");
+            let err = load(&sources(None, Overrides::default())).unwrap_err();
+            assert!(err.to_string().contains("proxy.allowed_origins"), "{err}");
             Ok(())
         });
     }

@@ -19,6 +19,46 @@ pub const ASSUMED_LEGACY_VERSION: &str = "2025-03-26";
 /// The `_meta` key that carries the protocol version of a 2026-07-28 request.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 
+/// Every protocol version the proxy serves, oldest first: what the official SDK clients send
+/// (the TypeScript SDK still offers 2024-10-07 and 2024-11-05, the Python SDK 2024-11-05 to
+/// 2026-07-28). A request naming another version in `MCP-Protocol-Version` or in `_meta` is
+/// refused (`400`, `-32022`, with this list as `data.supported`) before anything is stored.
+pub const KNOWN_VERSIONS: &[&str] = &[
+    "2024-10-07",
+    "2024-11-05",
+    "2025-03-26",
+    "2025-06-18",
+    "2025-11-25",
+    "2026-07-28",
+];
+
+/// Whether `version` is one of [`KNOWN_VERSIONS`].
+pub fn is_known_version(version: &str) -> bool {
+    KNOWN_VERSIONS.contains(&version)
+}
+
+/// Checks the versions a request names itself: `MCP-Protocol-Version` (all of its bytes; a
+/// value that is not visible ASCII is unknown too) and the 2026-07-28 `_meta` version. Returns
+/// the first unknown one (cut to 64 bytes, for the log). An `initialize`'s `protocolVersion` is
+/// not checked: it is an offer the upstream answers with a version of its own.
+pub fn check_versions(
+    header: Option<&http::HeaderValue>,
+    peek: Option<&MessagePeek>,
+) -> Result<(), String> {
+    let cut = |v: &[u8]| String::from_utf8_lossy(&v[..v.len().min(64)]).into_owned();
+    if let Some(h) = header
+        && !h.to_str().is_ok_and(is_known_version)
+    {
+        return Err(cut(h.as_bytes()));
+    }
+    if let Some(v) = peek.and_then(|p| p.meta_version.as_deref())
+        && !is_known_version(v)
+    {
+        return Err(cut(v.as_bytes()));
+    }
+    Ok(())
+}
+
 /// An MCP protocol generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Era {
@@ -148,7 +188,11 @@ pub fn detect(header_version: Option<&str>, peek: Option<&MessagePeek>) -> (Era,
     let version = header_version
         .map(str::to_owned)
         .or_else(|| peek.and_then(|p| p.meta_version.clone()))
-        .or_else(|| peek.and_then(|p| p.initialize_version.clone()))
+        .or_else(|| {
+            // An unknown offer is the upstream's to answer; the session is not labelled with it.
+            peek.and_then(|p| p.initialize_version.clone())
+                .filter(|v| is_known_version(v))
+        })
         .unwrap_or_else(|| ASSUMED_LEGACY_VERSION.to_owned());
     (Era::of_version(&version), version)
 }
@@ -170,8 +214,15 @@ pub fn decode_header_value(value: &str) -> Option<Cow<'_, str>> {
 
 /// Checks the mirrored `Mcp-Method` and `Mcp-Name` headers of a modern request against its body
 /// (2026-07-28 `basic/transports`, "intermediaries"). Headers that are absent are left for the
-/// upstream to require. Returns the name of the first header that disagrees.
+/// upstream to require. Returns the name of the first header that disagrees; a header sent more
+/// than once disagrees (every copy would be forwarded, and the upstream may read another one).
 pub fn check_mirrored_headers(headers: &HeaderMap, peek: &MessagePeek) -> Result<(), &'static str> {
+    if headers.get_all(&MCP_METHOD).iter().nth(1).is_some() {
+        return Err("Mcp-Method");
+    }
+    if headers.get_all(&MCP_NAME).iter().nth(1).is_some() {
+        return Err("Mcp-Name");
+    }
     if let Some(v) = headers.get(&MCP_METHOD) {
         let ok = v.to_str().ok().and_then(decode_header_value).as_deref() == peek.method.as_deref();
         if !ok {
@@ -259,5 +310,59 @@ mod tests {
         h.remove(&MCP_NAME);
         h.insert(&MCP_METHOD, HeaderValue::from_static("tools/list"));
         assert_eq!(check_mirrored_headers(&h, &p), Err("Mcp-Method"));
+    }
+
+    #[test]
+    fn a_repeated_mirrored_header_is_a_mismatch_even_when_one_copy_matches() {
+        let p = peek_message(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#,
+        )
+        .unwrap();
+        let mut h = HeaderMap::new();
+        h.append(&MCP_METHOD, HeaderValue::from_static("tools/call"));
+        h.append(&MCP_METHOD, HeaderValue::from_static("tools/list"));
+        assert_eq!(check_mirrored_headers(&h, &p), Err("Mcp-Method"));
+        h.remove(&MCP_METHOD);
+        h.append(&MCP_NAME, HeaderValue::from_static("echo"));
+        h.append(&MCP_NAME, HeaderValue::from_static("echo"));
+        assert_eq!(check_mirrored_headers(&h, &p), Err("Mcp-Name"));
+    }
+
+    #[test]
+    fn only_known_versions_pass_and_an_unknown_initialize_offer_is_not_recorded() {
+        for v in KNOWN_VERSIONS {
+            assert_eq!(
+                check_versions(Some(&HeaderValue::from_static(v)), None),
+                Ok(())
+            );
+        }
+        let junk = "x".repeat(30_000);
+        let err = check_versions(Some(&HeaderValue::from_str(&junk).unwrap()), None).unwrap_err();
+        assert_eq!(err.len(), 64);
+        assert!(check_versions(Some(&HeaderValue::from_static("2025-11-25 ")), None).is_err());
+        assert!(
+            check_versions(
+                Some(&HeaderValue::from_bytes(b"2025-11-2\xff").unwrap()),
+                None
+            )
+            .is_err()
+        );
+        let modern = peek_message(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2099-01-01"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            check_versions(None, Some(&modern)),
+            Err("2099-01-01".into())
+        );
+        let init = peek_message(
+            br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"junk"}}"#,
+        )
+        .unwrap();
+        assert_eq!(check_versions(None, Some(&init)), Ok(()));
+        assert_eq!(
+            detect(None, Some(&init)),
+            (Era::Legacy, ASSUMED_LEGACY_VERSION.into())
+        );
     }
 }

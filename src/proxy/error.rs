@@ -1,6 +1,10 @@
 //! Answers the proxy gives itself, instead of the upstream's: each condition maps once to an
 //! HTTP status and a JSON-RPC error object (`{"jsonrpc":"2.0","id":…,"error":{code,message}}`),
 //! with the request's id when the proxy could read one, so the client can fail the right call.
+//!
+//! What the client reads is a short, stable message per condition ([`Reject::client_message`]);
+//! the detail (`Display`: upstream error chains, store errors, the offending header) is for the
+//! log only, never the answer.
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -17,12 +21,26 @@ pub const INTERNAL_ERROR: i64 = -32603;
 pub const SESSION_NOT_FOUND: i64 = -32001;
 /// MCP 2026-07-28 `HeaderMismatch`: a mirrored header disagrees with the body.
 pub const HEADER_MISMATCH: i64 = -32020;
+/// MCP 2026-07-28 `UnsupportedProtocolVersion`: the request names a protocol version the
+/// server does not support; `error.data.supported` lists the ones it does.
+pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
 /// Why the proxy answered a request itself.
 #[derive(Debug, thiserror::Error)]
 pub enum Reject {
     #[error("Origin {0:?} is not allowed")]
     OriginNotAllowed(String),
+    /// The request's `Host` (or `:authority`) is not one the proxy serves (DNS-rebinding
+    /// protection): `421 Misdirected Request`.
+    #[error("Host {0:?} is not allowed")]
+    MisdirectedRequest(String),
+    /// A header that may appear once appeared several times: `400`.
+    #[error("header {0} appears more than once")]
+    RepeatedHeader(&'static str),
+    /// `MCP-Protocol-Version` (or the `_meta` version) names a version the proxy does not know:
+    /// `400` with `-32022` and `data.supported` (PROTOCOL.md, "Both eras").
+    #[error("unsupported protocol version {0:?}")]
+    UnsupportedProtocolVersion(String),
     #[error("method {0} is not allowed on the MCP endpoint")]
     MethodNotAllowed(http::Method),
     #[error("request body exceeds {limit} bytes")]
@@ -56,6 +74,11 @@ impl Reject {
     pub fn status_and_code(&self) -> (StatusCode, i64) {
         match self {
             Self::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, INVALID_REQUEST),
+            Self::MisdirectedRequest(_) => (StatusCode::MISDIRECTED_REQUEST, INVALID_REQUEST),
+            Self::RepeatedHeader(_) => (StatusCode::BAD_REQUEST, INVALID_REQUEST),
+            Self::UnsupportedProtocolVersion(_) => {
+                (StatusCode::BAD_REQUEST, UNSUPPORTED_PROTOCOL_VERSION)
+            }
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, INVALID_REQUEST),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, INVALID_REQUEST),
             Self::BodyUnreadable(_) => (StatusCode::BAD_REQUEST, INVALID_REQUEST),
@@ -75,6 +98,9 @@ impl Reject {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::OriginNotAllowed(_) => "origin_not_allowed",
+            Self::MisdirectedRequest(_) => "misdirected_request",
+            Self::RepeatedHeader(_) => "repeated_header",
+            Self::UnsupportedProtocolVersion(_) => "unsupported_protocol_version",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyUnreadable(_) => "body_unreadable",
@@ -90,15 +116,51 @@ impl Reject {
         }
     }
 
-    /// The answer to the client, carrying `id` (the request's JSON-RPC id) when known.
+    /// The message the client reads: short and stable per condition, never carrying upstream
+    /// or store error text (that is in `Display`, for the log).
+    pub fn client_message(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Self::OriginNotAllowed(_) => "Origin is not allowed".into(),
+            Self::MisdirectedRequest(_) => "Host is not allowed".into(),
+            Self::RepeatedHeader(name) => format!("header {name} appears more than once").into(),
+            Self::UnsupportedProtocolVersion(_) => "Unsupported protocol version".into(),
+            Self::MethodNotAllowed(_) => "method not allowed on the MCP endpoint".into(),
+            Self::BodyTooLarge { limit } => format!("request body exceeds {limit} bytes").into(),
+            Self::BodyUnreadable(_) => "request body could not be read".into(),
+            Self::NotJson(_) => "request body is not a JSON-RPC message".into(),
+            Self::SessionNotFound => "session not found".into(),
+            Self::HeaderMismatch { header } => {
+                format!("header {header} does not match the request body").into()
+            }
+            Self::UpstreamUnavailable(_) => "upstream MCP server unavailable".into(),
+            Self::UpstreamTimeout(_) => "upstream MCP server did not answer in time".into(),
+            Self::LastEventId(_) => "Last-Event-ID cannot be resumed".into(),
+            Self::ResumeFailed(_) => "the upstream MCP server could not resume the stream".into(),
+            Self::StoreUnavailable(_) => "session store unavailable; retry".into(),
+            Self::Internal(_) => "internal error".into(),
+        }
+    }
+
+    /// Whether the condition is the proxy's or the upstream's fault (5xx), logged as a warning.
+    pub fn is_server_side(&self) -> bool {
+        self.status_and_code().0.is_server_error()
+    }
+
+    /// The answer to the client, carrying `id` (the request's JSON-RPC id) when known. The
+    /// message is [`Reject::client_message`]; `error.data` carries `supported` for
+    /// [`Reject::UnsupportedProtocolVersion`].
     pub fn into_response_with_id(self, id: Option<&RawValue>) -> Response {
         let (status, code) = self.status_and_code();
+        let data = matches!(self, Self::UnsupportedProtocolVersion(_)).then(|| ErrorData {
+            supported: super::era::KNOWN_VERSIONS,
+        });
         let body = ErrorResponse {
             jsonrpc: "2.0",
             id,
             error: ErrorObject {
                 code,
-                message: self.to_string(),
+                message: self.client_message(),
+                data,
             },
         };
         let body = serde_json::to_vec(&body).unwrap_or_default();
@@ -131,11 +193,77 @@ struct ErrorResponse<'a> {
 #[derive(serde::Serialize)]
 struct ErrorObject {
     code: i64,
-    message: String,
+    message: std::borrow::Cow<'static, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<ErrorData>,
+}
+
+#[derive(serde::Serialize)]
+struct ErrorData {
+    supported: &'static [&'static str],
 }
 
 impl IntoResponse for Reject {
     fn into_response(self) -> Response {
         self.into_response_with_id(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn body(reject: Reject, id: Option<&RawValue>) -> serde_json::Value {
+        let response = reject.into_response_with_id(id);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_carry_a_fixed_message_and_the_id_never_the_detail() {
+        let id = RawValue::from_string("\"req-1\"".into()).unwrap();
+        for reject in [
+            Reject::UpstreamUnavailable(
+                "tcp connect error: Connection refused (os error 111)".into(),
+            ),
+            Reject::StoreUnavailable(
+                "session store redis: WRONGTYPE Operation against a key".into(),
+            ),
+            Reject::ResumeFailed("client error (Connect): 10.0.0.7:3001".into()),
+            Reject::Internal("tracker: window full at 10.0.0.7".into()),
+            Reject::NotJson("expected value at line 1 column 1".into()),
+            Reject::OriginNotAllowed("http://evil.example/<script>".into()),
+            Reject::MisdirectedRequest("evil.example.com".into()),
+        ] {
+            let detail = reject.to_string();
+            let json = body(reject, Some(&id)).await;
+            assert_eq!(json["id"], "req-1");
+            let message = json["error"]["message"].as_str().unwrap();
+            for word in [
+                "refused",
+                "WRONGTYPE",
+                "10.0.0.7",
+                "line 1",
+                "evil",
+                "script",
+            ] {
+                assert!(
+                    !message.contains(word),
+                    "{message:?} leaks {word:?} from {detail:?}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn unsupported_version_lists_the_supported_ones() {
+        let json = body(Reject::UnsupportedProtocolVersion("junk".into()), None).await;
+        assert_eq!(json["error"]["code"], UNSUPPORTED_PROTOCOL_VERSION);
+        let supported = json["error"]["data"]["supported"].as_array().unwrap();
+        assert!(supported.iter().any(|v| v == "2025-11-25"));
+        assert!(supported.iter().any(|v| v == "2026-07-28"));
+        assert!(!json["error"]["message"].as_str().unwrap().contains("junk"));
     }
 }

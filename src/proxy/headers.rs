@@ -18,6 +18,27 @@ pub static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 /// `X-Accel-Buffering`, set to `no` on SSE answers so intermediaries do not buffer them.
 pub static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
+/// Headers a request may carry at most once: the proxy acts on one value, and forwarding several
+/// would let the upstream act on another. `Host` and `Origin` by RFC 9110; the MCP headers
+/// because each names one thing (a version, a session, a method, a name, a position).
+pub static SINGLETONS: [&HeaderName; 7] = [
+    &header::HOST,
+    &header::ORIGIN,
+    &MCP_PROTOCOL_VERSION,
+    &MCP_SESSION_ID,
+    &MCP_METHOD,
+    &MCP_NAME,
+    &LAST_EVENT_ID,
+];
+
+/// The first of [`SINGLETONS`] that `headers` carries more than once.
+pub fn repeated_singleton(headers: &HeaderMap) -> Option<&'static HeaderName> {
+    SINGLETONS
+        .iter()
+        .copied()
+        .find(|name| headers.get_all(*name).iter().nth(1).is_some())
+}
+
 /// Hop-by-hop headers plus the ones the proxy sets itself.
 fn is_not_forwarded(name: &HeaderName) -> bool {
     name == header::CONNECTION
@@ -90,6 +111,21 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn repeated_singletons_are_found_and_repeated_other_headers_are_not() {
+        let mut h = HeaderMap::new();
+        h.append("accept", HeaderValue::from_static("a"));
+        h.append("accept", HeaderValue::from_static("b"));
+        h.append("mcp-method", HeaderValue::from_static("tools/call"));
+        assert_eq!(repeated_singleton(&h), None);
+        h.append("Mcp-Method", HeaderValue::from_static("tools/call"));
+        assert_eq!(repeated_singleton(&h), Some(&MCP_METHOD));
+        let mut h = HeaderMap::new();
+        h.append("origin", HeaderValue::from_static("http://localhost"));
+        h.append("origin", HeaderValue::from_static("http://evil.example"));
+        assert_eq!(repeated_singleton(&h), Some(&header::ORIGIN));
+    }
 
     #[test]
     fn mcp_and_auth_headers_pass_and_hop_by_hop_ones_do_not() {

@@ -6,6 +6,7 @@
 //! `text/event-stream` answers go through an [`relay::SseRelay`]. Legacy sessions are mapped:
 //! the client sees only the proxy's `Mcp-Session-Id`, the upstream only its own.
 
+pub mod admit;
 mod connector;
 pub mod era;
 pub mod error;
@@ -47,6 +48,7 @@ pub struct Proxy {
     config: ProxyConfig,
     manager: Arc<SessionManager>,
     upstream: Upstream,
+    admission: admit::Admission,
 }
 
 impl Proxy {
@@ -56,6 +58,7 @@ impl Proxy {
     pub fn new(config: ProxyConfig, manager: Arc<SessionManager>) -> Self {
         let upstream = Upstream::new(&config);
         Self {
+            admission: admit::Admission::new(&config),
             config,
             manager,
             upstream,
@@ -76,6 +79,20 @@ impl Proxy {
     /// Ends a session upstream with `DELETE` (best effort: failures are logged and counted by
     /// the caller's log line, never retried).
     pub async fn delete_upstream_session(&self, session: &Session) {
+        // A record claimed from a shared store may name another deployment's upstream: its id
+        // means nothing to ours. Skipped, logged and counted.
+        if session.upstream() != &**self.upstream.url() {
+            self.manager
+                .persistence()
+                .metrics()
+                .bad_records
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                session = %session.id(),
+                "an expired session names another upstream; not ended upstream",
+            );
+            return;
+        }
         match self.upstream.end_session(session).await {
             Ok(status) => tracing::info!(
                 session = %session.id(),
@@ -99,7 +116,7 @@ impl Proxy {
         if method != Method::POST && method != Method::GET && method != Method::DELETE {
             return Err((Reject::MethodNotAllowed(method), None));
         }
-        self.check_origin(&parts.headers).map_err(|r| (r, None))?;
+        self.admission.check(&parts).map_err(|r| (r, None))?;
 
         let (body, peek) = if method == Method::POST {
             let body = read_body(body, self.config.max_request_body_bytes)
@@ -118,6 +135,8 @@ impl Proxy {
             .headers
             .get(&MCP_PROTOCOL_VERSION)
             .and_then(|v| v.to_str().ok());
+        era::check_versions(parts.headers.get(&MCP_PROTOCOL_VERSION), peek.as_ref())
+            .map_err(|v| fail(Reject::UnsupportedProtocolVersion(v)))?;
         let (era, version) = era::detect(header_version, peek.as_ref());
         if era == Era::Modern
             && let Some(peek) = &peek
@@ -493,26 +512,6 @@ impl Proxy {
             }
         }
     }
-
-    /// Origin validation (both eras): a present `Origin` must be allowed.
-    fn check_origin(&self, headers: &HeaderMap) -> Result<(), Reject> {
-        let Some(origin) = headers.get(header::ORIGIN) else {
-            return Ok(());
-        };
-        let text = origin.to_str().unwrap_or("");
-        let allowed = self
-            .config
-            .allowed_origins
-            .iter()
-            .any(|o| o == "*" || o == text)
-            || (self.config.allow_loopback_origins && is_loopback_origin(text));
-        if allowed {
-            Ok(())
-        } else {
-            tracing::warn!(origin = text, "rejected request from a disallowed Origin");
-            Err(Reject::OriginNotAllowed(text.to_owned()))
-        }
-    }
 }
 
 /// Largest non-SSE upstream answer (by `Content-Length`, bytes) read whole before the client gets
@@ -524,7 +523,13 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     match proxy.serve(request).await {
         Ok(response) => response,
         Err((reject, id)) => {
-            tracing::debug!(kind = reject.kind(), error = %reject, "request rejected by the proxy");
+            // The client reads a short message; the detail is logged here, with the request id.
+            let request_id = id.as_deref().map(RawValue::get);
+            if reject.is_server_side() {
+                tracing::warn!(kind = reject.kind(), request_id, error = %reject, "request failed");
+            } else {
+                tracing::debug!(kind = reject.kind(), request_id, error = %reject, "request rejected by the proxy");
+            }
             reject.into_response_with_id(id.as_deref())
         }
     }
@@ -550,51 +555,5 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Reject> {
             Err(Reject::BodyTooLarge { limit })
         }
         Err(err) => Err(Reject::BodyUnreadable(err.to_string())),
-    }
-}
-
-/// `http(s)://localhost`, `127.x.x.x` or `[::1]`, with any port.
-fn is_loopback_origin(origin: &str) -> bool {
-    let Some(rest) = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-    else {
-        return false;
-    };
-    let host = if let Some(v6) = rest.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        rest.split(':').next().unwrap_or("")
-    };
-    host == "localhost"
-        || host == "::1"
-        || host
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_origins_are_recognised_and_lookalikes_are_not() {
-        for ok in [
-            "http://localhost",
-            "http://localhost:3000",
-            "https://127.0.0.1:8443",
-            "http://[::1]:80",
-        ] {
-            assert!(is_loopback_origin(ok), "{ok}");
-        }
-        for bad in [
-            "http://localhost.evil.com",
-            "http://127.0.0.1.nip.io",
-            "null",
-            "file://",
-            "http://10.0.0.1",
-        ] {
-            assert!(!is_loopback_origin(bad), "{bad}");
-        }
     }
 }

@@ -617,11 +617,32 @@ impl SessionManager {
         self.persistence
             .take_expired()
             .into_iter()
+            .filter(|record| self.claimed_record_is_sound(record))
             .filter_map(|record| {
                 self.end_session(&record.session_id)
                     .or_else(|| Session::detached(record))
             })
             .collect()
+    }
+
+    /// Whether a record claimed from the store may be ended upstream: its id has the shape
+    /// this proxy mints and its upstream session id is a well-formed `Mcp-Session-Id`.
+    /// Anything else is garbage (never sent upstream): logged and counted in `bad_records`.
+    /// The upstream URL is checked where the `DELETE` is sent.
+    fn claimed_record_is_sound(&self, record: &SessionRecord) -> bool {
+        let sound = is_session_id(&record.session_id)
+            && store::is_upstream_session_id(&record.upstream_session_id);
+        if !sound {
+            self.persistence
+                .metrics()
+                .bad_records
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                session = %record.session_id.chars().take(64).collect::<String>(),
+                "a claimed session record is malformed; not ended upstream",
+            );
+        }
+        sound
     }
 
     /// Forgets a session in this process only (its store record stays, so it can be restored

@@ -115,6 +115,10 @@ pub struct WorkerMetrics {
     pub flush_micros_total: AtomicU64,
     /// Idle sessions claimed from the store for expiry.
     pub sessions_claimed: AtomicU64,
+    /// Garbage met in the store: wrong-typed keys deleted (and re-written), malformed records
+    /// skipped on reads and claims, claimed records not ended upstream because their upstream
+    /// or upstream session id was not one this proxy could have written.
+    pub bad_records: AtomicU64,
 }
 
 /// A point-in-time copy of [`WorkerMetrics`].
@@ -135,6 +139,7 @@ pub struct WorkerSnapshot {
     pub max_flush_micros: u64,
     pub flush_micros_total: u64,
     pub sessions_claimed: u64,
+    pub bad_records: u64,
 }
 
 impl WorkerMetrics {
@@ -157,6 +162,7 @@ impl WorkerMetrics {
             max_flush_micros: r(&self.max_flush_micros),
             flush_micros_total: r(&self.flush_micros_total),
             sessions_claimed: r(&self.sessions_claimed),
+            bad_records: r(&self.bad_records),
         }
     }
 }
@@ -547,7 +553,9 @@ impl PersistenceWorker {
         else {
             return;
         };
-        match self.shared.store.claim_idle_sessions(cutoff, room).await {
+        let result = self.shared.store.claim_idle_sessions(cutoff, room).await;
+        self.count_repairs();
+        match result {
             Ok(claimed) if claimed.is_empty() => {}
             Ok(claimed) => {
                 self.shared
@@ -564,6 +572,17 @@ impl PersistenceWorker {
                 self.shared.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %err, "claiming idle sessions from the store failed");
             }
+        }
+    }
+
+    /// Adds the garbage the store met (and repaired or skipped) to `bad_records`.
+    fn count_repairs(&self) {
+        let repairs = self.shared.store.take_repairs();
+        if repairs > 0 {
+            self.shared
+                .metrics
+                .bad_records
+                .fetch_add(repairs, Ordering::Relaxed);
         }
     }
 
@@ -621,6 +640,7 @@ impl PersistenceWorker {
         }
 
         let result = self.shared.store.write(&batch, self.ttl()).await;
+        self.count_repairs();
         let metrics = &self.shared.metrics;
         match result {
             Ok(()) => {

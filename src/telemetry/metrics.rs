@@ -103,6 +103,8 @@ pub struct DaemonSnapshot {
     pub worker_flush_micros_total: u64,
     /// Idle sessions claimed from the store for expiry.
     pub worker_sessions_claimed: u64,
+    /// Garbage met in the store (repaired or skipped).
+    pub worker_bad_records: u64,
 }
 
 impl DaemonSnapshot {
@@ -137,6 +139,7 @@ impl DaemonSnapshot {
             worker_max_batch_size: r(&w.max_batch_size),
             worker_flush_micros_total: r(&w.flush_micros_total),
             worker_sessions_claimed: r(&w.sessions_claimed),
+            worker_bad_records: r(&w.bad_records),
         }
     }
 }
@@ -295,6 +298,12 @@ const EXPORTS: &[Export] = &[
         Kind::Counter,
         "Idle sessions this replica claimed from the session store and ended upstream.",
         |s| s.worker_sessions_claimed,
+    ),
+    (
+        "mcp_relay_persistence_bad_records_total",
+        Kind::Counter,
+        "Garbage met in the session store: wrong-typed keys deleted, malformed records skipped.",
+        |s| s.worker_bad_records,
     ),
 ];
 

@@ -122,6 +122,30 @@ pub trait SessionStore: Send + Sync + 'static {
         idle_before: SystemTime,
         limit: usize,
     ) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Garbage met since the last call (wrong-typed keys deleted, malformed records skipped),
+    /// and resets the count. The worker adds it to its `bad_records` metric. Default 0.
+    fn take_repairs(&self) -> u64 {
+        0
+    }
+}
+
+/// Whether `id` can be an upstream SSE event id sent back as `Last-Event-ID`: 1 to
+/// [`MAX_UPSTREAM_SESSION_ID_BYTES`] bytes, no control characters (SSE ids end at a line break).
+pub fn is_upstream_event_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_UPSTREAM_SESSION_ID_BYTES && !id.chars().any(char::is_control)
+}
+
+/// Longest upstream session id (and event id) accepted from the store, in bytes.
+pub const MAX_UPSTREAM_SESSION_ID_BYTES: usize = 1024;
+
+/// Whether `id` can be an upstream `Mcp-Session-Id`: 1 to [`MAX_UPSTREAM_SESSION_ID_BYTES`]
+/// visible ASCII characters (0x21–0x7E, 2025-06-18 `basic/transports`). What the store holds
+/// is checked against this before the proxy sends it upstream.
+pub fn is_upstream_session_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_UPSTREAM_SESSION_ID_BYTES
+        && id.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
 /// Which backend holds sessions.

@@ -14,6 +14,12 @@
 //!   epoch), written with `ZADD GT` so the latest activity of any replica wins. It is the index
 //!   idle expiry claims from; entries whose session key expired are dropped as they are met.
 //!
+//! Garbage under the prefix (a key of the wrong type, a malformed record) never stops the store
+//! for good: a write that meets a wrong-typed key deletes the keys of the batch that are not
+//! of the type the proxy writes, then writes again; a claim deletes a wrong-typed index or
+//! record; a read skips a wrong-typed or malformed record (it reads as absent). Each such
+//! entry is logged and counted ([`SessionStore::take_repairs`]).
+//!
 //! A batch is one pipeline (one round trip); a claim of idle sessions is one Lua script, so
 //! concurrent replicas never claim the same session twice. The connection is a
 //! [`ConnectionManager`]: multiplexed, created lazily, re-established after I/O errors. The
@@ -24,6 +30,7 @@
 
 use std::{
     future::Future,
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, SystemTime},
 };
 
@@ -41,22 +48,36 @@ use super::{
 const BACKEND: &str = "redis";
 
 /// Claims idle sessions atomically. KEYS[1]: the activity index; ARGV: cutoff (ms, exclusive),
-/// limit, key prefix. Returns `[id, upstream_session_id, upstream, protocol_version,
-/// created_ms, last_activity_ms]` per claimed session whose record still existed.
+/// limit, key prefix. Returns `[rows, wrong_typed]`: rows are `[id, upstream_session_id,
+/// upstream, protocol_version, created_ms, last_activity_ms]` per claimed session whose record
+/// still existed; `wrong_typed` counts keys that were not of the proxy's type (deleted).
 const CLAIM_SCRIPT: &str = r"
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'zset' then
+  if kind == 'none' then return {{}, 0} end
+  redis.call('DEL', KEYS[1])
+  return {{}, 1}
+end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
+local bad = 0
 for _, id in ipairs(ids) do
   local score = redis.call('ZSCORE', KEYS[1], id)
   redis.call('ZREM', KEYS[1], id)
   local key = ARGV[3] .. 'session:' .. id
-  local rec = redis.call('HMGET', key, 'upstream_session_id', 'upstream', 'protocol_version', 'created_ms')
+  local rec = {false}
+  local rkind = redis.call('TYPE', key).ok
+  if rkind == 'hash' then
+    rec = redis.call('HMGET', key, 'upstream_session_id', 'upstream', 'protocol_version', 'created_ms')
+  elseif rkind ~= 'none' then
+    bad = bad + 1
+  end
   redis.call('DEL', key, ARGV[3] .. 'streams:' .. id)
   if rec[1] then
     table.insert(out, {id, rec[1], rec[2] or '', rec[3] or '', rec[4] or '0', score or '0'})
   end
 end
-return out
+return {out, bad}
 ";
 
 /// The Redis-backed [`SessionStore`].
@@ -66,6 +87,8 @@ pub struct RedisStore {
     /// Bound on one whole operation, beyond the connection's own timeouts.
     op_timeout: Duration,
     claim: Script,
+    /// Wrong-typed keys and malformed records met since the last [`SessionStore::take_repairs`].
+    repairs: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -134,6 +157,7 @@ impl RedisStore {
             prefix: config.key_prefix.clone(),
             op_timeout: timeout * 3,
             claim: Script::new(CLAIM_SCRIPT),
+            repairs: AtomicU64::new(0),
         })
     }
 
@@ -163,6 +187,55 @@ impl RedisStore {
                 ..error(format!("{what}: no answer within {:?}", self.op_timeout))
             }),
         }
+    }
+
+    /// Deletes the keys `batch` writes that hold another type than the one the proxy writes
+    /// there (a sorted set for the index, hashes for records and positions), so the batch can
+    /// be written again. Returns how many were deleted.
+    async fn repair(&self, batch: &WriteBatch) -> Result<u64, StoreError> {
+        let mut keys = vec![(self.activity_key(), "zset")];
+        keys.extend(
+            batch
+                .sessions
+                .iter()
+                .map(|r| (self.session_key(&r.session_id), "hash")),
+        );
+        keys.extend(
+            batch
+                .positions
+                .iter()
+                .map(|p| (self.streams_key(&p.session_id), "hash")),
+        );
+        let mut pipe = ::redis::pipe();
+        for (key, _) in &keys {
+            pipe.cmd("TYPE").arg(key);
+        }
+        let kinds = self.query("checking key types", &pipe).await?;
+        let mut repaired = 0;
+        for ((key, expected), kind) in keys.iter().zip(kinds) {
+            let kind: String = parse("TYPE", kind)?;
+            if kind == *expected || kind == "none" {
+                continue;
+            }
+            let mut conn = self.connection.clone();
+            self.bounded("deleting a wrong-typed key", async {
+                ::redis::cmd("DEL")
+                    .arg(key)
+                    .query_async::<i64>(&mut conn)
+                    .await
+            })
+            .await?;
+            tracing::warn!(key = %key, found = %kind, expected, "deleted a wrong-typed key under the store's prefix");
+            repaired += 1;
+        }
+        self.repairs.fetch_add(repaired, Ordering::Relaxed);
+        Ok(repaired)
+    }
+
+    /// Counts one wrong-typed or malformed entry met on a read or claim.
+    fn skipped(&self, key: &str, why: &str) {
+        tracing::warn!(key = %key, reason = why, "skipped a malformed entry in the session store");
+        self.repairs.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn query(&self, what: &str, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
@@ -196,6 +269,11 @@ fn split_position(value: &str) -> Option<(u64, &str)> {
         return None;
     }
     Some((seq.parse().ok()?, id))
+}
+
+/// Whether `err` is Redis refusing a command for a key of another type.
+fn is_wrong_type(err: &::redis::RedisError) -> bool {
+    err.code() == Some("WRONGTYPE") || err.to_string().contains("WRONGTYPE")
 }
 
 fn ttl_ms(ttl: Duration) -> u64 {
@@ -271,7 +349,27 @@ impl SessionStore for RedisStore {
                 .ignore();
             pipe.cmd("ZREM").arg(&activity).arg(id).ignore();
         }
-        self.query("writing a batch", &pipe).await.map(drop)
+        let mut conn = self.connection.clone();
+        let first =
+            tokio::time::timeout(self.op_timeout, pipe.query_async::<Vec<Value>>(&mut conn)).await;
+        match first {
+            Ok(Ok(_)) => Ok(()),
+            // Garbage under the prefix: repair what this batch writes, then write once more.
+            Ok(Err(e)) if is_wrong_type(&e) => {
+                if self.repair(batch).await? == 0 {
+                    return Err(redis_error("writing a batch", &e));
+                }
+                self.query("writing a batch", &pipe).await.map(drop)
+            }
+            Ok(Err(e)) => Err(redis_error("writing a batch", &e)),
+            Err(_) => Err(StoreError {
+                unreachable: true,
+                ..error(format!(
+                    "writing a batch: no answer within {:?}",
+                    self.op_timeout
+                ))
+            }),
+        }
     }
 
     async fn get_sessions(&self, ids: &[String]) -> Result<Vec<Option<SessionRecord>>, StoreError> {
@@ -289,6 +387,8 @@ impl SessionStore for RedisStore {
                 .arg("created_ms");
             pipe.cmd("ZSCORE").arg(&activity).arg(id);
         }
+        // A wrong-typed key fails its own command only, not the whole read.
+        pipe.ignore_errors();
         let answers = self.query("reading sessions", &pipe).await?;
         if answers.len() != ids.len() * 2 {
             return Err(error(format!(
@@ -303,8 +403,21 @@ impl SessionStore for RedisStore {
             let (Some(fields), Some(score)) = (answers.next(), answers.next()) else {
                 break;
             };
-            let fields: Vec<Option<String>> = parse("HMGET", fields)?;
-            let score: Option<String> = parse("ZSCORE", score)?;
+            let fields: Vec<Option<String>> = match fields {
+                Value::ServerError(e) => {
+                    self.skipped(&self.session_key(id), e.code());
+                    out.push(None);
+                    continue;
+                }
+                v => parse("HMGET", v)?,
+            };
+            let score: Option<String> = match score {
+                Value::ServerError(e) => {
+                    self.skipped(&activity, e.code());
+                    None
+                }
+                v => parse("ZSCORE", v)?,
+            };
             let mut fields = fields.into_iter();
             let mut next = || fields.next().flatten();
             let (Some(upstream_session_id), upstream, protocol_version, created) =
@@ -313,6 +426,11 @@ impl SessionStore for RedisStore {
                 out.push(None);
                 continue;
             };
+            if !super::is_upstream_session_id(&upstream_session_id) {
+                self.skipped(&self.session_key(id), "malformed upstream session id");
+                out.push(None);
+                continue;
+            }
             let created = from_unix_ms(created.as_deref().map_or(0, parse_ms));
             let last_activity = score
                 .as_deref()
@@ -343,6 +461,8 @@ impl SessionStore for RedisStore {
                 .arg(position_field(stream))
                 .arg(stream);
         }
+        // A wrong-typed key fails its own command only, not the whole read.
+        pipe.ignore_errors();
         let answers = self.query("reading stream positions", &pipe).await?;
         if answers.len() != keys.len() {
             return Err(error(format!(
@@ -354,7 +474,13 @@ impl SessionStore for RedisStore {
         keys.iter()
             .zip(answers)
             .map(|((session, stream), v)| {
-                let fields: Vec<Option<String>> = parse("HMGET", v)?;
+                let fields: Vec<Option<String>> = match v {
+                    Value::ServerError(e) => {
+                        self.skipped(&self.streams_key(session), e.code());
+                        return Ok(None);
+                    }
+                    v => parse("HMGET", v)?,
+                };
                 let mut fields = fields.into_iter();
                 let (position, old_format) = (fields.next().flatten(), fields.next().flatten());
                 let (seq, upstream_event_id) = match position.as_deref().and_then(split_position) {
@@ -364,6 +490,11 @@ impl SessionStore for RedisStore {
                         None => return Ok(None),
                     },
                 };
+                // It goes upstream as `Last-Event-ID`: one header line of bounded size.
+                if !super::is_upstream_event_id(&upstream_event_id) {
+                    self.skipped(&self.streams_key(session), "malformed upstream event id");
+                    return Ok(None);
+                }
                 Ok(Some(StreamPosition {
                     session_id: session.clone(),
                     stream_id: stream.clone(),
@@ -372,6 +503,10 @@ impl SessionStore for RedisStore {
                 }))
             })
             .collect()
+    }
+
+    fn take_repairs(&self) -> u64 {
+        self.repairs.swap(0, Ordering::Relaxed)
     }
 
     async fn claim_idle_sessions(
@@ -388,9 +523,13 @@ impl SessionStore for RedisStore {
             .arg(unix_ms(idle_before))
             .arg(limit)
             .arg(&self.prefix);
-        let rows: Vec<Vec<String>> = self
+        let (rows, wrong_typed): (Vec<Vec<String>>, u64) = self
             .bounded("claiming idle sessions", invocation.invoke_async(&mut conn))
             .await?;
+        if wrong_typed > 0 {
+            self.skipped(&self.activity_key(), "wrong-typed keys deleted by a claim");
+            self.repairs.fetch_add(wrong_typed - 1, Ordering::Relaxed);
+        }
         Ok(rows
             .into_iter()
             .filter_map(|row| {
