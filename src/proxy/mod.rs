@@ -99,7 +99,7 @@ impl Proxy {
         self.check_origin(&parts.headers).map_err(|r| (r, None))?;
 
         let (body, peek) = if method == Method::POST {
-            let body = read_body(body, self.config.max_request_body_bytes)
+            let body = read_body(body, &self.config, self.manager.stats())
                 .await
                 .map_err(|r| (r, None))?;
             let peek =
@@ -176,6 +176,14 @@ impl Proxy {
                 .insert(&LAST_EVENT_ID, upstream_id);
         }
 
+        // A new session past the cap: refused before the upstream creates one for nothing.
+        if era == Era::Legacy
+            && session.is_none()
+            && is_initialize(peek.as_ref())
+            && self.manager.at_session_cap()
+        {
+            return Err(fail(self.manager.refuse_session().into()));
+        }
         let response = self.upstream.send(upstream_request).await.map_err(|r| {
             tracing::warn!(
                 upstream = %self.upstream.url(),
@@ -214,7 +222,7 @@ impl Proxy {
                     self.upstream.url().clone(),
                     &version,
                 )
-                .map_err(|e| fail(Reject::Internal(e.to_string())))?;
+                .map_err(|e| fail(e.into()))?;
             tracing::info!(
                 session = %created.id(),
                 protocol_version = %version,
@@ -509,13 +517,23 @@ fn is_initialize(peek: Option<&MessagePeek>) -> bool {
 }
 
 /// Reads a whole request body, refusing more than `limit` bytes.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, Reject> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+async fn read_body(body: Body, config: &ProxyConfig, stats: &ProxyStats) -> Result<Bytes, Reject> {
+    let limit = config.max_request_body_bytes;
+    let timeout = config.request_body_timeout;
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
             Err(Reject::BodyTooLarge { limit })
         }
-        Err(err) => Err(Reject::BodyUnreadable(err.to_string())),
+        Ok(Err(err)) => Err(Reject::BodyUnreadable(err.to_string())),
+        Err(_) => {
+            ProxyStats::incr(&stats.request_body_timeouts);
+            tracing::info!(
+                timeout_secs = timeout.as_secs_f64(),
+                "request body not complete in time (proxy.request_body_timeout_secs)",
+            );
+            Err(Reject::BodyTimeout(timeout))
+        }
     }
 }
 
