@@ -340,3 +340,105 @@ async fn past_max_sessions_initialize_gets_503_until_a_session_ends() {
     );
     proxy.shutdown().await.expect("shutdown");
 }
+
+/// TCP states (`/proc/net/tcp` `st`) of this process's sockets whose remote port is `port`
+/// (the test and the in-process proxy share the network namespace; only the proxy connects
+/// to the upstream).
+fn states_towards(port: u16) -> Vec<String> {
+    let mut states = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(remote), Some(state)) = (fields.get(2), fields.get(3)) else {
+                continue;
+            };
+            let remote_port = remote
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if remote_port == Some(port) {
+                states.push((*state).to_owned());
+            }
+        }
+    }
+    states
+}
+
+/// `/proc/net/tcp` states.
+const ESTABLISHED: &str = "01";
+const CLOSE_WAIT: &str = "08";
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_leaves_close_wait_without_new_traffic() {
+    // An upstream that answers one request with a small JSON body (keep-alive), then closes
+    // the connection while the proxy holds it idle in its pool.
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let port = listener.local_addr().expect("upstream address").port();
+    let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.expect("read request");
+            assert!(n > 0, "the proxy closed before its request");
+            head.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+        )
+        .await
+        .expect("answer");
+        let _ = close_rx.await;
+        drop(conn);
+        let _ = closed_tx.send(());
+        // Keep the listener's task (not the connection) alive for the rest of the test.
+        std::future::pending::<()>().await;
+    });
+    let proxy = start_proxy_with(&format!("http://127.0.0.1:{port}/mcp"), |c| {
+        c.proxy.threads = 1;
+    })
+    .await;
+    let mut client = TcpStream::connect(proxy.data_addr())
+        .await
+        .expect("connect");
+    client
+        .write_all(b"GET /mcp HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n")
+        .await
+        .expect("send");
+    let head = read_head(&mut client).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "proxied: {head:?}");
+    assert!(
+        states_towards(port).contains(&ESTABLISHED.to_owned()),
+        "the proxy keeps its upstream connection (pooled): {:?}",
+        states_towards(port)
+    );
+
+    close_tx.send(()).expect("upstream task alive");
+    closed_rx.await.expect("the upstream closed its side");
+    // No new traffic: the proxy must notice the close by itself and close its socket.
+    let reaped = async {
+        loop {
+            let states = states_towards(port);
+            if !states.iter().any(|s| s == CLOSE_WAIT || s == ESTABLISHED) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    if tokio::time::timeout(BOUND, reaped).await.is_err() {
+        panic!(
+            "the proxy's pooled socket to the upstream is still open {BOUND:?} after the \
+             upstream closed it: states {:?} (08 = CLOSE-WAIT)",
+            states_towards(port)
+        );
+    }
+    drop(client);
+    proxy.shutdown().await.expect("shutdown");
+}
