@@ -756,13 +756,24 @@ async fn serve_connection(
             Check::Busy => None,
             Check::Until(deadline) => Some(deadline),
             Check::HeadTimedOut => {
-                ProxyStats::incr(&edge.manager.stats().header_read_timeouts);
-                tracing::info!(
-                    %peer,
-                    timeout_secs = limits.header_read_timeout.as_secs_f64(),
-                    "request head not complete in time (proxy.header_read_timeout_secs); \
-                     closing the connection",
-                );
+                let total = edge
+                    .manager
+                    .stats()
+                    .header_read_timeouts
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                // The first, then at powers of two: a slowloris flood does not flood the log.
+                if total.is_power_of_two() {
+                    tracing::warn!(
+                        %peer,
+                        timeout_secs = limits.header_read_timeout.as_secs_f64(),
+                        total,
+                        "request head not complete in time (proxy.header_read_timeout_secs); \
+                         closing the connection",
+                    );
+                } else {
+                    tracing::debug!(%peer, "request head not complete in time; closing");
+                }
                 return;
             }
             Check::IdleTimedOut => match closing {

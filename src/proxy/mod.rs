@@ -14,7 +14,7 @@ pub mod pump;
 pub mod relay;
 pub mod upstream;
 
-use std::sync::Arc;
+use std::sync::{Arc, atomic::Ordering};
 
 use axum::{
     Router,
@@ -527,11 +527,15 @@ async fn read_body(body: Body, config: &ProxyConfig, stats: &ProxyStats) -> Resu
         }
         Ok(Err(err)) => Err(Reject::BodyUnreadable(err.to_string())),
         Err(_) => {
-            ProxyStats::incr(&stats.request_body_timeouts);
-            tracing::info!(
-                timeout_secs = timeout.as_secs_f64(),
-                "request body not complete in time (proxy.request_body_timeout_secs)",
-            );
+            let total = stats.request_body_timeouts.fetch_add(1, Ordering::Relaxed) + 1;
+            // The first, then at powers of two: a flood of slow bodies does not flood the log.
+            if total.is_power_of_two() {
+                tracing::warn!(
+                    timeout_secs = timeout.as_secs_f64(),
+                    total,
+                    "request body not complete in time (proxy.request_body_timeout_secs)",
+                );
+            }
             Err(Reject::BodyTimeout(timeout))
         }
     }
