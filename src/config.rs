@@ -153,6 +153,23 @@ pub struct ProxyConfig {
     /// single-threaded runtime. Each thread keeps its own idle upstream pool (up to 512). 0: one
     /// per CPU. Default 0.
     pub threads: usize,
+    /// Most client connections open at once on the data plane; past it a new connection gets
+    /// a canned `503` and is closed at once (counted in
+    /// `mcp_relay_connections_refused_total`, logged). Clamped at start to what the process's
+    /// descriptor limit (`RLIMIT_NOFILE`) leaves room for (two descriptors per connection: the
+    /// client's and its upstream's). Default 16384 (the unit's `LimitNOFILE=` is 65536).
+    pub max_connections: usize,
+    /// Time a client has to send a complete request head, counted from its first byte (HTTP/1
+    /// only; slowloris). Past it the connection is closed (counted in
+    /// `mcp_relay_connections_timed_out_total{reason="header_read"}`). Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Time a client connection may stay open with no request in flight (HTTP/1.1 keep-alive,
+    /// or an HTTP/2 connection with no stream) before the proxy closes it gracefully. Default
+    /// 60 s.
+    pub keep_alive_idle_timeout: Duration,
+    /// Time a client has to send a whole request body once its head is in; past it the request
+    /// gets `408` with a JSON-RPC error and the connection closes. Default 30 s.
+    pub request_body_timeout: Duration,
 }
 
 impl ProxyConfig {
@@ -169,6 +186,10 @@ impl ProxyConfig {
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_response_timeout: Duration::from_secs(60),
             threads: 0,
+            max_connections: 16384,
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_idle_timeout: Duration::from_secs(60),
+            request_body_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -38,7 +38,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 pub use drain::DrainLayer;
-pub use threads::{DataPlane, thread_count};
+pub use threads::{DataPlane, EdgeLimits, thread_count};
 
 use crate::{
     config::{Config, DEFAULT_METRICS_LISTEN, file::redact_url},
@@ -245,6 +245,8 @@ impl Daemon {
         let mut data_plane = DataPlane::start(
             data,
             thread_count(config.proxy.threads),
+            EdgeLimits::from_config(&config.proxy),
+            &manager,
             |_| {
                 // Outermost first: the metrics layer also counts the drain layer's 503s.
                 Arc::new(Proxy::new(config.proxy.clone(), manager.clone()))

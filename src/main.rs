@@ -103,6 +103,10 @@ struct Flags {
     /// [proxy.threads; default 0]
     #[arg(long)]
     threads: Option<usize>,
+    /// Most client connections open at once; more are refused with 503 (clamped to the
+    /// descriptor limit). [proxy.max_connections; default 16384]
+    #[arg(long)]
+    max_connections: Option<usize>,
     /// Seconds shutdown waits for open requests and streams. [shutdown_grace_secs; default 10]
     #[arg(long)]
     shutdown_grace_secs: Option<u64>,
@@ -151,6 +155,7 @@ impl Flags {
                 self.upstream_timeout_secs,
             )
             .set_opt("proxy.threads", self.threads)
+            .set_opt("proxy.max_connections", self.max_connections)
             .set_opt("shutdown_grace_secs", self.shutdown_grace_secs)
             .set_opt("log.target", self.log_target)
             .set_opt("log.format", self.log_format);

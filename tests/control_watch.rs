@@ -452,3 +452,92 @@ async fn every_watch_ends_promptly_at_shutdown() {
         started.elapsed()
     );
 }
+
+/// The process's resident memory, in bytes (`/proc/self/statm`, 4 KiB pages).
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("resident pages in statm");
+    pages * 4096
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_watchers_that_never_read_hold_bounded_memory_then_are_reset() {
+    // Sessions whose records are large when sent (a 1 KiB upstream URL each): the current
+    // state a watcher is sent is ~40 MiB of messages.
+    const SESSIONS: usize = 30_000;
+    const WATCHERS: usize = 3;
+    let upstream = format!("http://127.0.0.1:9/{}", "u".repeat(1024));
+    let proxy = start_proxy(&upstream).await;
+    let manager = proxy.manager().clone();
+    let admin = proxy
+        .admin_addr()
+        .expect("the control plane listens on TCP");
+    let upstream: std::sync::Arc<str> = upstream.into();
+    for _ in 0..SESSIONS {
+        manager
+            .create_session(
+                HeaderValue::from_static("up"),
+                upstream.clone(),
+                "2025-11-25",
+            )
+            .expect("create");
+    }
+    // The persistence worker writes the records first (they are memory too, not the watchers').
+    let persisted = async {
+        while mcp_relay::telemetry::metrics::DaemonSnapshot::take(&manager).worker_session_writes
+            < SESSIONS as u64
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, persisted)
+        .await
+        .expect("the sessions are persisted");
+    let before = rss_bytes();
+    // Watchers that never read: each stops the server once HTTP/2's windows are full.
+    let mut watches = Vec::new();
+    for _ in 0..WATCHERS {
+        let mut client = SessionServiceClient::new(channel(admin).await);
+        watches.push(watch_sessions(&mut client, "").await);
+    }
+    // What a stalled watch may hold: a pointer per session for the state still to send
+    // (generously 64 bytes), plus what HTTP/2 lets tonic, h2 and (in this same process) the
+    // client buffer: a few MiB of windows (generously 4 MiB); 16 MiB of slack for the
+    // connections and allocator. Building the whole state up front (40 MiB per watcher) does
+    // not fit.
+    let bound = (WATCHERS * (SESSIONS * 64 + (4 << 20)) + (16 << 20)) as u64;
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(
+        grown <= bound,
+        "{WATCHERS} stalled watchers grew the daemon by {grown} bytes (bound {bound})"
+    );
+
+    // Churn far past the change ring while nobody reads; a watcher that resumes is reset.
+    for _ in 0..3000 {
+        let s = manager
+            .create_session(
+                HeaderValue::from_static("up"),
+                upstream.clone(),
+                "2025-11-25",
+            )
+            .expect("create");
+        manager.end_session(s.id().as_str());
+    }
+    let mut watch = watches.pop().expect("a watch");
+    let reset = async {
+        loop {
+            if kind(&next(&mut watch).await) == SessionChangeType::Reset {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), reset)
+        .await
+        .expect("the watcher that resumes reading is reset");
+    drop(watches);
+    proxy.shutdown().await.expect("clean shutdown");
+}

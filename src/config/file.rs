@@ -206,6 +206,10 @@ pub struct ProxySection {
     pub upstream_response_timeout_secs: u64,
     /// 0: one per CPU.
     pub threads: usize,
+    pub max_connections: usize,
+    pub header_read_timeout_secs: u64,
+    pub keep_alive_idle_timeout_secs: u64,
+    pub request_body_timeout_secs: u64,
 }
 
 /// `[session]`: [`SessionConfig`].
@@ -218,6 +222,7 @@ pub struct SessionSection {
     pub reconnect_attempts: usize,
     pub reconnect_min_delay_ms: u64,
     pub reconnect_max_delay_ms: u64,
+    pub max_sessions: usize,
     pub tracker: TrackerSection,
 }
 
@@ -398,6 +403,10 @@ impl ProxySection {
             upstream_connect_timeout,
             upstream_response_timeout,
             threads,
+            max_connections,
+            header_read_timeout,
+            keep_alive_idle_timeout,
+            request_body_timeout,
         } = c;
         Self {
             upstream: Some(upstream.to_string()),
@@ -410,6 +419,10 @@ impl ProxySection {
             upstream_connect_timeout_ms: ms(*upstream_connect_timeout),
             upstream_response_timeout_secs: upstream_response_timeout.as_secs(),
             threads: *threads,
+            max_connections: *max_connections,
+            header_read_timeout_secs: header_read_timeout.as_secs(),
+            keep_alive_idle_timeout_secs: keep_alive_idle_timeout.as_secs(),
+            request_body_timeout_secs: request_body_timeout.as_secs(),
         }
     }
 
@@ -456,6 +469,19 @@ impl ProxySection {
             "proxy.upstream_response_timeout_secs",
             self.upstream_response_timeout_secs,
         )?;
+        positive("proxy.max_connections", self.max_connections)?;
+        positive_u64(
+            "proxy.header_read_timeout_secs",
+            self.header_read_timeout_secs,
+        )?;
+        positive_u64(
+            "proxy.keep_alive_idle_timeout_secs",
+            self.keep_alive_idle_timeout_secs,
+        )?;
+        positive_u64(
+            "proxy.request_body_timeout_secs",
+            self.request_body_timeout_secs,
+        )?;
         Ok(ProxyConfig {
             upstream,
             endpoint_path: self.endpoint_path,
@@ -467,6 +493,10 @@ impl ProxySection {
             upstream_connect_timeout: Duration::from_millis(self.upstream_connect_timeout_ms),
             upstream_response_timeout: Duration::from_secs(self.upstream_response_timeout_secs),
             threads: self.threads,
+            max_connections: self.max_connections,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            keep_alive_idle_timeout: Duration::from_secs(self.keep_alive_idle_timeout_secs),
+            request_body_timeout: Duration::from_secs(self.request_body_timeout_secs),
         })
     }
 }
@@ -481,6 +511,7 @@ impl SessionSection {
             reconnect_attempts,
             reconnect_min_delay,
             reconnect_max_delay,
+            max_sessions,
         } = c;
         let TrackerLimits {
             dedup_ids,
@@ -494,6 +525,7 @@ impl SessionSection {
             reconnect_attempts: *reconnect_attempts,
             reconnect_min_delay_ms: ms(*reconnect_min_delay),
             reconnect_max_delay_ms: ms(*reconnect_max_delay),
+            max_sessions: *max_sessions,
             tracker: TrackerSection {
                 dedup_ids: *dedup_ids,
                 replay_events: *replay_events,
@@ -504,6 +536,7 @@ impl SessionSection {
 
     fn into_runtime(self) -> Result<SessionConfig, ConfigError> {
         positive_u64("session.idle_ttl_secs", self.idle_ttl_secs)?;
+        positive("session.max_sessions", self.max_sessions)?;
         let t = self.tracker;
         positive("session.tracker.dedup_ids", t.dedup_ids)?;
         positive("session.tracker.replay_events", t.replay_events)?;
@@ -526,6 +559,7 @@ impl SessionSection {
             reconnect_attempts: self.reconnect_attempts,
             reconnect_min_delay: Duration::from_millis(self.reconnect_min_delay_ms),
             reconnect_max_delay: Duration::from_millis(self.reconnect_max_delay_ms),
+            max_sessions: self.max_sessions,
         })
     }
 }

@@ -4,7 +4,11 @@
 //! - [`sessions`]: the current sessions (`EXISTING` … `SYNCED`), then each change from the
 //!   SessionManager's broadcast. A watcher slower than the broadcast ring (it does not read, so
 //!   HTTP/2 flow control stops tonic polling) is told `RESET` with the count it missed, then
-//!   gets the current state again: bounded memory, and a view that converges.
+//!   gets the current state again: bounded memory, and a view that converges. The current
+//!   state is not built up front: the watch holds a weak pointer per session (8 bytes, freeing
+//!   nothing it would keep alive) and makes each `EXISTING` message only when tonic asks for
+//!   the next one, so a watcher that stops reading holds at most one message besides what
+//!   HTTP/2 flow control lets tonic and h2 buffer (a window and one encoded chunk).
 //! - [`metrics`]: a full snapshot now and every interval. A slow reader skips snapshots (they
 //!   are complete, so nothing but resolution is lost) and the next one counts them.
 //!
@@ -14,7 +18,7 @@
 use std::{
     collections::VecDeque,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Weak},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -24,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::{convert::session_to_pb, filter::SessionFilter, metrics::snapshot, pb};
-use crate::session::{SessionChange, SessionChangeKind, SessionManager};
+use crate::session::{Session, SessionChange, SessionChangeKind, SessionManager};
 
 /// The stream `WatchSessions` answers with.
 pub type SessionWatch =
@@ -41,26 +45,48 @@ struct SessionsState {
     manager: Arc<SessionManager>,
     filter: SessionFilter,
     changes: broadcast::Receiver<SessionChange>,
+    /// Messages ready to send (at most a `RESET` and one change).
     queue: VecDeque<pb::WatchSessionsResponse>,
+    /// The current state still to send, oldest session first: each becomes an `EXISTING`
+    /// message when its turn comes (one that ended meanwhile is skipped; its `ENDED` follows).
+    existing: std::vec::IntoIter<Weak<Session>>,
+    /// When the current state still to send was taken; `SYNCED` follows it.
+    syncing: Option<SystemTime>,
     stop: CancellationToken,
     done: bool,
 }
 
 impl SessionsState {
-    /// Queues the current state: each matching session as `EXISTING`, then `SYNCED`.
+    /// Starts sending the current state: each matching session as `EXISTING`, then `SYNCED`,
+    /// replacing what was left of any earlier one.
     fn queue_current(&mut self) {
-        let now = SystemTime::now();
         let mut sessions = self.manager.sessions();
-        sessions.sort_by_key(|s| (s.created(), s.id().to_string()));
-        for s in sessions.iter().filter(|s| self.filter.matches(s)) {
-            self.queue.push_back(message(
-                pb::SessionChangeType::Existing,
-                Some(session_to_pb(s)),
-                now,
-            ));
+        sessions
+            .sort_by(|a, b| (a.created(), a.id().as_str()).cmp(&(b.created(), b.id().as_str())));
+        self.existing = sessions
+            .iter()
+            .map(Arc::downgrade)
+            .collect::<Vec<_>>()
+            .into_iter();
+        self.syncing = Some(SystemTime::now());
+    }
+
+    /// The next message of the current state being sent, if any is left.
+    fn next_existing(&mut self) -> Option<pb::WatchSessionsResponse> {
+        let at = self.syncing?;
+        for session in self.existing.by_ref() {
+            if let Some(s) = session.upgrade()
+                && self.filter.matches(&s)
+            {
+                return Some(message(
+                    pb::SessionChangeType::Existing,
+                    Some(session_to_pb(&s)),
+                    at,
+                ));
+            }
         }
-        self.queue
-            .push_back(message(pb::SessionChangeType::Synced, None, now));
+        self.syncing = None;
+        Some(message(pb::SessionChangeType::Synced, None, at))
     }
 
     fn queue_change(&mut self, change: &SessionChange) {
@@ -113,6 +139,8 @@ pub fn sessions(
         filter,
         changes,
         queue: VecDeque::new(),
+        existing: Vec::new().into_iter(),
+        syncing: None,
         stop,
         done: false,
     };
@@ -127,6 +155,9 @@ pub fn sessions(
                 return Some((Err(shutting_down()), st));
             }
             if let Some(next) = st.queue.pop_front() {
+                return Some((Ok(next), st));
+            }
+            if let Some(next) = st.next_existing() {
                 return Some((Ok(next), st));
             }
             tokio::select! {

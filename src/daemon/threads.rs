@@ -15,6 +15,13 @@
 //! thread already awake took a whole burst of connections, so 32 wrk connections all landed on
 //! one thread while the other idled.)
 //!
+//! Limits at the edge ([`EdgeLimits`]): the acceptor refuses a connection past
+//! `max_connections` open (a canned `503`, then closed); each connection is served by hyper
+//! here (not `axum::serve`) under a light monitor in its own task that closes it when a request
+//! head takes longer than `header_read_timeout` from its first byte (HTTP/1), or when it has had
+//! no request in flight for `keep_alive_idle_timeout` (graceful close). The monitor sleeps
+//! until its next deadline and is woken only when the connection turns idle or a head starts.
+//!
 //! Lifecycle: [`DataPlane::start`] starts the threads and the acceptor; at the daemon's
 //! shutdown token the acceptor stops and each thread drains (graceful), reports how that went
 //! ([`DataPlane::served`]) and then keeps its runtime running — lingering stream pumps live
@@ -24,26 +31,105 @@
 //! [`SessionManager`]: crate::session::SessionManager
 
 use std::{
+    convert::Infallible,
     io,
     net::SocketAddr,
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     thread::JoinHandle,
     time::Duration,
 };
 
-use axum::{Router, serve::Listener};
+use axum::{Router, body::Body, serve::Listener};
+use http_body_util::BodyExt;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     runtime::Handle,
-    sync::{mpsc, oneshot},
+    sync::{Notify, mpsc, oneshot},
+    time::Instant,
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tower_service::Service;
+
+use crate::session::{ProxyStats, SessionManager};
+
+/// What a client connection past the connection maximum is told before it is closed.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+content-length: 88\r\nconnection: close\r\n\r\n\
+{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"too many connections\"}}";
+
+/// At most one log line per this long while connections are being refused.
+const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);
+
+/// How long a connection told to close gracefully (idle, or shutdown after its requests) has
+/// before it is dropped.
+const GRACEFUL_CLOSE: Duration = Duration::from_secs(1);
+
+/// Descriptors kept out of the connection maximum for listeners, the store, logs and the like.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// The data plane's limits at the edge (from [`crate::config::ProxyConfig`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeLimits {
+    /// Most client connections open at once (all threads); past it new ones are refused.
+    pub max_connections: usize,
+    /// Time from a request head's first byte to its end (HTTP/1).
+    pub header_read_timeout: Duration,
+    /// Time a connection may stay with no request in flight.
+    pub keep_alive_idle_timeout: Duration,
+}
+
+impl EdgeLimits {
+    /// The limits of `config`, with `max_connections` clamped to what the process's descriptor
+    /// limit leaves room for (two descriptors per connection: client and upstream, after
+    /// [`RESERVED_DESCRIPTORS`]); a warning says so when it clamps.
+    pub fn from_config(config: &crate::config::ProxyConfig) -> Self {
+        let mut max_connections = config.max_connections;
+        if let Some(nofile) = descriptor_limit() {
+            let room = usize::try_from(nofile.saturating_sub(RESERVED_DESCRIPTORS) / 2)
+                .unwrap_or(usize::MAX)
+                .max(1);
+            if max_connections > room {
+                tracing::warn!(
+                    configured = max_connections,
+                    clamped = room,
+                    rlimit_nofile = nofile,
+                    "proxy.max_connections exceeds what the descriptor limit leaves room for \
+                     (two per connection); clamping it",
+                );
+                max_connections = room;
+            }
+        }
+        Self {
+            max_connections,
+            header_read_timeout: config.header_read_timeout,
+            keep_alive_idle_timeout: config.keep_alive_idle_timeout,
+        }
+    }
+}
+
+/// The soft `RLIMIT_NOFILE` of the process (from `/proc/self/limits`, Linux); `None` when
+/// unknown or unlimited.
+fn descriptor_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
 
 /// How long [`DataPlane::stop`] gives a runtime to drop what still runs on it.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
@@ -93,6 +179,8 @@ impl DataPlane {
     pub fn start(
         listener: TcpListener,
         threads: usize,
+        limits: EdgeLimits,
+        manager: &Arc<SessionManager>,
         router: impl Fn(usize) -> Router,
         shutdown: &CancellationToken,
     ) -> io::Result<Self> {
@@ -116,6 +204,7 @@ impl DataPlane {
             let router = router(i);
             let shutdown = shutdown.clone();
             let thread_stop = stop.clone();
+            let thread_manager = manager.clone();
             // The runtime is built on its thread, so a thread that cannot start never drops a
             // runtime here (tokio forbids that inside an async context).
             let (built, built_rx) = std::sync::mpsc::sync_channel(1);
@@ -133,7 +222,19 @@ impl DataPlane {
                         }
                     };
                     if built.send(Ok(runtime.handle().clone())).is_ok() {
-                        serve(runtime, listener, router, shutdown, thread_stop, report);
+                        let edge = Edge {
+                            limits,
+                            manager: thread_manager,
+                        };
+                        serve(
+                            runtime,
+                            listener,
+                            router,
+                            edge,
+                            shutdown,
+                            thread_stop,
+                            report,
+                        );
                     }
                 })?;
             started.push(thread);
@@ -144,7 +245,13 @@ impl DataPlane {
             runtimes.push(runtime);
         }
         started_ok.disarm();
-        let acceptor = tokio::spawn(accept(listener, workers, shutdown.clone()));
+        let acceptor = tokio::spawn(accept(
+            listener,
+            workers,
+            limits.max_connections,
+            manager.clone(),
+            shutdown.clone(),
+        ));
         Ok(Self {
             threads: started,
             runtimes,
@@ -211,15 +318,34 @@ impl Drop for DataPlane {
 }
 
 /// The acceptor: each connection goes to the thread with the fewest open connections (the
-/// lowest index on a tie), until `shutdown`. Accept errors are handled as axum's own listener
-/// handles them (connection errors skipped; others, e.g. out of descriptors, logged and
-/// retried after a second).
-async fn accept(mut listener: TcpListener, workers: Vec<Worker>, shutdown: CancellationToken) {
+/// lowest index on a tie), until `shutdown`; past `max_connections` open, a connection gets
+/// [`REFUSED`] and is closed at once (counted; logged at most once per
+/// [`REFUSAL_LOG_PERIOD`]). Accept errors are handled as axum's own listener handles them
+/// (connection errors skipped; others, e.g. out of descriptors, logged and retried after a
+/// second).
+async fn accept(
+    mut listener: TcpListener,
+    workers: Vec<Worker>,
+    max_connections: usize,
+    manager: Arc<SessionManager>,
+    shutdown: CancellationToken,
+) {
+    let mut refusals = Refusals::default();
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => return,
             accepted = Listener::accept(&mut listener) => accepted,
         };
+        let open: usize = workers.iter().map(|w| w.open.load(Ordering::Relaxed)).sum();
+        if open >= max_connections {
+            // Best effort: the socket's send buffer is empty, so the answer fits; the client
+            // may have sent its request already, in which case the close may reset instead.
+            let _ = stream.try_write(REFUSED);
+            drop(stream);
+            ProxyStats::incr(&manager.stats().connections_refused);
+            refusals.refused(peer, open, max_connections);
+            continue;
+        }
         // SSE answers go out as several small writes (each event, then the last chunk): without
         // TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms to each.
         if let Err(err) = stream.set_nodelay(true) {
@@ -269,6 +395,34 @@ async fn accept(mut listener: TcpListener, workers: Vec<Worker>, shutdown: Cance
     }
 }
 
+/// Rate-limits the acceptor's log line about refused connections.
+#[derive(Default)]
+struct Refusals {
+    last_log: Option<Instant>,
+    since_log: u64,
+}
+
+impl Refusals {
+    fn refused(&mut self, peer: SocketAddr, open: usize, max_connections: usize) {
+        self.since_log += 1;
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_none_or(|last| now.duration_since(last) >= REFUSAL_LOG_PERIOD)
+        {
+            tracing::warn!(
+                %peer,
+                open,
+                max_connections,
+                refused = self.since_log,
+                "connection limit reached (proxy.max_connections); refusing new connections",
+            );
+            self.last_log = Some(now);
+            self.since_log = 0;
+        }
+    }
+}
+
 /// One thread's listener: the connections the acceptor hands it.
 struct HandedOver {
     handed: mpsc::Receiver<Handoff>,
@@ -286,7 +440,17 @@ impl Listener for HandedOver {
                 return std::future::pending().await;
             };
             match TcpStream::from_std(stream) {
-                Ok(io) => return (Counted { io, _open: counted }, peer),
+                Ok(io) => {
+                    let conn = Arc::new(ConnState::new());
+                    return (
+                        Counted {
+                            io,
+                            _open: counted,
+                            conn,
+                        },
+                        peer,
+                    );
+                }
                 Err(err) => {
                     tracing::warn!(%peer, error = %err, "could not take a client connection over");
                 }
@@ -320,6 +484,8 @@ impl Drop for Uncount {
 struct Counted {
     io: TcpStream,
     _open: Uncount,
+    /// What the connection's monitor watches.
+    conn: Arc<ConnState>,
 }
 
 impl AsyncRead for Counted {
@@ -328,7 +494,128 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.conn.read(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+/// The h2 client preface's start: a connection that opens with it speaks HTTP/2, whose frames
+/// are no request head in progress.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// One client connection's state as its monitor sees it (all on the connection's thread; the
+/// atomics are only there because hyper wants `Send` services).
+struct ConnState {
+    /// When the connection was taken over: timestamps below are milliseconds since then.
+    start: Instant,
+    /// Requests whose response body is not done yet.
+    in_flight: AtomicUsize,
+    /// When `in_flight` last dropped to 0 (or the connection opened).
+    idle_since_ms: AtomicU64,
+    /// Whether bytes arrived since the connection went idle: a request head is in progress.
+    head_started: AtomicBool,
+    /// When the bytes that started the head arrived.
+    head_started_ms: AtomicU64,
+    /// Whether the connection speaks HTTP/2 (no head timeout then).
+    h2: AtomicBool,
+    /// Whether a first read was seen (to recognise HTTP/2 by its preface).
+    seen_first_read: AtomicBool,
+    /// Wakes the monitor when the connection turns idle or a head starts.
+    changed: Notify,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            head_started: AtomicBool::new(false),
+            head_started_ms: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+            seen_first_read: AtomicBool::new(false),
+            changed: Notify::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.start + Duration::from_millis(ms)
+    }
+
+    /// Bytes arrived from the client.
+    fn read(&self, bytes: &[u8]) {
+        if !self.seen_first_read.swap(true, Ordering::Relaxed) && bytes.starts_with(H2_PREFACE) {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && !self.h2.load(Ordering::Relaxed)
+            && !self.head_started.swap(true, Ordering::Relaxed)
+        {
+            self.head_started_ms.store(self.now_ms(), Ordering::Relaxed);
+            self.changed.notify_one();
+        }
+    }
+
+    /// A request reached the service (its head is complete).
+    fn enter(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_started.store(false, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// What to do next: the next deadline, or that one has passed.
+    fn check(&self, limits: &EdgeLimits, now: Instant) -> Check {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Check::Busy;
+        }
+        if self.head_started.load(Ordering::Relaxed) {
+            let deadline =
+                self.at(self.head_started_ms.load(Ordering::Relaxed)) + limits.header_read_timeout;
+            return if now >= deadline {
+                Check::HeadTimedOut
+            } else {
+                Check::Until(deadline)
+            };
+        }
+        let deadline =
+            self.at(self.idle_since_ms.load(Ordering::Relaxed)) + limits.keep_alive_idle_timeout;
+        if now >= deadline {
+            Check::IdleTimedOut
+        } else {
+            Check::Until(deadline)
+        }
+    }
+}
+
+/// What a connection's monitor found.
+enum Check {
+    /// A request is in flight: nothing to time until it ends.
+    Busy,
+    /// Nothing due before this instant.
+    Until(Instant),
+    HeadTimedOut,
+    IdleTimedOut,
+}
+
+/// A request in flight on a connection, until its response body is dropped.
+struct InFlight(Arc<ConnState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0
+                .idle_since_ms
+                .store(self.0.now_ms(), Ordering::Relaxed);
+            self.0.changed.notify_one();
+        }
     }
 }
 
@@ -362,19 +649,26 @@ impl AsyncWrite for Counted {
     }
 }
 
+/// What each connection of a thread is served under.
+#[derive(Clone)]
+struct Edge {
+    limits: EdgeLimits,
+    manager: Arc<SessionManager>,
+}
+
 /// One thread's life: serve until `shutdown` (reported on `report`), then keep the runtime
 /// until `stop`.
 fn serve(
     runtime: tokio::runtime::Runtime,
     listener: HandedOver,
     router: Router,
+    edge: Edge,
     shutdown: CancellationToken,
     stop: CancellationToken,
     report: oneshot::Sender<io::Result<()>>,
 ) {
     runtime.block_on(async move {
-        let serving =
-            axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+        let serving = serve_connections(listener, router, edge, shutdown);
         tokio::select! {
             result = serving => {
                 // The daemon may have stopped listening for reports (aborted); nothing to do.
@@ -385,4 +679,134 @@ fn serve(
         }
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+}
+
+/// Serves every connection `listener` hands over, each in its own task, until `shutdown`; then
+/// waits for the connections (each closes after its requests, as `axum::serve` did).
+async fn serve_connections(
+    mut listener: HandedOver,
+    router: Router,
+    edge: Edge,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's own head timer would also run while a keep-alive connection waits for its next
+    // request; the connection monitor times heads (from their first byte) and idleness instead.
+    builder.http1().header_read_timeout(None);
+    let connections = TaskTracker::new();
+    loop {
+        let (io, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        connections.spawn(serve_connection(
+            builder.clone(),
+            io,
+            peer,
+            router.clone(),
+            edge.clone(),
+            shutdown.clone(),
+        ));
+    }
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+/// Serves one connection with hyper, under its monitor: a request head slower than
+/// `header_read_timeout` closes it at once; no request for `keep_alive_idle_timeout` (or the
+/// daemon's shutdown) closes it gracefully, and a graceful close that takes longer than
+/// [`GRACEFUL_CLOSE`] after its last request closes it at once.
+async fn serve_connection(
+    builder: auto::Builder<TokioExecutor>,
+    io: Counted,
+    peer: SocketAddr,
+    router: Router,
+    edge: Edge,
+    shutdown: CancellationToken,
+) {
+    let conn_state = io.conn.clone();
+    let service = {
+        let conn_state = conn_state.clone();
+        hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let in_flight = conn_state.enter();
+            let mut router = router.clone();
+            async move {
+                let response = match router.call(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                // The request stays in flight until its response body is done (dropped).
+                Ok::<_, Infallible>(response.map(|body| {
+                    Body::new(body.map_frame(move |frame| {
+                        let _in_flight = &in_flight;
+                        frame
+                    }))
+                }))
+            }
+        })
+    };
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let limits = edge.limits;
+    let mut closing: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let next = match conn_state.check(&limits, now) {
+            Check::Busy => None,
+            Check::Until(deadline) => Some(deadline),
+            Check::HeadTimedOut => {
+                let total = edge
+                    .manager
+                    .stats()
+                    .header_read_timeouts
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                // The first, then at powers of two: a slowloris flood does not flood the log.
+                if total.is_power_of_two() {
+                    tracing::warn!(
+                        %peer,
+                        timeout_secs = limits.header_read_timeout.as_secs_f64(),
+                        total,
+                        "request head not complete in time (proxy.header_read_timeout_secs); \
+                         closing the connection",
+                    );
+                } else {
+                    tracing::debug!(%peer, "request head not complete in time; closing");
+                }
+                return;
+            }
+            Check::IdleTimedOut => match closing {
+                Some(since) if now >= since + GRACEFUL_CLOSE => return,
+                Some(since) => Some(since + GRACEFUL_CLOSE),
+                None => {
+                    ProxyStats::incr(&edge.manager.stats().idle_connections_closed);
+                    tracing::debug!(%peer, "connection idle (proxy.keep_alive_idle_timeout_secs); closing it");
+                    connection.as_mut().graceful_shutdown();
+                    closing = Some(now);
+                    Some(now + GRACEFUL_CLOSE)
+                }
+            },
+        };
+        let sleep = async {
+            match next {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(%peer, error = %err, "client connection ended with an error");
+                }
+                return;
+            }
+            () = shutdown.cancelled(), if closing.is_none() => {
+                connection.as_mut().graceful_shutdown();
+                closing = Some(Instant::now());
+            }
+            () = conn_state.changed.notified() => {}
+            () = sleep => {}
+        }
+    }
 }

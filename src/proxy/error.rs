@@ -45,6 +45,13 @@ pub enum Reject {
     MethodNotAllowed(http::Method),
     #[error("request body exceeds {limit} bytes")]
     BodyTooLarge { limit: usize },
+    /// The client did not send the whole body within `proxy.request_body_timeout`; the
+    /// connection is closed after the answer (its unread rest cannot be skipped).
+    #[error("request body not received within {0:?}")]
+    BodyTimeout(std::time::Duration),
+    /// `session.max_sessions` sessions are live; the client may retry later.
+    #[error("too many sessions")]
+    TooManySessions,
     #[error("request body could not be read: {0}")]
     BodyUnreadable(String),
     #[error("request body is not JSON: {0}")]
@@ -81,6 +88,8 @@ impl Reject {
             }
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, INVALID_REQUEST),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, INVALID_REQUEST),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, INVALID_REQUEST),
+            Self::TooManySessions => (StatusCode::SERVICE_UNAVAILABLE, INTERNAL_ERROR),
             Self::BodyUnreadable(_) => (StatusCode::BAD_REQUEST, INVALID_REQUEST),
             Self::NotJson(_) => (StatusCode::BAD_REQUEST, PARSE_ERROR),
             Self::SessionNotFound => (StatusCode::NOT_FOUND, SESSION_NOT_FOUND),
@@ -103,6 +112,8 @@ impl Reject {
             Self::UnsupportedProtocolVersion(_) => "unsupported_protocol_version",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::BodyTimeout(_) => "body_timeout",
+            Self::TooManySessions => "too_many_sessions",
             Self::BodyUnreadable(_) => "body_unreadable",
             Self::NotJson(_) => "not_json",
             Self::SessionNotFound => "session_not_found",
@@ -173,6 +184,11 @@ impl Reject {
             Bytes::from(body),
         )
             .into_response();
+        if matches!(self, Self::BodyTimeout(_)) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if matches!(self, Self::MethodNotAllowed(_)) {
             response
                 .headers_mut()
@@ -201,6 +217,15 @@ struct ErrorObject {
 #[derive(serde::Serialize)]
 struct ErrorData {
     supported: &'static [&'static str],
+}
+
+impl From<crate::session::CreateSessionError> for Reject {
+    fn from(err: crate::session::CreateSessionError) -> Self {
+        match err {
+            crate::session::CreateSessionError::TooMany { .. } => Self::TooManySessions,
+            crate::session::CreateSessionError::Random(err) => Self::Internal(err.to_string()),
+        }
+    }
 }
 
 impl IntoResponse for Reject {

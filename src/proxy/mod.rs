@@ -15,7 +15,7 @@ pub mod pump;
 pub mod relay;
 pub mod upstream;
 
-use std::sync::Arc;
+use std::sync::{Arc, atomic::Ordering};
 
 use axum::{
     Router,
@@ -119,7 +119,7 @@ impl Proxy {
         self.admission.check(&parts).map_err(|r| (r, None))?;
 
         let (body, peek) = if method == Method::POST {
-            let body = read_body(body, self.config.max_request_body_bytes)
+            let body = read_body(body, &self.config, self.manager.stats())
                 .await
                 .map_err(|r| (r, None))?;
             let peek =
@@ -198,6 +198,14 @@ impl Proxy {
                 .insert(&LAST_EVENT_ID, upstream_id);
         }
 
+        // A new session past the cap: refused before the upstream creates one for nothing.
+        if era == Era::Legacy
+            && session.is_none()
+            && is_initialize(peek.as_ref())
+            && self.manager.at_session_cap()
+        {
+            return Err(fail(self.manager.refuse_session().into()));
+        }
         let response = self.upstream.send(upstream_request).await.map_err(|r| {
             tracing::warn!(
                 upstream = %self.upstream.url(),
@@ -236,7 +244,7 @@ impl Proxy {
                     self.upstream.url().clone(),
                     &version,
                 )
-                .map_err(|e| fail(Reject::Internal(e.to_string())))?;
+                .map_err(|e| fail(e.into()))?;
             tracing::info!(
                 session = %created.id(),
                 protocol_version = %version,
@@ -548,12 +556,26 @@ fn is_initialize(peek: Option<&MessagePeek>) -> bool {
 }
 
 /// Reads a whole request body, refusing more than `limit` bytes.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, Reject> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+async fn read_body(body: Body, config: &ProxyConfig, stats: &ProxyStats) -> Result<Bytes, Reject> {
+    let limit = config.max_request_body_bytes;
+    let timeout = config.request_body_timeout;
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
             Err(Reject::BodyTooLarge { limit })
         }
-        Err(err) => Err(Reject::BodyUnreadable(err.to_string())),
+        Ok(Err(err)) => Err(Reject::BodyUnreadable(err.to_string())),
+        Err(_) => {
+            let total = stats.request_body_timeouts.fetch_add(1, Ordering::Relaxed) + 1;
+            // The first, then at powers of two: a flood of slow bodies does not flood the log.
+            if total.is_power_of_two() {
+                tracing::warn!(
+                    timeout_secs = timeout.as_secs_f64(),
+                    total,
+                    "request body not complete in time (proxy.request_body_timeout_secs)",
+                );
+            }
+            Err(Reject::BodyTimeout(timeout))
+        }
     }
 }

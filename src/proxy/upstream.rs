@@ -8,14 +8,20 @@
 //! A connection goes back to the pool when its response body has been read to the end and it
 //! can take another request; a body dropped earlier (the client went away, a stream was
 //! cancelled) closes it, which is how an upstream sees a 2026-07-28 request cancelled. Idle
-//! connections are not polled: one the upstream closed meanwhile is noticed when it is taken,
-//! and a request it could not send is retried on another (never one already sent).
+//! connections are polled by one light timer task per pool (started on the runtime of the
+//! first connection pooled: each data-plane thread has its own pool) every [`REAP_PERIOD`]:
+//! one the upstream closed is closed here too (no socket left in CLOSE-WAIT), as is one idle
+//! past [`IDLE_TIMEOUT`]. One the upstream closed between two polls is still noticed when it
+//! is taken, and a request it could not send is retried on another (never one already sent).
 
 use std::{
     future::Future,
     pin::{Pin, pin},
-    sync::Arc,
-    task::{Context, Poll},
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
@@ -47,6 +53,9 @@ pub const MAX_IDLE_CONNECTIONS: usize = 512;
 
 /// How long an idle connection is kept before it is closed instead of reused.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How often a pool polls its idle connections for the upstream's close.
+pub const REAP_PERIOD: Duration = Duration::from_secs(1);
 
 /// The upstream client bound to one upstream MCP endpoint.
 #[derive(Debug, Clone)]
@@ -222,6 +231,8 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 #[derive(Debug, Default)]
 struct Pool {
     idle: Mutex<Vec<(Conn, Instant)>>,
+    /// Whether the reaper task runs (started with the first connection pooled).
+    reaper: AtomicBool,
 }
 
 impl Pool {
@@ -236,10 +247,54 @@ impl Pool {
         None
     }
 
-    fn put(&self, conn: Conn) {
+    fn put(self: &Arc<Self>, conn: Conn) {
+        {
+            let mut idle = self.idle.lock();
+            if idle.len() < MAX_IDLE_CONNECTIONS {
+                idle.push((conn, Instant::now()));
+            }
+        }
+        if !self.reaper.swap(true, Ordering::Relaxed) {
+            // On the runtime that drives this pool's connections (the caller's).
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(reap_every_period(Arc::downgrade(self)))),
+                Err(_) => self.reaper.store(false, Ordering::Relaxed),
+            }
+        }
+    }
+
+    /// Runs each idle connection's I/O once (no waker: the next period polls again), closing
+    /// those the upstream closed and those idle past [`IDLE_TIMEOUT`]. Returns how many closed.
+    fn reap(&self) -> usize {
+        let mut cx = Context::from_waker(Waker::noop());
         let mut idle = self.idle.lock();
-        if idle.len() < MAX_IDLE_CONNECTIONS {
-            idle.push((conn, Instant::now()));
+        let before = idle.len();
+        idle.retain_mut(|(conn, since)| {
+            if since.elapsed() >= IDLE_TIMEOUT {
+                return false;
+            }
+            conn.poll_driver(&mut cx);
+            conn.driver.is_some() && !conn.sender.is_closed()
+        });
+        before - idle.len()
+    }
+}
+
+/// The reaper of one pool: [`Pool::reap`] every [`REAP_PERIOD`], until the pool is gone.
+async fn reap_every_period(pool: Weak<Pool>) {
+    let mut tick = tokio::time::interval(REAP_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let closed = pool.reap();
+        if closed > 0 {
+            tracing::debug!(
+                closed,
+                "closed idle upstream connections the upstream closed"
+            );
         }
     }
 }
@@ -314,7 +369,7 @@ impl UpstreamBody {
         if let Some(mut conn) = self.conn.take() {
             conn.poll_driver(cx);
             if conn.driver.is_some() && matches!(conn.sender.poll_ready(cx), Poll::Ready(Ok(()))) {
-                self.pool.put(conn);
+                Pool::put(&self.pool, conn);
             }
         }
     }

@@ -197,6 +197,10 @@ pub struct SessionConfig {
     pub reconnect_min_delay: Duration,
     /// Longest delay between upstream resumption attempts. Default 2 s.
     pub reconnect_max_delay: Duration,
+    /// Most live sessions; past it `initialize` gets `503` with a JSON-RPC error (counted in
+    /// `mcp_relay_sessions_refused_total`, logged). Sessions restored from the store are not
+    /// refused (they exist already). Default 100000.
+    pub max_sessions: usize,
 }
 
 impl Default for SessionConfig {
@@ -209,8 +213,19 @@ impl Default for SessionConfig {
             reconnect_attempts: 6,
             reconnect_min_delay: Duration::from_millis(100),
             reconnect_max_delay: Duration::from_secs(2),
+            max_sessions: 100_000,
         }
     }
+}
+
+/// A session could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateSessionError {
+    /// `session.max_sessions` sessions are live.
+    #[error("{max} sessions are live (session.max_sessions)")]
+    TooMany { max: usize },
+    #[error(transparent)]
+    Random(#[from] RandomError),
 }
 
 /// The one owner of live sessions. Lookups take a read lock on a map; nothing here awaits.
@@ -314,13 +329,15 @@ impl SessionManager {
     }
 
     /// Records a new session for an upstream that assigned `upstream_session_id` on its
-    /// `InitializeResult`, under a freshly minted proxy id.
+    /// `InitializeResult`, under a freshly minted proxy id. Errors: `session.max_sessions`
+    /// sessions are live (counted and logged, see [`SessionManager::refuse_session`]), or no
+    /// randomness for the id.
     pub fn create_session(
         &self,
         upstream_session_id: HeaderValue,
         upstream: Arc<str>,
         protocol_version: &str,
-    ) -> Result<Arc<Session>, RandomError> {
+    ) -> Result<Arc<Session>, CreateSessionError> {
         let now = SystemTime::now();
         let session = Arc::new(Session {
             id: SessionId::mint()?,
@@ -334,12 +351,37 @@ impl SessionManager {
             ended: AtomicBool::new(false),
             cancel: self.streams_cancel.child_token(),
         });
+        {
+            let mut sessions = self.sessions.write();
+            if sessions.len() >= self.config.max_sessions {
+                drop(sessions);
+                return Err(self.refuse_session());
+            }
+            sessions.insert(session.id.clone(), session.clone());
+        }
         self.persistence.session_saved(session.record());
-        self.sessions
-            .write()
-            .insert(session.id.clone(), session.clone());
         self.changes.publish(SessionChangeKind::Created, &session);
         Ok(session)
+    }
+
+    /// Whether `session.max_sessions` sessions are live (a new one would be refused).
+    pub fn at_session_cap(&self) -> bool {
+        self.sessions.read().len() >= self.config.max_sessions
+    }
+
+    /// Counts a refused session (`sessions_refused`), logs it (the first refusal, then at
+    /// powers of two, so a flood does not flood the log) and returns the error to answer.
+    pub fn refuse_session(&self) -> CreateSessionError {
+        let max = self.config.max_sessions;
+        let refused = self.stats.sessions_refused.fetch_add(1, Ordering::Relaxed) + 1;
+        if refused.is_power_of_two() {
+            tracing::warn!(
+                max_sessions = max,
+                refused_total = refused,
+                "session limit reached (session.max_sessions); refusing initialize",
+            );
+        }
+        CreateSessionError::TooMany { max }
     }
 
     /// Looks up a live session by the client's `Mcp-Session-Id` and marks it active. When the

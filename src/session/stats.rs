@@ -25,6 +25,18 @@ pub struct ProxyStats {
     pub streams_opened: AtomicU64,
     /// SSE streams currently open (a gauge).
     pub streams_open: AtomicU64,
+    /// Client connections refused because `proxy.max_connections` were open.
+    pub connections_refused: AtomicU64,
+    /// Client connections closed because a request head took longer than
+    /// `proxy.header_read_timeout`.
+    pub header_read_timeouts: AtomicU64,
+    /// Client connections closed after `proxy.keep_alive_idle_timeout` with no request.
+    pub idle_connections_closed: AtomicU64,
+    /// Requests answered `408` because their body took longer than
+    /// `proxy.request_body_timeout`.
+    pub request_body_timeouts: AtomicU64,
+    /// `initialize` requests refused because `session.max_sessions` sessions were live.
+    pub sessions_refused: AtomicU64,
 }
 
 /// A point-in-time copy of [`ProxyStats`].
@@ -39,6 +51,11 @@ pub struct ProxyStatsSnapshot {
     pub upstream_streams_malformed: u64,
     pub streams_opened: u64,
     pub streams_open: u64,
+    pub connections_refused: u64,
+    pub header_read_timeouts: u64,
+    pub idle_connections_closed: u64,
+    pub request_body_timeouts: u64,
+    pub sessions_refused: u64,
 }
 
 impl ProxyStats {
@@ -60,6 +77,11 @@ impl ProxyStats {
             upstream_streams_malformed: r(&self.upstream_streams_malformed),
             streams_opened: r(&self.streams_opened),
             streams_open: r(&self.streams_open),
+            connections_refused: r(&self.connections_refused),
+            header_read_timeouts: r(&self.header_read_timeouts),
+            idle_connections_closed: r(&self.idle_connections_closed),
+            request_body_timeouts: r(&self.request_body_timeouts),
+            sessions_refused: r(&self.sessions_refused),
         }
     }
 }

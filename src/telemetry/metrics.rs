@@ -156,6 +156,38 @@ type Export = (&'static str, Kind, &'static str, fn(&DaemonSnapshot) -> u64);
 
 const EXPORTS: &[Export] = &[
     (
+        "mcp_relay_connections_refused_total",
+        Kind::Counter,
+        "Client connections refused (503, closed) because proxy.max_connections were open.",
+        |s| s.proxy.connections_refused,
+    ),
+    (
+        "mcp_relay_header_read_timeouts_total",
+        Kind::Counter,
+        "Client connections closed because a request head took longer than \
+         proxy.header_read_timeout_secs.",
+        |s| s.proxy.header_read_timeouts,
+    ),
+    (
+        "mcp_relay_idle_connections_closed_total",
+        Kind::Counter,
+        "Client connections closed after proxy.keep_alive_idle_timeout_secs with no request.",
+        |s| s.proxy.idle_connections_closed,
+    ),
+    (
+        "mcp_relay_request_body_timeouts_total",
+        Kind::Counter,
+        "Requests answered 408 because their body took longer than \
+         proxy.request_body_timeout_secs.",
+        |s| s.proxy.request_body_timeouts,
+    ),
+    (
+        "mcp_relay_sessions_refused_total",
+        Kind::Counter,
+        "initialize requests refused (503) because session.max_sessions sessions were live.",
+        |s| s.proxy.sessions_refused,
+    ),
+    (
         "mcp_relay_sessions",
         Kind::Gauge,
         "Live legacy sessions.",
