@@ -137,6 +137,8 @@ impl Reject {
             Self::UnsupportedProtocolVersion(_) => "Unsupported protocol version".into(),
             Self::MethodNotAllowed(_) => "method not allowed on the MCP endpoint".into(),
             Self::BodyTooLarge { limit } => format!("request body exceeds {limit} bytes").into(),
+            Self::BodyTimeout(_) => "request body not received in time".into(),
+            Self::TooManySessions => "too many sessions; retry later".into(),
             Self::BodyUnreadable(_) => "request body could not be read".into(),
             Self::NotJson(_) => "request body is not a JSON-RPC message".into(),
             Self::SessionNotFound => "session not found".into(),
