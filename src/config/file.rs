@@ -205,6 +205,9 @@ pub struct ProxySection {
     pub threads: usize,
 }
 
+/// Upper bound of `session.standalone_stream_wait_ms`.
+const MAX_STANDALONE_STREAM_WAIT_MS: u64 = 10_000;
+
 /// `[session]`: [`SessionConfig`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,6 +218,8 @@ pub struct SessionSection {
     pub reconnect_attempts: usize,
     pub reconnect_min_delay_ms: u64,
     pub reconnect_max_delay_ms: u64,
+    /// 0: requests never wait for the standalone stream.
+    pub standalone_stream_wait_ms: u64,
     pub tracker: TrackerSection,
 }
 
@@ -457,6 +462,7 @@ impl SessionSection {
             reconnect_attempts,
             reconnect_min_delay,
             reconnect_max_delay,
+            standalone_stream_wait,
         } = c;
         let TrackerLimits {
             dedup_ids,
@@ -470,6 +476,7 @@ impl SessionSection {
             reconnect_attempts: *reconnect_attempts,
             reconnect_min_delay_ms: ms(*reconnect_min_delay),
             reconnect_max_delay_ms: ms(*reconnect_max_delay),
+            standalone_stream_wait_ms: ms(*standalone_stream_wait),
             tracker: TrackerSection {
                 dedup_ids: *dedup_ids,
                 replay_events: *replay_events,
@@ -490,6 +497,12 @@ impl SessionSection {
                 "must be at least session.reconnect_min_delay_ms",
             ));
         }
+        if self.standalone_stream_wait_ms > MAX_STANDALONE_STREAM_WAIT_MS {
+            return Err(invalid(
+                "session.standalone_stream_wait_ms",
+                "must be at most 10000 (a longer hold stalls a client that opens no GET stream)",
+            ));
+        }
         Ok(SessionConfig {
             idle_ttl: Duration::from_secs(self.idle_ttl_secs),
             tracker_limits: TrackerLimits {
@@ -502,6 +515,7 @@ impl SessionSection {
             reconnect_attempts: self.reconnect_attempts,
             reconnect_min_delay: Duration::from_millis(self.reconnect_min_delay_ms),
             reconnect_max_delay: Duration::from_millis(self.reconnect_max_delay_ms),
+            standalone_stream_wait: Duration::from_millis(self.standalone_stream_wait_ms),
         })
     }
 }

@@ -22,6 +22,11 @@ pub struct ProxyStats {
     pub streams_opened: AtomicU64,
     /// SSE streams currently open (a gauge).
     pub streams_open: AtomicU64,
+    /// Requests that waited for their session's standalone `GET` stream to be established
+    /// upstream (at most one wait per session).
+    pub standalone_waits: AtomicU64,
+    /// Those waits that ran out of time (the client opened no standalone stream in time).
+    pub standalone_wait_timeouts: AtomicU64,
 }
 
 /// A point-in-time copy of [`ProxyStats`].
@@ -35,6 +40,8 @@ pub struct ProxyStatsSnapshot {
     pub upstream_reconnects: u64,
     pub streams_opened: u64,
     pub streams_open: u64,
+    pub standalone_waits: u64,
+    pub standalone_wait_timeouts: u64,
 }
 
 impl ProxyStats {
@@ -55,6 +62,8 @@ impl ProxyStats {
             upstream_reconnects: r(&self.upstream_reconnects),
             streams_opened: r(&self.streams_opened),
             streams_open: r(&self.streams_open),
+            standalone_waits: r(&self.standalone_waits),
+            standalone_wait_timeouts: r(&self.standalone_wait_timeouts),
         }
     }
 }
