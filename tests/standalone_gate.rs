@@ -201,3 +201,93 @@ async fn a_server_request_on_the_standalone_stream_is_not_lost_across_threads() 
         "server→client requests lost (no standalone GET registered upstream when tools/call arrived): {lost}/5"
     );
 }
+
+/// `initialize` and `notifications/initialized` on `connection`; returns the session id.
+async fn initialized_session(connection: &mut Connection, url: &str) -> String {
+    let init = connection
+        .ready()
+        .await
+        .send(Method::POST, url, None, INITIALIZE)
+        .await;
+    assert_eq!(init.status(), StatusCode::OK);
+    let session = init
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("a session id")
+        .to_owned();
+    init.into_body().collect().await.expect("initialize body");
+    let initialized = connection
+        .ready()
+        .await
+        .send(Method::POST, url, Some(&session), INITIALIZED)
+        .await;
+    assert_eq!(initialized.status(), StatusCode::ACCEPTED);
+    initialized
+        .into_body()
+        .collect()
+        .await
+        .expect("initialized body");
+    session
+}
+
+/// A `tools/call` on `connection`, read whole; asserts `200`.
+async fn call(connection: &mut Connection, url: &str, session: &str) {
+    let call = connection
+        .ready()
+        .await
+        .send(Method::POST, url, Some(session), TOOLS_CALL)
+        .await;
+    assert_eq!(call.status(), StatusCode::OK);
+    call.into_body().collect().await.expect("tools/call body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_opens_a_get_waits_once() {
+    let upstream = StandaloneUpstream::start().await;
+    let daemon = start_proxy_with(&upstream.url(), |c| {
+        c.session.standalone_stream_wait = Duration::from_millis(50);
+    })
+    .await;
+    let url = proxy_url(&daemon);
+    let mut connection = Connection::open(&daemon).await;
+    let session = initialized_session(&mut connection, &url).await;
+
+    call(&mut connection, &url, &session).await;
+    call(&mut connection, &url, &session).await;
+
+    let stats = daemon.manager().stats().snapshot();
+    assert_eq!(stats.standalone_waits, 1, "{stats:?}");
+    assert_eq!(stats.standalone_wait_timeouts, 1, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_get_releases_the_waiting_request() {
+    let upstream = StandaloneUpstream::start_refusing_get().await;
+    // Far longer than the test's own wait: a request still held by the gate fails the test.
+    let daemon = start_proxy_with(&upstream.url(), |c| {
+        c.session.standalone_stream_wait = Duration::from_secs(60);
+    })
+    .await;
+    let url = proxy_url(&daemon);
+    let mut first = Connection::open(&daemon).await;
+    let mut second = Connection::open(&daemon).await;
+    let session = initialized_session(&mut first, &url).await;
+
+    let call_sent = first
+        .ready()
+        .await
+        .send(Method::POST, &url, Some(&session), TOOLS_CALL);
+    let call_task = tokio::spawn(call_sent);
+    let get = second
+        .ready()
+        .await
+        .send(Method::GET, &url, Some(&session), "")
+        .await;
+    assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let call = call_task.await.expect("tools/call task");
+    assert_eq!(call.status(), StatusCode::OK);
+
+    let stats = daemon.manager().stats().snapshot();
+    assert_eq!(stats.standalone_wait_timeouts, 0, "{stats:?}");
+}

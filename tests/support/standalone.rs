@@ -49,6 +49,8 @@ struct State {
     delivered: AtomicU64,
     /// Server→client requests that found no standalone stream registered.
     lost: AtomicU64,
+    /// Answer `GET` with `405` (a server that offers no standalone stream).
+    refuse_get: bool,
 }
 
 /// The running upstream; dropping it stops the server and its connections.
@@ -61,11 +63,23 @@ pub struct StandaloneUpstream {
 impl StandaloneUpstream {
     /// Binds `127.0.0.1:0` and starts serving.
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// Like [`StandaloneUpstream::start`], but every `GET` is answered `405 Method Not Allowed`.
+    pub async fn start_refusing_get() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(refuse_get: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind standalone upstream");
         let addr = listener.local_addr().expect("standalone upstream address");
-        let state = Arc::new(State::default());
+        let state = Arc::new(State {
+            refuse_get,
+            ..State::default()
+        });
         let task = tokio::spawn(accept_loop(listener, state.clone()));
         Self { addr, state, task }
     }
@@ -139,6 +153,13 @@ async fn answer(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
 
+    if parts.method == Method::GET && state.refuse_get {
+        return Ok(reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+            Full::default().boxed(),
+        ));
+    }
     if parts.method == Method::GET {
         let Some(session) = session else {
             return Ok(reply(
