@@ -212,6 +212,9 @@ pub struct ProxySection {
     pub request_body_timeout_secs: u64,
 }
 
+/// Upper bound of `session.standalone_stream_wait_ms`.
+const MAX_STANDALONE_STREAM_WAIT_MS: u64 = 10_000;
+
 /// `[session]`: [`SessionConfig`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -223,6 +226,8 @@ pub struct SessionSection {
     pub reconnect_min_delay_ms: u64,
     pub reconnect_max_delay_ms: u64,
     pub max_sessions: usize,
+    /// 0: requests never wait for the standalone stream.
+    pub standalone_stream_wait_ms: u64,
     pub tracker: TrackerSection,
 }
 
@@ -512,6 +517,7 @@ impl SessionSection {
             reconnect_min_delay,
             reconnect_max_delay,
             max_sessions,
+            standalone_stream_wait,
         } = c;
         let TrackerLimits {
             dedup_ids,
@@ -526,6 +532,7 @@ impl SessionSection {
             reconnect_min_delay_ms: ms(*reconnect_min_delay),
             reconnect_max_delay_ms: ms(*reconnect_max_delay),
             max_sessions: *max_sessions,
+            standalone_stream_wait_ms: ms(*standalone_stream_wait),
             tracker: TrackerSection {
                 dedup_ids: *dedup_ids,
                 replay_events: *replay_events,
@@ -547,6 +554,12 @@ impl SessionSection {
                 "must be at least session.reconnect_min_delay_ms",
             ));
         }
+        if self.standalone_stream_wait_ms > MAX_STANDALONE_STREAM_WAIT_MS {
+            return Err(invalid(
+                "session.standalone_stream_wait_ms",
+                "must be at most 10000 (a longer hold stalls a client that opens no GET stream)",
+            ));
+        }
         Ok(SessionConfig {
             idle_ttl: Duration::from_secs(self.idle_ttl_secs),
             tracker_limits: TrackerLimits {
@@ -560,6 +573,7 @@ impl SessionSection {
             reconnect_min_delay: Duration::from_millis(self.reconnect_min_delay_ms),
             reconnect_max_delay: Duration::from_millis(self.reconnect_max_delay_ms),
             max_sessions: self.max_sessions,
+            standalone_stream_wait: Duration::from_millis(self.standalone_stream_wait_ms),
         })
     }
 }

@@ -32,8 +32,8 @@ use serde_json::value::RawValue;
 use crate::{
     config::ProxyConfig,
     session::{
-        ClientEventId, ProxyStats, Session, SessionManager, StreamKind, StreamRestoreError,
-        UpstreamState,
+        ClientEventId, GateWait, ProxyStats, Session, SessionManager, StreamKind,
+        StreamRestoreError, UpstreamState,
     },
 };
 use era::{Era, MessagePeek};
@@ -206,7 +206,26 @@ impl Proxy {
         {
             return Err(fail(self.manager.refuse_session().into()));
         }
-        let response = self.upstream.send(upstream_request).await.map_err(|r| {
+
+        // A request of a session whose standalone stream is on its way upstream waits for it
+        // (at most the configured time, once per session): a server request sent without a
+        // related request goes on that stream only if the upstream has it already.
+        if let Some(s) = &session
+            && method == Method::POST
+            && peek.as_ref().is_some_and(is_gated_request)
+        {
+            self.await_standalone_stream(s, peek.as_ref()).await;
+        }
+
+        let sent = self.upstream.send(upstream_request).await;
+        // The standalone stream's answer is in (any status, or none): the session's requests
+        // go on.
+        if method == Method::GET
+            && let Some(s) = &session
+        {
+            s.standalone().release();
+        }
+        let response = sent.map_err(|r| {
             tracing::warn!(
                 upstream = %self.upstream.url(),
                 method = %method,
@@ -226,6 +245,14 @@ impl Proxy {
             if ended && self.manager.end_session(s.id().as_str()).is_some() {
                 tracing::info!(session = %s.id(), status = status.as_u16(), "session ended");
             }
+        }
+        // The upstream accepted `notifications/initialized`: the client opens its standalone
+        // stream now, and the session's requests wait for it.
+        if let Some(s) = &session
+            && status.is_success()
+            && peek.as_ref().and_then(|p| p.method.as_deref()) == Some(INITIALIZED)
+        {
+            s.standalone().open();
         }
         // A successful `initialize` that the upstream answered with a session id it has not
         // used for this client's session starts a new session.
@@ -496,6 +523,27 @@ impl Proxy {
         Ok(response)
     }
 
+    /// Waits for the session's standalone stream to be established upstream (see
+    /// [`crate::session::StandaloneGate`]), counting the wait and logging one that timed out.
+    async fn await_standalone_stream(&self, session: &Session, peek: Option<&MessagePeek>) {
+        let wait = self.manager.config().standalone_stream_wait;
+        let stats = self.manager.stats();
+        match session.standalone().wait(wait).await {
+            GateWait::NotNeeded => {}
+            GateWait::Released => ProxyStats::incr(&stats.standalone_waits),
+            GateWait::TimedOut => {
+                ProxyStats::incr(&stats.standalone_waits);
+                ProxyStats::incr(&stats.standalone_wait_timeouts);
+                tracing::debug!(
+                    session = %session.id(),
+                    mcp_method = peek.and_then(|p| p.method.as_deref()),
+                    wait_ms = wait.as_millis() as u64,
+                    "no standalone GET stream established upstream in time; forwarding the request",
+                );
+            }
+        }
+    }
+
     /// An `Mcp-Session-Id` this process does not hold: looked up in the session store (the
     /// session may predate a restart, or belong to another replica). `404` when the store has
     /// no live record of it; `503` when the store cannot answer (the client may retry).
@@ -549,6 +597,15 @@ fn sse_headers(headers: &mut HeaderMap) {
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-cache"));
+}
+
+/// The notification after which an SDK client opens its standalone `GET` stream.
+const INITIALIZED: &str = "notifications/initialized";
+
+/// A JSON-RPC request (or a batch, which may hold some) other than `initialize`: what waits for
+/// the session's standalone stream. Notifications and responses never wait.
+fn is_gated_request(peek: &MessagePeek) -> bool {
+    peek.batch || (peek.id.is_some() && peek.method.as_deref().is_some_and(|m| m != "initialize"))
 }
 
 fn is_initialize(peek: Option<&MessagePeek>) -> bool {

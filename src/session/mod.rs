@@ -5,6 +5,7 @@
 
 pub mod ending;
 pub mod events;
+pub mod gate;
 mod id;
 pub mod stats;
 pub mod store;
@@ -26,6 +27,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use ending::UpstreamSessionEnder;
 pub use events::{SessionChange, SessionChangeKind, SessionChanges};
+pub use gate::{GateWait, StandaloneGate};
 pub use id::{RandomError, SessionId, StreamId};
 pub use stats::{ProxyStats, ProxyStatsSnapshot};
 pub use tracker::{
@@ -57,6 +59,9 @@ pub struct Session {
     ended: AtomicBool,
     /// Cancelled when the session ends or the daemon stops: the session's stream pumps stop.
     cancel: CancellationToken,
+    /// Holds the session's requests after `notifications/initialized` until its standalone
+    /// `GET` stream is established upstream (shared by every data-plane thread).
+    standalone: StandaloneGate,
 }
 
 /// The streams of one session: the open ones, plus the most recently closed ones (bounded) so
@@ -118,6 +123,11 @@ impl Session {
         &self.cancel
     }
 
+    /// The gate ordering the session's requests after its standalone `GET` stream.
+    pub fn standalone(&self) -> &StandaloneGate {
+        &self.standalone
+    }
+
     fn touch(&self, now: SystemTime) {
         self.last_activity_ms.store(unix_ms(now), Ordering::Relaxed);
     }
@@ -162,6 +172,7 @@ impl Session {
             streams: Mutex::new(StreamTable::default()),
             ended: AtomicBool::new(ended),
             cancel,
+            standalone: StandaloneGate::default(),
         })
     }
 
@@ -201,6 +212,10 @@ pub struct SessionConfig {
     /// `mcp_relay_sessions_refused_total`, logged). Sessions restored from the store are not
     /// refused (they exist already). Default 100000.
     pub max_sessions: usize,
+    /// Longest time a session's first request after `notifications/initialized` waits for
+    /// the session's standalone `GET` stream to be established upstream (once per session; see
+    /// [`StandaloneGate`]). Zero disables the wait. Default 100 ms.
+    pub standalone_stream_wait: Duration,
 }
 
 impl Default for SessionConfig {
@@ -214,6 +229,7 @@ impl Default for SessionConfig {
             reconnect_min_delay: Duration::from_millis(100),
             reconnect_max_delay: Duration::from_secs(2),
             max_sessions: 100_000,
+            standalone_stream_wait: Duration::from_millis(100),
         }
     }
 }
@@ -350,6 +366,7 @@ impl SessionManager {
             streams: Mutex::new(StreamTable::default()),
             ended: AtomicBool::new(false),
             cancel: self.streams_cancel.child_token(),
+            standalone: StandaloneGate::default(),
         });
         {
             let mut sessions = self.sessions.write();

@@ -37,6 +37,11 @@ pub struct ProxyStats {
     pub request_body_timeouts: AtomicU64,
     /// `initialize` requests refused because `session.max_sessions` sessions were live.
     pub sessions_refused: AtomicU64,
+    /// Requests that waited for their session's standalone `GET` stream to be established
+    /// upstream (at most one wait per session).
+    pub standalone_waits: AtomicU64,
+    /// Those waits that ran out of time (the client opened no standalone stream in time).
+    pub standalone_wait_timeouts: AtomicU64,
 }
 
 /// A point-in-time copy of [`ProxyStats`].
@@ -56,6 +61,8 @@ pub struct ProxyStatsSnapshot {
     pub idle_connections_closed: u64,
     pub request_body_timeouts: u64,
     pub sessions_refused: u64,
+    pub standalone_waits: u64,
+    pub standalone_wait_timeouts: u64,
 }
 
 impl ProxyStats {
@@ -82,6 +89,8 @@ impl ProxyStats {
             idle_connections_closed: r(&self.idle_connections_closed),
             request_body_timeouts: r(&self.request_body_timeouts),
             sessions_refused: r(&self.sessions_refused),
+            standalone_waits: r(&self.standalone_waits),
+            standalone_wait_timeouts: r(&self.standalone_wait_timeouts),
         }
     }
 }

@@ -236,6 +236,18 @@ const EXPORTS: &[Export] = &[
         |s| s.proxy.resumptions_refused,
     ),
     (
+        "mcp_relay_standalone_stream_waits_total",
+        Kind::Counter,
+        "Requests that waited for their session's standalone GET stream to be established upstream.",
+        |s| s.proxy.standalone_waits,
+    ),
+    (
+        "mcp_relay_standalone_stream_wait_timeouts_total",
+        Kind::Counter,
+        "Waits for a session's standalone GET stream that ran out of time.",
+        |s| s.proxy.standalone_wait_timeouts,
+    ),
+    (
         "mcp_relay_upstream_reconnects_total",
         Kind::Counter,
         "Upstream reconnections attempted after an upstream stream broke.",

@@ -9,7 +9,7 @@ One process serves both protocol eras on the same endpoint, because the SDK's
   GET/DELETE answered 405).
 
 Usage:
-    python tests/peers/py_server.py --port 0 [--event-store] [--json-response] [--retry-ms N]
+    python tests/peers/py_server.py --port 0 [--event-store] [--json-response] [--retry-ms N] [--keep-alive-s S]
 
 Once the socket is bound it prints exactly one line `LISTENING <port>` on stdout and flushes;
 everything else (uvicorn logs) goes to stderr. Binds 127.0.0.1 only.
@@ -18,6 +18,10 @@ Tools:
     progress(steps: int, delay_ms: int) -> "done <steps>"  sends `steps` notifications/progress
         (progress = 1..steps, total = steps), `delay_ms` apart, related to the calling request.
     echo(text: str) -> text
+    ask(timeout_ms: int) -> "ok <elicitation action> <sampling text>", or "lost ..." when the
+        client did not answer within `timeout_ms`: sends an elicitation/create and then a
+        sampling/createMessage WITHOUT a related request id, so both travel on the session's
+        standalone GET stream (and are lost when no GET is registered when they are sent).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
-from mcp_types import JSONRPCMessage
+from mcp_types import JSONRPCMessage, SamplingMessage, TextContent
 
 
 @dataclass
@@ -149,6 +153,24 @@ def build_server() -> MCPServer:
         """Answer `text` unchanged."""
         return text
 
+    @mcp.tool()
+    async def ask(timeout_ms: int, ctx: Context) -> str:
+        """Elicit, then sample, on the standalone stream (no related request id)."""
+        timeout = timeout_ms / 1000
+        session = ctx.session
+        schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+        try:
+            elicited = await asyncio.wait_for(session.elicit_form("Proceed?", schema), timeout)
+        except TimeoutError:
+            return "lost elicitation"
+        message = SamplingMessage(role="user", content=TextContent(type="text", text="hello"))
+        try:
+            sampled = await asyncio.wait_for(session.create_message(messages=[message], max_tokens=8), timeout)
+        except TimeoutError:
+            return "lost sampling"
+        text = getattr(sampled.content, "text", "?")
+        return f"ok {elicited.action} {text}"
+
     return mcp
 
 
@@ -171,7 +193,13 @@ async def serve(args: argparse.Namespace) -> None:
     )
     if store is not None and not args.shared_event_store:
         scope_event_store_per_session(mcp, store)
-    config = uvicorn.Config(app, log_level=args.log_level, lifespan="on", timeout_graceful_shutdown=2)
+    config = uvicorn.Config(
+        app,
+        log_level=args.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+        timeout_keep_alive=args.keep_alive_s,
+    )
     server = uvicorn.Server(config)
 
     # uvicorn has bound nothing itself; the pre-bound socket is listening already, so connections
@@ -193,6 +221,13 @@ def main() -> None:
     parser.add_argument("--json-response", action="store_true", help="answer application/json instead of SSE")
     parser.add_argument("--retry-ms", type=int, default=None, help="SSE retry: on priming events (needs --event-store)")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument(
+        "--keep-alive-s",
+        type=int,
+        default=5,
+        help="seconds an idle connection is kept (uvicorn's default 5; a proxy that reuses a connection "
+        "just as it closes gets a reset)",
+    )
     args = parser.parse_args()
     try:
         asyncio.run(serve(args))

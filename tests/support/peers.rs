@@ -147,6 +147,29 @@ pub async fn run_client(url: &str, args: &[&str]) -> Value {
     last_json_line(&output.stdout)
 }
 
+/// Runs the Python driver `tests/peers/<script>` with `args` and returns its JSON summary (its
+/// last JSON line); panics when it fails or runs longer than `timeout`.
+pub async fn run_script(script: &str, args: &[&str], timeout: Duration) -> Value {
+    let mut cmd = Command::new(python());
+    cmd.current_dir(repo_root())
+        .arg(peer_script(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(timeout, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within {timeout:?}"))
+        .unwrap_or_else(|e| panic!("spawn {script}: {e}"));
+    assert!(
+        output.status.success(),
+        "{script} {args:?} failed ({}); its traceback is above",
+        output.status
+    );
+    last_json_line(&output.stdout)
+}
+
 fn last_json_line(stdout: &[u8]) -> Value {
     let text = String::from_utf8_lossy(stdout);
     let line = text
