@@ -50,7 +50,7 @@ async fn read_until_closed(stream: &mut TcpStream, what: &str) -> Vec<u8> {
 }
 
 /// A plain request the data plane answers itself (no such route: 404), keeping the connection.
-const OTHER_PATH: &[u8] = b"GET /not-mcp HTTP/1.1\r\nhost: x\r\n\r\n";
+const OTHER_PATH: &[u8] = b"GET /not-mcp HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
 
 /// Reads one response head (up to its blank line) within `BOUND`.
 async fn read_head(stream: &mut TcpStream) -> String {
@@ -80,7 +80,7 @@ async fn a_request_head_sent_slowly_is_cut_off_and_counted() {
     let mut stream = TcpStream::connect(proxy.data_addr())
         .await
         .expect("connect");
-    let head = b"POST /mcp HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let head = b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\nx-pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
     // One byte per 100 ms: the whole head would take ~17 s; the proxy must cut it off first.
     let trickle = async {
         for byte in head {
@@ -123,7 +123,7 @@ async fn a_request_body_sent_slowly_gets_408_and_the_connection_closes() {
         .expect("connect");
     stream
         .write_all(
-            b"POST /mcp HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+            b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
               accept: application/json, text/event-stream\r\ncontent-length: 100\r\n\r\n{",
         )
         .await
@@ -219,7 +219,7 @@ async fn get(addr: SocketAddr, path: &str) -> String {
         .await
         .expect("connect within the bound")
         .expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("send");
     String::from_utf8_lossy(&read_until_closed(&mut stream, path).await).into_owned()
 }
@@ -409,7 +409,7 @@ async fn a_pooled_connection_the_upstream_closed_leaves_close_wait_without_new_t
         .await
         .expect("connect");
     client
-        .write_all(b"GET /mcp HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n")
+        .write_all(b"GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n")
         .await
         .expect("send");
     let head = read_head(&mut client).await;
