@@ -376,8 +376,13 @@ async fn sse_duplicate_upstream_ids_are_dropped_and_client_ids_embed_stream_seq_
     assert_eq!(answer.text(), expected);
 }
 
+/// A stream the proxy relays without a replay window (no session here; the modern era) cannot
+/// be resumed through the proxy by an id the proxy made up: an event the upstream sent without
+/// an id reaches the client without one (as it would directly), so the client does not try a
+/// resumption that can only fail (the Python SDK retried with `GET` + `Last-Event-ID`, got 405
+/// twice and learnt only 2.4 s later that its cut request had failed).
 #[tokio::test]
-async fn sse_events_without_upstream_ids_get_stream_and_seq_ids() {
+async fn sse_events_without_upstream_ids_get_no_made_up_id_on_streams_without_a_window() {
     let (upstream, _proxy, url, client) = proxied().await;
     upstream.push(Reply::sse(&[
         "data: first\n\n",
@@ -386,10 +391,13 @@ async fn sse_events_without_upstream_ids_get_stream_and_seq_ids() {
     ]));
     let answer = client.post_read(&url, &[], TOOLS_LIST).await;
     let s = stream_of(&answer.body);
-    let expected = format!(
-        "id: {s}:1\ndata: first\n\nid: {s}:2:u1\ndata: second\n\nid: {s}:3\ndata: third\n\n"
-    );
+    let expected = format!("data: first\n\nid: {s}:2:u1\ndata: second\n\ndata: third\n\n");
     assert_eq!(answer.text(), expected);
+
+    upstream.push(Reply::sse(&["data: {\"progress\":1}\n\n", "data: {}\n\n"]));
+    let answer = client.post_read(&url, &MODERN_HEADERS, MODERN_CALL).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.text(), "data: {\"progress\":1}\n\ndata: {}\n\n");
 }
 
 #[tokio::test]
@@ -412,7 +420,7 @@ async fn sse_comments_and_data_event_retry_lines_pass_byte_for_byte() {
         ": keep-alive\n\nretry: 5000\n\n\
          id: {s}:1:p1\nevent: message\ndata: {{\"progress\":1}}\n\n\
          : keep-alive\n\n\
-         id: {s}:2\nevent: message\ndata: {{\"jsonrpc\":\"2.0\",\n\
+         event: message\ndata: {{\"jsonrpc\":\"2.0\",\n\
          data: \"id\":2,\"result\":{{\"tools\":[],\"x\":1.0}}}}\nretry: 250\n\n"
     );
     assert_eq!(answer.text(), expected);

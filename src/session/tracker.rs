@@ -568,9 +568,10 @@ impl EventTracker {
     }
 
     /// Records the blocks of one upstream read of a stream relayed without a window (modern)
-    /// under one lock: each event is admitted (duplicates dropped) and appended to `out` with
-    /// the proxy's id, and counts as handed to the client; other blocks are appended to `out`
-    /// unchanged. Takes every block of `blocks`.
+    /// under one lock: each event is admitted (duplicates dropped) and appended to `out` — with
+    /// the proxy's id `<stream>:<seq>:<upstream id>` when the upstream gave it one, unchanged
+    /// otherwise (no window: only the upstream's id can resume it) — and counts as handed to
+    /// the client; other blocks are appended to `out` unchanged. Takes every block of `blocks`.
     pub fn record_direct(&self, blocks: &mut VecDeque<SseBlock>, out: &mut BytesMut) -> Recorded {
         let mut recorded = Recorded::default();
         let mut state = self.state.lock();
@@ -588,9 +589,16 @@ impl EventTracker {
                 recorded.duplicates += 1;
                 continue;
             };
-            block.write_with_id_from(out, |out| {
-                self.write_client_event_id(seq, upstream_id, out);
-            });
+            // Only an upstream id can resume a stream without a window (by translating it back
+            // for the upstream): an event that came without one leaves without one, as it
+            // would directly, so no client tries a resumption that can only fail.
+            if upstream_id.is_some() {
+                block.write_with_id_from(out, |out| {
+                    self.write_client_event_id(seq, upstream_id, out);
+                });
+            } else {
+                out.extend_from_slice(block.raw());
+            }
             recorded.forwarded += 1;
             state.delivered = seq;
             last_had_id = upstream_id.is_some();
@@ -1420,7 +1428,8 @@ mod tests {
         );
         assert_eq!(
             &out[..],
-            b"id: s1:1:x\ndata: 1\n\n: ka\n\nid: s1:2\ndata: 2\n\n"
+            b"id: s1:1:x\ndata: 1\n\n: ka\n\ndata: 2\n\n",
+            "an event without an upstream id gets no id of the proxy's making"
         );
         let ids = t.last_event_ids();
         assert_eq!(ids.client_event_id.as_deref(), Some("s1:2"));
