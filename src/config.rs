@@ -148,6 +148,11 @@ pub struct ProxyConfig {
     pub upstream_connect_timeout: Duration,
     /// Time allowed for the upstream's response headers once the request is sent. Default 60 s.
     pub upstream_response_timeout: Duration,
+    /// How long an upstream connection may sit idle in the pool before it is closed instead
+    /// of reused. Keep it below the upstream's own keep-alive timeout (uvicorn and Node close
+    /// after 5 s), or a request written as the upstream closes the connection is lost with a
+    /// reset. Default 4 s.
+    pub upstream_idle_timeout: Duration,
     /// Data-plane threads: each serves the client connections handed to it (a new one goes to
     /// the thread with the fewest open), with their upstream connections, on its own
     /// single-threaded runtime. Each thread keeps its own idle upstream pool (up to 512). 0: one
@@ -185,6 +190,7 @@ impl ProxyConfig {
             max_event_bytes: 16 << 20,
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_response_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(4),
             threads: 0,
             max_connections: 16384,
             header_read_timeout: Duration::from_secs(10),

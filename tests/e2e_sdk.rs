@@ -62,7 +62,10 @@ async fn legacy_python_sdk_flow_through_proxy_to_python_server() {
         let args = ["--mode", "legacy", "--steps", "5", "--delay-ms", "20"];
         let summary = run_client(&proxy_url(&proxy), &args).await;
         assert_legacy_flow(&summary, &[]);
-        assert_eq!(summary["tools"], serde_json::json!(["progress", "echo", "ask"]));
+        assert_eq!(
+            summary["tools"],
+            serde_json::json!(["progress", "echo", "ask"])
+        );
         assert_eq!(summary["result_text"], "done 5");
         assert!(
             proxy.manager().is_empty(),

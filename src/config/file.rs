@@ -204,6 +204,7 @@ pub struct ProxySection {
     pub max_event_bytes: usize,
     pub upstream_connect_timeout_ms: u64,
     pub upstream_response_timeout_secs: u64,
+    pub upstream_idle_timeout_ms: u64,
     /// 0: one per CPU.
     pub threads: usize,
     pub max_connections: usize,
@@ -407,6 +408,7 @@ impl ProxySection {
             max_event_bytes,
             upstream_connect_timeout,
             upstream_response_timeout,
+            upstream_idle_timeout,
             threads,
             max_connections,
             header_read_timeout,
@@ -423,6 +425,7 @@ impl ProxySection {
             max_event_bytes: *max_event_bytes,
             upstream_connect_timeout_ms: ms(*upstream_connect_timeout),
             upstream_response_timeout_secs: upstream_response_timeout.as_secs(),
+            upstream_idle_timeout_ms: ms(*upstream_idle_timeout),
             threads: *threads,
             max_connections: *max_connections,
             header_read_timeout_secs: header_read_timeout.as_secs(),
@@ -474,6 +477,10 @@ impl ProxySection {
             "proxy.upstream_response_timeout_secs",
             self.upstream_response_timeout_secs,
         )?;
+        positive_u64(
+            "proxy.upstream_idle_timeout_ms",
+            self.upstream_idle_timeout_ms,
+        )?;
         positive("proxy.max_connections", self.max_connections)?;
         positive_u64(
             "proxy.header_read_timeout_secs",
@@ -497,6 +504,7 @@ impl ProxySection {
             max_event_bytes: self.max_event_bytes,
             upstream_connect_timeout: Duration::from_millis(self.upstream_connect_timeout_ms),
             upstream_response_timeout: Duration::from_secs(self.upstream_response_timeout_secs),
+            upstream_idle_timeout: Duration::from_millis(self.upstream_idle_timeout_ms),
             threads: self.threads,
             max_connections: self.max_connections,
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),

@@ -11,7 +11,7 @@
 //! connections are polled by one light timer task per pool (started on the runtime of the
 //! first connection pooled: each data-plane thread has its own pool) every [`REAP_PERIOD`]:
 //! one the upstream closed is closed here too (no socket left in CLOSE-WAIT), as is one idle
-//! past [`IDLE_TIMEOUT`]. One the upstream closed between two polls is still noticed when it
+//! past `proxy.upstream_idle_timeout`. One the upstream closed between two polls is still noticed when it
 //! is taken, and a request it could not send is retried on another (never one already sent).
 
 use std::{
@@ -51,10 +51,8 @@ use crate::{
 /// Idle connections kept for reuse (count); more are closed when they come back.
 pub const MAX_IDLE_CONNECTIONS: usize = 512;
 
-/// How long an idle connection is kept before it is closed instead of reused.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// How often a pool polls its idle connections for the upstream's close.
+/// Longest period between two polls of a pool's idle connections for the upstream's close
+/// (shorter when `proxy.upstream_idle_timeout` is: a quarter of it, at least 10 ms).
 pub const REAP_PERIOD: Duration = Duration::from_secs(1);
 
 /// The upstream client bound to one upstream MCP endpoint.
@@ -83,7 +81,7 @@ impl Upstream {
             .unwrap_or_else(|| HeaderValue::from_static("localhost"));
         Self {
             connector: QuickAckConnector::new(connector),
-            pool: Arc::new(Pool::default()),
+            pool: Arc::new(Pool::new(config.upstream_idle_timeout)),
             endpoint: config.upstream.clone(),
             host,
             url: {
@@ -228,19 +226,35 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The idle connections, most recently used last.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Pool {
     idle: Mutex<Vec<(Conn, Instant)>>,
+    /// How long a connection may stay idle before it is closed instead of reused.
+    idle_timeout: Duration,
     /// Whether the reaper task runs (started with the first connection pooled).
     reaper: AtomicBool,
 }
 
 impl Pool {
-    /// The most recently used idle connection that is not past [`IDLE_TIMEOUT`].
+    fn new(idle_timeout: Duration) -> Self {
+        Self {
+            idle: Mutex::default(),
+            idle_timeout,
+            reaper: AtomicBool::default(),
+        }
+    }
+
+    /// How often the reaper polls: a quarter of the idle timeout, between 10 ms and
+    /// [`REAP_PERIOD`].
+    fn reap_period(&self) -> Duration {
+        (self.idle_timeout / 4).clamp(Duration::from_millis(10), REAP_PERIOD)
+    }
+
+    /// The most recently used idle connection that is not past the idle timeout.
     fn take(&self) -> Option<Conn> {
         let mut idle = self.idle.lock();
         while let Some((conn, since)) = idle.pop() {
-            if since.elapsed() < IDLE_TIMEOUT && !conn.sender.is_closed() {
+            if since.elapsed() < self.idle_timeout && !conn.sender.is_closed() {
                 return Some(conn);
             }
         }
@@ -264,13 +278,13 @@ impl Pool {
     }
 
     /// Runs each idle connection's I/O once (no waker: the next period polls again), closing
-    /// those the upstream closed and those idle past [`IDLE_TIMEOUT`]. Returns how many closed.
+    /// those the upstream closed and those idle past the idle timeout. Returns how many closed.
     fn reap(&self) -> usize {
         let mut cx = Context::from_waker(Waker::noop());
         let mut idle = self.idle.lock();
         let before = idle.len();
         idle.retain_mut(|(conn, since)| {
-            if since.elapsed() >= IDLE_TIMEOUT {
+            if since.elapsed() >= self.idle_timeout {
                 return false;
             }
             conn.poll_driver(&mut cx);
@@ -280,9 +294,13 @@ impl Pool {
     }
 }
 
-/// The reaper of one pool: [`Pool::reap`] every [`REAP_PERIOD`], until the pool is gone.
+/// The reaper of one pool: [`Pool::reap`] every [`Pool::reap_period`], until the pool is gone.
 async fn reap_every_period(pool: Weak<Pool>) {
-    let mut tick = tokio::time::interval(REAP_PERIOD);
+    let period = match pool.upgrade() {
+        Some(pool) => pool.reap_period(),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

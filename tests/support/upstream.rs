@@ -215,6 +215,8 @@ struct State {
     script: Mutex<VecDeque<Reply>>,
     requests: Mutex<Vec<Recorded>>,
     arrived: Notify,
+    /// Connections accepted so far.
+    accepted: std::sync::atomic::AtomicUsize,
 }
 
 /// The running upstream. Dropping it stops the server and every connection it holds.
@@ -234,6 +236,13 @@ impl TestUpstream {
         let state = Arc::new(State::default());
         let task = tokio::spawn(accept_loop(listener, state.clone()));
         Self { addr, state, task }
+    }
+
+    /// How many connections the upstream has accepted so far.
+    pub fn connections_accepted(&self) -> usize {
+        self.state
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The MCP endpoint URL, `http://127.0.0.1:<port>/mcp`.
@@ -289,6 +298,9 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
             continue;
         };
         while connections.try_join_next().is_some() {}
+        state
+            .accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let state = state.clone();
         connections.spawn(async move {
             let service = service_fn(move |req| answer(state.clone(), req));
