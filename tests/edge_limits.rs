@@ -442,3 +442,47 @@ async fn a_pooled_connection_the_upstream_closed_leaves_close_wait_without_new_t
     drop(client);
     proxy.shutdown().await.expect("shutdown");
 }
+
+/// Two `initialize` requests pass the early cap check together (one session short of the cap);
+/// the upstream answers the second first, which takes the last place. The first is refused when
+/// its answer comes, and the session the upstream created for it is ended there with `DELETE`
+/// instead of being left to the upstream's own expiry.
+#[tokio::test]
+async fn a_session_refused_after_the_upstream_created_it_is_ended_upstream() {
+    let upstream = TestUpstream::start().await;
+    let proxy = start_proxy_with(&upstream.url(), |c| c.session.max_sessions = 1).await;
+    let client = support::http::Client::new();
+    let url = support::proxy_url(&proxy);
+    let (first, release) = Reply::json(INITIALIZE_RESULT).session_id("UP-A").held();
+    upstream.push(first);
+    upstream.push(Reply::json(INITIALIZE_RESULT).session_id("UP-B"));
+    let first = tokio::spawn({
+        let (client, url) = (support::http::Client::new(), url.clone());
+        async move { client.post_read(&url, &[], INITIALIZE).await }
+    });
+    upstream.wait_for_requests(1).await;
+    let second = client.post_read(&url, &[], INITIALIZE).await;
+    assert_eq!(
+        second.status,
+        http::StatusCode::OK,
+        "the second takes the place"
+    );
+    release.send(()).expect("the first answer is still held");
+    let first = tokio::time::timeout(BOUND, first)
+        .await
+        .expect("the first initialize is answered")
+        .expect("client task");
+    assert_eq!(
+        first.status,
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        first.text()
+    );
+    let requests = upstream.wait_for_requests(3).await;
+    let delete = requests
+        .iter()
+        .find(|r| r.method == http::Method::DELETE)
+        .expect("a DELETE reached the upstream");
+    assert_eq!(delete.header("mcp-session-id"), Some("UP-A"));
+    assert_eq!(proxy.manager().len(), 1);
+}

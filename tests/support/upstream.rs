@@ -59,6 +59,8 @@ pub struct Reply {
     status: StatusCode,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: ReplyBody,
+    /// When set, the response head waits until the test releases it.
+    held: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 enum ReplyBody {
@@ -87,6 +89,7 @@ impl Reply {
             status: StatusCode::from_u16(code).expect("valid status code"),
             headers: Vec::new(),
             body: ReplyBody::Full(Bytes::copy_from_slice(body.as_bytes())),
+            held: None,
         }
     }
 
@@ -129,6 +132,7 @@ impl Reply {
                 (header::CONTENT_LENGTH, HeaderValue::from(declared)),
             ],
             body: ReplyBody::Sse(rx),
+            held: None,
         }
     }
 
@@ -138,7 +142,16 @@ impl Reply {
             status: StatusCode::OK,
             headers: Vec::new(),
             body: ReplyBody::Stall,
+            held: None,
         }
+    }
+
+    /// This reply's head is sent only once the returned sender is used (or dropped): the test
+    /// decides when the proxy gets its answer.
+    pub fn held(mut self) -> (Self, tokio::sync::oneshot::Sender<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.held = Some(rx);
+        (self, tx)
     }
 
     /// Adds a response header.
@@ -161,6 +174,7 @@ impl Reply {
                 HeaderValue::from_static("text/event-stream"),
             )],
             body: ReplyBody::Sse(rx),
+            held: None,
         }
     }
 }
@@ -334,6 +348,10 @@ async fn answer(
     });
     state.arrived.notify_waiters();
 
+    if let Some(held) = reply.held {
+        // Released or dropped: either way the answer goes.
+        let _ = held.await;
+    }
     let body = match reply.body {
         ReplyBody::Full(bytes) => Full::new(bytes).boxed(),
         ReplyBody::Sse(rx) => ChannelBody(rx).boxed(),
