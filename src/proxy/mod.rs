@@ -264,14 +264,22 @@ impl Proxy {
                 .as_ref()
                 .is_none_or(|s| s.upstream_session_id() != upstream_sid)
         {
-            let created = self
-                .manager
-                .create_session(
-                    headers::owned_value(upstream_sid),
-                    self.upstream.url().clone(),
-                    &version,
-                )
-                .map_err(|e| fail(e.into()))?;
+            let upstream_sid = headers::owned_value(upstream_sid);
+            let created = match self.manager.create_session(
+                upstream_sid.clone(),
+                self.upstream.url().clone(),
+                &version,
+            ) {
+                Ok(created) => created,
+                Err(err) => {
+                    // The upstream made a session the client will never use (the cap was
+                    // reached while this `initialize` was upstream): end it there now.
+                    drop(response);
+                    self.end_orphaned_upstream_session(&upstream_sid, &version)
+                        .await;
+                    return Err(fail(err.into()));
+                }
+            };
             tracing::info!(
                 session = %created.id(),
                 protocol_version = %version,
@@ -383,6 +391,21 @@ impl Proxy {
             "forwarded",
         );
         Ok(Response::from_parts(head, body))
+    }
+
+    /// Ends at the upstream (`DELETE`, best effort, logged) a session it created for an
+    /// `initialize` the proxy then refused, so it does not wait for the upstream's own expiry.
+    async fn end_orphaned_upstream_session(&self, upstream_sid: &HeaderValue, version: &str) {
+        match self.upstream.end_session_id(upstream_sid, version).await {
+            Ok(status) => tracing::info!(
+                status = status.as_u16(),
+                "ended upstream a session the proxy refused",
+            ),
+            Err(err) => tracing::warn!(
+                error = %err,
+                "could not end upstream a session the proxy refused",
+            ),
+        }
     }
 
     /// Serves a legacy `GET` with `Last-Event-ID`: attaches the client to the stream the id

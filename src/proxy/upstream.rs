@@ -193,12 +193,23 @@ impl Upstream {
     /// Ends `session` at the upstream: `DELETE` with its upstream `Mcp-Session-Id` (and its
     /// `MCP-Protocol-Version`). Returns the upstream's status.
     pub async fn end_session(&self, session: &Session) -> Result<StatusCode, Reject> {
+        self.end_session_id(session.upstream_session_id(), &session.protocol_version())
+            .await
+    }
+
+    /// `DELETE` with `Mcp-Session-Id: upstream_session_id` and `MCP-Protocol-Version:
+    /// protocol_version`: ends a session the upstream knows by that id. Returns its status.
+    pub async fn end_session_id(
+        &self,
+        upstream_session_id: &HeaderValue,
+        protocol_version: &str,
+    ) -> Result<StatusCode, Reject> {
         let mut request = Request::new(Full::new(Bytes::new()));
         *request.method_mut() = Method::DELETE;
         *request.uri_mut() = self.uri_for(None);
         let h = request.headers_mut();
-        h.insert(&MCP_SESSION_ID, session.upstream_session_id().clone());
-        if let Ok(v) = HeaderValue::from_str(&session.protocol_version()) {
+        h.insert(&MCP_SESSION_ID, upstream_session_id.clone());
+        if let Ok(v) = HeaderValue::from_str(protocol_version) {
             h.insert(&MCP_PROTOCOL_VERSION, v);
         }
         Ok(self.send(request).await?.status())
