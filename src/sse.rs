@@ -29,6 +29,9 @@ pub struct SseBlock {
     first_data: Option<Range<usize>>,
     /// Whether the block has more than one `data` field (so [`SseBlock::data`] joins them).
     more_data: bool,
+    /// Whether `raw` starts with the stream's leading byte order mark (the first block only),
+    /// which a rewrite keeps in front of the `id` line it writes.
+    bom: bool,
 }
 
 /// The `id` lines of a block: almost always none or one. Only the first is kept (its range,
@@ -147,15 +150,22 @@ impl SseBlock {
     /// CR, LF or NUL.
     pub fn write_with_id_from(&self, out: &mut BytesMut, write_id: impl FnOnce(&mut BytesMut)) {
         out.reserve(self.raw.len() + 64);
+        let raw = &self.raw[..];
+        // The stream's byte order mark stays first: a client ignores it only there.
+        let start = if self.bom {
+            out.put_slice(BOM);
+            BOM.len()
+        } else {
+            0
+        };
         out.put_slice(b"id: ");
         write_id(out);
         out.put_u8(b'\n');
-        let raw = &self.raw[..];
         let Some(first) = self.id_lines.first.clone() else {
-            out.put_slice(raw);
+            out.put_slice(&raw[start..]);
             return;
         };
-        out.put_slice(&raw[..first.start]);
+        out.put_slice(&raw[start..first.start]);
         let mut at = first.end;
         if self.id_lines.more {
             // Lines after the first `id` line start where it ends (a leading BOM is before it).
@@ -203,6 +213,8 @@ pub struct SseParser {
     max_event_bytes: usize,
     /// A leading UTF-8 byte order mark has been checked for.
     bom_checked: bool,
+    /// The block being assembled starts with the stream's byte order mark.
+    bom: bool,
     /// Bytes examined while looking for line ends (the unit tests' measure of parsing work).
     #[cfg(test)]
     scanned: usize,
@@ -224,6 +236,7 @@ impl SseParser {
             has_content: false,
             max_event_bytes,
             bom_checked: false,
+            bom: false,
             #[cfg(test)]
             scanned: 0,
         }
@@ -242,8 +255,9 @@ impl SseParser {
                 return Ok(None);
             }
             self.bom_checked = true;
-            if self.buf.starts_with(b"\xEF\xBB\xBF") {
-                self.scan = 3;
+            if self.buf.starts_with(BOM) {
+                self.scan = BOM.len();
+                self.bom = true;
             }
         }
         loop {
@@ -327,9 +341,13 @@ impl SseParser {
             has_retry: std::mem::take(&mut self.has_retry),
             first_data: self.first_data.take(),
             more_data: std::mem::take(&mut self.more_data),
+            bom: std::mem::take(&mut self.bom),
         }
     }
 }
+
+/// The UTF-8 byte order mark, which a client ignores at the start of a stream only.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Finds the end of the line that has no line end before `from`: returns (end of content,
 /// start of next line), or `Err` with where to search again once more bytes arrived. A CR at
@@ -465,6 +483,28 @@ mod tests {
         let got = blocks(&[b"\n\ndata: x\n\n"]);
         assert_eq!(got.len(), 1);
         assert_eq!(&got[0].raw()[..], b"\n\ndata: x\n\n");
+    }
+
+    /// A client strips a byte order mark only at the very start of the stream: written after
+    /// the proxy's `id:` line it would become part of the next field's name, and the client
+    /// would drop that line (here, the event's data).
+    #[test]
+    fn a_leading_byte_order_mark_stays_first_when_the_id_is_rewritten() {
+        for input in [
+            &b"\xEF\xBB\xBFid: 1\ndata: x\n\n"[..],
+            b"\xEF\xBB\xBFdata: x\n\n",
+        ] {
+            let got = blocks(&[input, b"data: \xEF\xBB\xBFy\n\n"]);
+            let mut out = BytesMut::new();
+            for block in &got {
+                block.write_with_id("p", &mut out);
+            }
+            assert_eq!(
+                &out[..],
+                &b"\xEF\xBB\xBFid: p\ndata: x\n\nid: p\ndata: \xEF\xBB\xBFy\n\n"[..],
+                "{input:?}"
+            );
+        }
     }
 
     #[test]
