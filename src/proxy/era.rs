@@ -260,4 +260,26 @@ mod tests {
         h.insert(&MCP_METHOD, HeaderValue::from_static("tools/list"));
         assert_eq!(check_mirrored_headers(&h, &p), Err("Mcp-Method"));
     }
+
+    #[test]
+    fn a_field_of_an_unexpected_type_reads_as_absent_alone() {
+        let p = peek_message(
+            br#"{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":5,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.method.as_deref(), Some("resources/read"));
+        assert_eq!(p.id.as_ref().map(|v| v.get()), Some("3"));
+        assert_eq!(p.meta_version.as_deref(), Some("2026-07-28"));
+        assert_eq!(p.name, None);
+        let p = peek_message(
+            br#"{"id":4,"method":"tools/call","params":{"name":"echo","_meta":{"io.modelcontextprotocol/protocolVersion":7}}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.method.as_deref(), Some("tools/call"));
+        assert_eq!(p.name.as_deref(), Some("echo"));
+        assert_eq!(p.meta_version, None);
+        let p = peek_message(br#"{"id":5,"method":"initialize","params":[1]}"#).unwrap();
+        assert_eq!(p.method.as_deref(), Some("initialize"));
+        assert_eq!(p.id.as_ref().map(|v| v.get()), Some("5"));
+    }
 }
