@@ -73,36 +73,53 @@ pub struct MessagePeek {
     pub batch: bool,
 }
 
+// Each field is taken as raw JSON first and read as a string after, so a field of another type
+// reads as absent alone instead of failing the whole message.
 #[derive(Deserialize)]
 struct RawMessage<'a> {
     #[serde(borrow)]
-    method: Option<Cow<'a, str>>,
+    method: Option<&'a RawValue>,
     id: Option<Box<RawValue>>,
     #[serde(borrow)]
-    params: Option<RawParams<'a>>,
+    params: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 struct RawParams<'a> {
     #[serde(rename = "protocolVersion", borrow)]
-    protocol_version: Option<Cow<'a, str>>,
+    protocol_version: Option<&'a RawValue>,
     #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<&'a RawValue>,
     #[serde(borrow)]
-    uri: Option<Cow<'a, str>>,
+    uri: Option<&'a RawValue>,
     #[serde(rename = "_meta", borrow)]
-    meta: Option<RawMeta<'a>>,
+    meta: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 struct RawMeta<'a> {
     #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow)]
-    protocol_version: Option<Cow<'a, str>>,
+    protocol_version: Option<&'a RawValue>,
+}
+
+/// The JSON string `raw` holds; `None` when it holds another type.
+fn string(raw: Option<&RawValue>) -> Option<String> {
+    serde_json::from_str(raw?.get()).ok()
+}
+
+/// The object `raw` holds read as `T`; `None` when it holds another type (serde would read
+/// an array into a struct by position).
+fn object<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Option<T> {
+    let raw = raw?.get();
+    raw.starts_with('{')
+        .then(|| serde_json::from_str(raw).ok())
+        .flatten()
 }
 
 /// Reads a POST body. Errors when it is not a JSON object or array (or not JSON at all).
-/// Fields of unexpected types (a numeric `method`, say) are the upstream's to judge: they read
-/// as absent here.
+/// Fields of unexpected types (a numeric `method`, say) are the upstream's to judge: each
+/// reads as absent here, and the others are still read. An object that cannot be read at all
+/// (a duplicate key) reads as empty.
 pub fn peek_message(body: &[u8]) -> Result<MessagePeek, serde_json::Error> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
@@ -121,15 +138,17 @@ pub fn peek_message(body: &[u8]) -> Result<MessagePeek, serde_json::Error> {
     let Ok(msg) = serde_json::from_str::<RawMessage>(value.get()) else {
         return Ok(MessagePeek::default());
     };
-    let params = msg.params;
-    let method = msg.method.map(Cow::into_owned);
+    let method = string(msg.method);
+    let params: Option<RawParams> = object(msg.params);
     let (initialize_version, meta_version, name) = match params {
         Some(p) => (
-            p.protocol_version
-                .filter(|_| method.as_deref() == Some("initialize"))
-                .map(Cow::into_owned),
-            p.meta.and_then(|m| m.protocol_version).map(Cow::into_owned),
-            p.name.or(p.uri).map(Cow::into_owned),
+            string(p.protocol_version).filter(|_| method.as_deref() == Some("initialize")),
+            object::<RawMeta>(p.meta).and_then(|m| string(m.protocol_version)),
+            // A `name` of another type is not replaced by the `uri`.
+            match p.name {
+                Some(name) => string(Some(name)),
+                None => string(p.uri),
+            },
         ),
         None => (None, None, None),
     };
