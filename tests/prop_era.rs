@@ -18,12 +18,10 @@ fn header_forms(value: &str) -> Vec<HeaderValue> {
         HeaderValue::from_str(&format!("=?base64?{}?=", STANDARD.encode(value)))
             .expect("base64 is a valid header value"),
     ];
-    let plain_ok = value
-        .bytes()
-        .all(|b| (0x21..0x7F).contains(&b) || b == b' ')
-        && !value.starts_with(' ')
-        && !value.ends_with(' ')
-        && !(value.starts_with("=?base64?") && value.ends_with("?="));
+    let visible = value.bytes().all(|b| (0x20..0x7F).contains(&b));
+    let padded = value.starts_with(' ') || value.ends_with(' ');
+    let looks_encoded = value.starts_with("=?base64?") && value.ends_with("?=");
+    let plain_ok = visible && !padded && !looks_encoded;
     if plain_ok {
         forms.push(HeaderValue::from_str(value).expect("visible ASCII"));
     }
