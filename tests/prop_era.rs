@@ -119,10 +119,18 @@ proptest! {
                 prop_assert_eq!(era::check_mirrored_headers(&h, &peek), Err("Mcp-Name"));
             }
         }
-        if let Ok(bad) = HeaderValue::from_str(&format!("=?base64?{garbage}?=")) {
-            let mut h = HeaderMap::new();
-            h.insert(&MCP_NAME, bad);
-            prop_assert_eq!(era::check_mirrored_headers(&h, &peek), Err("Mcp-Name"));
+        // A header that cannot be read (malformed encoded form, bytes that are not text) is
+        // refused, also when the body has no such field (a notification without a name).
+        let unnamed = era::peek_message(br#"{"jsonrpc":"2.0","method":"notifications/x"}"#)
+            .expect("a notification");
+        let encoded = HeaderValue::from_str(&format!("=?base64?{garbage}?="));
+        let opaque = HeaderValue::from_bytes(format!("{garbage}\u{e9}").as_bytes());
+        for bad in [encoded, opaque].into_iter().flatten() {
+            for p in [&peek, &unnamed] {
+                let mut h = HeaderMap::new();
+                h.insert(&MCP_NAME, bad.clone());
+                prop_assert_eq!(era::check_mirrored_headers(&h, p), Err("Mcp-Name"), "{:?}", bad);
+            }
         }
     }
 
