@@ -190,18 +190,22 @@ pub fn decode_header_value(value: &str) -> Option<Cow<'_, str>> {
 /// Checks the mirrored `Mcp-Method` and `Mcp-Name` headers of a modern request against its body
 /// (2026-07-28 `basic/transports`, "intermediaries"). Headers that are absent are left for the
 /// upstream to require. Returns the name of the first header that disagrees.
+/// A header that is present but cannot be read (not text, or a malformed encoded form)
+/// disagrees with anything, including a body without the field.
 pub fn check_mirrored_headers(headers: &HeaderMap, peek: &MessagePeek) -> Result<(), &'static str> {
-    if let Some(v) = headers.get(&MCP_METHOD) {
-        let ok = v.to_str().ok().and_then(decode_header_value).as_deref() == peek.method.as_deref();
-        if !ok {
-            return Err("Mcp-Method");
-        }
+    let agrees = |header, body: &Option<String>| match headers.get(header) {
+        None => true,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(decode_header_value)
+            .is_some_and(|v| Some(&*v) == body.as_deref()),
+    };
+    if !agrees(&MCP_METHOD, &peek.method) {
+        return Err("Mcp-Method");
     }
-    if let Some(v) = headers.get(&MCP_NAME) {
-        let ok = v.to_str().ok().and_then(decode_header_value).as_deref() == peek.name.as_deref();
-        if !ok {
-            return Err("Mcp-Name");
-        }
+    if !agrees(&MCP_NAME, &peek.name) {
+        return Err("Mcp-Name");
     }
     Ok(())
 }
