@@ -153,9 +153,44 @@ fn env_provider() -> Env {
 
 /// Merges the layers and checks the result.
 pub fn load(sources: &Sources) -> Result<(FileConfig, Config), ConfigError> {
-    let file: FileConfig = figment(sources)?.extract()?;
+    let figment = figment(sources)?;
+    let file: FileConfig = figment.extract()?;
+    check_integers(&figment, &figment.extract()?, &mut Vec::new())?;
     let config = file.clone().into_config()?;
     Ok((file, config))
+}
+
+/// Refuses a number above 2^63 - 1 in any layer: TOML integers are signed 64-bit, so the
+/// configuration could not be printed (`check-config`), and no setting needs one. The error
+/// names the key and the layer, like figment's own.
+fn check_integers(
+    figment: &Figment,
+    value: &Value,
+    path: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    match value {
+        Value::Num(_, num) if num.to_u128().is_some_and(|n| n > i64::MAX as u128) => {
+            let key = path.join(".");
+            let mut err = figment::Error::from(figment::error::Kind::InvalidValue(
+                num.to_actual(),
+                format!("an integer at most {}", i64::MAX),
+            ));
+            err.metadata = figment.find_metadata(&key).cloned();
+            err.profile = Some(figment.profile().clone());
+            err.path = std::mem::take(path);
+            Err(err.into())
+        }
+        Value::Dict(_, dict) => dict.iter().try_for_each(|(k, v)| {
+            path.push(k.clone());
+            check_integers(figment, v, path)?;
+            path.pop();
+            Ok(())
+        }),
+        Value::Array(_, items) => items
+            .iter()
+            .try_for_each(|v| check_integers(figment, v, path)),
+        _ => Ok(()),
+    }
 }
 
 /// Every setting, as written in the TOML file. See `deploy/systemd/mcp-relay.toml`.

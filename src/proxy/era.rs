@@ -113,36 +113,53 @@ pub struct MessagePeek {
     pub batch: bool,
 }
 
+// Each field is taken as raw JSON first and read as a string after, so a field of another type
+// reads as absent alone instead of failing the whole message.
 #[derive(Deserialize)]
 struct RawMessage<'a> {
     #[serde(borrow)]
-    method: Option<Cow<'a, str>>,
+    method: Option<&'a RawValue>,
     id: Option<Box<RawValue>>,
     #[serde(borrow)]
-    params: Option<RawParams<'a>>,
+    params: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 struct RawParams<'a> {
     #[serde(rename = "protocolVersion", borrow)]
-    protocol_version: Option<Cow<'a, str>>,
+    protocol_version: Option<&'a RawValue>,
     #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<&'a RawValue>,
     #[serde(borrow)]
-    uri: Option<Cow<'a, str>>,
+    uri: Option<&'a RawValue>,
     #[serde(rename = "_meta", borrow)]
-    meta: Option<RawMeta<'a>>,
+    meta: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 struct RawMeta<'a> {
     #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow)]
-    protocol_version: Option<Cow<'a, str>>,
+    protocol_version: Option<&'a RawValue>,
+}
+
+/// The JSON string `raw` holds; `None` when it holds another type.
+fn string(raw: Option<&RawValue>) -> Option<String> {
+    serde_json::from_str(raw?.get()).ok()
+}
+
+/// The object `raw` holds read as `T`; `None` when it holds another type (serde would read
+/// an array into a struct by position).
+fn object<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Option<T> {
+    let raw = raw?.get();
+    raw.starts_with('{')
+        .then(|| serde_json::from_str(raw).ok())
+        .flatten()
 }
 
 /// Reads a POST body. Errors when it is not a JSON object or array (or not JSON at all).
-/// Fields of unexpected types (a numeric `method`, say) are the upstream's to judge: they read
-/// as absent here.
+/// Fields of unexpected types (a numeric `method`, say) are the upstream's to judge: each
+/// reads as absent here, and the others are still read. An object that cannot be read at all
+/// (a duplicate key) reads as empty.
 pub fn peek_message(body: &[u8]) -> Result<MessagePeek, serde_json::Error> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
@@ -161,15 +178,17 @@ pub fn peek_message(body: &[u8]) -> Result<MessagePeek, serde_json::Error> {
     let Ok(msg) = serde_json::from_str::<RawMessage>(value.get()) else {
         return Ok(MessagePeek::default());
     };
-    let params = msg.params;
-    let method = msg.method.map(Cow::into_owned);
+    let method = string(msg.method);
+    let params: Option<RawParams> = object(msg.params);
     let (initialize_version, meta_version, name) = match params {
         Some(p) => (
-            p.protocol_version
-                .filter(|_| method.as_deref() == Some("initialize"))
-                .map(Cow::into_owned),
-            p.meta.and_then(|m| m.protocol_version).map(Cow::into_owned),
-            p.name.or(p.uri).map(Cow::into_owned),
+            string(p.protocol_version).filter(|_| method.as_deref() == Some("initialize")),
+            object::<RawMeta>(p.meta).and_then(|m| string(m.protocol_version)),
+            // A `name` of another type is not replaced by the `uri`.
+            match p.name {
+                Some(name) => string(Some(name)),
+                None => string(p.uri),
+            },
         ),
         None => (None, None, None),
     };
@@ -215,7 +234,9 @@ pub fn decode_header_value(value: &str) -> Option<Cow<'_, str>> {
 /// Checks the mirrored `Mcp-Method` and `Mcp-Name` headers of a modern request against its body
 /// (2026-07-28 `basic/transports`, "intermediaries"). Headers that are absent are left for the
 /// upstream to require. Returns the name of the first header that disagrees; a header sent more
-/// than once disagrees (every copy would be forwarded, and the upstream may read another one).
+/// than once disagrees (every copy would be forwarded, and the upstream may read another one),
+/// and so does one that is present but cannot be read (not text, or a malformed encoded form),
+/// even against a body without the field.
 pub fn check_mirrored_headers(headers: &HeaderMap, peek: &MessagePeek) -> Result<(), &'static str> {
     if headers.get_all(&MCP_METHOD).iter().nth(1).is_some() {
         return Err("Mcp-Method");
@@ -223,17 +244,19 @@ pub fn check_mirrored_headers(headers: &HeaderMap, peek: &MessagePeek) -> Result
     if headers.get_all(&MCP_NAME).iter().nth(1).is_some() {
         return Err("Mcp-Name");
     }
-    if let Some(v) = headers.get(&MCP_METHOD) {
-        let ok = v.to_str().ok().and_then(decode_header_value).as_deref() == peek.method.as_deref();
-        if !ok {
-            return Err("Mcp-Method");
-        }
+    let agrees = |header, body: &Option<String>| match headers.get(header) {
+        None => true,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(decode_header_value)
+            .is_some_and(|v| Some(&*v) == body.as_deref()),
+    };
+    if !agrees(&MCP_METHOD, &peek.method) {
+        return Err("Mcp-Method");
     }
-    if let Some(v) = headers.get(&MCP_NAME) {
-        let ok = v.to_str().ok().and_then(decode_header_value).as_deref() == peek.name.as_deref();
-        if !ok {
-            return Err("Mcp-Name");
-        }
+    if !agrees(&MCP_NAME, &peek.name) {
+        return Err("Mcp-Name");
     }
     Ok(())
 }
@@ -364,5 +387,27 @@ mod tests {
             detect(None, Some(&init)),
             (Era::Legacy, ASSUMED_LEGACY_VERSION.into())
         );
+    }
+
+    #[test]
+    fn a_field_of_an_unexpected_type_reads_as_absent_alone() {
+        let p = peek_message(
+            br#"{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":5,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.method.as_deref(), Some("resources/read"));
+        assert_eq!(p.id.as_ref().map(|v| v.get()), Some("3"));
+        assert_eq!(p.meta_version.as_deref(), Some("2026-07-28"));
+        assert_eq!(p.name, None);
+        let p = peek_message(
+            br#"{"id":4,"method":"tools/call","params":{"name":"echo","_meta":{"io.modelcontextprotocol/protocolVersion":7}}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.method.as_deref(), Some("tools/call"));
+        assert_eq!(p.name.as_deref(), Some("echo"));
+        assert_eq!(p.meta_version, None);
+        let p = peek_message(br#"{"id":5,"method":"initialize","params":[1]}"#).unwrap();
+        assert_eq!(p.method.as_deref(), Some("initialize"));
+        assert_eq!(p.id.as_ref().map(|v| v.get()), Some("5"));
     }
 }

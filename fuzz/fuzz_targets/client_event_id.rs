@@ -1,0 +1,47 @@
+//! `ClientEventId::parse` on arbitrary text, and format∘parse on the parts it yields.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mcp_relay::session::{ClientEventId, EventTracker, StreamId, StreamKind, TrackerLimits};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // Garbage: parses or not, never panics; what parses formats back (up to leading zeros).
+    if let Some(id) = ClientEventId::parse(text) {
+        assert!(!id.stream.is_empty() && !id.stream.contains(':'));
+        let t = EventTracker::new(
+            None,
+            StreamId::from(id.stream),
+            StreamKind::Get,
+            TrackerLimits::default(),
+        );
+        let again = t.client_event_id(id.seq, id.upstream_id);
+        let seq_text = text.split(':').nth(1).unwrap_or_default();
+        if !(seq_text.len() > 1 && seq_text.starts_with('0')) {
+            assert_eq!(again, text);
+        }
+    }
+    // Round trip: the input as an upstream id (it may hold ':'), under a fixed stream and seq.
+    let seq = data
+        .iter()
+        .fold(0u64, |acc, &b| acc.rotate_left(7) ^ u64::from(b));
+    let t = EventTracker::new(
+        None,
+        StreamId::from("0123456789abcdef"),
+        StreamKind::Get,
+        TrackerLimits::default(),
+    );
+    for up in [None, Some(text)] {
+        let id = t.client_event_id(seq, up);
+        assert_eq!(
+            ClientEventId::parse(&id),
+            Some(ClientEventId {
+                stream: "0123456789abcdef",
+                seq,
+                upstream_id: up
+            })
+        );
+    }
+});
