@@ -116,7 +116,8 @@ impl SseBlock {
 
     /// The block's fields as (name, value) pairs, comments skipped.
     fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let mut rest: &[u8] = &self.raw;
+        // The stream's byte order mark is not part of the first field's name.
+        let mut rest: &[u8] = &self.raw[if self.bom { BOM.len() } else { 0 }..];
         std::iter::from_fn(move || {
             loop {
                 if rest.is_empty() {
@@ -140,7 +141,12 @@ impl SseBlock {
     }
 
     /// Appends the block to `out` with its `id` lines replaced by one `id: {new_id}` line
-    /// placed first; every other byte passes unchanged. `new_id` must not contain CR, LF or NUL.
+    /// placed first — after the stream's byte order mark and the blank lines the block starts
+    /// with, which dispatch nothing and must not separate the id from its event; every other
+    /// byte passes unchanged, except that an `id` line following a line ended by a lone CR takes
+    /// that CR's place with its own line end (so the CR cannot pair with an LF after the
+    /// removed line into one CRLF and swallow a line end). `new_id` must not contain CR, LF or
+    /// NUL.
     pub fn write_with_id(&self, new_id: &str, out: &mut BytesMut) {
         self.write_with_id_from(out, |out| out.put_slice(new_id.as_bytes()));
     }
@@ -158,26 +164,46 @@ impl SseBlock {
         } else {
             0
         };
+        let content = start
+            + raw[start..]
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+        out.put_slice(&raw[start..content]);
         out.put_slice(b"id: ");
         write_id(out);
         out.put_u8(b'\n');
         let Some(first) = self.id_lines.first.clone() else {
-            out.put_slice(&raw[start..]);
+            out.put_slice(&raw[content..]);
             return;
         };
-        out.put_slice(&raw[start..first.start]);
-        let mut at = first.end;
-        if self.id_lines.more {
-            // Lines after the first `id` line start where it ends (a leading BOM is before it).
-            let mut line = first.end;
-            while line < raw.len() {
-                let (end, next) = find_line_end(raw, line).unwrap_or((raw.len(), raw.len()));
-                if field_name(&raw[line..end]) == b"id" {
+        // Only a block with several `id` lines is searched past its first one.
+        let searched = if self.id_lines.more {
+            raw.len()
+        } else {
+            first.end
+        };
+        let mut at = content;
+        let mut line = first.start;
+        while line < searched {
+            let (end, next) = match find_line_end(raw, line) {
+                Ok(found) => found,
+                // A lone CR ending the block: a line end all the same.
+                Err(cr) if cr < raw.len() => (cr, raw.len()),
+                Err(_) => (raw.len(), raw.len()),
+            };
+            if field_name(&raw[line..end]) == b"id" {
+                // `at < line`: the CR is still to be copied (not the end of an `id` line
+                // already dropped).
+                if line > content && at < line && raw[line - 1] == b'\r' {
+                    out.put_slice(&raw[at..line - 1]);
+                    at = end;
+                } else {
                     out.put_slice(&raw[at..line]);
                     at = next;
                 }
-                line = next;
             }
+            line = next;
         }
         out.put_slice(&raw[at..]);
     }
@@ -450,7 +476,22 @@ mod tests {
         assert_eq!(got[0].id(), Some("b"));
         let mut out = BytesMut::new();
         got[0].write_with_id("n", &mut out);
-        assert_eq!(&out[..], b"id: n\nevent: m\r: id: comment\ndata: x\r\n\r\n");
+        // The `id` line after `event: m`'s lone CR takes the CR's place with its own CRLF.
+        assert_eq!(
+            &out[..],
+            b"id: n\nevent: m\r\n: id: comment\ndata: x\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn id_lines_one_after_another_with_lone_cr_ends_are_all_dropped() {
+        let got = blocks(&[b"id: a\rid: b\rdata: x\rid: c\r\rdata: next\n\n"]);
+        let mut out = BytesMut::new();
+        got[0].write_with_id("n", &mut out);
+        assert_eq!(&out[..], b"id: n\ndata: x\r\r");
+        let again = blocks(&[&out[..], b"data: next\n\n"]);
+        assert_eq!(again.len(), 2);
+        assert_eq!((again[0].id(), &*again[0].data()), (Some("n"), &b"x"[..]));
     }
 
     #[test]
@@ -505,6 +546,13 @@ mod tests {
                 "{input:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_data_of_a_first_event_after_a_byte_order_mark_is_read_whole() {
+        let got = blocks(&[b"\xEF\xBB\xBFdata: a\ndata: b\nretry: 7\n\n"]);
+        assert_eq!(&*got[0].data(), b"a\nb");
+        assert_eq!(got[0].retry_ms(), Some(7));
     }
 
     #[test]
