@@ -5,8 +5,9 @@
 //!   SessionManager's broadcast. A watcher slower than the broadcast ring (it does not read, so
 //!   HTTP/2 flow control stops tonic polling) is told `RESET` with the count it missed, then
 //!   gets the current state again: bounded memory, and a view that converges. The current
-//!   state is not built up front: the watch holds a weak pointer per session (8 bytes, freeing
-//!   nothing it would keep alive) and makes each `EXISTING` message only when tonic asks for
+//!   state is not built up front: the watch holds a weak pointer per session (8 bytes; a
+//!   session that ends before the watch passes it keeps its allocation, not its streams, until
+//!   then) and makes each `EXISTING` message only when tonic asks for
 //!   the next one, so a watcher that stops reading holds at most one message besides what
 //!   HTTP/2 flow control lets tonic and h2 buffer (a window and one encoded chunk).
 //! - [`metrics`]: a full snapshot now and every interval. A slow reader skips snapshots (they
