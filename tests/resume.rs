@@ -557,17 +557,23 @@ async fn a_client_past_the_last_upstream_id_resumes_a_stream_no_longer_held() {
     .await;
     let store = proxy.manager().persistence().store().clone();
     let key = [(client.session_id.clone(), stream.clone())];
-    let mut persisted = false;
+    let mut persisted = None;
     for _ in 0..500 {
-        if store.get_stream_positions(&key).await.expect("store")[0].is_some() {
-            persisted = true;
+        persisted = store.get_stream_positions(&key).await.expect("store")[0].clone();
+        if persisted.as_ref().and_then(|p| p.last_seq) == Some(2) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(
-        persisted,
-        "the stream's position was not persisted within 5 s"
+    let persisted = persisted.expect("the stream's position persisted within 5 s");
+    assert_eq!(
+        (
+            persisted.seq,
+            persisted.last_seq,
+            persisted.upstream_event_id.as_str()
+        ),
+        (Some(1), Some(2), "e1"),
+        "event 1 carried the last upstream id; event 2 is the stream's last"
     );
 
     let get_requests = || {

@@ -39,6 +39,7 @@ fn position(session: &str, stream: &str, seq: u64, id: &str) -> StreamPosition {
         session_id: session.into(),
         stream_id: stream.into(),
         seq: Some(seq),
+        last_seq: Some(seq),
         upstream_event_id: id.into(),
     }
 }
@@ -288,6 +289,7 @@ async fn the_redis_store_reads_positions_of_the_old_format_without_a_seq() {
     ];
     let old = StreamPosition {
         seq: None,
+        last_seq: None,
         ..position("sess", "old", 0, "ev:7")
     };
     assert_eq!(
@@ -316,8 +318,13 @@ async fn positions_are_written_in_the_old_format_too_and_a_later_old_write_wins(
     let store = redis_store(&url, &prefix);
     let mut conn = support::durable::redis_conn(&url).await;
     let key = format!("{prefix}streams:sess");
+    // Event 3 carried `ev:3`; events 4 and 5 came without an upstream id.
+    let written = StreamPosition {
+        last_seq: Some(5),
+        ..position("sess", "st", 3, "ev:3")
+    };
     let batch = WriteBatch {
-        positions: vec![position("sess", "st", 3, "ev:3")],
+        positions: vec![written.clone()],
         ..WriteBatch::default()
     };
     store.write(&batch, TTL).await.expect("write");
@@ -331,7 +338,7 @@ async fn positions_are_written_in_the_old_format_too_and_a_later_old_write_wins(
     let keys = [("sess".to_string(), "st".to_string())];
     assert_eq!(
         store.get_stream_positions(&keys).await.expect("read"),
-        vec![Some(position("sess", "st", 3, "ev:3"))]
+        vec![Some(written.clone())]
     );
 
     // A replica of the old version moves the stream on.
@@ -346,7 +353,14 @@ async fn positions_are_written_in_the_old_format_too_and_a_later_old_write_wins(
         store.get_stream_positions(&keys).await.expect("read"),
         vec![Some(StreamPosition {
             seq: None,
+            last_seq: None,
             ..position("sess", "st", 0, "ev:5")
         })]
+    );
+    // A replica of this version writes again: its position is the latest.
+    store.write(&batch, TTL).await.expect("write");
+    assert_eq!(
+        store.get_stream_positions(&keys).await.expect("read"),
+        vec![Some(written)]
     );
 }
