@@ -211,6 +211,7 @@ async fn raw_store_throughput() {
                 session_id: format!("session-{}", i % 100),
                 stream_id: format!("{i:016x}"),
                 seq: Some(i),
+                last_seq: Some(i),
                 upstream_event_id: format!("event-{i}"),
             })
             .collect(),

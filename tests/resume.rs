@@ -505,3 +505,128 @@ async fn a_stream_no_longer_held_resumes_upstream_only_from_its_recorded_positio
     drop(resumed);
     assert_eq!(get_requests(), ["u2"]);
 }
+
+/// Issue 11 (M1): a client at its true latest position resumes a stream that left memory even
+/// when the stream's last events carried no upstream id. The upstream sent `id: e1`, then an
+/// event without an id (seq 2); the client holds `<stream>:2`. The stream resumes upstream
+/// after `e1` (the last id the upstream gave; it cannot replay id-less events) and numbers the
+/// new events after 2, so the client gets each later event once, in order. A position ahead of
+/// the stream, or an upstream part at a position that carried none, is still refused.
+#[tokio::test]
+async fn a_client_past_the_last_upstream_id_resumes_a_stream_no_longer_held() {
+    use support::upstream::{Reply, TestUpstream};
+    let upstream = TestUpstream::start().await;
+    upstream.push(
+        Reply::json(
+            r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"up","version":"1"}}}"#,
+        )
+        .session_id("UP-1"),
+    );
+    upstream.push(Reply::accepted());
+    let proxy = start_proxy_with(&upstream.url(), |c| {
+        c.session.closed_streams_kept = 0;
+    })
+    .await;
+    let client = Client::initialize(&proxy_url(&proxy)).await;
+    let progress = |n: u64| {
+        format!(
+            "data: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{\"progressToken\":1,\"progress\":{n}}}}}\n\n"
+        )
+    };
+    upstream.push(Reply::sse(&[
+        &format!("id: e1\n{}", progress(1)),
+        "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n",
+    ]));
+    let (events, _) = client
+        .follow(
+            client.post(&stream_request(1, 1)).await,
+            1,
+            std::iter::empty(),
+        )
+        .await;
+    let ids: Vec<String> = events.iter().filter_map(|e| e.id.clone()).collect();
+    assert_eq!(ids.len(), 2, "{events:#?}");
+    let stream = ids[0].split(':').next().expect("stream").to_owned();
+    assert_eq!(ids, [format!("{stream}:1:e1"), format!("{stream}:2")]);
+
+    // The stream closed and left memory; its position reached the store.
+    let session = proxy.manager().get(&client.session_id).expect("session");
+    eventually("the closed stream leaving memory", || {
+        session.stream(&stream).is_none()
+    })
+    .await;
+    let store = proxy.manager().persistence().store().clone();
+    let key = [(client.session_id.clone(), stream.clone())];
+    let mut persisted = None;
+    for _ in 0..500 {
+        persisted = store.get_stream_positions(&key).await.expect("store")[0].clone();
+        if persisted.as_ref().and_then(|p| p.last_seq) == Some(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let persisted = persisted.expect("the stream's position persisted within 5 s");
+    assert_eq!(
+        (
+            persisted.seq,
+            persisted.last_seq,
+            persisted.upstream_event_id.as_str()
+        ),
+        (Some(1), Some(2), "e1"),
+        "event 1 carried the last upstream id; event 2 is the stream's last"
+    );
+
+    let get_requests = || {
+        upstream
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == http::Method::GET)
+            .map(|r| r.header("last-event-id").unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    // Ahead of the stream, or an upstream part where the event carried none: refused, unsent.
+    for refused_id in [
+        format!("{stream}:3"),
+        format!("{stream}:2:other"),
+        format!("{stream}:2:e1"),
+    ] {
+        let refused = support::http::read_full(client.resume(&refused_id).await).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::BAD_REQUEST,
+            "{refused_id}: {}",
+            refused.text()
+        );
+    }
+    assert_eq!(
+        get_requests(),
+        Vec::<String>::new(),
+        "nothing went upstream"
+    );
+
+    // The client's latest position resumes upstream after the last upstream id.
+    upstream.push(Reply::sse(&[
+        &format!("id: e2\n{}", progress(2)),
+        &progress(3),
+    ]));
+    let resumed = client.resume(&format!("{stream}:2")).await;
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let mut reader = EventReader::new(resumed);
+    let mut later = Vec::new();
+    while later.len() < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(5), reader.next())
+            .await
+            .expect("the resumed events within 5 s")
+            .expect("the resumed stream ended before its events");
+        later.push(event);
+    }
+    drop(reader);
+    assert_eq!(get_requests(), ["e1"]);
+    assert_eq!(progress_values(&later), [2, 3], "{later:#?}");
+    let later_ids: Vec<String> = later.iter().filter_map(|e| e.id.clone()).collect();
+    assert_eq!(
+        later_ids,
+        [format!("{stream}:3:e2"), format!("{stream}:4")],
+        "numbered after the client's position, each once"
+    );
+}

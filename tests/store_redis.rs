@@ -39,6 +39,7 @@ fn position(session: &str, stream: &str, seq: u64, id: &str) -> StreamPosition {
         session_id: session.into(),
         stream_id: stream.into(),
         seq: Some(seq),
+        last_seq: Some(seq),
         upstream_event_id: id.into(),
     }
 }
@@ -288,6 +289,7 @@ async fn the_redis_store_reads_positions_of_the_old_format_without_a_seq() {
     ];
     let old = StreamPosition {
         seq: None,
+        last_seq: None,
         ..position("sess", "old", 0, "ev:7")
     };
     assert_eq!(
@@ -302,5 +304,63 @@ async fn the_redis_store_reads_positions_of_the_old_format_without_a_seq() {
     assert_eq!(
         store.get_stream_positions(&keys[..1]).await.expect("read"),
         vec![Some(position("sess", "old", 4, "ev:9"))]
+    );
+}
+
+/// Rolling upgrade (issue 11, L1): a position is also written to the old-format field
+/// `<stream>` (the upstream id alone), which replicas of the old version read; when that field
+/// names another id than `pos:<stream>`, a replica of the old version wrote it later, and the
+/// position reads as one without a seq (served only to a client id carrying that upstream id).
+#[tokio::test]
+async fn positions_are_written_in_the_old_format_too_and_a_later_old_write_wins() {
+    let url = require_redis().await;
+    let prefix = unique_prefix("both-formats");
+    let store = redis_store(&url, &prefix);
+    let mut conn = support::durable::redis_conn(&url).await;
+    let key = format!("{prefix}streams:sess");
+    // Event 3 carried `ev:3`; events 4 and 5 came without an upstream id.
+    let written = StreamPosition {
+        last_seq: Some(5),
+        ..position("sess", "st", 3, "ev:3")
+    };
+    let batch = WriteBatch {
+        positions: vec![written.clone()],
+        ..WriteBatch::default()
+    };
+    store.write(&batch, TTL).await.expect("write");
+    let old: Option<String> = redis::cmd("HGET")
+        .arg(&key)
+        .arg("st")
+        .query_async(&mut conn)
+        .await
+        .expect("HGET");
+    assert_eq!(old.as_deref(), Some("ev:3"), "the old-format field");
+    let keys = [("sess".to_string(), "st".to_string())];
+    assert_eq!(
+        store.get_stream_positions(&keys).await.expect("read"),
+        vec![Some(written.clone())]
+    );
+
+    // A replica of the old version moves the stream on.
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("st")
+        .arg("ev:5")
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    assert_eq!(
+        store.get_stream_positions(&keys).await.expect("read"),
+        vec![Some(StreamPosition {
+            seq: None,
+            last_seq: None,
+            ..position("sess", "st", 0, "ev:5")
+        })]
+    );
+    // A replica of this version writes again: its position is the latest.
+    store.write(&batch, TTL).await.expect("write");
+    assert_eq!(
+        store.get_stream_positions(&keys).await.expect("read"),
+        vec![Some(written)]
     );
 }

@@ -437,14 +437,20 @@ impl Proxy {
             .ok()
             .and_then(ClientEventId::parse)
             .ok_or_else(|| refuse("Last-Event-ID is not an event id this proxy issued".into()))?;
-        let tracker = match session.stream(id.stream) {
+        // The reader attaches after `at`: the client's seq, or for a restored stream the
+        // recorded last seq (what lies between cannot be replayed by anyone).
+        let (tracker, at) = match session.stream(id.stream) {
             // An upstream id part must be the one the stream issued at that position.
             Some(tracker) if id.upstream_id.is_some() && tracker.issued(&id) == Some(false) => {
                 return Err(refuse(
                     "Last-Event-ID is not an event id this stream issued".into(),
                 ));
             }
-            Some(tracker) => tracker,
+            // Restored here earlier: a position the restore accepted attaches where it did.
+            Some(tracker) => {
+                let at = tracker.restored_position(&id).unwrap_or(id.seq);
+                (tracker, at)
+            }
             // Not held here: persisted under this session (before a restart, or by another
             // replica)? Then it resumes from the upstream after the recorded upstream id, if
             // the client is at the recorded position; otherwise it is refused.
@@ -453,7 +459,7 @@ impl Proxy {
                 .restore_stream(session, id.stream, id.seq, id.upstream_id)
                 .await
             {
-                Ok(tracker) => tracker,
+                Ok(restored) => restored,
                 Err(StreamRestoreError::Store(e)) => {
                     return Err(Reject::StoreUnavailable(e.to_string()));
                 }
@@ -492,12 +498,12 @@ impl Proxy {
         {
             match pump::open_resumption(self, session, &resume_headers, &last).await {
                 Ok(body) => reopened = Some(body),
-                Err(pump::Resumption::Refused(status)) if tracker.last_seq() == id.seq => {
+                Err(pump::Resumption::Refused(status)) if tracker.last_seq() == at => {
                     return Err(Reject::ResumeFailed(format!(
                         "the upstream refused to resume the stream ({status})"
                     )));
                 }
-                Err(pump::Resumption::Unavailable(err)) if tracker.last_seq() == id.seq => {
+                Err(pump::Resumption::Unavailable(err)) if tracker.last_seq() == at => {
                     return Err(Reject::ResumeFailed(err));
                 }
                 // Events are still buffered for the client: serve them, then end.
@@ -505,7 +511,7 @@ impl Proxy {
             }
         }
         let reader = tracker
-            .attach(Some(id.seq))
+            .attach(Some(at))
             .map_err(|e| refuse(e.to_string()))?;
         self.manager.stream_changed(&tracker);
         // This reader drives the pump: a re-opened one, or the one the replaced reader drove
@@ -526,14 +532,14 @@ impl Proxy {
             })
             .or_else(|| pump::adopt(&tracker, self, reader));
         ProxyStats::incr(&stats.resumptions);
-        let replayed = tracker.last_seq().saturating_sub(id.seq);
+        let replayed = tracker.last_seq().saturating_sub(at);
         stats
             .events_replayed
             .fetch_add(replayed, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             session = %session.id(),
             stream = %tracker.stream(),
-            after_seq = id.seq,
+            after_seq = at,
             replayed,
             "client resumed a stream",
         );

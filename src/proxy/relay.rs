@@ -72,7 +72,7 @@ pub fn account(tracker: &Arc<EventTracker>, manager: &SessionManager, recorded: 
     }
     manager
         .persistence()
-        .stream_advanced_by(tracker, recorded.advanced);
+        .stream_advanced_by(tracker, recorded.forwarded);
 }
 
 /// The client-facing body of one SSE stream.

@@ -486,12 +486,18 @@ impl SessionManager {
     /// Restores a stream of `session` that this process does not hold, if the session store
     /// has a position for it under this session (the cross-session guard: a stream id of
     /// another session is never found here) and the client's `Last-Event-ID` names that
-    /// position: sequence number `seq` equal to the recorded one, and `upstream_id`, when
-    /// given, equal to the recorded upstream id. The stream resumes upstream after the
+    /// position: sequence number `seq` from the recorded one (the event that carried the last
+    /// upstream id) to the stream's recorded last seq (the events after it came without an
+    /// upstream id, so no one can replay them), and `upstream_id`, when given, equal to the
+    /// recorded upstream id at the recorded seq. The stream resumes upstream after the
     /// recorded upstream id, never after one the client supplied (an upstream whose event ids
-    /// are global would replay another session's events after it). A record written before
-    /// sequence numbers were persisted names its position by the upstream id alone: the
-    /// client's id must then carry that upstream id.
+    /// are global would replay another session's events after it), and numbers its next event
+    /// after the recorded last seq. A record written before sequence numbers were persisted
+    /// names its position by the upstream id alone: the client's id must then carry that
+    /// upstream id.
+    ///
+    /// Returns the tracker and the sequence number the client's reader attaches after (the
+    /// recorded last seq, or `seq` for a record without one).
     ///
     /// Errors: [`StreamRestoreError::Unknown`] (unknown here and in the store),
     /// [`StreamRestoreError::NotRecorded`] (another position: what lies between cannot be
@@ -502,7 +508,7 @@ impl SessionManager {
         stream: &str,
         seq: u64,
         upstream_id: Option<&str>,
-    ) -> Result<Arc<EventTracker>, StreamRestoreError> {
+    ) -> Result<(Arc<EventTracker>, u64), StreamRestoreError> {
         if !is_stream_id(stream) || seq > MAX_RESTORED_SEQ {
             return Err(StreamRestoreError::Unknown);
         }
@@ -518,21 +524,36 @@ impl SessionManager {
             return Err(StreamRestoreError::Unknown);
         };
         let recorded = position.upstream_event_id.as_str();
+        // (seq of the event that carried `recorded`, the stream's last seq)
         let named = match position.seq {
-            Some(recorded_seq) => seq == recorded_seq && upstream_id.is_none_or(|u| u == recorded),
-            None => upstream_id == Some(recorded),
+            Some(recorded_seq) => {
+                // Store input: bounded like a client's seq (past it, nothing matches).
+                let last = position
+                    .last_seq
+                    .unwrap_or(recorded_seq)
+                    .max(recorded_seq)
+                    .min(MAX_RESTORED_SEQ);
+                let at_position = match upstream_id {
+                    // Only the event at `recorded_seq` carried an upstream id.
+                    Some(u) => seq == recorded_seq && u == recorded,
+                    None => (recorded_seq..=last).contains(&seq),
+                };
+                at_position.then_some((recorded_seq, last))
+            }
+            None => (upstream_id == Some(recorded)).then_some((seq, seq)),
         };
-        if !named {
+        let Some((recorded_seq, last_seq)) = named else {
             return Err(StreamRestoreError::NotRecorded {
                 recorded_seq: position.seq,
             });
-        }
+        };
         let tracker = Arc::new(EventTracker::restored(
             session.id.clone(),
             StreamId::from(stream),
             self.config.tracker_limits,
-            seq,
+            recorded_seq,
             recorded,
+            last_seq,
             Some(recorded.into()),
         ));
         let tracker = {
@@ -548,7 +569,7 @@ impl SessionManager {
                 .clone()
         };
         self.changes.publish(SessionChangeKind::Updated, session);
-        Ok(tracker)
+        Ok((tracker, last_seq))
     }
 
     /// Looks up a live session without touching it (for the control plane).
@@ -956,10 +977,11 @@ mod tests {
                 "{seq} {upstream_id:?}"
             );
         }
-        let tracker = b
+        let (tracker, at) = b
             .restore_stream(&restored, stream, 1, Some("e1"))
             .await
             .expect("stream restored");
+        assert_eq!(at, 1);
         assert_eq!(tracker.last_upstream_id().as_deref(), Some("e1"));
         assert_eq!(tracker.last_seq(), 1);
         assert_eq!(tracker.upstream(), UpstreamState::Stopped);
@@ -997,6 +1019,7 @@ mod tests {
                 session_id: s.id().to_string(),
                 stream_id: stream.into(),
                 seq: None,
+                last_seq: None,
                 upstream_event_id: "e7".into(),
             }],
             ..WriteBatch::default()
@@ -1008,10 +1031,89 @@ mod tests {
                 Err(StreamRestoreError::NotRecorded { recorded_seq: None })
             ));
         }
-        let tracker = m
+        let (tracker, at) = m
             .restore_stream(&s, stream, 7, Some("e7"))
             .await
             .expect("restored");
+        assert_eq!(at, 7);
         assert_eq!(tracker.last_upstream_position(), Some((7, "e7".into())));
+    }
+
+    /// Issue 11 (M1): the events after the last one that carried an upstream id came without
+    /// one. A client anywhere from that event to the stream's last is served: the stream
+    /// resumes upstream after the recorded id and numbers its next event after the last seq.
+    /// An upstream part anywhere but at the recorded seq, or a position outside, is refused.
+    #[tokio::test]
+    async fn a_client_up_to_the_recorded_last_seq_is_served() {
+        use store::{SessionStore as _, StreamPosition, WriteBatch};
+        let store = Arc::new(MemoryStore::new());
+        let (_worker, handle) = PersistenceWorker::new(store.clone(), WorkerConfig::default());
+        let m = SessionManager::new(SessionConfig::default(), handle);
+        let s = m
+            .create_session(
+                HeaderValue::from_static("UP"),
+                "http://u/mcp".into(),
+                "2025-11-25",
+            )
+            .unwrap();
+        let stream = "00000000000000cd";
+        let batch = WriteBatch {
+            positions: vec![StreamPosition {
+                session_id: s.id().to_string(),
+                stream_id: stream.into(),
+                seq: Some(2),
+                last_seq: Some(4),
+                upstream_event_id: "e2".into(),
+            }],
+            ..WriteBatch::default()
+        };
+        store.write(&batch, Duration::from_secs(60)).await.unwrap();
+        for (seq, upstream_id) in [
+            (1, None),
+            (5, None),
+            (3, Some("e2")),
+            (4, Some("e2")),
+            (2, Some("e1")),
+        ] {
+            assert!(
+                matches!(
+                    m.restore_stream(&s, stream, seq, upstream_id).await,
+                    Err(StreamRestoreError::NotRecorded {
+                        recorded_seq: Some(2)
+                    })
+                ),
+                "{seq} {upstream_id:?}"
+            );
+        }
+        for (seq, upstream_id) in [(2, Some("e2")), (2, None), (3, None), (4, None)] {
+            let (tracker, at) = m
+                .restore_stream(&s, stream, seq, upstream_id)
+                .await
+                .expect("restored");
+            assert_eq!(at, 4, "{seq} {upstream_id:?}");
+            assert_eq!(tracker.last_seq(), 4);
+            assert_eq!(tracker.last_upstream_position(), Some((2, "e2".into())));
+            // Held from now on: the same ids attach where the restore did, no others.
+            let client_id = |seq, upstream_id| ClientEventId {
+                stream,
+                seq,
+                upstream_id,
+            };
+            for (seq, upstream_id) in [(2, Some("e2")), (2, None), (3, None), (4, None)] {
+                assert_eq!(
+                    tracker.restored_position(&client_id(seq, upstream_id)),
+                    Some(4)
+                );
+            }
+            for (seq, upstream_id) in [(1, None), (5, None), (3, Some("e2")), (2, Some("e1"))] {
+                assert_eq!(
+                    tracker.restored_position(&client_id(seq, upstream_id)),
+                    None
+                );
+            }
+            assert!(matches!(tracker.admit(None), Admission::Forward { seq: 5 }));
+            // Forget it again, as if it had left memory.
+            *s.streams.lock() = StreamTable::default();
+        }
     }
 }

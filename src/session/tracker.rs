@@ -166,6 +166,10 @@ pub struct EventTracker {
     room_wanted: AtomicBool,
     /// The pump, while a reader drives it rather than a task, between that reader's polls.
     parked_pump: Mutex<Option<ParkedPump>>,
+    /// For a stream restored from the session store ([`Self::restored`]): the recorded seq of
+    /// the last event with an upstream id, the recorded last seq, and the keyed hash of that
+    /// upstream id.
+    restored_span: Option<(u64, u64, u64)>,
 }
 
 /// A stream pump that a client's reader drives instead of a task (`proxy::pump::InlinePump`),
@@ -334,42 +338,70 @@ impl EventTracker {
             pump_active: AtomicBool::new(false),
             room_wanted: AtomicBool::new(false),
             parked_pump: Mutex::new(None),
+            restored_span: None,
         }
     }
 
     /// A tracker for a stream this process does not hold but the session store does (another
     /// replica, or this one before a restart, opened it): its event `seq` carried `upstream_id`
-    /// (the position the store recorded, where the client is), and the stream resumes upstream
-    /// after it. Its window starts empty at `seq`, so a reader attaches there and the next event
-    /// is `seq + 1`; the upstream side is [`UpstreamState::Stopped`] until a pump re-opens it.
-    /// `persisted` is the upstream id the store held.
+    /// and its last event was `last_seq` (≥ `seq`; the events after `seq` came without an
+    /// upstream id), the position the store recorded; the stream resumes upstream after
+    /// `upstream_id`. Its window starts empty at `last_seq`, so a reader attaches there and the
+    /// next event is `last_seq + 1`; the upstream side is [`UpstreamState::Stopped`] until a
+    /// pump re-opens it. `persisted` is the upstream id the store held.
     pub fn restored(
         session: SessionId,
         stream: StreamId,
         limits: TrackerLimits,
         seq: u64,
         upstream_id: &str,
+        last_seq: u64,
         persisted: Option<Arc<str>>,
     ) -> Self {
-        let tracker = Self::new(Some(session), stream, StreamKind::Get, limits);
+        let mut tracker = Self::new(Some(session), stream, StreamKind::Get, limits);
         {
             let mut state = tracker.state.lock();
             let id: Arc<str> = Arc::from(upstream_id);
-            state.last_seq = seq;
-            state.delivered = seq;
-            state.delivered_upstream_id = Some(id.clone());
+            let last_seq = last_seq.max(seq);
+            state.last_seq = last_seq;
+            state.delivered = last_seq;
             let hash = state.id_hasher.hash_one(upstream_id);
             if limits.dedup_ids > 0 {
                 state.seen.insert(hash);
                 state.seen_order.push_back(hash);
             }
-            state.before_window = (seq, Some(hash));
+            // The event at `last_seq` carried `upstream_id` only if it is the one at `seq`.
+            let last_id = (last_seq == seq).then_some(id.clone());
+            state.before_window = (last_seq, last_id.as_ref().map(|_| hash));
+            state.delivered_upstream_id = last_id;
             state.last_upstream_id = Some(id);
             state.last_upstream_seq = seq;
             state.persisted = persisted.map(|p| (p, SystemTime::now()));
             state.upstream = UpstreamState::Stopped;
+            drop(state);
+            tracker.restored_span = Some((seq, last_seq, hash));
         }
         tracker
+    }
+
+    /// Where a reader of client id `id` attaches on a stream restored from the session store
+    /// ([`Self::restored`]) when `id` names a position from the recorded seq to the recorded
+    /// last seq (an upstream part only at the recorded seq, equal to the recorded upstream id):
+    /// the recorded last seq, since the events in between came without an upstream id and
+    /// cannot be replayed. `None` for any other id or stream. The stream part is the caller's
+    /// to check.
+    pub fn restored_position(&self, id: &ClientEventId<'_>) -> Option<u64> {
+        let (seq, last, hash) = self.restored_span?;
+        if !(seq..=last).contains(&id.seq) {
+            return None;
+        }
+        match id.upstream_id {
+            None => Some(last),
+            Some(up) if id.seq == seq && self.state.lock().id_hasher.hash_one(up) == hash => {
+                Some(last)
+            }
+            Some(_) => None,
+        }
     }
 
     /// Claims the right to run the stream's pump; `false` if one is already running.
@@ -938,6 +970,14 @@ impl EventTracker {
         Some((state.last_upstream_seq, id))
     }
 
+    /// [`Self::last_upstream_position`] and the last sequence number admitted, read together:
+    /// what the persistence worker writes to the session store.
+    pub fn stored_position(&self) -> Option<(u64, Arc<str>, u64)> {
+        let state = self.state.lock();
+        let id = state.last_upstream_id.clone()?;
+        Some((state.last_upstream_seq, id, state.last_seq))
+    }
+
     /// The last sequence number admitted.
     pub fn last_seq(&self) -> u64 {
         self.state.lock().last_seq
@@ -1128,6 +1168,7 @@ mod tests {
             TrackerLimits::default(),
             5,
             "u5",
+            5,
             None,
         );
         let id = |seq, up| ClientEventId {

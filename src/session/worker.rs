@@ -85,7 +85,8 @@ pub fn expiry_period(idle_ttl: Duration) -> Duration {
 /// The Prometheus exporter and the control plane's metric watch read them.
 #[derive(Debug, Default)]
 pub struct WorkerMetrics {
-    /// Stream advances handed to the worker (one per admitted event with an upstream id).
+    /// Stream advances handed to the worker (one per admitted event: each moves the stream's
+    /// last seq, and one with an upstream id its resumable position).
     pub updates: AtomicU64,
     /// Stream positions written to the store.
     pub stream_writes: AtomicU64,
@@ -276,9 +277,9 @@ impl std::fmt::Debug for PersistenceHandle {
 }
 
 impl PersistenceHandle {
-    /// Hands the worker "the last upstream id of this stream moved". O(1) and allocation-free
+    /// Hands the worker "this stream moved" (an event was admitted). O(1) and allocation-free
     /// after the first: queues the tracker only if it is not queued already; the worker reads
-    /// the latest id when it flushes.
+    /// the latest position when it flushes.
     pub fn stream_advanced(&self, tracker: &Arc<EventTracker>) {
         self.stream_advanced_by(tracker, 1);
     }
@@ -622,8 +623,8 @@ impl PersistenceWorker {
         for (_, tracker) in &queue.streams {
             // Clear the flag before reading, so an event arriving now queues the tracker again.
             tracker.persist_queued.store(false, Ordering::Release);
-            let (Some(session), Some((seq, id))) =
-                (tracker.session(), tracker.last_upstream_position())
+            let (Some(session), Some((seq, id, last_seq))) =
+                (tracker.session(), tracker.stored_position())
             else {
                 continue;
             };
@@ -634,6 +635,7 @@ impl PersistenceWorker {
                 session_id: session.to_string(),
                 stream_id: tracker.stream().to_string(),
                 seq: Some(seq),
+                last_seq: Some(last_seq),
                 upstream_event_id: id.to_string(),
             });
             written.push((tracker.clone(), id));

@@ -98,7 +98,7 @@ impl SessionStore for MemoryStore {
                 .streams
                 .entry(p.session_id.clone())
                 .or_default()
-                .insert(p.stream_id.clone(), (p.clone(), expiry));
+                .insert(p.stream_id.clone(), (normalized(p), expiry));
         }
         for id in &batch.deletes {
             inner.sessions.remove(id);
@@ -159,6 +159,17 @@ impl SessionStore for MemoryStore {
     }
 }
 
+/// `position` as the Redis store reads it back: a last seq at least `seq` (`seq` when
+/// unknown), none without a seq.
+fn normalized(position: &StreamPosition) -> StreamPosition {
+    StreamPosition {
+        last_seq: position
+            .seq
+            .map(|seq| position.last_seq.unwrap_or(seq).max(seq)),
+        ..position.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +190,7 @@ mod tests {
             session_id: session.into(),
             stream_id: stream.into(),
             seq: Some(3),
+            last_seq: Some(3),
             upstream_event_id: id.into(),
         }
     }

@@ -36,10 +36,11 @@ pub struct SessionRecord {
     pub last_activity: SystemTime,
 }
 
-/// The persisted position of one stream: the last upstream event id received on it, and the
-/// proxy sequence number of the event that carried it (the client's id for that event is
-/// `<stream>:<seq>:<upstream id>`). A restored stream resumes upstream after this id, and only
-/// for a client at this position.
+/// The persisted position of one stream: the last upstream event id received on it, the proxy
+/// sequence number of the event that carried it (the client's id for that event is
+/// `<stream>:<seq>:<upstream id>`), and the stream's last sequence number (events after `seq`
+/// came without an upstream id). A restored stream resumes upstream after this id, and only for
+/// a client between `seq` and `last_seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamPosition {
     pub session_id: String,
@@ -48,6 +49,9 @@ pub struct StreamPosition {
     /// record written before sequence numbers were persisted (the position is then known by
     /// its upstream id alone).
     pub seq: Option<u64>,
+    /// The stream's last sequence number when written (≥ `seq`; the events after `seq` carried
+    /// no upstream id); `None` where unknown (a record without it: taken as `seq`).
+    pub last_seq: Option<u64>,
     /// The last upstream event id received on the stream.
     pub upstream_event_id: String,
 }

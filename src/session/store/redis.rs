@@ -8,8 +8,11 @@
 //!   `protocol_version`, `created_ms`;
 //! - `P streams:<proxy session id>`: a hash of stream positions, field `pos:<stream id>` →
 //!   `<seq>:<upstream event id>` (the last upstream event id and the proxy sequence number of
-//!   the event that carried it). Records written before sequence numbers were persisted have
-//!   field `<stream id>` → the upstream event id alone; they are still read (without a seq);
+//!   the event that carried it), field `last:<stream id>` → the stream's last sequence number
+//!   (absent: `seq`), and field `<stream id>` → the upstream event id alone, the format of
+//!   versions before sequence numbers were persisted, still written for replicas of those
+//!   versions during a rolling upgrade. When `<stream id>` names another upstream id than
+//!   `pos:`, such a replica wrote it later: the position is read from it, without a seq;
 //! - `P activity`: a sorted set of proxy session ids scored by last activity (ms since the Unix
 //!   epoch), written with `ZADD GT` so the latest activity of any replica wins. It is the index
 //!   idle expiry claims from; entries whose session key expired are dropped as they are met.
@@ -261,6 +264,11 @@ fn position_field(stream: &str) -> String {
     format!("pos:{stream}")
 }
 
+/// The field of a stream's last sequence number in its session's streams hash.
+fn last_seq_field(stream: &str) -> String {
+    format!("last:{stream}")
+}
+
 /// `<seq>:<upstream id>` taken apart; `None` when it is not one (a value this store did not
 /// write: the position is then read as absent).
 fn split_position(value: &str) -> Option<(u64, &str)> {
@@ -332,14 +340,14 @@ impl SessionStore for RedisStore {
         for p in &batch.positions {
             let key = self.streams_key(&p.session_id);
             let hset = pipe.cmd("HSET").arg(&key);
-            match p.seq {
-                Some(seq) => hset
-                    .arg(position_field(&p.stream_id))
-                    .arg(format!("{seq}:{}", p.upstream_event_id)),
-                // Only a caller that knows no seq writes the old format.
-                None => hset.arg(&p.stream_id).arg(&p.upstream_event_id),
+            if let Some(seq) = p.seq {
+                hset.arg(position_field(&p.stream_id))
+                    .arg(format!("{seq}:{}", p.upstream_event_id))
+                    .arg(last_seq_field(&p.stream_id))
+                    .arg(p.last_seq.unwrap_or(seq).max(seq));
             }
-            .ignore();
+            // The old format too, in the same command: replicas of older versions read it.
+            hset.arg(&p.stream_id).arg(&p.upstream_event_id).ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
         }
         for id in &batch.deletes {
@@ -459,6 +467,7 @@ impl SessionStore for RedisStore {
             pipe.cmd("HMGET")
                 .arg(self.streams_key(session))
                 .arg(position_field(stream))
+                .arg(last_seq_field(stream))
                 .arg(stream);
         }
         // A wrong-typed key fails its own command only, not the whole read.
@@ -482,14 +491,27 @@ impl SessionStore for RedisStore {
                     v => parse("HMGET", v)?,
                 };
                 let mut fields = fields.into_iter();
-                let (position, old_format) = (fields.next().flatten(), fields.next().flatten());
-                let (seq, upstream_event_id) = match position.as_deref().and_then(split_position) {
-                    Some((seq, id)) => (Some(seq), id.to_owned()),
-                    None => match old_format {
-                        Some(id) => (None, id),
-                        None => return Ok(None),
-                    },
-                };
+                let (position, last_seq, old_format) = (
+                    fields.next().flatten(),
+                    fields.next().flatten(),
+                    fields.next().flatten(),
+                );
+                let (seq, last_seq, upstream_event_id) =
+                    match (position.as_deref().and_then(split_position), old_format) {
+                        // A replica of an older version wrote the old field after this one
+                        // wrote both: its id is the latest, with no seq.
+                        (Some((_, id)), Some(old)) if old != id => (None, None, old),
+                        (Some((seq, id)), _) => {
+                            // Malformed or behind `seq`: nothing is known past `seq`.
+                            let last = last_seq
+                                .and_then(|l| l.parse::<u64>().ok())
+                                .filter(|&l| l >= seq)
+                                .unwrap_or(seq);
+                            (Some(seq), Some(last), id.to_owned())
+                        }
+                        (None, Some(old)) => (None, None, old),
+                        (None, None) => return Ok(None),
+                    };
                 // It goes upstream as `Last-Event-ID`: one header line of bounded size.
                 if !super::is_upstream_event_id(&upstream_event_id) {
                     self.skipped(&self.streams_key(session), "malformed upstream event id");
@@ -499,6 +521,7 @@ impl SessionStore for RedisStore {
                     session_id: session.clone(),
                     stream_id: stream.clone(),
                     seq,
+                    last_seq,
                     upstream_event_id,
                 }))
             })
