@@ -164,8 +164,9 @@ pub struct ProxyConfig {
     /// descriptor limit (`RLIMIT_NOFILE`) leaves room for (two descriptors per connection: the
     /// client's and its upstream's). Default 16384 (the unit's `LimitNOFILE=` is 65536).
     pub max_connections: usize,
-    /// Time a client has to send a complete request head, counted from its first byte (HTTP/1
-    /// only; slowloris). Past it the connection is closed (counted in
+    /// Time a client has to send a complete request head (HTTP/1 only; slowloris): the first
+    /// from accept (a connection is HTTP/2 only once its whole preface arrived), each next one
+    /// from its first byte (or, pipelined behind a request, from that request's end). Past it the connection is closed (counted in
     /// `mcp_relay_connections_timed_out_total{reason="header_read"}`). Default 10 s.
     pub header_read_timeout: Duration,
     /// Time a client connection may stay open with no request in flight (HTTP/1.1 keep-alive,
