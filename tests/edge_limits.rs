@@ -670,3 +670,100 @@ async fn an_h2c_connection_idle_between_requests_outlives_the_head_timeout() {
     driver.abort();
     proxy.shutdown().await.expect("shutdown");
 }
+
+/// Upstream connections are bounded process-wide (H1): with `max_upstream_connections = 3`,
+/// three streams the upstream holds open take every place; a fourth request that needs an
+/// upstream connection gets a clean `503` with a JSON-RPC error (not a `502` from a failed
+/// connect, and no fourth socket to the upstream); once the streams end, requests are served
+/// again.
+#[tokio::test]
+async fn past_max_upstream_connections_a_request_gets_503_until_one_frees() {
+    const BOUND_UPSTREAM: usize = 3;
+    let upstream = TestUpstream::start().await;
+    let port: u16 = upstream
+        .url()
+        .parse::<http::Uri>()
+        .expect("upstream URL")
+        .port_u16()
+        .expect("upstream port");
+    let proxy = start_with_metrics(&upstream.url(), |c| {
+        c.proxy.max_upstream_connections = BOUND_UPSTREAM;
+        c.proxy.threads = 2;
+    })
+    .await;
+    let open_stream = || async {
+        let mut client = TcpStream::connect(proxy.data_addr())
+            .await
+            .expect("connect");
+        client
+            .write_all(b"GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n")
+            .await
+            .expect("send");
+        let head = read_head(&mut client).await;
+        (client, head)
+    };
+    let mut held = Vec::new();
+    let mut senders = Vec::new();
+    for i in 0..BOUND_UPSTREAM {
+        let (reply, sender) = Reply::sse_stream();
+        upstream.push(reply);
+        senders.push(sender);
+        let (client, head) = open_stream().await;
+        assert!(head.starts_with("HTTP/1.1 200"), "stream {i}: {head:?}");
+        held.push(client);
+    }
+    let (reply, extra) = Reply::sse_stream();
+    upstream.push(reply);
+    let (mut refused, head) = open_stream().await;
+    assert!(
+        head.starts_with("HTTP/1.1 503"),
+        "past the upstream connection bound: a clean 503, got {head:?}"
+    );
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(BOUND, refused.read_to_end(&mut rest)).await;
+    let text = format!("{head}{}", String::from_utf8_lossy(&rest));
+    assert!(
+        text.contains(r#""code":-32603"#),
+        "with a JSON-RPC error: {text:?}"
+    );
+    let towards: Vec<String> = states_towards(port)
+        .into_iter()
+        .filter(|s| s == ESTABLISHED)
+        .collect();
+    assert!(
+        towards.len() <= BOUND_UPSTREAM,
+        "at most {BOUND_UPSTREAM} sockets to the upstream: {towards:?}"
+    );
+    assert_eq!(
+        proxy
+            .manager()
+            .stats()
+            .snapshot()
+            .upstream_connections_refused,
+        1
+    );
+    let scraped = get(proxy.metrics_addr().expect("metrics"), "/metrics").await;
+    assert!(
+        scraped.contains("mcp_relay_upstream_connections_refused_total 1"),
+        "the refusal is exported"
+    );
+
+    // The upstream ends its streams: their connections are free again.
+    drop(senders);
+    drop(extra);
+    drop(held);
+    let served = async {
+        loop {
+            upstream.push(Reply::json(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#));
+            let (_client, head) = open_stream().await;
+            if head.starts_with("HTTP/1.1 200") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(BOUND, served)
+        .await
+        .expect("served again once the streams ended");
+    proxy.shutdown().await.expect("shutdown");
+}
