@@ -696,7 +696,7 @@ async fn past_max_upstream_connections_a_request_gets_503_until_one_frees() {
             .await
             .expect("connect");
         client
-            .write_all(b"GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n")
+            .write_all(b"GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\nconnection: close\r\n\r\n")
             .await
             .expect("send");
         let head = read_head(&mut client).await;

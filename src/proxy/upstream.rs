@@ -19,7 +19,7 @@ use std::{
     pin::{Pin, pin},
     sync::{
         Arc, Weak,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
@@ -55,11 +55,66 @@ pub const MAX_IDLE_CONNECTIONS: usize = 512;
 /// (shorter when `proxy.upstream_idle_timeout` is: a quarter of it, at least 10 ms).
 pub const REAP_PERIOD: Duration = Duration::from_secs(1);
 
+/// The process-wide bound on open upstream connections (`proxy.max_upstream_connections`),
+/// shared by every data-plane thread's client (pooled, in use, or held by a stream's pump)
+/// and the main runtime's. Each connection holds a place from before its connect until its
+/// socket is dropped; past the bound a new connect is refused at once
+/// ([`Reject::UpstreamConnectionsExhausted`]) instead of failing on descriptor exhaustion.
+#[derive(Debug)]
+pub struct UpstreamConnections {
+    max: usize,
+    open: AtomicUsize,
+}
+
+impl UpstreamConnections {
+    /// A bound of `max` connections (`usize::MAX`: unbounded).
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            open: AtomicUsize::new(0),
+        })
+    }
+
+    /// Upstream connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// A place for one more connection, unless `max` are open.
+    fn try_acquire(self: &Arc<Self>) -> Option<ConnPlace> {
+        let mut open = self.open.load(Ordering::Relaxed);
+        loop {
+            if open >= self.max {
+                return None;
+            }
+            match self.open.compare_exchange_weak(
+                open,
+                open + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(ConnPlace(self.clone())),
+                Err(now) => open = now,
+            }
+        }
+    }
+}
+
+/// One upstream connection's place in [`UpstreamConnections`], given back when dropped.
+struct ConnPlace(Arc<UpstreamConnections>);
+
+impl Drop for ConnPlace {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The upstream client bound to one upstream MCP endpoint.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     connector: QuickAckConnector,
     pool: Arc<Pool>,
+    connections: Arc<UpstreamConnections>,
     endpoint: Uri,
     /// `Host` for every upstream request: the endpoint's authority.
     host: HeaderValue,
@@ -68,8 +123,9 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// A client for `config.upstream` (an `http://` URL) with the configured timeouts.
-    pub fn new(config: &ProxyConfig) -> Self {
+    /// A client for `config.upstream` (an `http://` URL) with the configured timeouts, its
+    /// connections counted in (and bounded by) `connections`.
+    pub fn new(config: &ProxyConfig, connections: Arc<UpstreamConnections>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.upstream_connect_timeout));
@@ -82,6 +138,7 @@ impl Upstream {
         Self {
             connector: QuickAckConnector::new(connector),
             pool: Arc::new(Pool::new(config.upstream_idle_timeout)),
+            connections,
             endpoint: config.upstream.clone(),
             host,
             url: {
@@ -175,6 +232,10 @@ impl Upstream {
     }
 
     async fn connect(&self) -> Result<Conn, Reject> {
+        let place = self
+            .connections
+            .try_acquire()
+            .ok_or(Reject::UpstreamConnectionsExhausted(self.connections.max))?;
         let io = self
             .connector
             .clone()
@@ -187,6 +248,7 @@ impl Upstream {
         Ok(Conn {
             sender,
             driver: Some(Box::pin(driver)),
+            _place: place,
         })
     }
 
@@ -335,6 +397,8 @@ type Driver = Pin<Box<http1::Connection<QuickAckStream, Full<Bytes>>>>;
 struct Conn {
     sender: SendRequest<Full<Bytes>>,
     driver: Option<Driver>,
+    /// Its place in the process-wide bound, held as long as the socket.
+    _place: ConnPlace,
 }
 
 impl std::fmt::Debug for Conn {
