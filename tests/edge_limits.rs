@@ -767,3 +767,85 @@ async fn past_max_upstream_connections_a_request_gets_503_until_one_frees() {
         .expect("served again once the streams ended");
     proxy.shutdown().await.expect("shutdown");
 }
+
+/// At the upstream connection bound, live traffic wins over a stream nobody reads: a legacy
+/// stream's pump lingering after its client left (for `session.linger`, 30 s by default) is
+/// stopped when a request is refused for want of an upstream connection, so the client's retry
+/// is served long before the linger time would have freed the socket.
+#[tokio::test]
+async fn at_the_upstream_bound_a_lingering_pump_gives_way_to_live_traffic() {
+    const TOOLS_LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let upstream = TestUpstream::start().await;
+    let proxy = start_proxy_with(&upstream.url(), |c| {
+        c.proxy.max_upstream_connections = 1;
+        c.proxy.threads = 1;
+    })
+    .await;
+    let client = support::http::Client::new();
+    let url = support::proxy_url(&proxy);
+    upstream.push(Reply::json(INITIALIZE_RESULT).session_id("UP-L"));
+    let answer = client.post_read(&url, &[], INITIALIZE).await;
+    assert_eq!(answer.status, http::StatusCode::OK, "initialize");
+    let sid = answer
+        .header("mcp-session-id")
+        .expect("a session id")
+        .to_owned();
+    // A stream the upstream keeps open; its client reads the first event, then leaves.
+    let (reply, events) = Reply::sse_stream();
+    upstream.push(reply);
+    let mut stream = TcpStream::connect(proxy.data_addr())
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         accept: application/json, text/event-stream\r\nmcp-session-id: {sid}\r\n\
+         mcp-protocol-version: 2025-11-25\r\ncontent-length: {}\r\n\r\n{TOOLS_LIST}",
+        TOOLS_LIST.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    assert!(events.send("id: e0\ndata: {}\n\n").await);
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "the stream: {head:?}");
+    drop(stream);
+
+    // The lingering pump holds the only upstream connection; a new request is refused, and
+    // its retry is served once the pump gave way (bounded; the linger time is 30 s).
+    let served = async {
+        loop {
+            upstream.push(Reply::json(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#));
+            let answer = client
+                .post_read(
+                    &url,
+                    &[("mcp-session-id", sid.as_str())],
+                    r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#,
+                )
+                .await;
+            if answer.status == http::StatusCode::OK {
+                return;
+            }
+            assert_eq!(
+                answer.status,
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "refused cleanly meanwhile: {:?}",
+                answer.text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(BOUND, served)
+        .await
+        .expect("a request is served once the lingering pump gave way");
+    assert!(
+        proxy
+            .manager()
+            .stats()
+            .snapshot()
+            .upstream_connections_refused
+            >= 1,
+        "the pump held the only connection: a request was refused first"
+    );
+    tokio::time::timeout(BOUND, events.closed())
+        .await
+        .expect("the lingering stream was closed upstream");
+    proxy.shutdown().await.expect("shutdown");
+}
