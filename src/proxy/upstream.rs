@@ -64,6 +64,9 @@ pub const REAP_PERIOD: Duration = Duration::from_secs(1);
 pub struct UpstreamConnections {
     max: usize,
     open: AtomicUsize,
+    /// Woken when a connect is refused at the bound: pumps whose client left stop, to free
+    /// their sockets for live traffic.
+    wanted: tokio::sync::Notify,
 }
 
 impl UpstreamConnections {
@@ -72,6 +75,7 @@ impl UpstreamConnections {
         Arc::new(Self {
             max,
             open: AtomicUsize::new(0),
+            wanted: tokio::sync::Notify::new(),
         })
     }
 
@@ -147,6 +151,12 @@ impl Upstream {
             },
             response_timeout: config.upstream_response_timeout,
         }
+    }
+
+    /// Resolves at the next connect refused at `proxy.max_upstream_connections` (any thread):
+    /// a holder of a connection nobody needs now (a lingering pump) can free it.
+    pub fn connection_wanted(&self) -> tokio::sync::futures::Notified<'_> {
+        self.connections.wanted.notified()
     }
 
     /// The upstream endpoint URL, as sessions record it and logs show it: any password in it
@@ -232,10 +242,11 @@ impl Upstream {
     }
 
     async fn connect(&self) -> Result<Conn, Reject> {
-        let place = self
-            .connections
-            .try_acquire()
-            .ok_or(Reject::UpstreamConnectionsExhausted(self.connections.max))?;
+        let Some(place) = self.connections.try_acquire() else {
+            // Streams nobody reads give way; this request is refused now (the client retries).
+            self.connections.wanted.notify_waiters();
+            return Err(Reject::UpstreamConnectionsExhausted(self.connections.max));
+        };
         let io = self
             .connector
             .clone()
