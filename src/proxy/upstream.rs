@@ -64,8 +64,8 @@ pub const REAP_PERIOD: Duration = Duration::from_secs(1);
 pub struct UpstreamConnections {
     max: usize,
     open: AtomicUsize,
-    /// Woken when a connect is refused at the bound: pumps whose client left stop, to free
-    /// their sockets for live traffic.
+    /// Notified (one waiter) when a connect is refused at the bound: a pump whose client left
+    /// stops, to free its socket for live traffic.
     wanted: tokio::sync::Notify,
 }
 
@@ -153,8 +153,9 @@ impl Upstream {
         }
     }
 
-    /// Resolves at the next connect refused at `proxy.max_upstream_connections` (any thread):
-    /// a holder of a connection nobody needs now (a lingering pump) can free it.
+    /// Resolves when a connect was refused at `proxy.max_upstream_connections` (any thread) and
+    /// this waiter is the one picked (one per refusal): a holder of a connection nobody needs
+    /// now (a lingering pump) frees it.
     pub fn connection_wanted(&self) -> tokio::sync::futures::Notified<'_> {
         self.connections.wanted.notified()
     }
@@ -243,8 +244,11 @@ impl Upstream {
 
     async fn connect(&self) -> Result<Conn, Reject> {
         let Some(place) = self.connections.try_acquire() else {
-            // Streams nobody reads give way; this request is refused now (the client retries).
-            self.connections.wanted.notify_waiters();
+            // One stream nobody reads gives way (each refusal frees at most one socket, so a
+            // burst does not end every lingering stream); this request is refused now and the
+            // client's retry gets the freed place. With no pump lingering, the next one to
+            // linger gives way at once.
+            self.connections.wanted.notify_one();
             return Err(Reject::UpstreamConnectionsExhausted(self.connections.max));
         };
         let io = self
