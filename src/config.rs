@@ -165,10 +165,11 @@ pub struct ProxyConfig {
     /// client's and its upstream's). Default 16384 (the unit's `LimitNOFILE=` is 65536).
     pub max_connections: usize,
     /// Most upstream connections open at once, over every data-plane thread's pool, streams
-    /// and lingering pumps (and the main runtime's client that ends sessions). Past it a
-    /// request that needs a new upstream connection gets `503` with a JSON-RPC error at once
-    /// (counted in `mcp_relay_upstream_connections_refused_total`, logged) instead of failing
-    /// on descriptor exhaustion. 0: what the descriptor limit (`RLIMIT_NOFILE`) leaves after
+    /// and lingering pumps (and the main runtime's client that ends sessions). At it, a
+    /// request that needs a new upstream connection makes one stream whose client left stop
+    /// (live traffic first) and waits up to 100 ms for a place; failing that it gets `503`
+    /// with a JSON-RPC error (counted in `mcp_relay_upstream_connections_refused_total`,
+    /// logged) instead of failing on descriptor exhaustion. 0: what the descriptor limit (`RLIMIT_NOFILE`) leaves after
     /// `max_connections` and a reserve of 256 (a larger value is clamped to it). Default 0.
     pub max_upstream_connections: usize,
     /// Time a client has to send a complete request head (HTTP/1 only; slowloris): the first

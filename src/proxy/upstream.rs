@@ -67,6 +67,8 @@ pub struct UpstreamConnections {
     /// Notified (one waiter) when a connect is refused at the bound: a pump whose client left
     /// stops, to free its socket for live traffic.
     wanted: tokio::sync::Notify,
+    /// Woken whenever a connection's place is given back.
+    freed: tokio::sync::Notify,
 }
 
 impl UpstreamConnections {
@@ -76,12 +78,41 @@ impl UpstreamConnections {
             max,
             open: AtomicUsize::new(0),
             wanted: tokio::sync::Notify::new(),
+            freed: tokio::sync::Notify::new(),
         })
     }
 
     /// Upstream connections open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// At the bound: asks one stream nobody reads to give way (one per connect, so a burst
+    /// does not end every lingering stream; with none lingering, the next one to linger gives
+    /// way at once) and waits up to [`GIVE_WAY_WAIT`] for a place.
+    async fn give_way(self: &Arc<Self>) -> Option<ConnPlace> {
+        let freed = self.freed.notified();
+        let mut freed = pin!(freed);
+        freed.as_mut().enable();
+        self.wanted.notify_one();
+        if let Some(place) = self.try_acquire() {
+            return Some(place);
+        }
+        let deadline = tokio::time::Instant::now() + GIVE_WAY_WAIT;
+        loop {
+            tokio::time::timeout_at(deadline, freed.as_mut())
+                .await
+                .ok()?;
+            if let Some(place) = self.try_acquire() {
+                return Some(place);
+            }
+            // Another connect took the place: wait for the next, within the same deadline.
+            freed.set(self.freed.notified());
+            freed.as_mut().enable();
+            if let Some(place) = self.try_acquire() {
+                return Some(place);
+            }
+        }
     }
 
     /// A place for one more connection, unless `max` are open.
@@ -110,8 +141,13 @@ struct ConnPlace(Arc<UpstreamConnections>);
 impl Drop for ConnPlace {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.freed.notify_waiters();
     }
 }
+
+/// How long a connect at the bound waits for a place (a lingering pump giving way, or any
+/// connection closing) before it is refused.
+pub const GIVE_WAY_WAIT: Duration = Duration::from_millis(100);
 
 /// The upstream client bound to one upstream MCP endpoint.
 #[derive(Debug, Clone)]
@@ -243,13 +279,13 @@ impl Upstream {
     }
 
     async fn connect(&self) -> Result<Conn, Reject> {
-        let Some(place) = self.connections.try_acquire() else {
-            // One stream nobody reads gives way (each refusal frees at most one socket, so a
-            // burst does not end every lingering stream); this request is refused now and the
-            // client's retry gets the freed place. With no pump lingering, the next one to
-            // linger gives way at once.
-            self.connections.wanted.notify_one();
-            return Err(Reject::UpstreamConnectionsExhausted(self.connections.max));
+        let place = match self.connections.try_acquire() {
+            Some(place) => place,
+            None => self
+                .connections
+                .give_way()
+                .await
+                .ok_or(Reject::UpstreamConnectionsExhausted(self.connections.max))?,
         };
         let io = self
             .connector
