@@ -329,7 +329,9 @@ async fn wait_interrupt(ctx: &PumpContext, consumed: &mut watch::Receiver<u64>) 
                 }
             }
             () = ctx.proxy.upstream.connection_wanted(), if detached.is_some() => {
-                if ctx.tracker.detached_since().is_some() {
+                // A notification stored while no pump lingered may be old: give way only
+                // while the bound is still reached.
+                if ctx.tracker.detached_since().is_some() && ctx.proxy.upstream.at_bound() {
                     return Interrupt::GaveWay;
                 }
             }

@@ -196,6 +196,11 @@ impl Upstream {
         self.connections.wanted.notified()
     }
 
+    /// Whether `proxy.max_upstream_connections` connections are open now.
+    pub fn at_bound(&self) -> bool {
+        self.connections.open() >= self.connections.max
+    }
+
     /// The upstream endpoint URL, as sessions record it and logs show it: any password in it
     /// is masked.
     pub fn url(&self) -> &Arc<str> {
