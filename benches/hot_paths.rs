@@ -88,7 +88,7 @@ use mcp_relay::{
         era::{self, Era},
         headers::{self, LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID},
         pump, relay,
-        upstream::Upstream,
+        upstream::{Upstream, UpstreamConnections},
     },
     session::{
         Admission, ClientEventId, EventTracker, PersistenceWorker, Read, Session, SessionConfig,
@@ -845,7 +845,10 @@ fn bench_sessions(c: &mut Criterion) {
 fn bench_headers(c: &mut Criterion) {
     let (manager, sessions) = manager_with_sessions(10_000);
     let session = &sessions[1234];
-    let upstream = Upstream::new(&ProxyConfig::new(Uri::from_static(UPSTREAM_URL)));
+    let upstream = Upstream::new(
+        &ProxyConfig::new(Uri::from_static(UPSTREAM_URL)),
+        UpstreamConnections::new(usize::MAX),
+    );
     let mut g = c.benchmark_group("headers");
     g.throughput(Throughput::Elements(1));
 

@@ -164,8 +164,17 @@ pub struct ProxyConfig {
     /// descriptor limit (`RLIMIT_NOFILE`) leaves room for (two descriptors per connection: the
     /// client's and its upstream's). Default 16384 (the unit's `LimitNOFILE=` is 65536).
     pub max_connections: usize,
-    /// Time a client has to send a complete request head, counted from its first byte (HTTP/1
-    /// only; slowloris). Past it the connection is closed (counted in
+    /// Most upstream connections open at once, over every data-plane thread's pool, streams
+    /// and lingering pumps (and the main runtime's client that ends sessions). At it, a
+    /// request that needs a new upstream connection makes one stream whose client left stop
+    /// (live traffic first) and waits up to 100 ms for a place; failing that it gets `503`
+    /// with a JSON-RPC error (counted in `mcp_relay_upstream_connections_refused_total`,
+    /// logged) instead of failing on descriptor exhaustion. 0: what the descriptor limit (`RLIMIT_NOFILE`) leaves after
+    /// `max_connections` and a reserve of 256 (a larger value is clamped to it). Default 0.
+    pub max_upstream_connections: usize,
+    /// Time a client has to send a complete request head (HTTP/1 only; slowloris): the first
+    /// from accept (a connection is HTTP/2 only once its whole preface arrived), each next one
+    /// from its first byte (or, pipelined behind a request, from that request's end). Past it the connection is closed (counted in
     /// `mcp_relay_connections_timed_out_total{reason="header_read"}`). Default 10 s.
     pub header_read_timeout: Duration,
     /// Time a client connection may stay open with no request in flight (HTTP/1.1 keep-alive,
@@ -193,6 +202,7 @@ impl ProxyConfig {
             upstream_idle_timeout: Duration::from_secs(4),
             threads: 0,
             max_connections: 16384,
+            max_upstream_connections: 0,
             header_read_timeout: Duration::from_secs(10),
             keep_alive_idle_timeout: Duration::from_secs(60),
             request_body_timeout: Duration::from_secs(30),

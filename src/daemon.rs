@@ -43,7 +43,7 @@ pub use threads::{DataPlane, EdgeLimits, thread_count};
 use crate::{
     config::{Config, DEFAULT_METRICS_LISTEN, file::redact_url},
     control::{self, BearerToken, ControlListener, ControlOptions},
-    proxy::Proxy,
+    proxy::{Proxy, upstream::UpstreamConnections},
     session::{
         PersistenceWorker, SessionManager,
         store::{self, MemoryStore, SessionStore, StoreError},
@@ -205,7 +205,15 @@ impl Daemon {
 
         let (worker, persistence) = PersistenceWorker::new(store, config.worker);
         let manager = Arc::new(SessionManager::new(config.session, persistence));
-        let proxy = Arc::new(Proxy::new(config.proxy.clone(), manager.clone()));
+        let limits = EdgeLimits::from_config(&config.proxy);
+        // One bound on upstream connections for the whole process: every data-plane thread's
+        // client and the main runtime's.
+        let upstream_connections = UpstreamConnections::new(limits.max_upstream_connections);
+        let proxy = Arc::new(Proxy::with_upstream_connections(
+            config.proxy.clone(),
+            manager.clone(),
+            upstream_connections.clone(),
+        ));
         let metrics = Metrics::new(manager.clone());
         // Histogram samples wait in the recorder until upkeep folds them into buckets; without
         // this, a daemon nobody scrapes would hold every request's sample.
@@ -245,15 +253,19 @@ impl Daemon {
         let mut data_plane = DataPlane::start(
             data,
             thread_count(config.proxy.threads),
-            EdgeLimits::from_config(&config.proxy),
+            limits,
             &manager,
             |_| {
                 // Outermost first: the metrics layer also counts the drain layer's 503s.
-                Arc::new(Proxy::new(config.proxy.clone(), manager.clone()))
-                    .router()
-                    // A child token per thread: requests wait on it without sharing one lock.
-                    .layer(DrainLayer::new(cut.child_token()))
-                    .layer(metrics.layer())
+                Arc::new(Proxy::with_upstream_connections(
+                    config.proxy.clone(),
+                    manager.clone(),
+                    upstream_connections.clone(),
+                ))
+                .router()
+                // A child token per thread: requests wait on it without sharing one lock.
+                .layer(DrainLayer::new(cut.child_token()))
+                .layer(metrics.layer())
             },
             &shutdown,
         )

@@ -486,3 +486,346 @@ async fn a_session_refused_after_the_upstream_created_it_is_ended_upstream() {
     assert_eq!(delete.header("mcp-session-id"), Some("UP-A"));
     assert_eq!(proxy.manager().len(), 1);
 }
+
+/// A daemon whose request heads must complete within 1 s, while an idle connection may stay
+/// for the default keep-alive idle timeout (60 s, far past `BOUND`): a connection closed within
+/// `BOUND` was closed by the head timer.
+async fn start_with_short_head_timeout(upstream: &str) -> Daemon {
+    start_proxy_with(upstream, |c| {
+        c.proxy.header_read_timeout = Duration::from_secs(1);
+        c.proxy.keep_alive_idle_timeout = Duration::from_secs(60);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_by_the_head_timer() {
+    let upstream = TestUpstream::start().await;
+    let proxy = start_with_short_head_timeout(&upstream.url()).await;
+    let mut stream = TcpStream::connect(proxy.data_addr())
+        .await
+        .expect("connect");
+    read_until_closed(&mut stream, "a connection that sends nothing").await;
+    assert_eq!(proxy.manager().stats().snapshot().header_read_timeouts, 1);
+    proxy.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_partial_h2_preface_then_silence_is_closed_by_the_head_timer() {
+    let upstream = TestUpstream::start().await;
+    let proxy = start_with_short_head_timeout(&upstream.url()).await;
+    let mut stream = TcpStream::connect(proxy.data_addr())
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n")
+        .await
+        .expect("send the preface's start");
+    read_until_closed(&mut stream, "a partial HTTP/2 preface").await;
+    assert_eq!(proxy.manager().stats().snapshot().header_read_timeouts, 1);
+    proxy.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_partial_head_pipelined_behind_a_request_in_flight_is_closed_by_the_head_timer() {
+    let upstream = TestUpstream::start().await;
+    let proxy = start_with_short_head_timeout(&upstream.url()).await;
+    let (reply, release) = Reply::json(INITIALIZE_RESULT).session_id("UP-P").held();
+    upstream.push(reply);
+    let mut stream = TcpStream::connect(proxy.data_addr())
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         accept: application/json, text/event-stream\r\ncontent-length: {}\r\n\r\n{INITIALIZE}",
+        INITIALIZE.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    // The request is in flight (the upstream holds its answer) when the next head starts.
+    upstream.wait_for_requests(1).await;
+    stream
+        .write_all(b"GET /not-mcp HTTP/1.1\r\nhost: 12")
+        .await
+        .expect("send a partial second head");
+    // Give the proxy time to read the partial head while the first request is still in
+    // flight (what is asserted is the close below, not this wait).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    release.send(()).expect("the answer is still held");
+    let got = read_until_closed(&mut stream, "a pipelined partial head").await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "the first request is answered: {text:?}"
+    );
+    assert_eq!(proxy.manager().stats().snapshot().header_read_timeouts, 1);
+    proxy.shutdown().await.expect("shutdown");
+}
+
+/// A client transport whose first write carries only the first 5 bytes of whatever is written
+/// (the HTTP/2 preface's start), and whose next write waits 100 ms: the proxy's first read is
+/// shorter than the preface, as a real client's may be.
+struct SplitFirstWrite {
+    io: TcpStream,
+    written: usize,
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl tokio::io::AsyncRead for SplitFirstWrite {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SplitFirstWrite {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        const FIRST: usize = 5;
+        if self.written == FIRST {
+            let pause = self
+                .pause
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(100))));
+            std::task::ready!(std::future::Future::poll(pause.as_mut(), cx));
+        }
+        let cap = if self.written < FIRST {
+            FIRST - self.written
+        } else {
+            buf.len()
+        };
+        let len = buf.len().min(cap);
+        let polled = std::pin::Pin::new(&mut self.io).poll_write(cx, &buf[..len]);
+        if let std::task::Poll::Ready(Ok(n)) = polled {
+            self.written += n;
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn an_h2c_connection_idle_between_requests_outlives_the_head_timeout() {
+    let upstream = TestUpstream::start().await;
+    let proxy = start_with_short_head_timeout(&upstream.url()).await;
+    let io = SplitFirstWrite {
+        io: TcpStream::connect(proxy.data_addr())
+            .await
+            .expect("connect"),
+        written: 0,
+        pause: None,
+    };
+    // Prior knowledge (h2c); PINGs while idle, as a client keeping its connection warm does.
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_millis(300))
+            .keep_alive_while_idle(true)
+            .handshake::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(io))
+            .await
+            .expect("h2c handshake");
+    let driver = tokio::spawn(connection);
+    for round in 0..2 {
+        let request = http::Request::get(format!("http://{}/not-mcp", proxy.data_addr()))
+            .body(http_body_util::Empty::new())
+            .expect("request");
+        let answer = tokio::time::timeout(BOUND, sender.send_request(request))
+            .await
+            .unwrap_or_else(|_| panic!("request {round} answered within {BOUND:?}"))
+            .unwrap_or_else(|err| panic!("request {round} on the same h2c connection: {err}"));
+        assert_eq!(
+            answer.status(),
+            http::StatusCode::NOT_FOUND,
+            "round {round}"
+        );
+        assert_eq!(answer.version(), http::Version::HTTP_2, "round {round}");
+        if round == 0 {
+            // Idle (but for PINGs) for longer than the head timeout, shorter than the idle one.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+    }
+    assert_eq!(
+        proxy.manager().stats().snapshot().header_read_timeouts,
+        0,
+        "an HTTP/2 connection has no request heads to time"
+    );
+    drop(sender);
+    driver.abort();
+    proxy.shutdown().await.expect("shutdown");
+}
+
+/// Upstream connections are bounded process-wide (H1): with `max_upstream_connections = 3`,
+/// three streams the upstream holds open take every place; a fourth request that needs an
+/// upstream connection gets a clean `503` with a JSON-RPC error (not a `502` from a failed
+/// connect, and no fourth socket to the upstream); once the streams end, requests are served
+/// again.
+#[tokio::test]
+async fn past_max_upstream_connections_a_request_gets_503_until_one_frees() {
+    const BOUND_UPSTREAM: usize = 3;
+    let upstream = TestUpstream::start().await;
+    let port: u16 = upstream
+        .url()
+        .parse::<http::Uri>()
+        .expect("upstream URL")
+        .port_u16()
+        .expect("upstream port");
+    let proxy = start_with_metrics(&upstream.url(), |c| {
+        c.proxy.max_upstream_connections = BOUND_UPSTREAM;
+        c.proxy.threads = 2;
+    })
+    .await;
+    let open_stream = || async {
+        let mut client = TcpStream::connect(proxy.data_addr())
+            .await
+            .expect("connect");
+        client
+            .write_all(b"GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("send");
+        let head = read_head(&mut client).await;
+        (client, head)
+    };
+    let mut held = Vec::new();
+    let mut senders = Vec::new();
+    for i in 0..BOUND_UPSTREAM {
+        let (reply, sender) = Reply::sse_stream();
+        upstream.push(reply);
+        senders.push(sender);
+        let (client, head) = open_stream().await;
+        assert!(head.starts_with("HTTP/1.1 200"), "stream {i}: {head:?}");
+        held.push(client);
+    }
+    let (reply, extra) = Reply::sse_stream();
+    upstream.push(reply);
+    let (mut refused, head) = open_stream().await;
+    assert!(
+        head.starts_with("HTTP/1.1 503"),
+        "past the upstream connection bound: a clean 503, got {head:?}"
+    );
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(BOUND, refused.read_to_end(&mut rest)).await;
+    let text = format!("{head}{}", String::from_utf8_lossy(&rest));
+    assert!(
+        text.contains(r#""code":-32603"#),
+        "with a JSON-RPC error: {text:?}"
+    );
+    let towards: Vec<String> = states_towards(port)
+        .into_iter()
+        .filter(|s| s == ESTABLISHED)
+        .collect();
+    assert!(
+        towards.len() <= BOUND_UPSTREAM,
+        "at most {BOUND_UPSTREAM} sockets to the upstream: {towards:?}"
+    );
+    assert_eq!(
+        proxy
+            .manager()
+            .stats()
+            .snapshot()
+            .upstream_connections_refused,
+        1
+    );
+    let scraped = get(proxy.metrics_addr().expect("metrics"), "/metrics").await;
+    assert!(
+        scraped.contains("mcp_relay_upstream_connections_refused_total 1"),
+        "the refusal is exported"
+    );
+
+    // The upstream ends its streams: their connections are free again.
+    drop(senders);
+    drop(extra);
+    drop(held);
+    let served = async {
+        loop {
+            upstream.push(Reply::json(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#));
+            let (_client, head) = open_stream().await;
+            if head.starts_with("HTTP/1.1 200") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(BOUND, served)
+        .await
+        .expect("served again once the streams ended");
+    proxy.shutdown().await.expect("shutdown");
+}
+
+/// At the upstream connection bound, live traffic wins over a stream nobody reads: a legacy
+/// stream's pump lingering after its client left (for `session.linger`, 30 s by default) is
+/// stopped when a request finds no upstream connection free, and that request is served at
+/// once instead of waiting out (or being refused for) the linger time.
+#[tokio::test]
+async fn at_the_upstream_bound_a_lingering_pump_gives_way_to_live_traffic() {
+    const TOOLS_LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let upstream = TestUpstream::start().await;
+    let proxy = start_proxy_with(&upstream.url(), |c| {
+        c.proxy.max_upstream_connections = 1;
+        c.proxy.threads = 1;
+    })
+    .await;
+    let client = support::http::Client::new();
+    let url = support::proxy_url(&proxy);
+    upstream.push(Reply::json(INITIALIZE_RESULT).session_id("UP-L"));
+    let answer = client.post_read(&url, &[], INITIALIZE).await;
+    assert_eq!(answer.status, http::StatusCode::OK, "initialize");
+    let sid = answer
+        .header("mcp-session-id")
+        .expect("a session id")
+        .to_owned();
+    // A stream the upstream keeps open; its client reads the first event, then leaves.
+    let (reply, events) = Reply::sse_stream();
+    upstream.push(reply);
+    let mut stream = TcpStream::connect(proxy.data_addr())
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         accept: application/json, text/event-stream\r\nmcp-session-id: {sid}\r\n\
+         mcp-protocol-version: 2025-11-25\r\ncontent-length: {}\r\n\r\n{TOOLS_LIST}",
+        TOOLS_LIST.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    assert!(events.send("id: e0\ndata: {}\n\n").await);
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "the stream: {head:?}");
+    drop(stream);
+
+    // The lingering pump holds the only upstream connection; a new request needs one, and
+    // gets it: the pump gives way (the linger time is 30 s).
+    upstream.push(Reply::json(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#));
+    let answer = client
+        .post_read(
+            &url,
+            &[("mcp-session-id", sid.as_str())],
+            r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#,
+        )
+        .await;
+    assert_eq!(
+        answer.status,
+        http::StatusCode::OK,
+        "live traffic is served: {:?}",
+        answer.text()
+    );
+    tokio::time::timeout(BOUND, events.closed())
+        .await
+        .expect("the lingering stream was closed upstream");
+    proxy.shutdown().await.expect("shutdown");
+}

@@ -243,6 +243,8 @@ pub struct ProxySection {
     /// 0: one per CPU.
     pub threads: usize,
     pub max_connections: usize,
+    /// 0: what the descriptor limit leaves after `max_connections`.
+    pub max_upstream_connections: usize,
     pub header_read_timeout_secs: u64,
     pub keep_alive_idle_timeout_secs: u64,
     pub request_body_timeout_secs: u64,
@@ -446,6 +448,7 @@ impl ProxySection {
             upstream_idle_timeout,
             threads,
             max_connections,
+            max_upstream_connections,
             header_read_timeout,
             keep_alive_idle_timeout,
             request_body_timeout,
@@ -463,6 +466,7 @@ impl ProxySection {
             upstream_idle_timeout_ms: ms(*upstream_idle_timeout),
             threads: *threads,
             max_connections: *max_connections,
+            max_upstream_connections: *max_upstream_connections,
             header_read_timeout_secs: header_read_timeout.as_secs(),
             keep_alive_idle_timeout_secs: keep_alive_idle_timeout.as_secs(),
             request_body_timeout_secs: request_body_timeout.as_secs(),
@@ -542,6 +546,7 @@ impl ProxySection {
             upstream_idle_timeout: Duration::from_millis(self.upstream_idle_timeout_ms),
             threads: self.threads,
             max_connections: self.max_connections,
+            max_upstream_connections: self.max_upstream_connections,
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
             keep_alive_idle_timeout: Duration::from_secs(self.keep_alive_idle_timeout_secs),
             request_body_timeout: Duration::from_secs(self.request_body_timeout_secs),

@@ -18,9 +18,13 @@
 //! Limits at the edge ([`EdgeLimits`]): the acceptor refuses a connection past
 //! `max_connections` open (a canned `503`, then closed); each connection is served by hyper
 //! here (not `axum::serve`) under a light monitor in its own task that closes it when a request
-//! head takes longer than `header_read_timeout` from its first byte (HTTP/1), or when it has had
-//! no request in flight for `keep_alive_idle_timeout` (graceful close). The monitor sleeps
-//! until its next deadline and is woken only when the connection turns idle or a head starts.
+//! head takes longer than `header_read_timeout` (HTTP/1: timed from accept for the first head —
+//! until the whole 24-byte h2 preface is seen, a connection counts as HTTP/1 — then from the
+//! first byte of each next head, or from the end of the request before it when that byte came
+//! pipelined while it was in flight), or when it has had no request in flight for
+//! `keep_alive_idle_timeout` (graceful close). The monitor sleeps until its next deadline and
+//! is woken only when the connection turns idle or a head starts. h2 connections advertise at
+//! most [`H2_MAX_CONCURRENT_STREAMS`] concurrent streams.
 //!
 //! Lifecycle: [`DataPlane::start`] starts the threads and the acceptor; at the daemon's
 //! shutdown token the acceptor stops and each thread drains (graceful), reports how that went
@@ -37,7 +41,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     thread::JoinHandle,
@@ -82,6 +86,9 @@ const RESERVED_DESCRIPTORS: u64 = 256;
 pub struct EdgeLimits {
     /// Most client connections open at once (all threads); past it new ones are refused.
     pub max_connections: usize,
+    /// Most upstream connections open at once (every thread's and the main runtime's client);
+    /// `usize::MAX` when unbounded (no descriptor limit known and none configured).
+    pub max_upstream_connections: usize,
     /// Time from a request head's first byte to its end (HTTP/1).
     pub header_read_timeout: Duration,
     /// Time a connection may stay with no request in flight.
@@ -91,10 +98,51 @@ pub struct EdgeLimits {
 impl EdgeLimits {
     /// The limits of `config`, with `max_connections` clamped to what the process's descriptor
     /// limit leaves room for (two descriptors per connection: client and upstream, after
-    /// [`RESERVED_DESCRIPTORS`]); a warning says so when it clamps.
+    /// [`RESERVED_DESCRIPTORS`]), and `max_upstream_connections` (0: as many as the limit
+    /// allows) clamped to what it leaves after `max_connections` and the reserve; a warning
+    /// says so when either is clamped.
     pub fn from_config(config: &crate::config::ProxyConfig) -> Self {
-        let mut max_connections = config.max_connections;
-        if let Some(nofile) = descriptor_limit() {
+        let nofile = descriptor_limit();
+        let max_connections = Self::clamp_connections(config.max_connections, nofile);
+        let configured = config.max_upstream_connections;
+        let max_upstream_connections = match nofile {
+            None if configured == 0 => usize::MAX,
+            None => configured,
+            Some(nofile) => {
+                let room = usize::try_from(nofile.saturating_sub(RESERVED_DESCRIPTORS))
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(max_connections)
+                    .max(1);
+                if configured == 0 {
+                    room
+                } else if configured > room {
+                    tracing::warn!(
+                        configured,
+                        clamped = room,
+                        rlimit_nofile = nofile,
+                        max_connections,
+                        "proxy.max_upstream_connections exceeds what the descriptor limit leaves \
+                         after proxy.max_connections; clamping it",
+                    );
+                    room
+                } else {
+                    configured
+                }
+            }
+        };
+        Self {
+            max_connections,
+            max_upstream_connections,
+            header_read_timeout: config.header_read_timeout,
+            keep_alive_idle_timeout: config.keep_alive_idle_timeout,
+        }
+    }
+
+    /// `configured` client connections, clamped to half of what `nofile` leaves after the
+    /// reserve.
+    fn clamp_connections(configured: usize, nofile: Option<u64>) -> usize {
+        let mut max_connections = configured;
+        if let Some(nofile) = nofile {
             let room = usize::try_from(nofile.saturating_sub(RESERVED_DESCRIPTORS) / 2)
                 .unwrap_or(usize::MAX)
                 .max(1);
@@ -109,11 +157,7 @@ impl EdgeLimits {
                 max_connections = room;
             }
         }
-        Self {
-            max_connections,
-            header_read_timeout: config.header_read_timeout,
-            keep_alive_idle_timeout: config.keep_alive_idle_timeout,
-        }
+        max_connections
     }
 }
 
@@ -503,9 +547,21 @@ impl AsyncRead for Counted {
     }
 }
 
-/// The h2 client preface's start: a connection that opens with it speaks HTTP/2, whose frames
-/// are no request head in progress.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+/// The h2 client preface (RFC 9113, section 3.4): a connection that opens with all of it
+/// speaks HTTP/2, whose frames are no request head in progress. Until all 24 bytes are seen
+/// (a client's first read may carry fewer) the connection is under the head timer.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// [`ConnState::proto`] once the connection is known to speak HTTP/1 (values below are how
+/// many preface bytes matched so far).
+const PROTO_HTTP1: u8 = 254;
+/// [`ConnState::proto`] once the whole h2 preface was seen.
+const PROTO_HTTP2: u8 = 255;
+
+/// Most concurrent streams a client may open on one h2 connection (advertised in SETTINGS):
+/// each can hold an upstream connection, so it is bounded explicitly rather than left to
+/// hyper's default (200).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// One client connection's state as its monitor sees it (all on the connection's thread; the
 /// atomics are only there because hyper wants `Send` services).
@@ -516,14 +572,17 @@ struct ConnState {
     in_flight: AtomicUsize,
     /// When `in_flight` last dropped to 0 (or the connection opened).
     idle_since_ms: AtomicU64,
-    /// Whether bytes arrived since the connection went idle: a request head is in progress.
+    /// Whether a request head is in progress: from accept, from the first byte after the
+    /// connection went idle, or from going idle with bytes already read for the next head.
     head_started: AtomicBool,
-    /// When the bytes that started the head arrived.
+    /// When the head timer started.
     head_started_ms: AtomicU64,
-    /// Whether the connection speaks HTTP/2 (no head timeout then).
-    h2: AtomicBool,
-    /// Whether a first read was seen (to recognise HTTP/2 by its preface).
-    seen_first_read: AtomicBool,
+    /// Bytes arrived while a request was in flight and after its body ended (or it has none):
+    /// the next head has started, pipelined.
+    read_while_busy: AtomicBool,
+    /// The protocol: how many bytes of [`H2_PREFACE`] matched so far, or [`PROTO_HTTP1`] /
+    /// [`PROTO_HTTP2`] once decided (HTTP/2 has no head timeout).
+    proto: AtomicU8,
     /// Wakes the monitor when the connection turns idle or a head starts.
     changed: Notify,
 }
@@ -534,10 +593,11 @@ impl ConnState {
             start: Instant::now(),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
-            head_started: AtomicBool::new(false),
+            // The head timer runs from accept: a connection that sends nothing is cut by it.
+            head_started: AtomicBool::new(true),
             head_started_ms: AtomicU64::new(0),
-            h2: AtomicBool::new(false),
-            seen_first_read: AtomicBool::new(false),
+            read_while_busy: AtomicBool::new(false),
+            proto: AtomicU8::new(0),
             changed: Notify::new(),
         }
     }
@@ -552,13 +612,30 @@ impl ConnState {
 
     /// Bytes arrived from the client.
     fn read(&self, bytes: &[u8]) {
-        if !self.seen_first_read.swap(true, Ordering::Relaxed) && bytes.starts_with(H2_PREFACE) {
-            self.h2.store(true, Ordering::Relaxed);
+        let mut proto = self.proto.load(Ordering::Relaxed);
+        if proto < PROTO_HTTP1 {
+            let matched = usize::from(proto);
+            let n = (H2_PREFACE.len() - matched).min(bytes.len());
+            proto = if bytes[..n] != H2_PREFACE[matched..matched + n] {
+                PROTO_HTTP1
+            } else if matched + n == H2_PREFACE.len() {
+                // HTTP/2: the head timer that ran since accept stops; the idle timer remains.
+                self.head_started.store(false, Ordering::Relaxed);
+                self.changed.notify_one();
+                PROTO_HTTP2
+            } else {
+                u8::try_from(matched + n).unwrap_or(PROTO_HTTP1)
+            };
+            self.proto.store(proto, Ordering::Relaxed);
         }
-        if self.in_flight.load(Ordering::Relaxed) == 0
-            && !self.h2.load(Ordering::Relaxed)
-            && !self.head_started.swap(true, Ordering::Relaxed)
-        {
+        if proto == PROTO_HTTP2 {
+            return;
+        }
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            self.read_while_busy.store(true, Ordering::Relaxed);
+            return;
+        }
+        if !self.head_started.swap(true, Ordering::Relaxed) {
             self.head_started_ms.store(self.now_ms(), Ordering::Relaxed);
             self.changed.notify_one();
         }
@@ -568,7 +645,13 @@ impl ConnState {
     fn enter(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(false, Ordering::Relaxed);
+        self.read_while_busy.store(false, Ordering::Relaxed);
         InFlight(self.clone())
+    }
+
+    /// A request's body was read to its end: bytes read after this belong to the next head.
+    fn body_done(&self) {
+        self.read_while_busy.store(false, Ordering::Relaxed);
     }
 
     /// What to do next: the next deadline, or that one has passed.
@@ -605,15 +688,55 @@ enum Check {
     IdleTimedOut,
 }
 
+/// A request's body, telling its connection's monitor when it has been read to the end.
+struct WatchedBody {
+    inner: hyper::body::Incoming,
+    conn: Arc<ConnState>,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            self.conn.body_done();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A request in flight on a connection, until its response body is dropped.
 struct InFlight(Arc<ConnState>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.0
-                .idle_since_ms
-                .store(self.0.now_ms(), Ordering::Relaxed);
+            let now = self.0.now_ms();
+            self.0.idle_since_ms.store(now, Ordering::Relaxed);
+            // Part of the next head arrived while this request was in flight (pipelined): it
+            // sits in hyper's buffer, and no further read would start the head timer.
+            if self.0.read_while_busy.swap(false, Ordering::Relaxed) {
+                self.0.head_started_ms.store(now, Ordering::Relaxed);
+                self.0.head_started.store(true, Ordering::Relaxed);
+            }
             self.0.changed.notify_one();
         }
     }
@@ -693,6 +816,9 @@ async fn serve_connections(
     // hyper's own head timer would also run while a keep-alive connection waits for its next
     // request; the connection monitor times heads (from their first byte) and idleness instead.
     builder.http1().header_read_timeout(None);
+    builder
+        .http2()
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
     let connections = TaskTracker::new();
     loop {
         let (io, peer) = tokio::select! {
@@ -730,6 +856,10 @@ async fn serve_connection(
         let conn_state = conn_state.clone();
         hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let in_flight = conn_state.enter();
+            let request = request.map(|inner| WatchedBody {
+                inner,
+                conn: conn_state.clone(),
+            });
             let mut router = router.clone();
             async move {
                 let response = match router.call(request).await {

@@ -64,6 +64,10 @@ pub enum Reject {
     UpstreamUnavailable(String),
     #[error("upstream MCP server did not answer within {0:?}")]
     UpstreamTimeout(std::time::Duration),
+    /// `proxy.max_upstream_connections` (the value carried) upstream connections are open and
+    /// none is idle here: `503`, the client may retry.
+    #[error("{0} upstream connections open (proxy.max_upstream_connections)")]
+    UpstreamConnectionsExhausted(usize),
     #[error("cannot resume the stream: {0}")]
     LastEventId(String),
     #[error("the upstream MCP server could not resume the stream: {0}")]
@@ -96,6 +100,9 @@ impl Reject {
             Self::HeaderMismatch { .. } => (StatusCode::BAD_REQUEST, HEADER_MISMATCH),
             Self::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, INTERNAL_ERROR),
             Self::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, INTERNAL_ERROR),
+            Self::UpstreamConnectionsExhausted(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, INTERNAL_ERROR)
+            }
             Self::LastEventId(_) => (StatusCode::BAD_REQUEST, INVALID_REQUEST),
             Self::ResumeFailed(_) => (StatusCode::BAD_GATEWAY, INTERNAL_ERROR),
             Self::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, INTERNAL_ERROR),
@@ -120,6 +127,7 @@ impl Reject {
             Self::HeaderMismatch { .. } => "header_mismatch",
             Self::UpstreamUnavailable(_) => "upstream_unavailable",
             Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::UpstreamConnectionsExhausted(_) => "upstream_connections_exhausted",
             Self::LastEventId(_) => "last_event_id",
             Self::ResumeFailed(_) => "resume_failed",
             Self::StoreUnavailable(_) => "store_unavailable",
@@ -147,6 +155,9 @@ impl Reject {
             }
             Self::UpstreamUnavailable(_) => "upstream MCP server unavailable".into(),
             Self::UpstreamTimeout(_) => "upstream MCP server did not answer in time".into(),
+            Self::UpstreamConnectionsExhausted(_) => {
+                "too many upstream connections; retry later".into()
+            }
             Self::LastEventId(_) => "Last-Event-ID cannot be resumed".into(),
             Self::ResumeFailed(_) => "the upstream MCP server could not resume the stream".into(),
             Self::StoreUnavailable(_) => "session store unavailable; retry".into(),

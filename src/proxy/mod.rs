@@ -40,7 +40,7 @@ use era::{Era, MessagePeek};
 use error::Reject;
 use headers::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, X_ACCEL_BUFFERING};
 use relay::SseRelay;
-use upstream::Upstream;
+use upstream::{Upstream, UpstreamConnections};
 
 /// The data plane's shared state.
 #[derive(Debug)]
@@ -55,8 +55,26 @@ impl Proxy {
     /// A data plane forwarding to `config.upstream`, with sessions held by `manager`. Each
     /// has its own upstream connection pool (one per data-plane thread, so connections stay on
     /// the runtime that drives them).
+    ///
+    /// Its upstream connections are bounded by `config.max_upstream_connections` alone (0:
+    /// unbounded); a daemon shares one bound between its proxies with
+    /// [`Proxy::with_upstream_connections`].
     pub fn new(config: ProxyConfig, manager: Arc<SessionManager>) -> Self {
-        let upstream = Upstream::new(&config);
+        let max = match config.max_upstream_connections {
+            0 => usize::MAX,
+            max => max,
+        };
+        Self::with_upstream_connections(config, manager, UpstreamConnections::new(max))
+    }
+
+    /// [`Proxy::new`], its upstream connections counted in (and bounded by) `connections`,
+    /// shared with other proxies of the process.
+    pub fn with_upstream_connections(
+        config: ProxyConfig,
+        manager: Arc<SessionManager>,
+        connections: Arc<UpstreamConnections>,
+    ) -> Self {
+        let upstream = Upstream::new(&config, connections);
         Self {
             admission: admit::Admission::new(&config),
             config,
@@ -610,7 +628,24 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
         Err((reject, id)) => {
             // The client reads a short message; the detail is logged here, with the request id.
             let request_id = id.as_deref().map(RawValue::get);
-            if reject.is_server_side() {
+            if let Reject::UpstreamConnectionsExhausted(max) = &reject {
+                let total = proxy
+                    .manager
+                    .stats()
+                    .upstream_connections_refused
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                // The first, then at powers of two: a flood does not flood the log.
+                if total.is_power_of_two() {
+                    tracing::warn!(
+                        max_upstream_connections = max,
+                        total,
+                        request_id,
+                        "upstream connection bound reached (proxy.max_upstream_connections); \
+                         refusing requests that need a new one",
+                    );
+                }
+            } else if reject.is_server_side() {
                 tracing::warn!(kind = reject.kind(), request_id, error = %reject, "request failed");
             } else {
                 tracing::debug!(kind = reject.kind(), request_id, error = %reject, "request rejected by the proxy");

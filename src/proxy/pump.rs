@@ -147,6 +147,9 @@ enum Interrupt {
     Cancelled,
     /// No client came back within the linger time.
     LingerExpired,
+    /// No client is attached and a request was refused for want of an upstream connection
+    /// (`proxy.max_upstream_connections`): live traffic gets this pump's socket.
+    GaveWay,
 }
 
 async fn run(ctx: PumpContext, mut body: UpstreamBody) {
@@ -289,18 +292,26 @@ fn finish(ctx: &PumpContext, state: UpstreamState) {
 }
 
 fn interrupt_state(ctx: &PumpContext, interrupt: Interrupt) -> UpstreamState {
-    if let Interrupt::LingerExpired = interrupt {
-        tracing::info!(
+    match interrupt {
+        Interrupt::LingerExpired => tracing::info!(
             session = %ctx.session.id(),
             stream = %ctx.tracker.stream(),
             "no client resumed the stream within the linger time; closing it upstream",
-        );
+        ),
+        Interrupt::GaveWay => tracing::info!(
+            session = %ctx.session.id(),
+            stream = %ctx.tracker.stream(),
+            "upstream connections exhausted (proxy.max_upstream_connections); closing this \
+             stream nobody reads to free its connection",
+        ),
+        Interrupt::Cancelled => {}
     }
     UpstreamState::Stopped
 }
 
-/// Resolves when the session ends (or the daemon stops streams), or when no reader has been
-/// attached for the linger time.
+/// Resolves when the session ends (or the daemon stops streams), when no reader has been
+/// attached for the linger time, or when none is attached and a request was refused for want
+/// of an upstream connection.
 async fn wait_interrupt(ctx: &PumpContext, consumed: &mut watch::Receiver<u64>) -> Interrupt {
     let linger = ctx.proxy.manager.config().linger;
     loop {
@@ -315,6 +326,13 @@ async fn wait_interrupt(ctx: &PumpContext, consumed: &mut watch::Receiver<u64>) 
             } => {
                 if ctx.tracker.detached_since().is_some_and(|s| s.elapsed() >= linger) {
                     return Interrupt::LingerExpired;
+                }
+            }
+            () = ctx.proxy.upstream.connection_wanted(), if detached.is_some() => {
+                // A notification stored while no pump lingered may be old: give way only
+                // while the bound is still reached.
+                if ctx.tracker.detached_since().is_some() && ctx.proxy.upstream.at_bound() {
+                    return Interrupt::GaveWay;
                 }
             }
             changed = consumed.changed() => {

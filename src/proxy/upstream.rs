@@ -19,7 +19,7 @@ use std::{
     pin::{Pin, pin},
     sync::{
         Arc, Weak,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
@@ -55,11 +55,106 @@ pub const MAX_IDLE_CONNECTIONS: usize = 512;
 /// (shorter when `proxy.upstream_idle_timeout` is: a quarter of it, at least 10 ms).
 pub const REAP_PERIOD: Duration = Duration::from_secs(1);
 
+/// The process-wide bound on open upstream connections (`proxy.max_upstream_connections`),
+/// shared by every data-plane thread's client (pooled, in use, or held by a stream's pump)
+/// and the main runtime's. Each connection holds a place from before its connect until its
+/// socket is dropped; past the bound a new connect is refused at once
+/// ([`Reject::UpstreamConnectionsExhausted`]) instead of failing on descriptor exhaustion.
+#[derive(Debug)]
+pub struct UpstreamConnections {
+    max: usize,
+    open: AtomicUsize,
+    /// Notified (one waiter) when a connect is refused at the bound: a pump whose client left
+    /// stops, to free its socket for live traffic.
+    wanted: tokio::sync::Notify,
+    /// Woken whenever a connection's place is given back.
+    freed: tokio::sync::Notify,
+}
+
+impl UpstreamConnections {
+    /// A bound of `max` connections (`usize::MAX`: unbounded).
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            open: AtomicUsize::new(0),
+            wanted: tokio::sync::Notify::new(),
+            freed: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Upstream connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// At the bound: asks one stream nobody reads to give way (one per connect, so a burst
+    /// does not end every lingering stream; with none lingering, the next one to linger gives
+    /// way at once) and waits up to [`GIVE_WAY_WAIT`] for a place.
+    async fn give_way(self: &Arc<Self>) -> Option<ConnPlace> {
+        let freed = self.freed.notified();
+        let mut freed = pin!(freed);
+        freed.as_mut().enable();
+        self.wanted.notify_one();
+        if let Some(place) = self.try_acquire() {
+            return Some(place);
+        }
+        let deadline = tokio::time::Instant::now() + GIVE_WAY_WAIT;
+        loop {
+            tokio::time::timeout_at(deadline, freed.as_mut())
+                .await
+                .ok()?;
+            if let Some(place) = self.try_acquire() {
+                return Some(place);
+            }
+            // Another connect took the place: wait for the next, within the same deadline.
+            freed.set(self.freed.notified());
+            freed.as_mut().enable();
+            if let Some(place) = self.try_acquire() {
+                return Some(place);
+            }
+        }
+    }
+
+    /// A place for one more connection, unless `max` are open.
+    fn try_acquire(self: &Arc<Self>) -> Option<ConnPlace> {
+        let mut open = self.open.load(Ordering::Relaxed);
+        loop {
+            if open >= self.max {
+                return None;
+            }
+            match self.open.compare_exchange_weak(
+                open,
+                open + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(ConnPlace(self.clone())),
+                Err(now) => open = now,
+            }
+        }
+    }
+}
+
+/// One upstream connection's place in [`UpstreamConnections`], given back when dropped.
+struct ConnPlace(Arc<UpstreamConnections>);
+
+impl Drop for ConnPlace {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.freed.notify_waiters();
+    }
+}
+
+/// How long a connect at the bound waits for a place (a lingering pump giving way, or any
+/// connection closing) before it is refused.
+pub const GIVE_WAY_WAIT: Duration = Duration::from_millis(100);
+
 /// The upstream client bound to one upstream MCP endpoint.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     connector: QuickAckConnector,
     pool: Arc<Pool>,
+    connections: Arc<UpstreamConnections>,
     endpoint: Uri,
     /// `Host` for every upstream request: the endpoint's authority.
     host: HeaderValue,
@@ -68,8 +163,9 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// A client for `config.upstream` (an `http://` URL) with the configured timeouts.
-    pub fn new(config: &ProxyConfig) -> Self {
+    /// A client for `config.upstream` (an `http://` URL) with the configured timeouts, its
+    /// connections counted in (and bounded by) `connections`.
+    pub fn new(config: &ProxyConfig, connections: Arc<UpstreamConnections>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.upstream_connect_timeout));
@@ -82,6 +178,7 @@ impl Upstream {
         Self {
             connector: QuickAckConnector::new(connector),
             pool: Arc::new(Pool::new(config.upstream_idle_timeout)),
+            connections,
             endpoint: config.upstream.clone(),
             host,
             url: {
@@ -90,6 +187,18 @@ impl Upstream {
             },
             response_timeout: config.upstream_response_timeout,
         }
+    }
+
+    /// Resolves when a connect was refused at `proxy.max_upstream_connections` (any thread) and
+    /// this waiter is the one picked (one per refusal): a holder of a connection nobody needs
+    /// now (a lingering pump) frees it.
+    pub fn connection_wanted(&self) -> tokio::sync::futures::Notified<'_> {
+        self.connections.wanted.notified()
+    }
+
+    /// Whether `proxy.max_upstream_connections` connections are open now.
+    pub fn at_bound(&self) -> bool {
+        self.connections.open() >= self.connections.max
     }
 
     /// The upstream endpoint URL, as sessions record it and logs show it: any password in it
@@ -175,6 +284,14 @@ impl Upstream {
     }
 
     async fn connect(&self) -> Result<Conn, Reject> {
+        let place = match self.connections.try_acquire() {
+            Some(place) => place,
+            None => self
+                .connections
+                .give_way()
+                .await
+                .ok_or(Reject::UpstreamConnectionsExhausted(self.connections.max))?,
+        };
         let io = self
             .connector
             .clone()
@@ -187,6 +304,7 @@ impl Upstream {
         Ok(Conn {
             sender,
             driver: Some(Box::pin(driver)),
+            _place: place,
         })
     }
 
@@ -335,6 +453,8 @@ type Driver = Pin<Box<http1::Connection<QuickAckStream, Full<Bytes>>>>;
 struct Conn {
     sender: SendRequest<Full<Bytes>>,
     driver: Option<Driver>,
+    /// Its place in the process-wide bound, held as long as the socket.
+    _place: ConnPlace,
 }
 
 impl std::fmt::Debug for Conn {

@@ -27,6 +27,9 @@ pub struct ProxyStats {
     pub streams_open: AtomicU64,
     /// Client connections refused because `proxy.max_connections` were open.
     pub connections_refused: AtomicU64,
+    /// Requests refused (`503`) because `proxy.max_upstream_connections` upstream connections
+    /// were open.
+    pub upstream_connections_refused: AtomicU64,
     /// Client connections closed because a request head took longer than
     /// `proxy.header_read_timeout`.
     pub header_read_timeouts: AtomicU64,
@@ -57,6 +60,7 @@ pub struct ProxyStatsSnapshot {
     pub streams_opened: u64,
     pub streams_open: u64,
     pub connections_refused: u64,
+    pub upstream_connections_refused: u64,
     pub header_read_timeouts: u64,
     pub idle_connections_closed: u64,
     pub request_body_timeouts: u64,
@@ -85,6 +89,7 @@ impl ProxyStats {
             streams_opened: r(&self.streams_opened),
             streams_open: r(&self.streams_open),
             connections_refused: r(&self.connections_refused),
+            upstream_connections_refused: r(&self.upstream_connections_refused),
             header_read_timeouts: r(&self.header_read_timeouts),
             idle_connections_closed: r(&self.idle_connections_closed),
             request_body_timeouts: r(&self.request_body_timeouts),

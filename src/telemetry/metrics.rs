@@ -162,6 +162,13 @@ const EXPORTS: &[Export] = &[
         |s| s.proxy.connections_refused,
     ),
     (
+        "mcp_relay_upstream_connections_refused_total",
+        Kind::Counter,
+        "Requests refused (503) because proxy.max_upstream_connections upstream connections \
+         were open.",
+        |s| s.proxy.upstream_connections_refused,
+    ),
+    (
         "mcp_relay_header_read_timeouts_total",
         Kind::Counter,
         "Client connections closed because a request head took longer than \
