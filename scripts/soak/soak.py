@@ -794,6 +794,8 @@ def analyse_calls(st: State) -> dict[str, Any]:
 
 
 LOG_RULES: list[tuple[str, tuple[str, ...]]] = [
+    # The environment's descriptor limit, read once at start-up.
+    ("proxy.max_connections exceeds what the descriptor limit", ("startup",)),
     ("session store write failed", ("redis",)),
     ("claiming idle sessions from the store failed", ("redis",)),
     ("could not look up a session in the store", ("redis",)),
@@ -832,9 +834,18 @@ def classify_logs(st: State, log: Path) -> dict[str, Any]:
         t = parse_ts(line["timestamp"])
         session, stream = line.get("session"), line.get("stream")
         causes = next((c for pat, c in LOG_RULES if msg.startswith(pat)), ())
+        if msg == "request failed":
+            # The proxy's own answer to a request (logged once, with its kind and request id).
+            kind = line.get("kind", "")
+            if kind.startswith("upstream_"):
+                causes = ("upstream", "hostile-slow")
+            elif kind == "store_unavailable":
+                causes = ("redis",)
         why = None
         for cause in causes:
-            if cause == "redis" and st.restarts_between(t - REDIS_WINDOW, t + 0.5, "redis_restart"):
+            if cause == "startup":
+                why = "start-up: the environment's descriptor limit"
+            elif cause == "redis" and st.restarts_between(t - REDIS_WINDOW, t + 0.5, "redis_restart"):
                 why = "redis restart"
             elif cause == "upstream" and st.restarts_between(t - RECONNECT_WINDOW, t + 0.5):
                 why = "upstream restart"

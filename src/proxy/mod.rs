@@ -244,7 +244,8 @@ impl Proxy {
             s.standalone().release();
         }
         let response = sent.map_err(|r| {
-            tracing::warn!(
+            // The warning, with the request id, is `handle`'s; this adds the request's context.
+            tracing::debug!(
                 upstream = %self.upstream.url(),
                 method = %method,
                 mcp_method = peek.as_ref().and_then(|p| p.method.as_deref()),
