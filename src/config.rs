@@ -175,12 +175,18 @@ pub struct ProxyConfig {
     /// Time a client has to send a complete request head (HTTP/1 only; slowloris): the first
     /// from accept (a connection is HTTP/2 only once its whole preface arrived), each next one
     /// from its first byte (or, pipelined behind a request, from that request's end). Past it the connection is closed (counted in
-    /// `mcp_relay_connections_timed_out_total{reason="header_read"}`). Default 10 s.
+    /// `mcp_relay_header_read_timeouts_total`). Default 10 s.
     pub header_read_timeout: Duration,
     /// Time a client connection may stay open with no request in flight (HTTP/1.1 keep-alive,
     /// or an HTTP/2 connection with no stream) before the proxy closes it gracefully. Default
     /// 60 s.
     pub keep_alive_idle_timeout: Duration,
+    /// Most concurrent streams a client may open on one h2 connection (advertised in its
+    /// SETTINGS; each stream can hold an upstream connection). hyper's h2 refuses a stream past
+    /// it with `REFUSED_STREAM` before the proxy sees a request, so it is not counted here; the
+    /// upstream connections those streams would take are (`max_upstream_connections`).
+    /// Default 100.
+    pub h2_max_concurrent_streams: u32,
     /// Time a client has to send a whole request body once its head is in; past it the request
     /// gets `408` with a JSON-RPC error and the connection closes. Default 30 s.
     pub request_body_timeout: Duration,
@@ -205,6 +211,7 @@ impl ProxyConfig {
             max_upstream_connections: 0,
             header_read_timeout: Duration::from_secs(10),
             keep_alive_idle_timeout: Duration::from_secs(60),
+            h2_max_concurrent_streams: 100,
             request_body_timeout: Duration::from_secs(30),
         }
     }

@@ -247,6 +247,7 @@ pub struct ProxySection {
     pub max_upstream_connections: usize,
     pub header_read_timeout_secs: u64,
     pub keep_alive_idle_timeout_secs: u64,
+    pub h2_max_concurrent_streams: u32,
     pub request_body_timeout_secs: u64,
 }
 
@@ -451,6 +452,7 @@ impl ProxySection {
             max_upstream_connections,
             header_read_timeout,
             keep_alive_idle_timeout,
+            h2_max_concurrent_streams,
             request_body_timeout,
         } = c;
         Self {
@@ -469,6 +471,7 @@ impl ProxySection {
             max_upstream_connections: *max_upstream_connections,
             header_read_timeout_secs: header_read_timeout.as_secs(),
             keep_alive_idle_timeout_secs: keep_alive_idle_timeout.as_secs(),
+            h2_max_concurrent_streams: *h2_max_concurrent_streams,
             request_body_timeout_secs: request_body_timeout.as_secs(),
         }
     }
@@ -530,6 +533,10 @@ impl ProxySection {
             self.keep_alive_idle_timeout_secs,
         )?;
         positive_u64(
+            "proxy.h2_max_concurrent_streams",
+            u64::from(self.h2_max_concurrent_streams),
+        )?;
+        positive_u64(
             "proxy.request_body_timeout_secs",
             self.request_body_timeout_secs,
         )?;
@@ -549,6 +556,7 @@ impl ProxySection {
             max_upstream_connections: self.max_upstream_connections,
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
             keep_alive_idle_timeout: Duration::from_secs(self.keep_alive_idle_timeout_secs),
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
             request_body_timeout: Duration::from_secs(self.request_body_timeout_secs),
         })
     }

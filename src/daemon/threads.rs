@@ -24,7 +24,7 @@
 //! pipelined while it was in flight), or when it has had no request in flight for
 //! `keep_alive_idle_timeout` (graceful close). The monitor sleeps until its next deadline and
 //! is woken only when the connection turns idle or a head starts. h2 connections advertise at
-//! most [`H2_MAX_CONCURRENT_STREAMS`] concurrent streams.
+//! most `proxy.h2_max_concurrent_streams` concurrent streams.
 //!
 //! Lifecycle: [`DataPlane::start`] starts the threads and the acceptor; at the daemon's
 //! shutdown token the acceptor stops and each thread drains (graceful), reports how that went
@@ -93,6 +93,9 @@ pub struct EdgeLimits {
     pub header_read_timeout: Duration,
     /// Time a connection may stay with no request in flight.
     pub keep_alive_idle_timeout: Duration,
+    /// Most concurrent streams on one h2 connection (set explicitly rather than left to
+    /// hyper's default of 200: each stream can hold an upstream connection).
+    pub h2_max_concurrent_streams: u32,
 }
 
 impl EdgeLimits {
@@ -135,6 +138,7 @@ impl EdgeLimits {
             max_upstream_connections,
             header_read_timeout: config.header_read_timeout,
             keep_alive_idle_timeout: config.keep_alive_idle_timeout,
+            h2_max_concurrent_streams: config.h2_max_concurrent_streams,
         }
     }
 
@@ -558,11 +562,6 @@ const PROTO_HTTP1: u8 = 254;
 /// [`ConnState::proto`] once the whole h2 preface was seen.
 const PROTO_HTTP2: u8 = 255;
 
-/// Most concurrent streams a client may open on one h2 connection (advertised in SETTINGS):
-/// each can hold an upstream connection, so it is bounded explicitly rather than left to
-/// hyper's default (200).
-pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
-
 /// One client connection's state as its monitor sees it (all on the connection's thread; the
 /// atomics are only there because hyper wants `Send` services).
 struct ConnState {
@@ -818,7 +817,7 @@ async fn serve_connections(
     builder.http1().header_read_timeout(None);
     builder
         .http2()
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
+        .max_concurrent_streams(edge.limits.h2_max_concurrent_streams);
     let connections = TaskTracker::new();
     loop {
         let (io, peer) = tokio::select! {
