@@ -75,6 +75,7 @@ impl Proxy {
         connections: Arc<UpstreamConnections>,
     ) -> Self {
         let upstream = Upstream::new(&config, connections);
+        upstream.count_idle_closed_in(&manager);
         Self {
             admission: admit::Admission::new(&config),
             config,

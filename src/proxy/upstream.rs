@@ -189,6 +189,12 @@ impl Upstream {
         }
     }
 
+    /// Counts this client's closed idle connections in `manager`'s `upstream_idle_closed`.
+    pub fn count_idle_closed_in(&self, manager: &Arc<crate::session::SessionManager>) {
+        // Set once, by the proxy that owns this client; a second call changes nothing.
+        let _ = self.pool.stats.set(Arc::downgrade(manager));
+    }
+
     /// Resolves when a connect was refused at `proxy.max_upstream_connections` (any thread) and
     /// this waiter is the one picked (one per refusal): a holder of a connection nobody needs
     /// now (a lingering pump) frees it.
@@ -362,6 +368,9 @@ struct Pool {
     idle_timeout: Duration,
     /// Whether the reaper task runs (started with the first connection pooled).
     reaper: AtomicBool,
+    /// Where closed idle connections are counted (`upstream_idle_closed`), once the proxy
+    /// that owns this client has said (weak: the manager holds an upstream client itself).
+    stats: std::sync::OnceLock<Weak<crate::session::SessionManager>>,
 }
 
 impl Pool {
@@ -370,6 +379,7 @@ impl Pool {
             idle: Mutex::default(),
             idle_timeout,
             reaper: AtomicBool::default(),
+            stats: std::sync::OnceLock::new(),
         }
     }
 
@@ -379,15 +389,34 @@ impl Pool {
         (self.idle_timeout / 4).clamp(Duration::from_millis(10), REAP_PERIOD)
     }
 
-    /// The most recently used idle connection that is not past the idle timeout.
+    /// The most recently used idle connection that is not past the idle timeout (those passed
+    /// over are closed and counted).
     fn take(&self) -> Option<Conn> {
         let mut idle = self.idle.lock();
+        let mut closed = 0;
+        let mut found = None;
         while let Some((conn, since)) = idle.pop() {
             if since.elapsed() < self.idle_timeout && !conn.sender.is_closed() {
-                return Some(conn);
+                found = Some(conn);
+                break;
             }
+            closed += 1;
         }
-        None
+        drop(idle);
+        self.count_closed(closed);
+        found
+    }
+
+    /// Adds `closed` idle connections to `upstream_idle_closed`.
+    fn count_closed(&self, closed: usize) {
+        if closed > 0
+            && let Some(manager) = self.stats.get().and_then(Weak::upgrade)
+        {
+            manager
+                .stats()
+                .upstream_idle_closed
+                .fetch_add(closed as u64, Ordering::Relaxed);
+        }
     }
 
     fn put(self: &Arc<Self>, conn: Conn) {
@@ -437,6 +466,7 @@ async fn reap_every_period(pool: Weak<Pool>) {
             return;
         };
         let closed = pool.reap();
+        pool.count_closed(closed);
         if closed > 0 {
             tracing::debug!(
                 closed,

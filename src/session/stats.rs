@@ -30,6 +30,9 @@ pub struct ProxyStats {
     /// Requests refused (`503`) because `proxy.max_upstream_connections` upstream connections
     /// were open.
     pub upstream_connections_refused: AtomicU64,
+    /// Idle pooled upstream connections closed instead of reused: idle past
+    /// `proxy.upstream_idle_timeout`, or closed by the upstream while idle.
+    pub upstream_idle_closed: AtomicU64,
     /// Client connections closed because a request head took longer than
     /// `proxy.header_read_timeout`.
     pub header_read_timeouts: AtomicU64,
@@ -61,6 +64,7 @@ pub struct ProxyStatsSnapshot {
     pub streams_open: u64,
     pub connections_refused: u64,
     pub upstream_connections_refused: u64,
+    pub upstream_idle_closed: u64,
     pub header_read_timeouts: u64,
     pub idle_connections_closed: u64,
     pub request_body_timeouts: u64,
@@ -90,6 +94,7 @@ impl ProxyStats {
             streams_open: r(&self.streams_open),
             connections_refused: r(&self.connections_refused),
             upstream_connections_refused: r(&self.upstream_connections_refused),
+            upstream_idle_closed: r(&self.upstream_idle_closed),
             header_read_timeouts: r(&self.header_read_timeouts),
             idle_connections_closed: r(&self.idle_connections_closed),
             request_body_timeouts: r(&self.request_body_timeouts),

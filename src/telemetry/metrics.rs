@@ -169,6 +169,13 @@ const EXPORTS: &[Export] = &[
         |s| s.proxy.upstream_connections_refused,
     ),
     (
+        "mcp_relay_upstream_idle_connections_closed_total",
+        Kind::Counter,
+        "Idle pooled upstream connections closed instead of reused (idle past \
+         proxy.upstream_idle_timeout_ms, or closed by the upstream).",
+        |s| s.proxy.upstream_idle_closed,
+    ),
+    (
         "mcp_relay_header_read_timeouts_total",
         Kind::Counter,
         "Client connections closed because a request head took longer than \
