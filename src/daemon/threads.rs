@@ -17,7 +17,8 @@
 //!
 //! Limits at the edge ([`EdgeLimits`]): the acceptor refuses a connection past
 //! `max_connections` open (a canned `503`, then closed); each connection is served by hyper
-//! here (not `axum::serve`) under a light monitor in its own task that closes it when a request
+//! here (not `axum::serve`) under a light monitor, polled in the connection's own task, that
+//! closes it when a request
 //! head takes longer than `header_read_timeout` (HTTP/1: timed from accept for the first head —
 //! until the whole 24-byte h2 preface is seen, a connection counts as HTTP/1 — then from the
 //! first byte of each next head, or from the end of the request before it when that byte came
