@@ -24,6 +24,17 @@ use tokio::{
 /// Generous bound for anything the proxy must do by itself (close, answer).
 const BOUND: Duration = Duration::from_secs(10);
 
+/// A test upstream, a daemon in front of it tuned by `tune`, and one raw client connection to
+/// the daemon's data listener.
+async fn connected(tune: impl FnOnce(&mut Config)) -> (TestUpstream, Daemon, TcpStream) {
+    let upstream = TestUpstream::start().await;
+    let proxy = start_proxy_with(&upstream.url(), tune).await;
+    let stream = TcpStream::connect(proxy.data_addr())
+        .await
+        .expect("connect");
+    (upstream, proxy, stream)
+}
+
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"edge-test","version":"0"}}}"#;
 const INITIALIZE_RESULT: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"test-upstream","version":"0"}}}"#;
 
@@ -72,14 +83,10 @@ async fn read_head(stream: &mut TcpStream) -> String {
 
 #[tokio::test]
 async fn a_request_head_sent_slowly_is_cut_off_and_counted() {
-    let upstream = TestUpstream::start().await;
-    let proxy = start_proxy_with(&upstream.url(), |c| {
+    let (_upstream, proxy, mut stream) = connected(|c| {
         c.proxy.header_read_timeout = Duration::from_secs(1);
     })
     .await;
-    let mut stream = TcpStream::connect(proxy.data_addr())
-        .await
-        .expect("connect");
     let head = b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\nx-pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
     // One byte per 100 ms: the whole head would take ~17 s; the proxy must cut it off first.
     let trickle = async {
@@ -113,14 +120,10 @@ async fn a_request_head_sent_slowly_is_cut_off_and_counted() {
 
 #[tokio::test]
 async fn a_request_body_sent_slowly_gets_408_and_the_connection_closes() {
-    let upstream = TestUpstream::start().await;
-    let proxy = start_proxy_with(&upstream.url(), |c| {
+    let (upstream, proxy, mut stream) = connected(|c| {
         c.proxy.request_body_timeout = Duration::from_secs(1);
     })
     .await;
-    let mut stream = TcpStream::connect(proxy.data_addr())
-        .await
-        .expect("connect");
     stream
         .write_all(
             b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
@@ -174,14 +177,10 @@ async fn a_request_body_sent_slowly_gets_408_and_the_connection_closes() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
-    let upstream = TestUpstream::start().await;
-    let proxy = start_proxy_with(&upstream.url(), |c| {
+    let (_upstream, proxy, mut stream) = connected(|c| {
         c.proxy.keep_alive_idle_timeout = Duration::from_secs(1);
     })
     .await;
-    let mut stream = TcpStream::connect(proxy.data_addr())
-        .await
-        .expect("connect");
     stream.write_all(OTHER_PATH).await.expect("send");
     let head = read_head(&mut stream).await;
     assert!(head.starts_with("HTTP/1.1 404"), "answered: {head:?}");
