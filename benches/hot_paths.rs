@@ -67,6 +67,7 @@
 //! The SessionManagers run their PersistenceWorker (memory store, 100 ms flushes) on a
 //! one-thread runtime, so the worker's queue is drained as in the daemon.
 
+use mcp_relay::protocol::ClientEventId;
 use std::{
     collections::VecDeque,
     hint::black_box,
@@ -83,17 +84,17 @@ use http_body::Body as _;
 use http_body_util::Full;
 use mcp_relay::{
     config::ProxyConfig,
-    proxy::{
-        Proxy,
+    protocol::{
         era::{self, Era},
-        headers::{self, LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID},
-        pump, relay,
+        headers::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID},
+    },
+    proxy::{
+        Proxy, headers, pump, relay,
         upstream::{Upstream, UpstreamConnections},
     },
     session::{
-        Admission, ClientEventId, EventTracker, PersistenceWorker, Read, Session, SessionConfig,
-        SessionId, SessionManager, StreamId, StreamKind, TrackerLimits, WorkerConfig,
-        store::MemoryStore,
+        Admission, EventTracker, PersistenceWorker, Read, Session, SessionConfig, SessionId,
+        SessionManager, StreamId, StreamKind, TrackerLimits, WorkerConfig, store::MemoryStore,
     },
     sse::{SseBlock, SseParser},
 };
@@ -888,9 +889,12 @@ fn bench_headers(c: &mut Criterion) {
     let modern_body = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
     let modern_peek = era::peek_message(modern_body).expect("JSON");
     let mut modern_head = HeaderMap::new();
-    modern_head.insert(&headers::MCP_METHOD, HeaderValue::from_static("tools/call"));
     modern_head.insert(
-        &headers::MCP_NAME,
+        &mcp_relay::protocol::headers::MCP_METHOD,
+        HeaderValue::from_static("tools/call"),
+    );
+    modern_head.insert(
+        &mcp_relay::protocol::headers::MCP_NAME,
         HeaderValue::from_static("=?base64?ZWNobw==?="),
     );
     assert_eq!(

@@ -1,6 +1,8 @@
 //! mcp-relay: a reverse proxy for MCP Streamable HTTP whose SSE streams survive dropped
 //! connections. See `ARCHITECTURE.md` for the map.
 //!
+//! - [`protocol`]: the protocol's vocabulary every plane shares (eras, versions, MCP headers,
+//!   event and session id formats).
 //! - [`proxy`]: the axum data plane.
 //! - [`control`]: the tonic control plane.
 //! - [`session`]: the SessionManager both planes share, EventTrackers, the PersistenceWorker and
@@ -12,6 +14,7 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod protocol;
 pub mod proxy;
 pub mod session;
 pub mod sse;

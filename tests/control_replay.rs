@@ -6,12 +6,10 @@
 
 mod support;
 
+use mcp_relay::protocol::ClientEventId;
 use std::{process::Stdio, time::Duration};
 
-use mcp_relay::{
-    control::pb::{ForceReplayRequest, GetSessionRequest},
-    session::ClientEventId,
-};
+use mcp_relay::control::pb::{ForceReplayRequest, GetSessionRequest};
 use serde_json::Value;
 use support::{
     admin::sessions_client,

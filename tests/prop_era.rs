@@ -1,10 +1,10 @@
-//! Property tests of era detection and the checks of mirrored headers (`src/proxy/era.rs`):
+//! Property tests of era detection and the checks of mirrored headers (`src/protocol/era.rs`):
 //! any body is read or refused without panicking, a name mirrored in either header form
 //! (plain or `=?base64?…?=`) agrees with the body, and a header that disagrees is refused.
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use http::{HeaderMap, HeaderValue};
-use mcp_relay::proxy::{
+use mcp_relay::protocol::{
     era::{self, Era},
     headers::{MCP_METHOD, MCP_NAME},
 };

@@ -2,8 +2,9 @@
 //! `ClientEventId::parse`): what the proxy writes it reads back, whatever the upstream's id
 //! holds, and no string makes the parser panic.
 
+use mcp_relay::protocol::ClientEventId;
 use mcp_relay::session::{
-    ClientEventId, EventTracker, StreamId,
+    EventTracker, StreamId,
     tracker::{StreamKind, TrackerLimits},
 };
 use proptest::prelude::*;

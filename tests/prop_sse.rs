@@ -4,13 +4,12 @@
 //! order, with duplicates (same upstream id) dropped. Bounded case counts keep them fast; the
 //! cargo-fuzz targets in `fuzz/` run the same invariants for longer.
 
+use mcp_relay::protocol::ClientEventId;
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
 use mcp_relay::{
-    session::{
-        ClientEventId, EventTracker, Read, StreamId, tracker::StreamKind, tracker::TrackerLimits,
-    },
+    session::{EventTracker, Read, StreamId, tracker::StreamKind, tracker::TrackerLimits},
     sse::{SseBlock, SseParser},
 };
 use proptest::prelude::*;

@@ -1,8 +1,9 @@
 //! `ClientEventId::parse` on arbitrary text, and format∘parse on the parts it yields.
 #![no_main]
 
+use mcp_relay::protocol::ClientEventId;
 use libfuzzer_sys::fuzz_target;
-use mcp_relay::session::{ClientEventId, EventTracker, StreamId, StreamKind, TrackerLimits};
+use mcp_relay::session::{EventTracker, StreamId, StreamKind, TrackerLimits};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -1,11 +1,11 @@
 //! Era detection and mirrored-header checks on arbitrary bodies and header values
-//! (`src/proxy/era.rs`). Input: `<Mcp-Method value>\n<Mcp-Name value>\n<MCP-Protocol-Version>\n<body>`.
+//! (`src/protocol/era.rs`). Input: `<Mcp-Method value>\n<Mcp-Name value>\n<MCP-Protocol-Version>\n<body>`.
 #![no_main]
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use mcp_relay::proxy::{
+use mcp_relay::protocol::{
     era::{self, Era},
     headers::{MCP_METHOD, MCP_NAME},
 };

@@ -5,12 +5,13 @@
 //! (same upstream id) dropped.
 #![no_main]
 
+use mcp_relay::protocol::ClientEventId;
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use mcp_relay::{
-    session::{ClientEventId, EventTracker, Read, StreamId, StreamKind, TrackerLimits},
+    session::{EventTracker, Read, StreamId, StreamKind, TrackerLimits},
     sse::{SseBlock, SseParser},
 };
 

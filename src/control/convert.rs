@@ -7,7 +7,7 @@ use tonic::Status;
 
 use super::pb;
 use crate::{
-    proxy::era::Era,
+    protocol::Era,
     session::{EventTracker, Session, StreamKind, UpstreamState},
 };
 
@@ -21,7 +21,7 @@ pub fn session_to_pb(s: &Session) -> pb::Session {
             .into_owned(),
         upstream: s.upstream().to_owned(),
         protocol_version: s.protocol_version().to_string(),
-        era: era_to_pb(Era::of_version(&s.protocol_version())) as i32,
+        era: era_to_pb(s.era()) as i32,
         create_time: Some(s.created().into()),
         last_activity_time: Some(s.last_activity().into()),
         state: state_of(s, &streams) as i32,

@@ -5,7 +5,7 @@ use super::{
     convert::{era_to_pb, state_of},
     pb,
 };
-use crate::{proxy::era::Era, session::Session};
+use crate::session::Session;
 
 /// One parsed filter: every term must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,8 +67,7 @@ impl SessionFilter {
     /// Whether `s` passes every term.
     pub fn matches(&self, s: &Session) -> bool {
         let version = s.protocol_version();
-        self.era
-            .is_none_or(|e| e == era_to_pb(Era::of_version(&version)))
+        self.era.is_none_or(|e| e == era_to_pb(s.era()))
             && self.upstream.as_deref().is_none_or(|u| u == s.upstream())
             && self
                 .protocol_version

@@ -2,6 +2,7 @@
 //! live SessionManager (never from the store, which may lag by one flush); forced replays into a
 //! live client stream; operator termination; and the session watch ([`super::watch`]).
 
+use crate::protocol::ClientEventId;
 use std::{sync::Arc, time::UNIX_EPOCH};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -14,7 +15,7 @@ use super::{
     pb,
     watch::{self, SessionWatch},
 };
-use crate::session::{AttachError, ClientEventId, EventTracker, Session, SessionManager};
+use crate::session::{AttachError, EventTracker, Session, SessionManager};
 
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;

@@ -176,7 +176,7 @@ impl Reject {
     pub fn into_response_with_id(self, id: Option<&RawValue>) -> Response {
         let (status, code) = self.status_and_code();
         let data = matches!(self, Self::UnsupportedProtocolVersion(_)).then(|| ErrorData {
-            supported: super::era::KNOWN_VERSIONS,
+            supported: crate::protocol::era::KNOWN_VERSIONS,
         });
         let body = ErrorResponse {
             jsonrpc: "2.0",

@@ -5,16 +5,10 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-/// `Mcp-Session-Id` (legacy era session header).
-pub static MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
-/// `MCP-Protocol-Version`.
-pub static MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
-/// `Mcp-Method` (2026-07-28 mirrored header).
-pub static MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
-/// `Mcp-Name` (2026-07-28 mirrored header).
-pub static MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
-/// `Last-Event-ID` (SSE resumption).
-pub static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+use crate::protocol::headers::{
+    LAST_EVENT_ID, MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID,
+};
+
 /// `X-Accel-Buffering`, set to `no` on SSE answers so intermediaries do not buffer them.
 pub static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 

@@ -8,13 +8,14 @@
 
 pub mod admit;
 mod connector;
-pub mod era;
+
 pub mod error;
 pub mod headers;
 pub mod pump;
 pub mod relay;
 pub mod upstream;
 
+use crate::protocol::ClientEventId;
 use std::sync::{Arc, atomic::Ordering};
 
 use axum::{
@@ -29,16 +30,17 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::value::RawValue;
 
+use crate::protocol::era::{self, Era, MessagePeek};
+use crate::protocol::headers::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::{
     config::ProxyConfig,
     session::{
-        ClientEventId, GateWait, ProxyStats, Session, SessionManager, StreamKind,
-        StreamRestoreError, UpstreamState,
+        GateWait, ProxyStats, Session, SessionManager, StreamKind, StreamRestoreError,
+        UpstreamState,
     },
 };
-use era::{Era, MessagePeek};
 use error::Reject;
-use headers::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, X_ACCEL_BUFFERING};
+use headers::X_ACCEL_BUFFERING;
 use relay::SseRelay;
 use upstream::{Upstream, UpstreamConnections};
 

@@ -36,10 +36,10 @@ use tokio::sync::watch;
 
 use super::{
     Proxy,
-    headers::{LAST_EVENT_ID, MCP_SESSION_ID},
     relay::{account, budget_units},
     upstream::UpstreamBody,
 };
+use crate::protocol::headers::{LAST_EVENT_ID, MCP_SESSION_ID};
 use crate::{
     session::{EventTracker, ParkedPump, ProxyStats, Read, Session, SessionManager, UpstreamState},
     sse::{SseBlock, SseParser},

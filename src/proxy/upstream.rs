@@ -41,10 +41,10 @@ use tower_service::Service as _;
 use super::{
     connector::{QuickAckConnector, QuickAckStream},
     error::Reject,
-    headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID},
 };
 use crate::{
     config::ProxyConfig,
+    protocol::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID},
     session::{Session, UpstreamSessionEnder},
 };
 

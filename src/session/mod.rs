@@ -6,7 +6,6 @@
 pub mod ending;
 pub mod events;
 pub mod gate;
-mod id;
 pub mod stats;
 pub mod store;
 pub mod tracker;
@@ -25,14 +24,15 @@ use http::HeaderValue;
 use parking_lot::{Mutex, RwLock};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use crate::protocol::{Era, is_session_id, is_stream_id};
+pub use crate::protocol::{RandomError, SessionId, StreamId};
 pub use ending::UpstreamSessionEnder;
 pub use events::{SessionChange, SessionChangeKind, SessionChanges};
 pub use gate::{GateWait, StandaloneGate};
-pub use id::{RandomError, SessionId, StreamId};
 pub use stats::{ProxyStats, ProxyStatsSnapshot};
 pub use tracker::{
-    Admission, AttachError, ClientEventId, EventTracker, LastEventIds, ParkedPump, Read, Recorded,
-    StreamKind, TrackerLimits, UpstreamState,
+    Admission, AttachError, EventTracker, LastEventIds, ParkedPump, Read, Recorded, StreamKind,
+    TrackerLimits, UpstreamState,
 };
 pub use worker::{
     PersistenceHandle, PersistenceWorker, WorkerConfig, WorkerMetrics, WorkerSnapshot,
@@ -91,6 +91,13 @@ impl Session {
     /// The negotiated protocol version, e.g. `2025-11-25`.
     pub fn protocol_version(&self) -> Arc<str> {
         self.protocol_version.lock().clone()
+    }
+
+    /// The session's protocol generation, from its negotiated version (always
+    /// [`Era::Legacy`] today: a modern exchange makes no session; kept on the session so every
+    /// plane reads it from one place).
+    pub fn era(&self) -> Era {
+        Era::of_version(&self.protocol_version.lock())
     }
 
     /// When the session was created.
@@ -773,23 +780,10 @@ pub enum StreamRestoreError {
 /// The largest sequence number a restored stream starts at (ids are client input).
 const MAX_RESTORED_SEQ: u64 = 1 << 53;
 
-/// Whether `id` has the shape of a proxy session id ([`SessionId::mint`]): anything else is
-/// answered 404 without asking the store.
-fn is_session_id(id: &str) -> bool {
-    id.len() == 22
-        && id
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-}
-
-/// Whether `id` has the shape of a stream id ([`StreamId::mint`]).
-fn is_stream_id(id: &str) -> bool {
-    id.len() == 16 && id.bytes().all(|c| c.is_ascii_hexdigit())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::ClientEventId;
     use crate::session::store::MemoryStore;
 
     fn manager(idle_ttl: Duration) -> SessionManager {

@@ -28,6 +28,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::{SessionId, StreamId};
+use crate::protocol::ClientEventId;
 use crate::sse::SseBlock;
 
 /// The dedup set's hasher. The set holds a 64-bit hash of each upstream id, keyed per stream
@@ -947,14 +948,7 @@ impl EventTracker {
     /// Appends [`Self::client_event_id`] to `out` without an intermediate allocation (the SSE
     /// hot path writes it straight into the outgoing event).
     pub fn write_client_event_id(&self, seq: u64, upstream_id: Option<&str>, out: &mut BytesMut) {
-        use bytes::BufMut as _;
-        out.put_slice(self.stream.as_str().as_bytes());
-        out.put_u8(b':');
-        out.put_slice(itoa::Buffer::new().format(seq).as_bytes());
-        if let Some(up) = upstream_id {
-            out.put_u8(b':');
-            out.put_slice(up.as_bytes());
-        }
+        ClientEventId::write(self.stream.as_str(), seq, upstream_id, out);
     }
 
     /// The last upstream event id, for the persistence worker and for upstream resumption.
@@ -1018,33 +1012,6 @@ impl EventTracker {
     /// Bytes held in the replay window.
     pub fn window_bytes(&self) -> usize {
         self.state.lock().window_bytes
-    }
-}
-
-/// A client-visible event id taken apart: `{stream}:{seq}` or `{stream}:{seq}:{upstream id}`
-/// (the inverse of [`EventTracker::client_event_id`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientEventId<'a> {
-    pub stream: &'a str,
-    pub seq: u64,
-    pub upstream_id: Option<&'a str>,
-}
-
-impl<'a> ClientEventId<'a> {
-    /// Parses a `Last-Event-ID`; `None` when it is not one of ours.
-    pub fn parse(id: &'a str) -> Option<Self> {
-        let mut parts = id.splitn(3, ':');
-        let stream = parts.next().filter(|s| !s.is_empty())?;
-        let seq = parts.next()?;
-        if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let seq = seq.parse().ok()?;
-        Some(Self {
-            stream,
-            seq,
-            upstream_id: parts.next(),
-        })
     }
 }
 
@@ -1475,33 +1442,5 @@ mod tests {
         let ids = t.last_event_ids();
         assert_eq!(ids.client_event_id.as_deref(), Some("s1:2"));
         assert_eq!(ids.upstream_event_id.as_deref(), Some("x"));
-    }
-
-    #[test]
-    fn client_event_id_names_stream_seq_and_upstream_id_and_parses_back() {
-        let t = tracker(TrackerLimits::default());
-        assert_eq!(t.client_event_id(7, Some("u:1")), "s1:7:u:1");
-        assert_eq!(t.client_event_id(8, None), "s1:8");
-        let parsed = ClientEventId::parse("s1:7:u:1").unwrap();
-        assert_eq!(
-            (parsed.stream, parsed.seq, parsed.upstream_id),
-            ("s1", 7, Some("u:1"))
-        );
-        let parsed = ClientEventId::parse("s1:8").unwrap();
-        assert_eq!(
-            (parsed.stream, parsed.seq, parsed.upstream_id),
-            ("s1", 8, None)
-        );
-        for bad in [
-            "",
-            "s1",
-            ":1",
-            "s1:",
-            "s1:x",
-            "s1:-1",
-            "s1:99999999999999999999999",
-        ] {
-            assert_eq!(ClientEventId::parse(bad), None, "{bad:?}");
-        }
     }
 }

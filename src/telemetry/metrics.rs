@@ -46,7 +46,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
-    proxy::{era::Era, headers::MCP_PROTOCOL_VERSION},
+    protocol::{Era, headers::MCP_PROTOCOL_VERSION},
     session::{ProxyStatsSnapshot, SessionManager},
 };
 

@@ -84,6 +84,20 @@ impl std::borrow::Borrow<str> for StreamId {
     }
 }
 
+/// Whether `id` has the shape of a proxy session id ([`SessionId::mint`]): anything else is
+/// answered 404 without asking the store.
+pub fn is_session_id(id: &str) -> bool {
+    id.len() == 22
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+}
+
+/// Whether `id` has the shape of a stream id ([`StreamId::mint`]).
+pub fn is_stream_id(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|c| c.is_ascii_hexdigit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
