@@ -115,11 +115,7 @@ where
 }
 
 fn cut_sse_body(response: Response, token: &CancellationToken) -> Response {
-    let is_sse = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    let is_sse = crate::protocol::headers::is_event_stream(response.headers());
     if !is_sse {
         return response;
     }

@@ -319,11 +319,7 @@ impl Proxy {
         {
             client_headers.insert(&MCP_SESSION_ID, v);
         }
-        let is_sse = head
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+        let is_sse = crate::protocol::headers::is_event_stream(&head.headers);
 
         let body = if is_sse {
             let kind = if method == Method::GET {

@@ -452,11 +452,7 @@ pub async fn open_resumption(
         .send(request)
         .await
         .map_err(|e| Resumption::Unavailable(e.to_string()))?;
-    let is_sse = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    let is_sse = crate::protocol::headers::is_event_stream(response.headers());
     if !response.status().is_success() || !is_sse {
         return Err(Resumption::Refused(response.status()));
     }
