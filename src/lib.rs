@@ -10,6 +10,7 @@
 //! - [`sse`]: SSE framing.
 //! - [`daemon`], [`config`], [`systemd`], [`telemetry`]: running it as a service.
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used)]
 
 pub mod config;
 pub mod control;

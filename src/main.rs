@@ -1,6 +1,8 @@
 //! The `mcp-relay` command line: parses flags, loads the layered configuration, sets up logs
 //! and runs the daemon (or prints the effective configuration).
 
+#![deny(clippy::unwrap_used)]
+
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
