@@ -39,10 +39,7 @@ use http::Uri;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{
-        Config, DEFAULT_METRICS_LISTEN, LogConfig, LogFormat, LogTarget, MetricsConfig,
-        ProxyConfig, SystemdConfig,
-    },
+    config::{Config, LogConfig, LogFormat, LogTarget, MetricsConfig, ProxyConfig, SystemdConfig},
     session::{
         SessionConfig, TrackerLimits, WorkerConfig,
         store::{StoreBackend, StoreConfig},
@@ -410,7 +407,7 @@ impl FileConfig {
             ("listen", config.listen),
             ("admin_listen", config.admin_listen),
         ];
-        addrs.extend(config.metrics.listen.map(|a| ("metrics.listen", a)));
+        addrs.extend(config.metrics.address().map(|a| ("metrics.listen", a)));
         for (i, (key, addr)) in addrs.iter().enumerate() {
             if addr.port() != 0 && addrs[..i].iter().any(|(_, other)| other == addr) {
                 return Err(invalid(
@@ -701,16 +698,17 @@ impl StoreSection {
 
 impl MetricsSection {
     fn from_runtime(c: &MetricsConfig) -> Self {
-        let MetricsConfig { listen } = c;
+        let MetricsConfig { enabled, listen } = c;
         Self {
-            enabled: listen.is_some(),
-            listen: listen.unwrap_or(DEFAULT_METRICS_LISTEN),
+            enabled: *enabled,
+            listen: *listen,
         }
     }
 
     fn into_runtime(self) -> MetricsConfig {
         MetricsConfig {
-            listen: self.enabled.then_some(self.listen),
+            enabled: self.enabled,
+            listen: self.listen,
         }
     }
 }
@@ -839,6 +837,25 @@ mod tests {
         let back = file.clone().into_config().unwrap();
         assert_eq!(format!("{config:?}"), format!("{back:?}"));
         assert_eq!(FileConfig::from_runtime(&back), file);
+    }
+
+    #[test]
+    fn the_runtime_structs_serialize_as_the_file_view() {
+        let mut config = Config::new(Uri::from_static("http://127.0.0.1:3001/mcp"));
+        config.admin_token = Some("t".into());
+        config.admin_socket = Some("/run/a.sock".into());
+        config.store.url = Some("redis://127.0.0.1:6379".into());
+        config.metrics.enabled = false;
+        config.session.tracker_limits.replay_events = 7;
+        config.worker.flush_interval = Duration::from_millis(30);
+        let file = FileConfig::from_runtime(&config);
+        let tree = toml::Value::try_from(&file).unwrap();
+        assert_eq!(toml::Value::try_from(&config).unwrap(), tree);
+        assert_eq!(tree.try_into::<Config>().unwrap(), config);
+        assert_eq!(
+            toml::Value::try_from(Config::new(Uri::default())).unwrap(),
+            toml::Value::try_from(FileConfig::defaults()).unwrap()
+        );
     }
 
     #[test]
