@@ -1,10 +1,22 @@
 //! The daemon's settings, with their defaults and units.
 //!
-//! These structs are what the running daemon reads, and they are also the schema of the
-//! configuration file: each derives serde, and a duration's key carries its unit
-//! (`shutdown_grace: Duration` is the key `shutdown_grace_secs`). Operators set them through
-//! the layers in [`file`] (embedded defaults < TOML file < `MCP_RELAY_…` environment < flags);
-//! tests build them directly.
+//! These structs (and the sections they hold: [`SessionConfig`], [`WorkerConfig`],
+//! [`StoreConfig`], [`crate::session::TrackerLimits`]) are what the running daemon reads, and
+//! they are also the schema of the configuration file, so each setting is written once: its
+//! field, doc and default in its struct, its key from serde. Conventions, the same in each:
+//!
+//! - a field's key is its name, except a duration's, which carries its unit: `shutdown_grace:
+//!   Duration` is `#[serde(rename = "shutdown_grace_secs")]`, read and written as whole seconds
+//!   by serde_with's `DurationSeconds<u64>` (`DurationMilliSeconds<u64>` for `_ms`): a float or
+//!   a negative number is refused like for any integer key, zero reads as zero (the checks in
+//!   [`file`](mod@file) refuse it where it makes no sense);
+//! - `#[serde(deny_unknown_fields)]` everywhere, so a typo is an error; sections with a
+//!   `Default` also take `#[serde(default)]`;
+//! - fields are declared in the file's key order, the order an unknown key's error lists them;
+//! - every field is a setting (none is computed, so none is skipped).
+//!
+//! Operators set them through the layers in [`file`](mod@file) (embedded defaults < TOML file <
+//! `MCP_RELAY_…` environment < flags); tests build them directly.
 
 pub mod file;
 

@@ -48,17 +48,27 @@ pub const ENV_CONFIG_FILE: &str = "MCP_RELAY_CONFIG";
 /// The configuration could not be loaded or is not valid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The named configuration file cannot be read (it does not exist, or is not readable).
     #[error("configuration file {}: {source}", path.display())]
     File {
+        /// The file, as named by `--config`, the argument or `MCP_RELAY_CONFIG`.
         path: PathBuf,
+        /// Why it cannot be read.
         source: std::io::Error,
     },
     /// A layer could not be read, or a value has the wrong type, or a key is unknown. The
     /// message names the key and the layer it came from.
     #[error("{0}")]
     Layers(Box<figment::Error>),
+    /// Every key has a value of its type, but one is out of bounds or inconsistent with another
+    /// (checked in a fixed order; the first failure is reported).
     #[error("`{key}`: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid {
+        /// The offending key, as a dotted path (`session.idle_ttl_secs`).
+        key: &'static str,
+        /// What is wrong with its value, and what is accepted.
+        message: String,
+    },
 }
 
 impl From<figment::Error> for ConfigError {
@@ -67,6 +77,7 @@ impl From<figment::Error> for ConfigError {
     }
 }
 
+/// A [`ConfigError::Invalid`] naming `key`.
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
@@ -132,6 +143,8 @@ pub fn figment(sources: &Sources) -> Result<Figment, ConfigError> {
     Ok(figment)
 }
 
+/// The `MCP_RELAY_…` layer: `__` separates levels, `UPSTREAM` is `proxy.upstream`, and the
+/// variables that are not settings are ignored.
 fn env_provider() -> Env {
     Env::prefixed(ENV_PREFIX)
         .ignore(&["config", "test_redis_url"])
@@ -413,6 +426,7 @@ fn is_secret_key(key: &str) -> bool {
         .any(|s| key.contains(s))
 }
 
+/// Masks, in place, every secret in `value` (found under `key`): see [`Loaded::to_masked_toml`].
 fn mask(value: &mut toml::Value, key: &str) {
     match value {
         toml::Value::String(s) if is_secret_key(key) && !s.is_empty() => *s = MASK.into(),
