@@ -1,19 +1,37 @@
 //! The daemon's settings, with their defaults and units.
 //!
-//! These structs are what the running daemon reads. Operators set them through the layers in
-//! [`file`] (embedded defaults < TOML file < `MCP_RELAY_…` environment < flags), which mirrors
-//! every field here under a name that carries its unit; tests build them directly.
+//! These structs (and the sections they hold: [`SessionConfig`], [`WorkerConfig`],
+//! [`StoreConfig`], [`crate::session::TrackerLimits`]) are what the running daemon reads, and
+//! they are also the schema of the configuration file, so each setting is written once: its
+//! field, doc and default in its struct, its key from serde. Conventions, the same in each:
+//!
+//! - a field's key is its name, except a duration's, which carries its unit: `shutdown_grace:
+//!   Duration` is `#[serde(rename = "shutdown_grace_secs")]`, read and written as whole seconds
+//!   by serde_with's `DurationSeconds<u64>` (`DurationMilliSeconds<u64>` for `_ms`): a float or
+//!   a negative number is refused like for any integer key, zero reads as zero (the checks in
+//!   [`file`](mod@file) refuse it where it makes no sense);
+//! - `#[serde(deny_unknown_fields)]` everywhere, so a typo is an error; sections with a
+//!   `Default` also take `#[serde(default)]`;
+//! - fields are declared in the file's key order, the order an unknown key's error lists them;
+//! - every field is a setting (none is computed, so none is skipped).
+//!
+//! Operators set them through the layers in [`file`](mod@file) (embedded defaults < TOML file <
+//! `MCP_RELAY_…` environment < flags); tests build them directly.
 
 pub mod file;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use http::Uri;
+use serde::{Deserialize, Serialize};
+use serde_with::{DurationMilliSeconds, DurationSeconds, serde_as};
 
 use crate::session::{SessionConfig, WorkerConfig, store::StoreConfig};
 
-/// Everything the daemon needs to run.
-#[derive(Debug, Clone)]
+/// Everything the daemon needs to run. Defaults: [`Config::new`]; the file's top level.
+#[serde_as]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// Data plane listen address. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
@@ -21,18 +39,25 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// When set, the control plane listens on this Unix socket (mode 0600) instead of
     /// `admin_listen`. Default: none.
-    pub admin_socket: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_socket: Option<PathBuf>,
     /// When set, every control-plane call must carry `authorization: Bearer <token>`
     /// (`UNAUTHENTICATED` otherwise); required for a non-loopback `admin_listen`. A secret: never
     /// logged, masked by `check-config`. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+    /// How long shutdown waits for open requests and streams before it closes them. Default 10 s.
+    #[serde(rename = "shutdown_grace_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub shutdown_grace: Duration,
+    /// The data plane (`[proxy]`).
     pub proxy: ProxyConfig,
+    /// The session core (`[session]`).
     pub session: SessionConfig,
+    /// The persistence worker (`[worker]`).
     pub worker: WorkerConfig,
     /// Where sessions are persisted (memory, or Redis for restarts and replicas).
     pub store: StoreConfig,
-    /// How long shutdown waits for open requests and streams before it closes them. Default 10 s.
-    pub shutdown_grace: Duration,
     /// The Prometheus metrics listener.
     pub metrics: MetricsConfig,
     /// Where and how the daemon logs.
@@ -42,10 +67,21 @@ pub struct Config {
 }
 
 /// The HTTP listener serving `/metrics` (Prometheus text), `/healthz` and `/readyz`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// Its address; `None` serves no metrics listener. Default `127.0.0.1:9464`.
-    pub listen: Option<SocketAddr>,
+    /// Whether the listener is served. Default true.
+    pub enabled: bool,
+    /// Its address, kept when `enabled` is false so the setting survives being switched off.
+    /// Default `127.0.0.1:9464`.
+    pub listen: SocketAddr,
+}
+
+impl MetricsConfig {
+    /// The address to serve metrics on; `None` when the listener is disabled.
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.enabled.then_some(self.listen)
+    }
 }
 
 /// The default metrics address: loopback, the port commonly used by Prometheus exporters of
@@ -56,13 +92,15 @@ pub const DEFAULT_METRICS_LISTEN: SocketAddr =
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
-            listen: Some(DEFAULT_METRICS_LISTEN),
+            enabled: true,
+            listen: DEFAULT_METRICS_LISTEN,
         }
     }
 }
 
 /// Log settings. `RUST_LOG`, when set, overrides `filter`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Where log records go. Default [`LogTarget::Auto`].
     pub target: LogTarget,
@@ -83,7 +121,7 @@ impl Default for LogConfig {
 }
 
 /// Where log records go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogTarget {
     /// The journal when systemd connected stderr to it (`JOURNAL_STREAM` names stderr), else
@@ -96,7 +134,7 @@ pub enum LogTarget {
 }
 
 /// The format of records written to stderr (the journal is always structured).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One human-readable line per record.
@@ -107,7 +145,8 @@ pub enum LogFormat {
 
 /// systemd integration. Readiness (`READY=1`), `STATUS=` and `STOPPING=1` are sent whenever
 /// `NOTIFY_SOCKET` is set; nothing here turns them off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SystemdConfig {
     /// Send `WATCHDOG=1` at half of `WATCHDOG_USEC` when the unit sets `WatchdogSec=`.
     /// Default true.
@@ -120,10 +159,18 @@ impl Default for SystemdConfig {
     }
 }
 
-/// Settings of the data plane.
-#[derive(Debug, Clone)]
+/// Settings of the data plane. Defaults: [`ProxyConfig::new`].
+#[serde_as]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
-    /// The upstream MCP endpoint, e.g. `http://127.0.0.1:3001/mcp`.
+    /// The upstream MCP endpoint, e.g. `http://127.0.0.1:3001/mcp`. Required: it has no default,
+    /// and [`file::load`] refuses a configuration without an `http://` URL with a host here.
+    #[serde(
+        default,
+        with = "upstream_key",
+        skip_serializing_if = "upstream_key::is_unset"
+    )]
     pub upstream: Uri,
     /// The path clients use for the MCP endpoint. Default `/mcp`.
     pub endpoint_path: String,
@@ -145,13 +192,19 @@ pub struct ProxyConfig {
     /// a larger one ends the stream as a broken upstream before it is held whole. Default 16 MiB.
     pub max_event_bytes: usize,
     /// Time allowed to connect to the upstream. Default 5 s.
+    #[serde(rename = "upstream_connect_timeout_ms")]
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
     pub upstream_connect_timeout: Duration,
     /// Time allowed for the upstream's response headers once the request is sent. Default 60 s.
+    #[serde(rename = "upstream_response_timeout_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
     pub upstream_response_timeout: Duration,
     /// How long an upstream connection may sit idle in the pool before it is closed instead
     /// of reused. Keep it below the upstream's own keep-alive timeout (uvicorn and Node close
     /// after 5 s), or a request written as the upstream closes the connection is lost with a
     /// reset. Default 4 s.
+    #[serde(rename = "upstream_idle_timeout_ms")]
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
     pub upstream_idle_timeout: Duration,
     /// Data-plane threads: each serves the client connections handed to it (a new one goes to
     /// the thread with the fewest open), with their upstream connections, on its own
@@ -176,10 +229,14 @@ pub struct ProxyConfig {
     /// from accept (a connection is HTTP/2 only once its whole preface arrived), each next one
     /// from its first byte (or, pipelined behind a request, from that request's end). Past it the connection is closed (counted in
     /// `mcp_relay_header_read_timeouts_total`). Default 10 s.
+    #[serde(rename = "header_read_timeout_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
     pub header_read_timeout: Duration,
     /// Time a client connection may stay open with no request in flight (HTTP/1.1 keep-alive,
     /// or an HTTP/2 connection with no stream) before the proxy closes it gracefully. Default
     /// 60 s.
+    #[serde(rename = "keep_alive_idle_timeout_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
     pub keep_alive_idle_timeout: Duration,
     /// Most concurrent streams a client may open on one h2 connection (advertised in its
     /// SETTINGS; each stream can hold an upstream connection). hyper's h2 refuses a stream past
@@ -189,6 +246,8 @@ pub struct ProxyConfig {
     pub h2_max_concurrent_streams: u32,
     /// Time a client has to send a whole request body once its head is in; past it the request
     /// gets `408` with a JSON-RPC error and the connection closes. Default 30 s.
+    #[serde(rename = "request_body_timeout_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
     pub request_body_timeout: Duration,
 }
 
@@ -234,5 +293,33 @@ impl Config {
             log: LogConfig::default(),
             systemd: SystemdConfig::default(),
         }
+    }
+}
+
+/// How `proxy.upstream` reads and prints. It has no default, and whether it is set and is an
+/// `http://` URL with a host is checked by [`file::load`], which reads the text as written in
+/// its layer (for the error, and for `check-config`: [`Uri`] prints `http://h` as `http://h/`)
+/// and replaces the value read here. So a missing key, or a string that is no URI, reads here
+/// as the placeholder `/` (no host: never a valid upstream) and is refused there, after every
+/// key's type was checked; a value of any other type is refused like any key's.
+mod upstream_key {
+    use http::Uri;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Whether `uri` is the placeholder of an upstream not set (it has no host). Such an upstream
+    /// is left out of a serialized configuration, so the embedded defaults have none.
+    pub fn is_unset(uri: &Uri) -> bool {
+        uri.authority().is_none()
+    }
+
+    /// Writes the URI as text.
+    pub fn serialize<S: Serializer>(uri: &Uri, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(uri)
+    }
+
+    /// Reads a string: the URI it holds, or the placeholder when it holds none.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Uri, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(text.parse().unwrap_or_default())
     }
 }

@@ -543,7 +543,7 @@ pub async fn run_with(config: Config, activated: Activated) -> Result<(), Daemon
             .await?
             .into(),
     };
-    let metrics = match (activated.metrics, config.metrics.listen) {
+    let metrics = match (activated.metrics, config.metrics.address()) {
         (Some(std), _) => Some(listener("metrics", Some(std), DEFAULT_METRICS_LISTEN).await?),
         (None, Some(addr)) => Some(bind("metrics", addr).await?),
         (None, None) => None,

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use mcp_relay::{
     config::{
         Config, LogFormat, LogTarget,
-        file::{self, FileConfig, Overrides, Sources},
+        file::{self, Loaded, Overrides, Sources},
     },
     daemon,
     systemd::Activated,
@@ -177,7 +177,7 @@ impl Flags {
     }
 }
 
-fn load(config: Option<PathBuf>, flags: Flags) -> Result<(FileConfig, Config), ExitCode> {
+fn load(config: Option<PathBuf>, flags: Flags) -> Result<Loaded, ExitCode> {
     let sources = Sources {
         file: file::config_path(config.as_deref()),
         env: true,
@@ -197,11 +197,11 @@ fn main() -> ExitCode {
             config,
             flags,
         } => match load(file.or(config), flags) {
-            Ok((file, _)) => {
+            Ok(loaded) => {
                 print!(
                     "# mcp-relay: effective configuration (defaults < file < MCP_RELAY_* \
                      environment < flags); secrets masked\n{}",
-                    file.to_masked_toml()
+                    loaded.to_masked_toml()
                 );
                 ExitCode::SUCCESS
             }
@@ -217,7 +217,7 @@ fn main() -> ExitCode {
                 }
             };
             let config = match load(config, flags) {
-                Ok((_, config)) => config,
+                Ok(loaded) => loaded.config,
                 Err(code) => return code,
             };
             serve(config, activated)

@@ -5,9 +5,9 @@
 // figment's `Jail` closures return its own (large) error type.
 #![allow(clippy::result_large_err)]
 
-use std::io::Write as _;
+use std::{io::Write as _, time::Duration};
 
-use mcp_relay::config::file::{FileConfig, Sources, load};
+use mcp_relay::config::file::{Loaded, Sources, load};
 use proptest::prelude::*;
 
 /// Every key path of the file, with a valid value and the section it sits in.
@@ -109,7 +109,7 @@ fn document() -> impl Strategy<Value = String> {
     ]
 }
 
-fn load_text(doc: &str) -> Result<(FileConfig, mcp_relay::config::Config), String> {
+fn load_text(doc: &str) -> Result<Loaded, String> {
     let mut file = tempfile::NamedTempFile::new().expect("a temp file");
     file.write_all(doc.as_bytes()).expect("written");
     load(&Sources {
@@ -126,19 +126,20 @@ proptest! {
     /// configuration (when it has no secret to mask) loads back to the same settings.
     #[test]
     fn any_document_loads_or_errs_and_what_loads_prints_and_reads_back(doc in document()) {
-        let Ok((file, _config)) = load_text(&doc) else {
+        let Ok(loaded) = load_text(&doc) else {
             return Ok(());
         };
-        let printed = file.to_masked_toml();
+        let printed = loaded.to_masked_toml();
         let masked = printed.contains(mcp_relay::config::file::MASK);
         if !masked {
-            let (again, _) = load_text(&printed)
+            let again = load_text(&printed)
                 .map_err(|e| TestCaseError::fail(format!("{e}\n{printed}")))?;
-            prop_assert_eq!(again, file);
+            prop_assert_eq!(again, loaded);
         }
     }
 
-    /// Valid values of every key written to a file load back as written.
+    /// Valid values of every key written to a file load back as written, and the settings
+    /// they load as, written back to a file, load as the same settings.
     #[test]
     fn valid_values_round_trip(
         grace in 1u64..=i64::MAX as u64,
@@ -161,15 +162,18 @@ proptest! {
             origins.join(", "),
             flush + backoff_extra,
         );
-        let (file, config) = load_text(&doc).map_err(|e| TestCaseError::fail(format!("{e}\n{doc}")))?;
-        prop_assert_eq!(file.shutdown_grace_secs, grace);
+        let loaded = load_text(&doc).map_err(|e| TestCaseError::fail(format!("{e}\n{doc}")))?;
+        let config = &loaded.config;
+        prop_assert_eq!(config.shutdown_grace, Duration::from_secs(grace));
         prop_assert_eq!(config.proxy.max_event_bytes, max_event_bytes);
         prop_assert_eq!(config.proxy.threads, threads);
         prop_assert_eq!(config.proxy.allowed_origins.len(), origins.len());
         prop_assert_eq!(config.session.tracker_limits.replay_events, replay_events);
         prop_assert_eq!(config.worker.flush_interval.as_millis(), u128::from(flush));
         prop_assert_eq!(&config.store.key_prefix, &prefix);
-        prop_assert_eq!(FileConfig::from_runtime(&config), file);
+        let written = toml::to_string(config).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let again = load_text(&written).map_err(|e| TestCaseError::fail(format!("{e}\n{written}")))?;
+        prop_assert_eq!(&again.config, config);
     }
 }
 
@@ -203,8 +207,8 @@ proptest! {
             jail.set_env(var, n.to_string());
             let sources = Sources { env: true, ..Sources::default() };
             match load(&sources) {
-                Ok((file, _)) => {
-                    let printed = file.to_masked_toml();
+                Ok(loaded) => {
+                    let printed = loaded.to_masked_toml();
                     assert!(n <= i64::MAX as u64, "{var}={n} loaded:\n{printed}");
                 }
                 Err(err) => {

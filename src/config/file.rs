@@ -1,11 +1,11 @@
 //! Where the settings come from: embedded defaults < a TOML file < `MCP_RELAY_…` environment
 //! variables < command-line flags, merged with figment (later layers win, key by key), then
-//! checked and turned into a [`Config`].
+//! extracted as a [`Config`] and checked.
 //!
-//! [`FileConfig`] is the operator's view of [`Config`]: the same tree, every duration and size
-//! named with its unit (`idle_ttl_secs`, `flush_interval_ms`, `max_event_bytes`), every key
-//! documented in `deploy/systemd/mcp-relay.toml`. Its defaults are computed from the runtime
-//! structs' own defaults, so each default is written once.
+//! [`Config`] and its sections are the file's schema (see [`crate::config`]): the same tree,
+//! every duration named with its unit (`idle_ttl_secs`, `flush_interval_ms`), every size in
+//! bytes (`max_event_bytes`), every key documented in `deploy/systemd/mcp-relay.toml`. The
+//! embedded defaults are [`Config::new`]'s, serialized, so each default is written once.
 //!
 //! Environment variables name a key path with `__` between levels:
 //! `MCP_RELAY_PROXY__MAX_EVENT_BYTES=1048576`, `MCP_RELAY_SESSION__TRACKER__REPLAY_EVENTS=512`,
@@ -16,16 +16,16 @@
 //!
 //! ## Adding a setting
 //!
-//! 1. Add the field, with its default, to its runtime struct ([`crate::config::ProxyConfig`],
-//!    [`crate::session::SessionConfig`], …).
-//! 2. Add it here to the matching section, named with its unit, and convert it in that section's
-//!    `from_runtime` and `into_runtime`. Both destructure or build the runtime struct without
-//!    `..`, so the compiler points at each place a new runtime field must be mirrored.
+//! 1. Add the field, with its doc and its default, to its runtime struct
+//!    ([`crate::config::ProxyConfig`], [`crate::session::SessionConfig`], …). Its key is the
+//!    field's name; a duration's key names its unit: `#[serde(rename = "linger_secs")]` with
+//!    `#[serde_as(as = "DurationSeconds<u64>")]` (or `_ms` with `DurationMilliSeconds<u64>`).
+//! 2. If only some values are valid, refuse the others in [`load`]'s checks (`check`), naming
+//!    the key.
 //! 3. Document it in `deploy/systemd/mcp-relay.toml` (the test `daemon_config` checks that every
 //!    key of the effective configuration appears in that file).
 
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -36,18 +36,9 @@ use figment::{
     value::Value,
 };
 use http::Uri;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::{
-    config::{
-        Config, DEFAULT_METRICS_LISTEN, LogConfig, LogFormat, LogTarget, MetricsConfig,
-        ProxyConfig, SystemdConfig,
-    },
-    session::{
-        SessionConfig, TrackerLimits, WorkerConfig,
-        store::{StoreBackend, StoreConfig},
-    },
-};
+use crate::config::Config;
 
 /// Prefix of the environment variables that override settings.
 pub const ENV_PREFIX: &str = "MCP_RELAY_";
@@ -57,17 +48,27 @@ pub const ENV_CONFIG_FILE: &str = "MCP_RELAY_CONFIG";
 /// The configuration could not be loaded or is not valid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The named configuration file cannot be read (it does not exist, or is not readable).
     #[error("configuration file {}: {source}", path.display())]
     File {
+        /// The file, as named by `--config`, the argument or `MCP_RELAY_CONFIG`.
         path: PathBuf,
+        /// Why it cannot be read.
         source: std::io::Error,
     },
     /// A layer could not be read, or a value has the wrong type, or a key is unknown. The
     /// message names the key and the layer it came from.
     #[error("{0}")]
     Layers(Box<figment::Error>),
+    /// Every key has a value of its type, but one is out of bounds or inconsistent with another
+    /// (checked in a fixed order; the first failure is reported).
     #[error("`{key}`: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid {
+        /// The offending key, as a dotted path (`session.idle_ttl_secs`).
+        key: &'static str,
+        /// What is wrong with its value, and what is accepted.
+        message: String,
+    },
 }
 
 impl From<figment::Error> for ConfigError {
@@ -76,6 +77,7 @@ impl From<figment::Error> for ConfigError {
     }
 }
 
+/// A [`ConfigError::Invalid`] naming `key`.
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
@@ -121,7 +123,9 @@ impl Overrides {
 
 /// The merged layers as figment sees them (useful to ask where a value came from).
 pub fn figment(sources: &Sources) -> Result<Figment, ConfigError> {
-    let mut figment = Figment::from(Serialized::defaults(FileConfig::defaults()));
+    // The defaults have no upstream: its placeholder is not serialized.
+    let defaults = Config::new(Uri::default());
+    let mut figment = Figment::from(Serialized::defaults(defaults));
     if let Some(path) = &sources.file {
         // figment reads a missing file as empty; an operator who names a file means it.
         std::fs::metadata(path).map_err(|source| ConfigError::File {
@@ -139,6 +143,8 @@ pub fn figment(sources: &Sources) -> Result<Figment, ConfigError> {
     Ok(figment)
 }
 
+/// The `MCP_RELAY_…` layer: `__` separates levels, `UPSTREAM` is `proxy.upstream`, and the
+/// variables that are not settings are ignored.
 fn env_provider() -> Env {
     Env::prefixed(ENV_PREFIX)
         .ignore(&["config", "test_redis_url"])
@@ -151,13 +157,46 @@ fn env_provider() -> Env {
         })
 }
 
-/// Merges the layers and checks the result.
-pub fn load(sources: &Sources) -> Result<(FileConfig, Config), ConfigError> {
+/// Merges the layers, extracts the configuration and checks it.
+pub fn load(sources: &Sources) -> Result<Loaded, ConfigError> {
     let figment = figment(sources)?;
-    let file: FileConfig = figment.extract()?;
+    let mut config: Config = figment.extract()?;
     check_integers(&figment, &figment.extract()?, &mut Vec::new())?;
-    let config = file.clone().into_config()?;
-    Ok((file, config))
+    // The text as written: `Config` holds only what parsed of it (see `config::upstream_key`).
+    let upstream = figment
+        .find_value("proxy.upstream")
+        .ok()
+        .and_then(Value::into_string);
+    config.proxy.upstream = check(&config, upstream.as_deref())?;
+    let upstream = upstream.unwrap_or_default();
+    Ok(Loaded { config, upstream })
+}
+
+/// A configuration that loaded and passed every check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    /// The settings to run with.
+    pub config: Config,
+    /// `proxy.upstream` as written, which `check-config` shows: its [`Uri`] may print otherwise
+    /// (`http://h` as `http://h/`).
+    upstream: String,
+}
+
+impl Loaded {
+    /// This configuration as TOML with secrets masked: any key naming a token, secret or
+    /// password, and the password (or the whole user part) of any URL.
+    pub fn to_masked_toml(&self) -> String {
+        let mut value = match toml::Value::try_from(&self.config) {
+            Ok(value) => value,
+            // `check_integers` refused every number TOML cannot hold.
+            Err(err) => unreachable!("the configuration serializes to TOML: {err}"),
+        };
+        if let Some(proxy) = value.get_mut("proxy").and_then(toml::Value::as_table_mut) {
+            proxy.insert("upstream".into(), self.upstream.clone().into());
+        }
+        mask(&mut value, "");
+        toml::to_string_pretty(&value).unwrap_or_else(|err| format!("# not printable: {err}\n"))
+    }
 }
 
 /// Refuses a number above 2^63 - 1 in any layer: TOML integers are signed 64-bit, so the
@@ -193,578 +232,184 @@ fn check_integers(
     }
 }
 
-/// Every setting, as written in the TOML file. See `deploy/systemd/mcp-relay.toml`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// Data plane address.
-    pub listen: SocketAddr,
-    /// Control plane (gRPC) address.
-    pub admin_listen: SocketAddr,
-    /// Unix socket for the control plane instead of `admin_listen` (mode 0600).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admin_socket: Option<std::path::PathBuf>,
-    /// Bearer token every control-plane call must carry (a secret; masked when printed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admin_token: Option<String>,
-    /// Seconds shutdown waits for open requests and streams.
-    pub shutdown_grace_secs: u64,
-    pub proxy: ProxySection,
-    pub session: SessionSection,
-    pub worker: WorkerSection,
-    pub store: StoreSection,
-    pub metrics: MetricsSection,
-    pub log: LogSection,
-    pub systemd: SystemdSection,
-}
-
 /// The most data-plane threads `proxy.threads` may ask for (each is an OS thread with its own
 /// runtime).
 pub const MAX_DATA_THREADS: usize = 1024;
 
-/// `[proxy]`: [`ProxyConfig`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProxySection {
-    /// Required in some layer; no default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<String>,
-    pub endpoint_path: String,
-    pub allowed_origins: Vec<String>,
-    pub allow_loopback_origins: bool,
-    /// Besides loopback names; required when `listen` is not loopback.
-    #[serde(default)]
-    pub allowed_hosts: Vec<String>,
-    pub max_request_body_bytes: usize,
-    pub max_event_bytes: usize,
-    pub upstream_connect_timeout_ms: u64,
-    pub upstream_response_timeout_secs: u64,
-    pub upstream_idle_timeout_ms: u64,
-    /// 0: one per CPU.
-    pub threads: usize,
-    pub max_connections: usize,
-    /// 0: what the descriptor limit leaves after `max_connections`.
-    pub max_upstream_connections: usize,
-    pub header_read_timeout_secs: u64,
-    pub keep_alive_idle_timeout_secs: u64,
-    pub h2_max_concurrent_streams: u32,
-    pub request_body_timeout_secs: u64,
-}
-
 /// Upper bound of `session.standalone_stream_wait_ms`.
-const MAX_STANDALONE_STREAM_WAIT_MS: u64 = 10_000;
+const MAX_STANDALONE_STREAM_WAIT: Duration = Duration::from_secs(10);
 
-/// `[session]`: [`SessionConfig`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SessionSection {
-    pub idle_ttl_secs: u64,
-    pub closed_streams_kept: usize,
-    pub linger_secs: u64,
-    pub reconnect_attempts: usize,
-    pub reconnect_min_delay_ms: u64,
-    pub reconnect_max_delay_ms: u64,
-    pub max_sessions: usize,
-    /// 0: requests never wait for the standalone stream.
-    pub standalone_stream_wait_ms: u64,
-    pub tracker: TrackerSection,
-}
-
-/// `[session.tracker]`: [`TrackerLimits`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrackerSection {
-    pub dedup_ids: usize,
-    pub replay_events: usize,
-    pub replay_bytes: usize,
-}
-
-/// `[worker]`: [`WorkerConfig`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkerSection {
-    pub flush_interval_ms: u64,
-    pub record_ttl_secs: u64,
-    pub max_backoff_ms: u64,
-    pub max_pending: usize,
-}
-
-/// `[store]`: [`StoreConfig`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreSection {
-    pub backend: StoreBackend,
-    /// Required when `backend` is `redis`; no default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    pub key_prefix: String,
-    pub timeout_ms: u64,
-}
-
-/// `[metrics]`: [`MetricsConfig`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricsSection {
-    pub enabled: bool,
-    pub listen: SocketAddr,
-}
-
-/// `[log]`: [`LogConfig`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSection {
-    pub target: LogTarget,
-    pub format: LogFormat,
-    pub filter: String,
-}
-
-/// `[systemd]`: [`SystemdConfig`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SystemdSection {
-    pub watchdog: bool,
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-impl FileConfig {
-    /// The embedded defaults (no upstream).
-    pub fn defaults() -> Self {
-        let mut file = Self::from_runtime(&Config::new(Uri::from_static("http://unset.invalid/")));
-        file.proxy.upstream = None;
-        file
+/// Checks what types cannot say, key by key in a fixed order (the first failure is the error),
+/// and returns the parsed upstream: `upstream` is `proxy.upstream` as written, if set.
+fn check(config: &Config, upstream: Option<&str>) -> Result<Uri, ConfigError> {
+    if config.shutdown_grace.is_zero() {
+        return Err(invalid("shutdown_grace_secs", "must be at least 1"));
     }
-
-    /// The file view of a runtime configuration.
-    pub fn from_runtime(config: &Config) -> Self {
-        let Config {
-            listen,
-            admin_listen,
-            admin_socket,
-            admin_token,
-            proxy,
-            session,
-            worker,
-            store,
-            shutdown_grace,
-            metrics,
-            log,
-            systemd,
-        } = config;
-        Self {
-            listen: *listen,
-            admin_listen: *admin_listen,
-            admin_socket: admin_socket.clone(),
-            admin_token: admin_token.clone(),
-            shutdown_grace_secs: shutdown_grace.as_secs(),
-            proxy: ProxySection::from_runtime(proxy),
-            session: SessionSection::from_runtime(session),
-            worker: WorkerSection::from_runtime(worker),
-            store: StoreSection::from_runtime(store),
-            metrics: MetricsSection::from_runtime(metrics),
-            log: LogSection::from_runtime(log),
-            systemd: SystemdSection::from_runtime(systemd),
-        }
+    if config
+        .admin_token
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
+        return Err(invalid("admin_token", "must not be empty when set"));
     }
-
-    /// Checks every value and builds the runtime configuration.
-    pub fn into_config(self) -> Result<Config, ConfigError> {
-        if self.shutdown_grace_secs == 0 {
-            return Err(invalid("shutdown_grace_secs", "must be at least 1"));
-        }
-        let metrics = self.metrics.into_runtime();
-        if self
-            .admin_token
-            .as_deref()
-            .is_some_and(|t| t.trim().is_empty())
-        {
-            return Err(invalid("admin_token", "must not be empty when set"));
-        }
-        let config = Config {
-            listen: self.listen,
-            admin_listen: self.admin_listen,
-            admin_socket: self.admin_socket,
-            admin_token: self.admin_token,
-            proxy: self.proxy.into_runtime()?,
-            session: self.session.into_runtime()?,
-            worker: self.worker.into_runtime()?,
-            store: self.store.into_runtime()?,
-            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
-            metrics,
-            log: self.log.into_runtime()?,
-            systemd: self.systemd.into_runtime(),
-        };
-        if !config.listen.ip().is_loopback() && config.proxy.allowed_hosts.is_empty() {
+    let upstream = check_proxy(config, upstream)?;
+    check_session(config)?;
+    check_worker(config)?;
+    let store = &config.store;
+    nonzero("store.timeout_ms", store.timeout.is_zero())?;
+    store
+        .check()
+        .map_err(|(key, message)| invalid(key, message))?;
+    if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&config.log.filter) {
+        return Err(invalid("log.filter", err.to_string()));
+    }
+    if !config.listen.ip().is_loopback() && config.proxy.allowed_hosts.is_empty() {
+        return Err(invalid(
+            "proxy.allowed_hosts",
+            format!(
+                "required when listen ({}) is not loopback: list the host names clients \
+                 use (or `*` to allow any Host)",
+                config.listen
+            ),
+        ));
+    }
+    let mut addrs = vec![
+        ("listen", config.listen),
+        ("admin_listen", config.admin_listen),
+    ];
+    addrs.extend(config.metrics.address().map(|a| ("metrics.listen", a)));
+    for (i, (key, addr)) in addrs.iter().enumerate() {
+        if addr.port() != 0 && addrs[..i].iter().any(|(_, other)| other == addr) {
             return Err(invalid(
-                "proxy.allowed_hosts",
-                format!(
-                    "required when listen ({}) is not loopback: list the host names clients \
-                     use (or `*` to allow any Host)",
-                    config.listen
-                ),
+                key,
+                format!("{addr} is already used by another listener"),
             ));
         }
-        let mut addrs = vec![
-            ("listen", config.listen),
-            ("admin_listen", config.admin_listen),
-        ];
-        addrs.extend(config.metrics.listen.map(|a| ("metrics.listen", a)));
-        for (i, (key, addr)) in addrs.iter().enumerate() {
-            if addr.port() != 0 && addrs[..i].iter().any(|(_, other)| other == addr) {
-                return Err(invalid(
-                    key,
-                    format!("{addr} is already used by another listener"),
-                ));
-            }
-        }
-        Ok(config)
     }
-
-    /// This configuration as TOML with secrets masked: any key naming a token, secret or
-    /// password, and the password (or the whole user part) of any URL.
-    pub fn to_masked_toml(&self) -> String {
-        let mut value = match toml::Value::try_from(self) {
-            Ok(value) => value,
-            Err(err) => unreachable!("the configuration serializes to TOML: {err}"),
-        };
-        mask(&mut value, "");
-        toml::to_string_pretty(&value).unwrap_or_else(|err| format!("# not printable: {err}\n"))
-    }
+    Ok(upstream)
 }
 
-impl ProxySection {
-    fn from_runtime(c: &ProxyConfig) -> Self {
-        let ProxyConfig {
-            upstream,
-            endpoint_path,
-            allowed_origins,
-            allow_loopback_origins,
-            allowed_hosts,
-            max_request_body_bytes,
-            max_event_bytes,
-            upstream_connect_timeout,
-            upstream_response_timeout,
-            upstream_idle_timeout,
-            threads,
-            max_connections,
-            max_upstream_connections,
-            header_read_timeout,
-            keep_alive_idle_timeout,
-            h2_max_concurrent_streams,
-            request_body_timeout,
-        } = c;
-        Self {
-            upstream: Some(upstream.to_string()),
-            endpoint_path: endpoint_path.clone(),
-            allowed_origins: allowed_origins.clone(),
-            allow_loopback_origins: *allow_loopback_origins,
-            allowed_hosts: allowed_hosts.clone(),
-            max_request_body_bytes: *max_request_body_bytes,
-            max_event_bytes: *max_event_bytes,
-            upstream_connect_timeout_ms: ms(*upstream_connect_timeout),
-            upstream_response_timeout_secs: upstream_response_timeout.as_secs(),
-            upstream_idle_timeout_ms: ms(*upstream_idle_timeout),
-            threads: *threads,
-            max_connections: *max_connections,
-            max_upstream_connections: *max_upstream_connections,
-            header_read_timeout_secs: header_read_timeout.as_secs(),
-            keep_alive_idle_timeout_secs: keep_alive_idle_timeout.as_secs(),
-            h2_max_concurrent_streams: *h2_max_concurrent_streams,
-            request_body_timeout_secs: request_body_timeout.as_secs(),
-        }
+/// `[proxy]`; returns the parsed upstream.
+fn check_proxy(config: &Config, upstream: Option<&str>) -> Result<Uri, ConfigError> {
+    let upstream = upstream.ok_or_else(|| {
+        invalid(
+            "proxy.upstream",
+            "required: set it in the file, with MCP_RELAY_UPSTREAM or with --upstream",
+        )
+    })?;
+    let upstream: Uri = upstream
+        .parse()
+        .map_err(|e| invalid("proxy.upstream", format!("not a URL: {e}")))?;
+    if upstream.scheme_str() != Some("http") || upstream.authority().is_none() {
+        return Err(invalid(
+            "proxy.upstream",
+            "must be an http:// URL with a host, e.g. http://127.0.0.1:3001/mcp",
+        ));
     }
-
-    fn into_runtime(self) -> Result<ProxyConfig, ConfigError> {
-        let upstream = self.upstream.ok_or_else(|| {
-            invalid(
-                "proxy.upstream",
-                "required: set it in the file, with MCP_RELAY_UPSTREAM or with --upstream",
-            )
-        })?;
-        let upstream: Uri = upstream
-            .parse()
-            .map_err(|e| invalid("proxy.upstream", format!("not a URL: {e}")))?;
-        if upstream.scheme_str() != Some("http") || upstream.authority().is_none() {
-            return Err(invalid(
-                "proxy.upstream",
-                "must be an http:// URL with a host, e.g. http://127.0.0.1:3001/mcp",
-            ));
-        }
-        if !self.endpoint_path.starts_with('/') {
-            return Err(invalid("proxy.endpoint_path", "must start with `/`"));
-        }
-        if self.threads > MAX_DATA_THREADS {
-            return Err(invalid(
-                "proxy.threads",
-                format!("at most {MAX_DATA_THREADS} (0: one per CPU)"),
-            ));
-        }
-        for origin in &self.allowed_origins {
-            crate::proxy::admit::check_origin_entry(origin)
-                .map_err(|e| invalid("proxy.allowed_origins", e))?;
-        }
-        for host in &self.allowed_hosts {
-            crate::proxy::admit::check_host_entry(host)
-                .map_err(|e| invalid("proxy.allowed_hosts", e))?;
-        }
-        positive("proxy.max_request_body_bytes", self.max_request_body_bytes)?;
-        positive("proxy.max_event_bytes", self.max_event_bytes)?;
-        positive_u64(
+    let p = &config.proxy;
+    if !p.endpoint_path.starts_with('/') {
+        return Err(invalid("proxy.endpoint_path", "must start with `/`"));
+    }
+    if p.threads > MAX_DATA_THREADS {
+        return Err(invalid(
+            "proxy.threads",
+            format!("at most {MAX_DATA_THREADS} (0: one per CPU)"),
+        ));
+    }
+    for origin in &p.allowed_origins {
+        crate::proxy::admit::check_origin_entry(origin)
+            .map_err(|e| invalid("proxy.allowed_origins", e))?;
+    }
+    for host in &p.allowed_hosts {
+        crate::proxy::admit::check_host_entry(host)
+            .map_err(|e| invalid("proxy.allowed_hosts", e))?;
+    }
+    for (key, is_zero) in [
+        (
+            "proxy.max_request_body_bytes",
+            p.max_request_body_bytes == 0,
+        ),
+        ("proxy.max_event_bytes", p.max_event_bytes == 0),
+        (
             "proxy.upstream_connect_timeout_ms",
-            self.upstream_connect_timeout_ms,
-        )?;
-        positive_u64(
+            p.upstream_connect_timeout.is_zero(),
+        ),
+        (
             "proxy.upstream_response_timeout_secs",
-            self.upstream_response_timeout_secs,
-        )?;
-        positive_u64(
+            p.upstream_response_timeout.is_zero(),
+        ),
+        (
             "proxy.upstream_idle_timeout_ms",
-            self.upstream_idle_timeout_ms,
-        )?;
-        positive("proxy.max_connections", self.max_connections)?;
-        positive_u64(
+            p.upstream_idle_timeout.is_zero(),
+        ),
+        ("proxy.max_connections", p.max_connections == 0),
+        (
             "proxy.header_read_timeout_secs",
-            self.header_read_timeout_secs,
-        )?;
-        positive_u64(
+            p.header_read_timeout.is_zero(),
+        ),
+        (
             "proxy.keep_alive_idle_timeout_secs",
-            self.keep_alive_idle_timeout_secs,
-        )?;
-        positive_u64(
+            p.keep_alive_idle_timeout.is_zero(),
+        ),
+        (
             "proxy.h2_max_concurrent_streams",
-            u64::from(self.h2_max_concurrent_streams),
-        )?;
-        positive_u64(
+            p.h2_max_concurrent_streams == 0,
+        ),
+        (
             "proxy.request_body_timeout_secs",
-            self.request_body_timeout_secs,
-        )?;
-        Ok(ProxyConfig {
-            upstream,
-            endpoint_path: self.endpoint_path,
-            allowed_origins: self.allowed_origins,
-            allow_loopback_origins: self.allow_loopback_origins,
-            allowed_hosts: self.allowed_hosts,
-            max_request_body_bytes: self.max_request_body_bytes,
-            max_event_bytes: self.max_event_bytes,
-            upstream_connect_timeout: Duration::from_millis(self.upstream_connect_timeout_ms),
-            upstream_response_timeout: Duration::from_secs(self.upstream_response_timeout_secs),
-            upstream_idle_timeout: Duration::from_millis(self.upstream_idle_timeout_ms),
-            threads: self.threads,
-            max_connections: self.max_connections,
-            max_upstream_connections: self.max_upstream_connections,
-            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
-            keep_alive_idle_timeout: Duration::from_secs(self.keep_alive_idle_timeout_secs),
-            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
-            request_body_timeout: Duration::from_secs(self.request_body_timeout_secs),
-        })
+            p.request_body_timeout.is_zero(),
+        ),
+    ] {
+        nonzero(key, is_zero)?;
     }
+    Ok(upstream)
 }
 
-impl SessionSection {
-    fn from_runtime(c: &SessionConfig) -> Self {
-        let SessionConfig {
-            idle_ttl,
-            tracker_limits,
-            closed_streams_kept,
-            linger,
-            reconnect_attempts,
-            reconnect_min_delay,
-            reconnect_max_delay,
-            max_sessions,
-            standalone_stream_wait,
-        } = c;
-        let TrackerLimits {
-            dedup_ids,
-            replay_events,
-            replay_bytes,
-        } = tracker_limits;
-        Self {
-            idle_ttl_secs: idle_ttl.as_secs(),
-            closed_streams_kept: *closed_streams_kept,
-            linger_secs: linger.as_secs(),
-            reconnect_attempts: *reconnect_attempts,
-            reconnect_min_delay_ms: ms(*reconnect_min_delay),
-            reconnect_max_delay_ms: ms(*reconnect_max_delay),
-            max_sessions: *max_sessions,
-            standalone_stream_wait_ms: ms(*standalone_stream_wait),
-            tracker: TrackerSection {
-                dedup_ids: *dedup_ids,
-                replay_events: *replay_events,
-                replay_bytes: *replay_bytes,
-            },
-        }
+/// `[session]` and `[session.tracker]`.
+fn check_session(config: &Config) -> Result<(), ConfigError> {
+    let s = &config.session;
+    let t = &s.tracker_limits;
+    for (key, is_zero) in [
+        ("session.idle_ttl_secs", s.idle_ttl.is_zero()),
+        ("session.max_sessions", s.max_sessions == 0),
+        ("session.tracker.dedup_ids", t.dedup_ids == 0),
+        ("session.tracker.replay_events", t.replay_events == 0),
+        ("session.tracker.replay_bytes", t.replay_bytes == 0),
+    ] {
+        nonzero(key, is_zero)?;
     }
-
-    fn into_runtime(self) -> Result<SessionConfig, ConfigError> {
-        positive_u64("session.idle_ttl_secs", self.idle_ttl_secs)?;
-        positive("session.max_sessions", self.max_sessions)?;
-        let t = self.tracker;
-        positive("session.tracker.dedup_ids", t.dedup_ids)?;
-        positive("session.tracker.replay_events", t.replay_events)?;
-        positive("session.tracker.replay_bytes", t.replay_bytes)?;
-        if self.reconnect_max_delay_ms < self.reconnect_min_delay_ms {
-            return Err(invalid(
-                "session.reconnect_max_delay_ms",
-                "must be at least session.reconnect_min_delay_ms",
-            ));
-        }
-        if self.standalone_stream_wait_ms > MAX_STANDALONE_STREAM_WAIT_MS {
-            return Err(invalid(
-                "session.standalone_stream_wait_ms",
-                "must be at most 10000 (a longer hold stalls a client that opens no GET stream)",
-            ));
-        }
-        Ok(SessionConfig {
-            idle_ttl: Duration::from_secs(self.idle_ttl_secs),
-            tracker_limits: TrackerLimits {
-                dedup_ids: t.dedup_ids,
-                replay_events: t.replay_events,
-                replay_bytes: t.replay_bytes,
-            },
-            closed_streams_kept: self.closed_streams_kept,
-            linger: Duration::from_secs(self.linger_secs),
-            reconnect_attempts: self.reconnect_attempts,
-            reconnect_min_delay: Duration::from_millis(self.reconnect_min_delay_ms),
-            reconnect_max_delay: Duration::from_millis(self.reconnect_max_delay_ms),
-            max_sessions: self.max_sessions,
-            standalone_stream_wait: Duration::from_millis(self.standalone_stream_wait_ms),
-        })
+    if s.reconnect_max_delay < s.reconnect_min_delay {
+        return Err(invalid(
+            "session.reconnect_max_delay_ms",
+            "must be at least session.reconnect_min_delay_ms",
+        ));
     }
-}
-
-impl WorkerSection {
-    fn from_runtime(c: &WorkerConfig) -> Self {
-        let WorkerConfig {
-            flush_interval,
-            record_ttl,
-            max_backoff,
-            max_pending,
-        } = c;
-        Self {
-            flush_interval_ms: ms(*flush_interval),
-            record_ttl_secs: record_ttl.as_secs(),
-            max_backoff_ms: ms(*max_backoff),
-            max_pending: *max_pending,
-        }
-    }
-
-    fn into_runtime(self) -> Result<WorkerConfig, ConfigError> {
-        positive_u64("worker.flush_interval_ms", self.flush_interval_ms)?;
-        positive_u64("worker.record_ttl_secs", self.record_ttl_secs)?;
-        if self.max_backoff_ms < self.flush_interval_ms {
-            return Err(invalid(
-                "worker.max_backoff_ms",
-                "must be at least worker.flush_interval_ms",
-            ));
-        }
-        Ok(WorkerConfig {
-            flush_interval: Duration::from_millis(self.flush_interval_ms),
-            record_ttl: Duration::from_secs(self.record_ttl_secs),
-            max_backoff: Duration::from_millis(self.max_backoff_ms),
-            max_pending: self.max_pending,
-        })
-    }
-}
-
-impl StoreSection {
-    fn from_runtime(c: &StoreConfig) -> Self {
-        let StoreConfig {
-            backend,
-            url,
-            key_prefix,
-            timeout,
-        } = c;
-        Self {
-            backend: *backend,
-            url: url.clone(),
-            key_prefix: key_prefix.clone(),
-            timeout_ms: ms(*timeout),
-        }
-    }
-
-    fn into_runtime(self) -> Result<StoreConfig, ConfigError> {
-        positive_u64("store.timeout_ms", self.timeout_ms)?;
-        let config = StoreConfig {
-            backend: self.backend,
-            url: self.url,
-            key_prefix: self.key_prefix,
-            timeout: Duration::from_millis(self.timeout_ms),
-        };
-        config
-            .check()
-            .map_err(|(key, message)| invalid(key, message))?;
-        Ok(config)
-    }
-}
-
-impl MetricsSection {
-    fn from_runtime(c: &MetricsConfig) -> Self {
-        let MetricsConfig { listen } = c;
-        Self {
-            enabled: listen.is_some(),
-            listen: listen.unwrap_or(DEFAULT_METRICS_LISTEN),
-        }
-    }
-
-    fn into_runtime(self) -> MetricsConfig {
-        MetricsConfig {
-            listen: self.enabled.then_some(self.listen),
-        }
-    }
-}
-
-impl LogSection {
-    fn from_runtime(c: &LogConfig) -> Self {
-        let LogConfig {
-            target,
-            format,
-            filter,
-        } = c;
-        Self {
-            target: *target,
-            format: *format,
-            filter: filter.clone(),
-        }
-    }
-
-    fn into_runtime(self) -> Result<LogConfig, ConfigError> {
-        if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&self.filter) {
-            return Err(invalid("log.filter", err.to_string()));
-        }
-        Ok(LogConfig {
-            target: self.target,
-            format: self.format,
-            filter: self.filter,
-        })
-    }
-}
-
-impl SystemdSection {
-    fn from_runtime(c: &SystemdConfig) -> Self {
-        let SystemdConfig { watchdog } = c;
-        Self {
-            watchdog: *watchdog,
-        }
-    }
-
-    fn into_runtime(self) -> SystemdConfig {
-        SystemdConfig {
-            watchdog: self.watchdog,
-        }
-    }
-}
-
-fn positive(key: &'static str, n: usize) -> Result<(), ConfigError> {
-    if n == 0 {
-        return Err(invalid(key, "must be at least 1"));
+    if s.standalone_stream_wait > MAX_STANDALONE_STREAM_WAIT {
+        return Err(invalid(
+            "session.standalone_stream_wait_ms",
+            "must be at most 10000 (a longer hold stalls a client that opens no GET stream)",
+        ));
     }
     Ok(())
 }
 
-fn positive_u64(key: &'static str, n: u64) -> Result<(), ConfigError> {
-    if n == 0 {
+/// `[worker]`.
+fn check_worker(config: &Config) -> Result<(), ConfigError> {
+    let w = &config.worker;
+    nonzero("worker.flush_interval_ms", w.flush_interval.is_zero())?;
+    nonzero("worker.record_ttl_secs", w.record_ttl.is_zero())?;
+    if w.max_backoff < w.flush_interval {
+        return Err(invalid(
+            "worker.max_backoff_ms",
+            "must be at least worker.flush_interval_ms",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a zero count or duration at `key`.
+fn nonzero(key: &'static str, is_zero: bool) -> Result<(), ConfigError> {
+    if is_zero {
         return Err(invalid(key, "must be at least 1"));
     }
     Ok(())
@@ -781,6 +426,7 @@ fn is_secret_key(key: &str) -> bool {
         .any(|s| key.contains(s))
 }
 
+/// Masks, in place, every secret in `value` (found under `key`): see [`Loaded::to_masked_toml`].
 fn mask(value: &mut toml::Value, key: &str) {
     match value {
         toml::Value::String(s) if is_secret_key(key) && !s.is_empty() => *s = MASK.into(),
@@ -820,6 +466,8 @@ pub fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
 // figment's `Jail` closures return its own (large) error type.
 #[allow(clippy::result_large_err)]
 mod tests {
+    use std::net::SocketAddr;
+
     use figment::Jail;
 
     use super::*;
@@ -833,12 +481,31 @@ mod tests {
     }
 
     #[test]
-    fn the_defaults_round_trip_through_the_file_view() {
-        let config = Config::new(Uri::from_static("http://127.0.0.1:3001/mcp"));
-        let file = FileConfig::from_runtime(&config);
-        let back = file.clone().into_config().unwrap();
-        assert_eq!(format!("{config:?}"), format!("{back:?}"));
-        assert_eq!(FileConfig::from_runtime(&back), file);
+    fn the_defaults_round_trip_through_a_file() {
+        Jail::expect_with(|jail| {
+            let config = Config::new(Uri::from_static("http://127.0.0.1:3001/mcp"));
+            jail.create_file("relay.toml", &toml::to_string(&config).unwrap())?;
+            let loaded = load(&sources(Some("relay.toml"), Overrides::default())).unwrap();
+            assert_eq!(loaded.config, config);
+            assert_eq!(loaded.upstream, "http://127.0.0.1:3001/mcp");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_embedded_defaults_are_the_runtime_defaults_without_an_upstream() {
+        let figment = figment(&Sources::default()).unwrap();
+        assert!(!figment.contains("proxy.upstream"));
+        assert_eq!(
+            figment
+                .extract_inner::<u64>("session.idle_ttl_secs")
+                .unwrap(),
+            crate::session::SessionConfig::default().idle_ttl.as_secs()
+        );
+        let mut config: Config = figment.extract().unwrap();
+        let upstream = Uri::from_static("http://127.0.0.1:3001/mcp");
+        config.proxy.upstream = upstream.clone();
+        assert_eq!(config, Config::new(upstream));
     }
 
     #[test]
@@ -863,7 +530,7 @@ mod tests {
             jail.set_env("MCP_RELAY_CONFIG", "ignored-here.toml");
             let mut flags = Overrides::default();
             flags.set("shutdown_grace_secs", 5u64);
-            let (_, c) = load(&sources(Some("relay.toml"), flags)).unwrap();
+            let c = load(&sources(Some("relay.toml"), flags)).unwrap().config;
             assert_eq!(
                 c.listen,
                 "127.0.0.1:9000".parse().unwrap(),
@@ -888,7 +555,7 @@ mod tests {
         Jail::expect_with(|_| {
             let mut flags = Overrides::default();
             flags.set("proxy.upstream", "http://127.0.0.1:3001/mcp");
-            let (_, c) = load(&sources(None, flags)).unwrap();
+            let c = load(&sources(None, flags)).unwrap().config;
             assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
             Ok(())
         });
@@ -902,7 +569,7 @@ mod tests {
             let err = load(&sources(None, Overrides::default())).unwrap_err();
             assert!(err.to_string().contains("proxy.allowed_hosts"), "{err}");
             jail.set_env("MCP_RELAY_PROXY__ALLOWED_HOSTS", "[mcp.example.com, \"*\"]");
-            let (_, c) = load(&sources(None, Overrides::default())).unwrap();
+            let c = load(&sources(None, Overrides::default())).unwrap().config;
             assert_eq!(c.proxy.allowed_hosts, ["mcp.example.com", "*"]);
             jail.set_env(
                 "MCP_RELAY_PROXY__ALLOWED_HOSTS",
@@ -936,6 +603,13 @@ mod tests {
             let err = load(&sources(None, Overrides::default())).unwrap_err();
             assert!(err.to_string().contains("http://"), "{err}");
 
+            jail.set_env("MCP_RELAY_UPSTREAM", "http://h o/mcp");
+            let err = load(&sources(None, Overrides::default())).unwrap_err();
+            assert!(
+                err.to_string().contains("`proxy.upstream`: not a URL"),
+                "{err}"
+            );
+
             jail.set_env("MCP_RELAY_UPSTREAM", "http://h/mcp");
             jail.set_env("MCP_RELAY_ADMIN_LISTEN", "127.0.0.1:8080");
             let err = load(&sources(None, Overrides::default())).unwrap_err();
@@ -945,17 +619,19 @@ mod tests {
     }
 
     #[test]
-    fn printing_masks_secrets() {
-        let mut file = FileConfig::defaults();
-        file.proxy.upstream = Some("http://svc:hunter2@10.0.0.1:3001/mcp".into());
-        let text = file.to_masked_toml();
+    fn printing_masks_secrets_and_shows_the_upstream_as_written() {
+        let loaded = Loaded {
+            config: Config::new(Uri::from_static("http://svc:hunter2@10.0.0.1:3001/mcp")),
+            upstream: "http://svc:hunter2@10.0.0.1:3001".into(),
+        };
+        let text = loaded.to_masked_toml();
         assert!(!text.contains("hunter2"), "{text}");
         assert!(
-            text.contains("http://svc:********@10.0.0.1:3001/mcp"),
+            text.contains("upstream = \"http://svc:********@10.0.0.1:3001\"\n"),
             "{text}"
         );
 
-        let mut v = toml::Value::try_from(&file).unwrap();
+        let mut v = toml::Value::try_from(&loaded.config).unwrap();
         v.as_table_mut()
             .unwrap()
             .insert("admin_token".into(), "s3cr3t".into());

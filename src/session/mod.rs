@@ -196,24 +196,32 @@ impl Session {
     }
 }
 
-/// Settings of the session core.
-#[derive(Debug, Clone, Copy)]
+/// Settings of the session core (`[session]` in the configuration file).
+#[serde_with::serde_as]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
     /// A session with no client request for this long expires. Default 30 min.
+    #[serde(rename = "idle_ttl_secs")]
+    #[serde_as(as = "serde_with::DurationSeconds<u64>")]
     pub idle_ttl: Duration,
-    /// Bounds of every stream's tracker.
-    pub tracker_limits: TrackerLimits,
     /// Closed streams kept listed per session (count). Default 16.
     pub closed_streams_kept: usize,
     /// How long a legacy stream keeps reading the upstream after its client went away, waiting
     /// for the client to resume. Default 30 s.
+    #[serde(rename = "linger_secs")]
+    #[serde_as(as = "serde_with::DurationSeconds<u64>")]
     pub linger: Duration,
     /// Upstream resumption attempts after a legacy stream broke (count). Default 6.
     pub reconnect_attempts: usize,
     /// First delay between upstream resumption attempts; doubles up to `reconnect_max_delay`.
     /// Default 100 ms.
+    #[serde(rename = "reconnect_min_delay_ms")]
+    #[serde_as(as = "serde_with::DurationMilliSeconds<u64>")]
     pub reconnect_min_delay: Duration,
     /// Longest delay between upstream resumption attempts. Default 2 s.
+    #[serde(rename = "reconnect_max_delay_ms")]
+    #[serde_as(as = "serde_with::DurationMilliSeconds<u64>")]
     pub reconnect_max_delay: Duration,
     /// Most live sessions; past it `initialize` gets `503` with a JSON-RPC error (counted in
     /// `mcp_relay_sessions_refused_total`, logged). Sessions restored from the store are not
@@ -222,7 +230,13 @@ pub struct SessionConfig {
     /// Longest time a session's first request after `notifications/initialized` waits for
     /// the session's standalone `GET` stream to be established upstream (once per session; see
     /// [`StandaloneGate`]). Zero disables the wait. Default 100 ms.
+    #[serde(rename = "standalone_stream_wait_ms")]
+    #[serde_as(as = "serde_with::DurationMilliSeconds<u64>")]
     pub standalone_stream_wait: Duration,
+    /// Bounds of every stream's tracker (the subtable `[session.tracker]`; declared last, so an
+    /// unknown key's error lists the keys in the file's order).
+    #[serde(rename = "tracker")]
+    pub tracker_limits: TrackerLimits,
 }
 
 impl Default for SessionConfig {

@@ -41,8 +41,10 @@ type IdHasher = foldhash::fast::RandomState;
 /// bytes also count against [`TrackerLimits::replay_bytes`], with the undelivered events'.
 pub const MAX_EPHEMERAL: usize = 64;
 
-/// Bounds of the per-stream windows. Defaults hold an ordinary tool call's stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Bounds of the per-stream windows (`[session.tracker]` in the configuration file). Defaults
+/// hold an ordinary tool call's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TrackerLimits {
     /// Upstream event ids remembered for duplicate detection (count). Default 1024.
     pub dedup_ids: usize,

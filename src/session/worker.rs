@@ -42,15 +42,23 @@ pub const SWEEP_LIMIT: usize = 256;
 /// How long the final flush at shutdown may keep retrying.
 pub const SHUTDOWN_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Worker settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Worker settings (`[worker]` in the configuration file).
+#[serde_with::serde_as]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
     /// How often pending state is flushed. Default 100 ms.
+    #[serde(rename = "flush_interval_ms")]
+    #[serde_as(as = "serde_with::DurationMilliSeconds<u64>")]
     pub flush_interval: Duration,
     /// TTL of every record written (refreshed on each write). Session records live at least
     /// twice the sessions' idle TTL whatever this says, so idle expiry finds them. Default 24 h.
+    #[serde(rename = "record_ttl_secs")]
+    #[serde_as(as = "serde_with::DurationSeconds<u64>")]
     pub record_ttl: Duration,
     /// Longest wait between retries while the store keeps failing. Default 5 s.
+    #[serde(rename = "max_backoff_ms")]
+    #[serde_as(as = "serde_with::DurationMilliSeconds<u64>")]
     pub max_backoff: Duration,
     /// Most entries (streams, session records, deletions) waiting for a flush; past it the
     /// oldest is shed. Default 100 000.

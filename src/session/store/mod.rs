@@ -163,19 +163,24 @@ pub enum StoreBackend {
     Redis,
 }
 
-/// Where sessions are persisted. Record TTLs are the worker's (`WorkerConfig::record_ttl`),
-/// since it is the one writer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where sessions are persisted (`[store]` in the configuration file). Record TTLs are the
+/// worker's (`WorkerConfig::record_ttl`), since it is the one writer.
+#[serde_with::serde_as]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// The backend. Default [`StoreBackend::Memory`].
     pub backend: StoreBackend,
     /// The Redis URL, `redis://[user:password@]host:port[/db]` (or `redis+unix:///path`);
     /// required for the Redis backend. It may carry a password: never log it unredacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Prefix of every Redis key, so several deployments can share one Redis (namespacing).
     /// Default `mcp-relay:`.
     pub key_prefix: String,
     /// Time allowed to connect to Redis, and for each answer. Default 2 s.
+    #[serde(rename = "timeout_ms")]
+    #[serde_as(as = "serde_with::DurationMilliSeconds<u64>")]
     pub timeout: Duration,
 }
 
