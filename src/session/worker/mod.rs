@@ -4,7 +4,8 @@
 //! The data plane never waits on it and never spawns for it. A tracker whose last id moved
 //! queues itself once (an atomic flag), so a burst of events on one stream costs one store write
 //! per flush ("latest-only coalescing"); a session record queued again replaces the queued one.
-//! Every flush is one [`WriteBatch`] (one round trip to Redis).
+//! Every flush is one [`WriteBatch`] (one round trip to Redis). The queue's rules live in
+//! `worker/queue.rs`, pure data; this module does the I/O around it.
 //!
 //! **Failures.** A failed flush puts its entries back (newer state queued meanwhile wins) and
 //! is retried with capped exponential backoff (jittered, so replicas do not retry in step);
@@ -17,8 +18,9 @@
 //! a shed stream queues itself again on its next event; a shed record is written again on the
 //! session's next refresh.
 
+mod queue;
+
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
     mem,
     sync::{
         Arc,
@@ -31,6 +33,7 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use self::queue::{Pending, Queue, SessionOp};
 use super::{
     SessionId,
     store::{SessionRecord, SessionStore, StoreError, StreamPosition, WriteBatch},
@@ -168,57 +171,6 @@ impl WorkerMetrics {
     }
 }
 
-/// A queued session operation.
-#[derive(Debug, Clone)]
-enum SessionOp {
-    Put(SessionRecord),
-    Delete,
-}
-
-/// What waits for the next flush. Every entry carries the sequence number it was first queued
-/// with; both queues are in that order, so shedding takes the globally oldest entry.
-#[derive(Default)]
-struct Queue {
-    streams: VecDeque<(u64, Arc<EventTracker>)>,
-    sessions: HashMap<SessionId, (u64, SessionOp)>,
-    /// Session ids in first-queued order: exactly one entry per key of `sessions`.
-    session_order: VecDeque<(u64, SessionId)>,
-}
-
-impl Queue {
-    fn len(&self) -> usize {
-        self.streams.len() + self.sessions.len()
-    }
-
-    /// Drops the oldest entry. Returns whether one was dropped.
-    fn shed_oldest(&mut self) -> bool {
-        let stream_seq = self.streams.front().map(|e| e.0);
-        let session_seq = self.session_order.front().map(|e| e.0);
-        let stream_is_older = match (stream_seq, session_seq) {
-            (None, None) => return false,
-            (Some(a), Some(b)) => a < b,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-        };
-        if stream_is_older {
-            if let Some((_, tracker)) = self.streams.pop_front() {
-                // It queues itself again on its next event.
-                tracker.persist_queued.store(false, Ordering::Release);
-            }
-        } else if let Some((_, id)) = self.session_order.pop_front() {
-            self.sessions.remove(&id);
-        }
-        true
-    }
-}
-
-struct Pending {
-    next_seq: u64,
-    queue: Queue,
-    /// Sessions whose deletion is being written right now (taken from `queue`).
-    deleting: HashSet<SessionId>,
-}
-
 struct Shared {
     pending: Mutex<Pending>,
     metrics: WorkerMetrics,
@@ -233,32 +185,19 @@ struct Shared {
 impl Shared {
     fn queue_session(&self, id: SessionId, op: SessionOp) {
         let mut pending = self.pending.lock();
-        let p = &mut *pending;
-        match p.queue.sessions.get_mut(&id) {
-            // Coalesced in place: it keeps its age.
-            Some(entry) => entry.1 = op,
-            None => {
-                let seq = p.next_seq;
-                p.next_seq += 1;
-                p.queue.session_order.push_back((seq, id.clone()));
-                p.queue.sessions.insert(id, (seq, op));
-            }
-        }
-        self.bound(p);
+        pending.push_session(id, op);
+        self.bound(&mut pending);
     }
 
     /// Sheds the oldest entries past `max_pending` and updates the pending gauge.
     fn bound(&self, p: &mut Pending) {
-        let mut shed = 0;
-        while p.queue.len() > self.max_pending && p.queue.shed_oldest() {
-            shed += 1;
-        }
+        let shed = p.shed_past(self.max_pending);
         if shed > 0 {
             self.metrics.shed.fetch_add(shed, Ordering::Relaxed);
         }
         self.metrics
             .pending
-            .store(p.queue.len() as u64, Ordering::Relaxed);
+            .store(p.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -298,11 +237,8 @@ impl PersistenceHandle {
             return;
         }
         let mut pending = self.shared.pending.lock();
-        let p = &mut *pending;
-        let seq = p.next_seq;
-        p.next_seq += 1;
-        p.queue.streams.push_back((seq, tracker.clone()));
-        self.shared.bound(p);
+        pending.push_stream(tracker.clone());
+        self.shared.bound(&mut pending);
     }
 
     /// Queues a session record to be written (latest record wins).
@@ -319,9 +255,7 @@ impl PersistenceHandle {
     /// Whether the session's deletion is queued or being written: the store may still hold
     /// it, but it must not be restored from there.
     pub fn is_deleting(&self, id: &str) -> bool {
-        let pending = self.shared.pending.lock();
-        pending.deleting.contains(id)
-            || matches!(pending.queue.sessions.get(id), Some((_, SessionOp::Delete)))
+        self.shared.pending.lock().is_deleting(id)
     }
 
     /// The store, for the SessionManager's cold-path reads (restoring a session or a stream
@@ -348,7 +282,7 @@ impl PersistenceHandle {
 
     /// Entries waiting for the next flush.
     pub fn pending_len(&self) -> usize {
-        self.shared.pending.lock().queue.len()
+        self.shared.pending.lock().len()
     }
 }
 
@@ -369,11 +303,7 @@ impl PersistenceWorker {
     /// A worker writing to `store`, and the handle the data plane uses to feed it.
     pub fn new(store: Arc<dyn SessionStore>, config: WorkerConfig) -> (Self, PersistenceHandle) {
         let shared = Arc::new(Shared {
-            pending: Mutex::new(Pending {
-                next_seq: 0,
-                queue: Queue::default(),
-                deleting: HashSet::new(),
-            }),
+            pending: Mutex::new(Pending::default()),
             metrics: WorkerMetrics::default(),
             store,
             max_pending: config.max_pending.max(1),
@@ -437,7 +367,7 @@ impl PersistenceWorker {
                     tracing::warn!(
                         error = %err,
                         consecutive_failures = failures,
-                        pending = self.shared.pending.lock().queue.len(),
+                        pending = self.shared.pending.lock().len(),
                         shed_total = metrics.shed.load(Ordering::Relaxed),
                         "session store write failed; pending state kept, will retry",
                     );
@@ -516,7 +446,7 @@ impl PersistenceWorker {
             let left = deadline.saturating_duration_since(Instant::now());
             // Counted before the attempt: a flush cut off by the deadline takes its entries
             // with it, and the queue would then read empty.
-            let queued = self.shared.pending.lock().queue.len();
+            let queued = self.shared.pending.lock().len();
             let err = match tokio::time::timeout(left, self.flush()).await {
                 Ok(Ok(())) => return,
                 Ok(Err(err)) => err.to_string(),
@@ -526,7 +456,7 @@ impl PersistenceWorker {
             if Instant::now() + delay >= deadline {
                 tracing::error!(
                     error = %err,
-                    pending = queued.max(self.shared.pending.lock().queue.len()),
+                    pending = queued.max(self.shared.pending.lock().len()),
                     "final flush at shutdown failed; the state not written is lost \
                      (its store entries expire by their TTL)",
                 );
@@ -598,13 +528,7 @@ impl PersistenceWorker {
     pub async fn flush(&self) -> Result<(), StoreError> {
         let started = Instant::now();
         let queue = {
-            let mut pending = self.shared.pending.lock();
-            let queue = mem::take(&mut pending.queue);
-            for (id, (_, op)) in &queue.sessions {
-                if matches!(op, SessionOp::Delete) {
-                    pending.deleting.insert(id.clone());
-                }
-            }
+            let queue = self.shared.pending.lock().take();
             self.shared.metrics.pending.store(0, Ordering::Relaxed);
             queue
         };
@@ -613,14 +537,14 @@ impl PersistenceWorker {
         }
 
         let mut batch = WriteBatch::default();
-        for (id, (_, op)) in &queue.sessions {
+        for (id, op) in queue.sessions() {
             match op {
                 SessionOp::Put(record) => batch.sessions.push(record.clone()),
                 SessionOp::Delete => batch.deletes.push(id.to_string()),
             }
         }
-        let mut written = Vec::with_capacity(queue.streams.len());
-        for (_, tracker) in &queue.streams {
+        let mut written = Vec::new();
+        for tracker in queue.streams() {
             // Clear the flag before reading, so an event arriving now queues the tracker again.
             tracker.persist_queued.store(false, Ordering::Release);
             let (Some(session), Some((seq, id, last_seq))) =
@@ -628,7 +552,7 @@ impl PersistenceWorker {
             else {
                 continue;
             };
-            if matches!(queue.sessions.get(session), Some((_, SessionOp::Delete))) {
+            if queue.deletes(session.as_str()) {
                 continue;
             }
             batch.positions.push(StreamPosition {
@@ -646,7 +570,7 @@ impl PersistenceWorker {
         let metrics = &self.shared.metrics;
         match result {
             Ok(()) => {
-                self.shared.pending.lock().deleting.clear();
+                self.shared.pending.lock().written();
                 let now = SystemTime::now();
                 for (tracker, id) in written {
                     tracker.mark_persisted(id, now);
@@ -683,28 +607,8 @@ impl PersistenceWorker {
     /// Puts a failed batch back in front of what was queued since, keeping newer state.
     fn requeue(&self, failed: Queue) {
         let mut pending = self.shared.pending.lock();
-        let p = &mut *pending;
-        p.deleting.clear();
-        let Queue {
-            streams,
-            mut sessions,
-            session_order,
-        } = failed;
-        for (seq, tracker) in streams.into_iter().rev() {
-            if !tracker.persist_queued.swap(true, Ordering::AcqRel) {
-                p.queue.streams.push_front((seq, tracker));
-            }
-        }
-        for (seq, id) in session_order.into_iter().rev() {
-            let Some(entry) = sessions.remove(&id) else {
-                continue;
-            };
-            if !p.queue.sessions.contains_key(&id) {
-                p.queue.session_order.push_front((seq, id.clone()));
-                p.queue.sessions.insert(id, entry);
-            }
-        }
-        self.shared.bound(p);
+        pending.requeue(failed);
+        self.shared.bound(&mut pending);
     }
 }
 
