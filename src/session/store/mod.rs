@@ -9,6 +9,8 @@
 
 mod memory;
 mod redis;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::{
     sync::Arc,

@@ -1,5 +1,6 @@
 //! The PersistenceWorker: exactly one task per process that writes session records and the last
-//! upstream event id of every stream to the SessionStore, and claims idle sessions from it.
+//! upstream event id of every stream to the SessionStore. (Claiming sessions idle in the store
+//! is idle expiry's business: [`super::expiry`].)
 //!
 //! The data plane never waits on it and never spawns for it. A tracker whose last id moved
 //! queues itself once (an atomic flag), so a burst of events on one stream costs one store write
@@ -21,7 +22,6 @@
 mod queue;
 
 use std::{
-    mem,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -40,8 +40,6 @@ use super::{
     tracker::EventTracker,
 };
 
-/// Idle sessions claimed from the store per sweep, and held until the SessionManager takes them.
-pub const SWEEP_LIMIT: usize = 256;
 /// How long the final flush at shutdown may keep retrying.
 pub const SHUTDOWN_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -78,12 +76,6 @@ pub fn activity_refresh(idle_ttl: Duration) -> Duration {
     (idle_ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(60))
 }
 
-/// How often idle sessions are looked for, both in memory (the daemon's expiry loop) and in the
-/// store (the worker's claims): a quarter of the idle TTL, 100 ms to 30 s.
-pub fn expiry_period(idle_ttl: Duration) -> Duration {
-    (idle_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
-}
-
 /// Counters of the worker, readable at any time as atomics (monotonic unless marked a gauge).
 /// The Prometheus exporter and the control plane's metric watch read them.
 #[derive(Debug, Default)]
@@ -117,7 +109,8 @@ pub struct WorkerMetrics {
     pub max_flush_micros: AtomicU64,
     /// Sum of the durations of successful flushes, in microseconds.
     pub flush_micros_total: AtomicU64,
-    /// Idle sessions claimed from the store for expiry.
+    /// Idle sessions claimed from the store for expiry (by idle expiry,
+    /// [`super::expiry::claim_idle_sessions`]: counted here with the store's other counters).
     pub sessions_claimed: AtomicU64,
     /// Garbage met in the store: wrong-typed keys deleted (and re-written), malformed records
     /// skipped on reads and claims, claimed records not ended upstream because their upstream
@@ -176,10 +169,9 @@ struct Shared {
     metrics: WorkerMetrics,
     store: Arc<dyn SessionStore>,
     max_pending: usize,
-    /// The sessions' idle TTL in ms, set by the SessionManager; 0: no idle expiry in the store.
+    /// The sessions' idle TTL in ms, set by the SessionManager (records outlive twice it); 0
+    /// until set.
     idle_ttl_ms: AtomicU64,
-    /// Idle sessions claimed from the store, waiting for the SessionManager to end them.
-    expired: Mutex<Vec<SessionRecord>>,
 }
 
 impl Shared {
@@ -187,6 +179,16 @@ impl Shared {
         let mut pending = self.pending.lock();
         pending.push_session(id, op);
         self.bound(&mut pending);
+    }
+
+    /// Adds the garbage the store met (and repaired or skipped) to `bad_records`.
+    fn count_repairs(&self) {
+        let repairs = self.store.take_repairs();
+        if repairs > 0 {
+            self.metrics
+                .bad_records
+                .fetch_add(repairs, Ordering::Relaxed);
+        }
     }
 
     /// Sheds the oldest entries past `max_pending` and updates the pending gauge.
@@ -264,15 +266,26 @@ impl PersistenceHandle {
         &self.shared.store
     }
 
-    /// Tells the worker the sessions' idle TTL, so it claims sessions idle in the store.
+    /// Tells the worker the sessions' idle TTL: every record it writes lives at least twice
+    /// that in the store, so idle expiry finds it there ([`WorkerConfig::record_ttl`]).
     pub fn set_idle_ttl(&self, idle_ttl: Duration) {
         let ms = u64::try_from(idle_ttl.as_millis()).unwrap_or(u64::MAX);
         self.shared.idle_ttl_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Takes the idle sessions the worker claimed from the store since the last call.
-    pub fn take_expired(&self) -> Vec<SessionRecord> {
-        mem::take(&mut *self.shared.expired.lock())
+    /// Whether the worker's writes are failing (it is retrying with backoff): the store is
+    /// then left alone by idle expiry's claims until a write succeeds again.
+    pub(super) fn writes_failing(&self) -> bool {
+        self.shared
+            .metrics
+            .consecutive_failures
+            .load(Ordering::Relaxed)
+            > 0
+    }
+
+    /// Adds the garbage the store met (and repaired or skipped) to `bad_records`.
+    pub(super) fn count_repairs(&self) {
+        self.shared.count_repairs();
     }
 
     /// The worker's counters.
@@ -308,7 +321,6 @@ impl PersistenceWorker {
             store,
             max_pending: config.max_pending.max(1),
             idle_ttl_ms: AtomicU64::new(0),
-            expired: Mutex::new(Vec::new()),
         });
         let handle = PersistenceHandle {
             shared: shared.clone(),
@@ -326,13 +338,11 @@ impl PersistenceWorker {
     }
 
     /// Flushes every `flush_interval` until `shutdown` fires, then flushes once more (retrying
-    /// up to [`SHUTDOWN_FLUSH_DEADLINE`]) and returns. Claims idle sessions from the store every
-    /// quarter of the idle TTL (100 ms to 30 s) while the store answers.
+    /// up to [`SHUTDOWN_FLUSH_DEADLINE`]) and returns.
     pub async fn run(self, shutdown: CancellationToken) {
         let metrics = &self.shared.metrics;
         let mut backoff: Option<ExponentialBackoff> = None;
         let mut last_error_unreachable = false;
-        let mut next_sweep = Instant::now();
         loop {
             let wake = match &mut backoff {
                 None => self.sleep(self.config.flush_interval, &shutdown).await,
@@ -372,12 +382,7 @@ impl PersistenceWorker {
                         "session store write failed; pending state kept, will retry",
                     );
                     backoff.get_or_insert_with(|| self.backoff());
-                    continue;
                 }
-            }
-            if Instant::now() >= next_sweep {
-                next_sweep = Instant::now() + self.sweep_period();
-                self.sweep().await;
             }
         }
         self.final_flush().await;
@@ -433,12 +438,6 @@ impl PersistenceWorker {
         started.elapsed() < self.config.flush_interval && self.shared.store.ping().await.is_ok()
     }
 
-    fn sweep_period(&self) -> Duration {
-        expiry_period(Duration::from_millis(
-            self.shared.idle_ttl_ms.load(Ordering::Relaxed),
-        ))
-    }
-
     async fn final_flush(&self) {
         let deadline = Instant::now() + SHUTDOWN_FLUSH_DEADLINE;
         let mut delays = self.backoff();
@@ -464,56 +463,6 @@ impl PersistenceWorker {
             }
             tokio::time::sleep(delay).await;
             self.shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Claims sessions idle in the store (their last activity, from any replica, older than
-    /// the idle TTL plus the activity refresh lag), for the SessionManager to end upstream.
-    /// [`PersistenceWorker::run`] calls it periodically.
-    pub async fn sweep(&self) {
-        let idle_ms = self.shared.idle_ttl_ms.load(Ordering::Relaxed);
-        if idle_ms == 0 {
-            return;
-        }
-        let room = SWEEP_LIMIT.saturating_sub(self.shared.expired.lock().len());
-        if room == 0 {
-            return;
-        }
-        let idle_ttl = Duration::from_millis(idle_ms);
-        let Some(cutoff) = SystemTime::now().checked_sub(idle_ttl + activity_refresh(idle_ttl))
-        else {
-            return;
-        };
-        let result = self.shared.store.claim_idle_sessions(cutoff, room).await;
-        self.count_repairs();
-        match result {
-            Ok(claimed) if claimed.is_empty() => {}
-            Ok(claimed) => {
-                self.shared
-                    .metrics
-                    .sessions_claimed
-                    .fetch_add(claimed.len() as u64, Ordering::Relaxed);
-                tracing::debug!(
-                    count = claimed.len(),
-                    "claimed idle sessions from the store"
-                );
-                self.shared.expired.lock().extend(claimed);
-            }
-            Err(err) => {
-                self.shared.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %err, "claiming idle sessions from the store failed");
-            }
-        }
-    }
-
-    /// Adds the garbage the store met (and repaired or skipped) to `bad_records`.
-    fn count_repairs(&self) {
-        let repairs = self.shared.store.take_repairs();
-        if repairs > 0 {
-            self.shared
-                .metrics
-                .bad_records
-                .fetch_add(repairs, Ordering::Relaxed);
         }
     }
 
@@ -566,7 +515,7 @@ impl PersistenceWorker {
         }
 
         let result = self.shared.store.write(&batch, self.ttl()).await;
-        self.count_repairs();
+        self.shared.count_repairs();
         let metrics = &self.shared.metrics;
         match result {
             Ok(()) => {
@@ -614,14 +563,10 @@ impl PersistenceWorker {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
-
-    use async_trait::async_trait;
-
     use super::*;
     use crate::session::{
         StreamId,
-        store::MemoryStore,
+        store::{MemoryStore, testing::FlakyStore},
         tracker::{StreamKind, TrackerLimits},
     };
 
@@ -679,66 +624,10 @@ mod tests {
         );
     }
 
-    /// A store that fails while `down` is set.
-    #[derive(Default)]
-    struct FlakyStore {
-        down: AtomicBool,
-        inner: MemoryStore,
-    }
-
-    impl FlakyStore {
-        fn check(&self) -> Result<(), StoreError> {
-            if self.down.load(Ordering::Relaxed) {
-                return Err(StoreError {
-                    backend: "flaky",
-                    message: "down".into(),
-                    unreachable: true,
-                });
-            }
-            Ok(())
-        }
-    }
-
-    #[async_trait]
-    impl SessionStore for FlakyStore {
-        fn backend(&self) -> &'static str {
-            "flaky"
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            self.check()
-        }
-        async fn write(&self, b: &WriteBatch, t: Duration) -> Result<(), StoreError> {
-            self.check()?;
-            self.inner.write(b, t).await
-        }
-        async fn get_sessions(
-            &self,
-            ids: &[String],
-        ) -> Result<Vec<Option<SessionRecord>>, StoreError> {
-            self.check()?;
-            self.inner.get_sessions(ids).await
-        }
-        async fn get_stream_positions(
-            &self,
-            k: &[(String, String)],
-        ) -> Result<Vec<Option<StreamPosition>>, StoreError> {
-            self.check()?;
-            self.inner.get_stream_positions(k).await
-        }
-        async fn claim_idle_sessions(
-            &self,
-            before: SystemTime,
-            limit: usize,
-        ) -> Result<Vec<SessionRecord>, StoreError> {
-            self.check()?;
-            self.inner.claim_idle_sessions(before, limit).await
-        }
-    }
-
     #[tokio::test]
     async fn store_errors_are_counted_and_the_latest_state_is_written_once_it_returns() {
         let store = Arc::new(FlakyStore::default());
-        store.down.store(true, Ordering::Relaxed);
+        store.set_down(true);
         let (worker, handle) = PersistenceWorker::new(store.clone(), WorkerConfig::default());
         let t = tracker("s", "st");
         handle.session_saved(record("s"));
@@ -749,7 +638,7 @@ mod tests {
         handle.stream_advanced(&t);
         assert_eq!(handle.pending_len(), 2, "one entry per stream and session");
         assert_eq!(handle.metrics().errors.load(Ordering::Relaxed), 1);
-        store.down.store(false, Ordering::Relaxed);
+        store.set_down(false);
         worker.flush().await.unwrap();
         assert_eq!(position(&*store, "s", "st").await.as_deref(), Some("2"));
         assert!(
@@ -761,7 +650,7 @@ mod tests {
     #[tokio::test]
     async fn pending_state_is_bounded_and_sheds_the_oldest_entries() {
         let store = Arc::new(FlakyStore::default());
-        store.down.store(true, Ordering::Relaxed);
+        store.set_down(true);
         let config = WorkerConfig {
             max_pending: 3,
             ..WorkerConfig::default()
@@ -779,7 +668,7 @@ mod tests {
         handle.session_saved(record("s"));
         assert_eq!(handle.pending_len(), 3);
         assert_eq!(handle.metrics().shed.load(Ordering::Relaxed), 3);
-        store.down.store(false, Ordering::Relaxed);
+        store.set_down(false);
         worker.flush().await.unwrap();
         // st0, st1 were shed first (oldest), then st2 when the record came.
         for (i, expect) in [None, None, None, Some("7"), Some("7")]
@@ -813,7 +702,7 @@ mod tests {
     #[tokio::test]
     async fn the_worker_retries_with_backoff_and_catches_up_when_the_store_returns() {
         let store = Arc::new(FlakyStore::default());
-        store.down.store(true, Ordering::Relaxed);
+        store.set_down(true);
         let config = WorkerConfig {
             flush_interval: Duration::from_millis(20),
             max_backoff: Duration::from_millis(400),
@@ -832,29 +721,12 @@ mod tests {
         // Without backoff, 2 s of 20 ms flushes would be ~100 failures.
         assert!(m.errors < 40, "backoff spaces the retries out: {m:?}");
         assert!(m.consecutive_failures >= 3, "{m:?}");
-        store.down.store(false, Ordering::Relaxed);
+        store.set_down(false);
         // The ping every flush interval notices the store's return well before the backoff.
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(position(&*store, "s", "st").await.as_deref(), Some("1"));
         assert_eq!(handle.metrics().snapshot().consecutive_failures, 0);
         shutdown.cancel();
         task.await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn idle_sessions_are_claimed_by_the_worker_for_the_manager() {
-        let store = Arc::new(MemoryStore::new());
-        let (worker, handle) = PersistenceWorker::new(store.clone(), WorkerConfig::default());
-        handle.set_idle_ttl(Duration::from_secs(60));
-        let mut old = record("old");
-        old.last_activity = SystemTime::now() - Duration::from_secs(3600);
-        handle.session_saved(old.clone());
-        handle.session_saved(record("fresh"));
-        worker.flush().await.unwrap();
-        worker.sweep().await;
-        let expired = handle.take_expired();
-        assert_eq!(expired.len(), 1);
-        assert_eq!(expired[0].session_id, "old");
-        assert!(handle.take_expired().is_empty());
     }
 }
