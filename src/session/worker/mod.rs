@@ -5,8 +5,11 @@
 //! The data plane never waits on it and never spawns for it. A tracker whose last id moved
 //! queues itself once (an atomic flag), so a burst of events on one stream costs one store write
 //! per flush ("latest-only coalescing"); a session record queued again replaces the queued one.
-//! Every flush is one [`WriteBatch`] (one round trip to Redis). The queue's rules live in
-//! `worker/queue.rs`, pure data; this module does the I/O around it.
+//! Every flush is one [`WriteBatch`] (one round trip to Redis).
+//!
+//! Layout: `queue.rs` is the coalescing queue (pure data, no I/O, no clock); `handle.rs` the
+//! data plane's side ([`PersistenceHandle`]); `metrics.rs` the counters; this module the task
+//! itself: flushes, retries with backoff, probing an unreachable store, the shutdown flush.
 //!
 //! **Failures.** A failed flush puts its entries back (newer state queued meanwhile wins) and
 //! is retried with capped exponential backoff (jittered, so replicas do not retry in step);
@@ -19,6 +22,8 @@
 //! a shed stream queues itself again on its next event; a shed record is written again on the
 //! session's next refresh.
 
+mod handle;
+mod metrics;
 mod queue;
 
 use std::{
@@ -34,10 +39,13 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use self::queue::{Pending, Queue, SessionOp};
+pub use self::{
+    handle::PersistenceHandle,
+    metrics::{WorkerMetrics, WorkerSnapshot},
+};
 use super::{
     SessionId,
-    store::{SessionRecord, SessionStore, StoreError, StreamPosition, WriteBatch},
-    tracker::EventTracker,
+    store::{SessionStore, StoreError, StreamPosition, WriteBatch},
 };
 
 /// How long the final flush at shutdown may keep retrying.
@@ -76,94 +84,6 @@ pub fn activity_refresh(idle_ttl: Duration) -> Duration {
     (idle_ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(60))
 }
 
-/// Counters of the worker, readable at any time as atomics (monotonic unless marked a gauge).
-/// The Prometheus exporter and the control plane's metric watch read them.
-#[derive(Debug, Default)]
-pub struct WorkerMetrics {
-    /// Stream advances handed to the worker (one per admitted event: each moves the stream's
-    /// last seq, and one with an upstream id its resumable position).
-    pub updates: AtomicU64,
-    /// Stream positions written to the store.
-    pub stream_writes: AtomicU64,
-    /// Session records written or deleted.
-    pub session_writes: AtomicU64,
-    /// Flushes that wrote at least one entry (store round trips for writes).
-    pub batches: AtomicU64,
-    /// Entries written, over all batches (`batch_entries / batches` is the mean batch size).
-    pub batch_entries: AtomicU64,
-    /// Largest batch written (a gauge).
-    pub max_batch_size: AtomicU64,
-    /// Failed store operations (writes and idle-session claims).
-    pub errors: AtomicU64,
-    /// Write attempts made after a failed one.
-    pub retries: AtomicU64,
-    /// Pending entries dropped because pending state was full (oldest first).
-    pub shed: AtomicU64,
-    /// Entries waiting for the next flush (a gauge).
-    pub pending: AtomicU64,
-    /// Consecutive failed flushes; 0 while the store answers (a gauge).
-    pub consecutive_failures: AtomicU64,
-    /// Duration of the last successful flush, in microseconds (a gauge).
-    pub last_flush_micros: AtomicU64,
-    /// Longest successful flush, in microseconds (a gauge).
-    pub max_flush_micros: AtomicU64,
-    /// Sum of the durations of successful flushes, in microseconds.
-    pub flush_micros_total: AtomicU64,
-    /// Idle sessions claimed from the store for expiry (by idle expiry,
-    /// [`super::expiry::claim_idle_sessions`]: counted here with the store's other counters).
-    pub sessions_claimed: AtomicU64,
-    /// Garbage met in the store: wrong-typed keys deleted (and re-written), malformed records
-    /// skipped on reads and claims, claimed records not ended upstream because their upstream
-    /// or upstream session id was not one this proxy could have written.
-    pub bad_records: AtomicU64,
-}
-
-/// A point-in-time copy of [`WorkerMetrics`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WorkerSnapshot {
-    pub updates: u64,
-    pub stream_writes: u64,
-    pub session_writes: u64,
-    pub batches: u64,
-    pub batch_entries: u64,
-    pub max_batch_size: u64,
-    pub errors: u64,
-    pub retries: u64,
-    pub shed: u64,
-    pub pending: u64,
-    pub consecutive_failures: u64,
-    pub last_flush_micros: u64,
-    pub max_flush_micros: u64,
-    pub flush_micros_total: u64,
-    pub sessions_claimed: u64,
-    pub bad_records: u64,
-}
-
-impl WorkerMetrics {
-    /// Reads every counter.
-    pub fn snapshot(&self) -> WorkerSnapshot {
-        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        WorkerSnapshot {
-            updates: r(&self.updates),
-            stream_writes: r(&self.stream_writes),
-            session_writes: r(&self.session_writes),
-            batches: r(&self.batches),
-            batch_entries: r(&self.batch_entries),
-            max_batch_size: r(&self.max_batch_size),
-            errors: r(&self.errors),
-            retries: r(&self.retries),
-            shed: r(&self.shed),
-            pending: r(&self.pending),
-            consecutive_failures: r(&self.consecutive_failures),
-            last_flush_micros: r(&self.last_flush_micros),
-            max_flush_micros: r(&self.max_flush_micros),
-            flush_micros_total: r(&self.flush_micros_total),
-            sessions_claimed: r(&self.sessions_claimed),
-            bad_records: r(&self.bad_records),
-        }
-    }
-}
-
 struct Shared {
     pending: Mutex<Pending>,
     metrics: WorkerMetrics,
@@ -200,102 +120,6 @@ impl Shared {
         self.metrics
             .pending
             .store(p.len() as u64, Ordering::Relaxed);
-    }
-}
-
-/// The data plane's side of the worker: cheap to clone, never blocks on I/O.
-#[derive(Clone)]
-pub struct PersistenceHandle {
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for PersistenceHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PersistenceHandle")
-            .field("backend", &self.shared.store.backend())
-            .finish_non_exhaustive()
-    }
-}
-
-impl PersistenceHandle {
-    /// Hands the worker "this stream moved" (an event was admitted). O(1) and allocation-free
-    /// after the first: queues the tracker only if it is not queued already; the worker reads
-    /// the latest position when it flushes.
-    pub fn stream_advanced(&self, tracker: &Arc<EventTracker>) {
-        self.stream_advanced_by(tracker, 1);
-    }
-
-    /// [`Self::stream_advanced`] for `advances` moves at once (the events of one upstream
-    /// read): counted as that many updates, queued once.
-    pub fn stream_advanced_by(&self, tracker: &Arc<EventTracker>, advances: u64) {
-        if advances == 0 {
-            return;
-        }
-        self.shared
-            .metrics
-            .updates
-            .fetch_add(advances, Ordering::Relaxed);
-        if tracker.session().is_none() || tracker.persist_queued.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let mut pending = self.shared.pending.lock();
-        pending.push_stream(tracker.clone());
-        self.shared.bound(&mut pending);
-    }
-
-    /// Queues a session record to be written (latest record wins).
-    pub fn session_saved(&self, record: SessionRecord) {
-        let id = SessionId::from(record.session_id.as_str());
-        self.shared.queue_session(id, SessionOp::Put(record));
-    }
-
-    /// Queues the deletion of a session and its stream positions.
-    pub fn session_removed(&self, id: &SessionId) {
-        self.shared.queue_session(id.clone(), SessionOp::Delete);
-    }
-
-    /// Whether the session's deletion is queued or being written: the store may still hold
-    /// it, but it must not be restored from there.
-    pub fn is_deleting(&self, id: &str) -> bool {
-        self.shared.pending.lock().is_deleting(id)
-    }
-
-    /// The store, for the SessionManager's cold-path reads (restoring a session or a stream
-    /// this process does not hold).
-    pub fn store(&self) -> &Arc<dyn SessionStore> {
-        &self.shared.store
-    }
-
-    /// Tells the worker the sessions' idle TTL: every record it writes lives at least twice
-    /// that in the store, so idle expiry finds it there ([`WorkerConfig::record_ttl`]).
-    pub fn set_idle_ttl(&self, idle_ttl: Duration) {
-        let ms = u64::try_from(idle_ttl.as_millis()).unwrap_or(u64::MAX);
-        self.shared.idle_ttl_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// Whether the worker's writes are failing (it is retrying with backoff): the store is
-    /// then left alone by idle expiry's claims until a write succeeds again.
-    pub(super) fn writes_failing(&self) -> bool {
-        self.shared
-            .metrics
-            .consecutive_failures
-            .load(Ordering::Relaxed)
-            > 0
-    }
-
-    /// Adds the garbage the store met (and repaired or skipped) to `bad_records`.
-    pub(super) fn count_repairs(&self) {
-        self.shared.count_repairs();
-    }
-
-    /// The worker's counters.
-    pub fn metrics(&self) -> &WorkerMetrics {
-        &self.shared.metrics
-    }
-
-    /// Entries waiting for the next flush.
-    pub fn pending_len(&self) -> usize {
-        self.shared.pending.lock().len()
     }
 }
 
@@ -566,8 +390,8 @@ mod tests {
     use super::*;
     use crate::session::{
         StreamId,
-        store::{MemoryStore, testing::FlakyStore},
-        tracker::{StreamKind, TrackerLimits},
+        store::{MemoryStore, SessionRecord, testing::FlakyStore},
+        tracker::{EventTracker, StreamKind, TrackerLimits},
     };
 
     fn tracker(session: &str, stream: &str) -> Arc<EventTracker> {
