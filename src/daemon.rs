@@ -89,7 +89,8 @@ pub enum DaemonError {
     Metrics(std::io::Error),
     #[error("installing signal handlers: {0}")]
     Signal(std::io::Error),
-    #[error("{0}")]
+    /// The session store could not be opened (the message carries its causes).
+    #[error("{0:#}")]
     Store(#[from] StoreError),
 }
 

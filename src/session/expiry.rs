@@ -65,7 +65,10 @@ pub async fn claim_idle_sessions(
         }
         Err(err) => {
             metrics.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %err, "claiming idle sessions from the store failed");
+            tracing::warn!(
+                error = %format_args!("{err:#}"),
+                "claiming idle sessions from the store failed",
+            );
             Vec::new()
         }
     }

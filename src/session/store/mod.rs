@@ -7,6 +7,7 @@
 //! stream it does not hold. Backends: [`MemoryStore`] (embedded default) and [`RedisStore`]
 //! (restarts and replicas); [`open`] builds the configured one.
 
+mod error;
 mod memory;
 mod redis;
 #[cfg(test)]
@@ -19,7 +20,11 @@ use std::{
 
 use async_trait::async_trait;
 
-pub use self::{memory::MemoryStore, redis::RedisStore};
+pub use self::{
+    error::{StoreError, StoreErrorKind, StoreErrorSource},
+    memory::MemoryStore,
+    redis::RedisStore,
+};
 
 /// A persisted session: what a proxy needs to serve the session's next request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,19 +86,6 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// A store operation failed. The worker retries; the data plane never sees this on its hot
-/// path.
-#[derive(Debug, thiserror::Error)]
-#[error("session store {backend}: {message}")]
-pub struct StoreError {
-    /// Which backend failed, e.g. `memory` or `redis`.
-    pub backend: &'static str,
-    pub message: String,
-    /// The store could not be reached (connection refused or lost, no answer in time), as
-    /// opposed to answering with an error: the worker then probes it until it answers.
-    pub unreachable: bool,
 }
 
 /// Async, batch-oriented persistence of sessions and stream positions. Every entry carries a

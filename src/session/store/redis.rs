@@ -44,8 +44,8 @@ use ::redis::{
 use async_trait::async_trait;
 
 use super::{
-    SessionRecord, SessionStore, StoreConfig, StoreError, StreamPosition, WriteBatch, from_unix_ms,
-    unix_ms,
+    SessionRecord, SessionStore, StoreConfig, StoreError, StoreErrorKind, StoreErrorSource,
+    StreamPosition, WriteBatch, from_unix_ms, unix_ms,
 };
 
 const BACKEND: &str = "redis";
@@ -103,22 +103,34 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-fn error(message: impl Into<String>) -> StoreError {
-    StoreError {
-        backend: BACKEND,
-        message: message.into(),
-        unreachable: false,
-    }
+/// Redis failing `operation`: unreachable when the connection failed (refused, lost, timed
+/// out), rejected when Redis answered with an error.
+fn redis_error(operation: &'static str, err: ::redis::RedisError) -> StoreError {
+    let kind = if err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+    {
+        StoreErrorKind::Unreachable
+    } else {
+        StoreErrorKind::Rejected
+    };
+    StoreError::new(BACKEND, operation, kind, err)
 }
 
-fn redis_error(what: &str, err: &::redis::RedisError) -> StoreError {
-    StoreError {
-        unreachable: err.is_io_error()
-            || err.is_timeout()
-            || err.is_connection_dropped()
-            || err.is_connection_refusal(),
-        ..error(format!("{what}: {err}"))
-    }
+/// No answer to `operation` within `limit`.
+fn no_answer(operation: &'static str, limit: Duration) -> StoreError {
+    StoreError::new(
+        BACKEND,
+        operation,
+        StoreErrorKind::Unreachable,
+        format!("no answer within {limit:?}"),
+    )
+}
+
+/// An answer to `operation` the store cannot read.
+fn bad_answer(operation: &'static str, cause: impl Into<StoreErrorSource>) -> StoreError {
+    StoreError::new(BACKEND, operation, StoreErrorKind::BadAnswer, cause)
 }
 
 /// Checks that `url` is a Redis URL this build can use (no TLS). The message never repeats the
@@ -139,11 +151,16 @@ impl RedisStore {
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
         let mut config = config.clone();
         config.backend = super::StoreBackend::Redis;
+        let refused = |key, message: String| {
+            StoreError::new(BACKEND, "opening", StoreErrorKind::Config { key }, message)
+        };
         config
             .check()
-            .map_err(|(key, message)| error(format!("{key}: {message}")))?;
+            .map_err(|(key, message)| refused(key, message))?;
         let url = config.url.as_deref().unwrap_or_default();
-        let client = Client::open(url).map_err(|e| error(format!("store.url: {:?}", e.kind())))?;
+        // Only the error's kind: its text may repeat the URL, which may carry a password.
+        let client =
+            Client::open(url).map_err(|e| refused("store.url", format!("{:?}", e.kind())))?;
         let timeout = config.timeout.max(Duration::from_millis(1));
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -154,7 +171,7 @@ impl RedisStore {
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(timeout);
         let connection = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|e| redis_error("creating the connection manager", &e))?;
+            .map_err(|e| redis_error("creating the connection manager", e))?;
         Ok(Self {
             connection,
             prefix: config.key_prefix.clone(),
@@ -179,16 +196,13 @@ impl RedisStore {
     /// Runs one operation under the store's overall timeout.
     async fn bounded<T>(
         &self,
-        what: &str,
+        what: &'static str,
         op: impl Future<Output = Result<T, ::redis::RedisError>>,
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.op_timeout, op).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(redis_error(what, &e)),
-            Err(_) => Err(StoreError {
-                unreachable: true,
-                ..error(format!("{what}: no answer within {:?}", self.op_timeout))
-            }),
+            Ok(Err(e)) => Err(redis_error(what, e)),
+            Err(_) => Err(no_answer(what, self.op_timeout)),
         }
     }
 
@@ -241,15 +255,15 @@ impl RedisStore {
         self.repairs.fetch_add(1, Ordering::Relaxed);
     }
 
-    async fn query(&self, what: &str, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
+    async fn query(&self, what: &'static str, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
         let mut conn = self.connection.clone();
         self.bounded(what, pipe.query_async::<Vec<Value>>(&mut conn))
             .await
     }
 }
 
-fn parse<T: FromRedisValue>(what: &str, v: Value) -> Result<T, StoreError> {
-    T::from_redis_value(v).map_err(|e| error(format!("{what}: unexpected answer: {e}")))
+fn parse<T: FromRedisValue>(what: &'static str, v: Value) -> Result<T, StoreError> {
+    T::from_redis_value(v).map_err(|e| bad_answer(what, e))
 }
 
 fn parse_ms(text: &str) -> u64 {
@@ -302,7 +316,7 @@ impl SessionStore for RedisStore {
         if pong == "PONG" {
             Ok(())
         } else {
-            Err(error(format!("PING answered {pong:?}")))
+            Err(bad_answer("PING", format!("answered {pong:?}")))
         }
     }
 
@@ -365,18 +379,12 @@ impl SessionStore for RedisStore {
             // Garbage under the prefix: repair what this batch writes, then write once more.
             Ok(Err(e)) if is_wrong_type(&e) => {
                 if self.repair(batch).await? == 0 {
-                    return Err(redis_error("writing a batch", &e));
+                    return Err(redis_error("writing a batch", e));
                 }
                 self.query("writing a batch", &pipe).await.map(drop)
             }
-            Ok(Err(e)) => Err(redis_error("writing a batch", &e)),
-            Err(_) => Err(StoreError {
-                unreachable: true,
-                ..error(format!(
-                    "writing a batch: no answer within {:?}",
-                    self.op_timeout
-                ))
-            }),
+            Ok(Err(e)) => Err(redis_error("writing a batch", e)),
+            Err(_) => Err(no_answer("writing a batch", self.op_timeout)),
         }
     }
 
@@ -399,11 +407,10 @@ impl SessionStore for RedisStore {
         pipe.ignore_errors();
         let answers = self.query("reading sessions", &pipe).await?;
         if answers.len() != ids.len() * 2 {
-            return Err(error(format!(
-                "reading sessions: {} answers for {} commands",
-                answers.len(),
-                ids.len() * 2
-            )));
+            return Err(bad_answer(
+                "reading sessions",
+                format!("{} answers for {} commands", answers.len(), ids.len() * 2),
+            ));
         }
         let mut answers = answers.into_iter();
         let mut out = Vec::with_capacity(ids.len());
@@ -474,11 +481,10 @@ impl SessionStore for RedisStore {
         pipe.ignore_errors();
         let answers = self.query("reading stream positions", &pipe).await?;
         if answers.len() != keys.len() {
-            return Err(error(format!(
-                "reading stream positions: {} answers for {} commands",
-                answers.len(),
-                keys.len()
-            )));
+            return Err(bad_answer(
+                "reading stream positions",
+                format!("{} answers for {} commands", answers.len(), keys.len()),
+            ));
         }
         keys.iter()
             .zip(answers)

@@ -7,7 +7,10 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{MemoryStore, SessionRecord, SessionStore, StoreError, StreamPosition, WriteBatch};
+use super::{
+    MemoryStore, SessionRecord, SessionStore, StoreError, StoreErrorKind, StreamPosition,
+    WriteBatch,
+};
 
 /// A [`MemoryStore`] that fails every operation as unreachable while `down` is set.
 #[derive(Debug, Default)]
@@ -26,11 +29,12 @@ impl FlakyStore {
 
     fn check(&self) -> Result<(), StoreError> {
         if self.down.load(Ordering::Relaxed) {
-            return Err(StoreError {
-                backend: "flaky",
-                message: "down".into(),
-                unreachable: true,
-            });
+            return Err(StoreError::new(
+                "flaky",
+                "an operation",
+                StoreErrorKind::Unreachable,
+                "down",
+            ));
         }
         Ok(())
     }

@@ -197,9 +197,9 @@ impl PersistenceWorker {
                 }
                 Err(err) => {
                     let failures = metrics.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                    last_error_unreachable = err.unreachable;
+                    last_error_unreachable = err.is_unreachable();
                     tracing::warn!(
-                        error = %err,
+                        error = %format_args!("{err:#}"),
                         consecutive_failures = failures,
                         pending = self.shared.pending.lock().len(),
                         shed_total = metrics.shed.load(Ordering::Relaxed),
@@ -272,7 +272,7 @@ impl PersistenceWorker {
             let queued = self.shared.pending.lock().len();
             let err = match tokio::time::timeout(left, self.flush()).await {
                 Ok(Ok(())) => return,
-                Ok(Err(err)) => err.to_string(),
+                Ok(Err(err)) => format!("{err:#}"),
                 Err(_) => "no answer before the shutdown deadline".to_owned(),
             };
             let delay = delays.next().unwrap_or(self.config.max_backoff);
