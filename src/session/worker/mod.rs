@@ -31,11 +31,13 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use parking_lot::Mutex;
+// tokio's clock, so tests run the retry and shutdown timings on a paused clock.
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::queue::{Pending, Queue, SessionOp};
@@ -523,7 +525,16 @@ mod tests {
         assert_eq!(store.get_sessions(&["s".into()]).await.unwrap(), vec![None]);
     }
 
-    #[tokio::test]
+    /// Lets `d` of paused time pass, a millisecond at a time, so the worker's timers fire in
+    /// their order and it runs after each.
+    async fn run_for(d: Duration) {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_worker_retries_with_backoff_and_catches_up_when_the_store_returns() {
         let store = Arc::new(FlakyStore::default());
         store.set_down(true);
@@ -538,19 +549,63 @@ mod tests {
         let t = tracker("s", "st");
         t.admit(Some("1"));
         handle.stream_advanced(&t);
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        run_for(Duration::from_secs(2)).await;
         let m = handle.metrics().snapshot();
         assert!(m.errors >= 3, "{m:?}");
         assert!(m.retries >= 2, "{m:?}");
         // Without backoff, 2 s of 20 ms flushes would be ~100 failures.
         assert!(m.errors < 40, "backoff spaces the retries out: {m:?}");
         assert!(m.consecutive_failures >= 3, "{m:?}");
+        assert_eq!(position(&store.inner, "s", "st").await, None);
         store.set_down(false);
-        // The ping every flush interval notices the store's return well before the backoff.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The ping every flush interval notices the store's return long before the backoff
+        // (400 ms by now) would retry.
+        run_for(config.flush_interval * 2).await;
         assert_eq!(position(&*store, "s", "st").await.as_deref(), Some("1"));
         assert_eq!(handle.metrics().snapshot().consecutive_failures, 0);
         shutdown.cancel();
         task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_shutdown_flush_writes_what_is_pending() {
+        let store = Arc::new(MemoryStore::new());
+        let (worker, handle) = PersistenceWorker::new(store.clone(), WorkerConfig::default());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(worker.run(shutdown.clone()));
+        let t = tracker("s", "st");
+        t.admit(Some("1"));
+        handle.stream_advanced(&t);
+        shutdown.cancel();
+        task.await.unwrap();
+        assert_eq!(position(&*store, "s", "st").await.as_deref(), Some("1"));
+        assert_eq!(handle.pending_len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_shutdown_flush_gives_up_within_its_deadline_when_the_store_stays_down() {
+        let store = Arc::new(FlakyStore::default());
+        store.set_down(true);
+        let (worker, handle) = PersistenceWorker::new(store.clone(), WorkerConfig::default());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(worker.run(shutdown.clone()));
+        let t = tracker("s", "st");
+        t.admit(Some("1"));
+        handle.stream_advanced(&t);
+        shutdown.cancel();
+        let started = Instant::now();
+        while !task.is_finished() {
+            assert!(
+                started.elapsed() <= SHUTDOWN_FLUSH_DEADLINE,
+                "still flushing {:?} after shutdown",
+                started.elapsed()
+            );
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        task.await.unwrap();
+        let m = handle.metrics().snapshot();
+        // Backoff from 100 ms: at least three attempts fit before the deadline.
+        assert!(m.retries >= 2, "it kept retrying: {m:?}");
+        assert_eq!(handle.pending_len(), 1, "the unwritten state was kept");
     }
 }
