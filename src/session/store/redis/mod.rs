@@ -43,10 +43,15 @@ use ::redis::{
 };
 use async_trait::async_trait;
 
+use self::encoding::{
+    claimed_record, decode_position, last_seq_field, parse_ms, position_field, ttl_ms,
+};
 use super::{
     SessionRecord, SessionStore, StoreConfig, StoreError, StoreErrorKind, StoreErrorSource,
     StreamPosition, WriteBatch, from_unix_ms, unix_ms,
 };
+
+mod encoding;
 
 const BACKEND: &str = "redis";
 
@@ -54,34 +59,7 @@ const BACKEND: &str = "redis";
 /// limit, key prefix. Returns `[rows, wrong_typed]`: rows are `[id, upstream_session_id,
 /// upstream, protocol_version, created_ms, last_activity_ms]` per claimed session whose record
 /// still existed; `wrong_typed` counts keys that were not of the proxy's type (deleted).
-const CLAIM_SCRIPT: &str = r"
-local kind = redis.call('TYPE', KEYS[1]).ok
-if kind ~= 'zset' then
-  if kind == 'none' then return {{}, 0} end
-  redis.call('DEL', KEYS[1])
-  return {{}, 1}
-end
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local out = {}
-local bad = 0
-for _, id in ipairs(ids) do
-  local score = redis.call('ZSCORE', KEYS[1], id)
-  redis.call('ZREM', KEYS[1], id)
-  local key = ARGV[3] .. 'session:' .. id
-  local rec = {false}
-  local rkind = redis.call('TYPE', key).ok
-  if rkind == 'hash' then
-    rec = redis.call('HMGET', key, 'upstream_session_id', 'upstream', 'protocol_version', 'created_ms')
-  elseif rkind ~= 'none' then
-    bad = bad + 1
-  end
-  redis.call('DEL', key, ARGV[3] .. 'streams:' .. id)
-  if rec[1] then
-    table.insert(out, {id, rec[1], rec[2] or '', rec[3] or '', rec[4] or '0', score or '0'})
-  end
-end
-return {out, bad}
-";
+const CLAIM_SCRIPT: &str = include_str!("claim.lua");
 
 /// The Redis-backed [`SessionStore`].
 pub struct RedisStore {
@@ -266,40 +244,9 @@ fn parse<T: FromRedisValue>(what: &'static str, v: Value) -> Result<T, StoreErro
     T::from_redis_value(v).map_err(|e| bad_answer(what, e))
 }
 
-fn parse_ms(text: &str) -> u64 {
-    text.parse::<u64>()
-        .ok()
-        .or_else(|| text.parse::<f64>().ok().map(|f| f.max(0.0) as u64))
-        .unwrap_or(0)
-}
-
-/// The field of a stream's position (`<seq>:<upstream id>`) in its session's streams hash.
-fn position_field(stream: &str) -> String {
-    format!("pos:{stream}")
-}
-
-/// The field of a stream's last sequence number in its session's streams hash.
-fn last_seq_field(stream: &str) -> String {
-    format!("last:{stream}")
-}
-
-/// `<seq>:<upstream id>` taken apart; `None` when it is not one (a value this store did not
-/// write: the position is then read as absent).
-fn split_position(value: &str) -> Option<(u64, &str)> {
-    let (seq, id) = value.split_once(':')?;
-    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((seq.parse().ok()?, id))
-}
-
 /// Whether `err` is Redis refusing a command for a key of another type.
 fn is_wrong_type(err: &::redis::RedisError) -> bool {
     err.code() == Some("WRONGTYPE") || err.to_string().contains("WRONGTYPE")
-}
-
-fn ttl_ms(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 #[async_trait]
@@ -502,22 +449,11 @@ impl SessionStore for RedisStore {
                     fields.next().flatten(),
                     fields.next().flatten(),
                 );
-                let (seq, last_seq, upstream_event_id) =
-                    match (position.as_deref().and_then(split_position), old_format) {
-                        // A replica of an older version wrote the old field after this one
-                        // wrote both: its id is the latest, with no seq.
-                        (Some((_, id)), Some(old)) if old != id => (None, None, old),
-                        (Some((seq, id)), _) => {
-                            // Malformed or behind `seq`: nothing is known past `seq`.
-                            let last = last_seq
-                                .and_then(|l| l.parse::<u64>().ok())
-                                .filter(|&l| l >= seq)
-                                .unwrap_or(seq);
-                            (Some(seq), Some(last), id.to_owned())
-                        }
-                        (None, Some(old)) => (None, None, old),
-                        (None, None) => return Ok(None),
-                    };
+                let Some((seq, last_seq, upstream_event_id)) =
+                    decode_position(position.as_deref(), last_seq.as_deref(), old_format)
+                else {
+                    return Ok(None);
+                };
                 // It goes upstream as `Last-Event-ID`: one header line of bounded size.
                 if !super::is_upstream_event_id(&upstream_event_id) {
                     self.skipped(&self.streams_key(session), "malformed upstream event id");
@@ -559,20 +495,6 @@ impl SessionStore for RedisStore {
             self.skipped(&self.activity_key(), "wrong-typed keys deleted by a claim");
             self.repairs.fetch_add(wrong_typed - 1, Ordering::Relaxed);
         }
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| {
-                let [id, upstream_sid, upstream, version, created, activity]: [String; 6] =
-                    row.try_into().ok()?;
-                Some(SessionRecord {
-                    session_id: id,
-                    upstream_session_id: upstream_sid,
-                    upstream,
-                    protocol_version: version,
-                    created: from_unix_ms(parse_ms(&created)),
-                    last_activity: from_unix_ms(parse_ms(&activity)),
-                })
-            })
-            .collect())
+        Ok(rows.into_iter().filter_map(claimed_record).collect())
     }
 }
