@@ -60,6 +60,7 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
+    /// An empty store.
     pub fn new() -> Self {
         Self {
             inner: Mutex::new(Inner {

@@ -37,6 +37,7 @@ pub struct SessionRecord {
     pub upstream: String,
     /// The negotiated protocol version, e.g. `2025-11-25`.
     pub protocol_version: String,
+    /// When the session was created (millisecond precision once stored).
     pub created: SystemTime,
     /// The latest client activity any writer reported. Stores keep the latest value they were
     /// given (it never moves back), stored at millisecond precision.
@@ -50,7 +51,9 @@ pub struct SessionRecord {
 /// a client between `seq` and `last_seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamPosition {
+    /// The proxy session id the stream belongs to.
     pub session_id: String,
+    /// The proxy's stream id (the first part of the client's event ids).
     pub stream_id: String,
     /// The proxy sequence number of the event that carried `upstream_event_id`; `None` in a
     /// record written before sequence numbers were persisted (the position is then known by
