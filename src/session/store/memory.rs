@@ -18,7 +18,7 @@ use super::{SessionRecord, SessionStore, StoreError, StreamPosition, WriteBatch}
 const PURGE_PERIOD: Duration = Duration::from_secs(1);
 
 /// An in-process store. Expired entries are invisible at once and dropped by the next write at
-/// least [`PURGE_PERIOD`] after the previous sweep.
+/// least `PURGE_PERIOD` (1 s) after the previous sweep.
 #[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,

@@ -37,7 +37,8 @@ pub struct WorkerMetrics {
     /// Sum of the durations of successful flushes, in microseconds.
     pub flush_micros_total: AtomicU64,
     /// Idle sessions claimed from the store for expiry (by idle expiry,
-    /// [`super::expiry::claim_idle_sessions`]: counted here with the store's other counters).
+    /// [`crate::session::expiry::claim_idle_sessions`]; counted here with the store's other
+    /// counters).
     pub sessions_claimed: AtomicU64,
     /// Garbage met in the store: wrong-typed keys deleted (and re-written), malformed records
     /// skipped on reads and claims, claimed records not ended upstream because their upstream
