@@ -45,7 +45,7 @@ use crate::{
     control::{self, BearerToken, ControlListener, ControlOptions},
     proxy::{Proxy, upstream::UpstreamConnections},
     session::{
-        PersistenceWorker, SessionManager,
+        PersistenceWorker, SessionManager, expiry,
         store::{self, MemoryStore, SessionStore, StoreError},
     },
     systemd::{self, Activated, Notifier},
@@ -89,7 +89,8 @@ pub enum DaemonError {
     Metrics(std::io::Error),
     #[error("installing signal handlers: {0}")]
     Signal(std::io::Error),
-    #[error("{0}")]
+    /// The session store could not be opened (the message carries its causes).
+    #[error("{0:#}")]
     Store(#[from] StoreError),
 }
 
@@ -462,16 +463,20 @@ async fn finish(
     }
 }
 
-/// Ends idle sessions, then ends them upstream with `DELETE` (best effort).
+/// Ends idle sessions (those idle here are evicted; those the store says no replica used are
+/// claimed from it and ended), then ends the ended ones upstream with `DELETE` (best effort).
 async fn run_expiry(proxy: Arc<Proxy>, manager: Arc<SessionManager>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(crate::session::expiry_period(manager.idle_ttl()));
+    let idle_ttl = manager.idle_ttl();
+    let mut tick = tokio::time::interval(expiry::expiry_period(idle_ttl));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        for session in manager.expire_idle(SystemTime::now()) {
+        let now = SystemTime::now();
+        let claimed = expiry::claim_idle_sessions(manager.persistence(), idle_ttl, now).await;
+        for session in manager.expire_idle(now, claimed) {
             tracing::info!(session = %session.id(), "session expired after idle TTL");
             proxy.delete_upstream_session(&session).await;
         }

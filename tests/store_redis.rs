@@ -10,8 +10,8 @@ use std::{
 };
 
 use mcp_relay::session::store::{
-    self, MemoryStore, SessionRecord, SessionStore, StoreBackend, StoreConfig, StreamPosition,
-    WriteBatch,
+    self, MemoryStore, SessionRecord, SessionStore, StoreBackend, StoreConfig, StoreErrorKind,
+    StreamPosition, WriteBatch,
 };
 use support::durable::{keys_with_ttl, redis_store, require_redis, unique_prefix};
 
@@ -235,7 +235,7 @@ async fn an_unreachable_redis_fails_fast_as_unreachable_and_bad_settings_are_ref
         .write(&sessions(vec![record("s", SystemTime::now())]), TTL)
         .await
         .expect_err("nothing listens there");
-    assert!(err.unreachable, "{err}");
+    assert!(err.is_unreachable(), "{err:#}");
     assert_eq!(err.backend, "redis");
     assert!(store.ping().await.is_err());
     assert!(
@@ -256,10 +256,11 @@ async fn an_unreachable_redis_fails_fast_as_unreachable_and_bad_settings_are_ref
         (config(Some("redis://h:1"), ""), "store.key_prefix"),
     ] {
         let err = store::open(&bad).err().expect("refused");
-        assert!(err.message.contains(key), "{err}");
+        assert_eq!(err.kind, StoreErrorKind::Config { key }, "{err:#}");
+        assert!(err.to_string().contains(key), "{err:#}");
         assert!(
-            !err.message.contains("secret"),
-            "never echo a password: {err}"
+            !format!("{err:#}").contains("secret"),
+            "never echo a password: {err:#}"
         );
     }
 }

@@ -479,7 +479,7 @@ impl Proxy {
             {
                 Ok(restored) => restored,
                 Err(StreamRestoreError::Store(e)) => {
-                    return Err(Reject::StoreUnavailable(e.to_string()));
+                    return Err(Reject::StoreUnavailable(format!("{e:#}")));
                 }
                 Err(StreamRestoreError::Unknown) => {
                     return Err(refuse(format!(
@@ -610,8 +610,11 @@ impl Proxy {
             }
             Ok(None) => Err(Reject::SessionNotFound),
             Err(err) => {
-                tracing::warn!(error = %err, "could not look up a session in the store");
-                Err(Reject::StoreUnavailable(err.to_string()))
+                tracing::warn!(
+                    error = %format_args!("{err:#}"),
+                    "could not look up a session in the store",
+                );
+                Err(Reject::StoreUnavailable(format!("{err:#}")))
             }
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod ending;
 pub mod events;
+pub mod expiry;
 pub mod gate;
 pub mod stats;
 pub mod store;
@@ -28,6 +29,7 @@ use crate::protocol::{Era, is_session_id, is_stream_id};
 pub use crate::protocol::{RandomError, SessionId, StreamId};
 pub use ending::UpstreamSessionEnder;
 pub use events::{SessionChange, SessionChangeKind, SessionChanges};
+pub use expiry::expiry_period;
 pub use gate::{GateWait, StandaloneGate};
 pub use stats::{ProxyStats, ProxyStatsSnapshot};
 pub use tracker::{
@@ -36,7 +38,7 @@ pub use tracker::{
 };
 pub use worker::{
     PersistenceHandle, PersistenceWorker, WorkerConfig, WorkerMetrics, WorkerSnapshot,
-    activity_refresh, expiry_period,
+    activity_refresh,
 };
 
 use store::{SessionRecord, StoreError, unix_ms};
@@ -700,10 +702,11 @@ impl SessionManager {
     ///
     /// The session store is the authority, since another replica may serve a session this one
     /// holds: a session idle *here* for longer than the TTL at `now` is only evicted from this
-    /// process (its streams stop; its store record stays). The worker claims from the store the
-    /// sessions no replica has seen active for the TTL; those are ended here (if held) and
-    /// returned, each to exactly one replica.
-    pub fn expire_idle(&self, now: SystemTime) -> Vec<Arc<Session>> {
+    /// process (its streams stop; its store record stays). `claimed` are the sessions no
+    /// replica has seen active for the TTL, claimed from the store
+    /// ([`expiry::claim_idle_sessions`]); those are ended here (if held) and returned, each to
+    /// exactly one replica.
+    pub fn expire_idle(&self, now: SystemTime, claimed: Vec<SessionRecord>) -> Vec<Arc<Session>> {
         let cutoff = unix_ms(now).saturating_sub(self.config.idle_ttl.as_millis() as u64);
         let idle: Vec<SessionId> = self
             .sessions
@@ -715,8 +718,7 @@ impl SessionManager {
         for id in &idle {
             self.evict(id.as_str());
         }
-        self.persistence
-            .take_expired()
+        claimed
             .into_iter()
             .filter(|record| self.claimed_record_is_sound(record))
             .filter_map(|record| {
@@ -876,11 +878,11 @@ mod tests {
                 "2025-11-25",
             )
             .unwrap();
-        assert!(m.expire_idle(SystemTime::now()).is_empty());
+        assert!(m.expire_idle(SystemTime::now(), Vec::new()).is_empty());
         assert_eq!(m.len(), 1);
         let later = SystemTime::now() + Duration::from_secs(61);
         // Evicted here; ended (and returned for DELETE upstream) once the store says so.
-        assert!(m.expire_idle(later).is_empty());
+        assert!(m.expire_idle(later, Vec::new()).is_empty());
         assert!(m.is_empty());
         assert!(s.is_ended());
     }
@@ -904,18 +906,21 @@ mod tests {
             )
             .unwrap();
         worker.flush().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        // Evicted here first: the store still has it until the worker claims it.
-        assert!(m.expire_idle(SystemTime::now()).is_empty());
+        // Idle past the TTL (100 ms) and the activity refresh lag (50 ms).
+        let later = SystemTime::now() + Duration::from_millis(200);
+        let claim = || expiry::claim_idle_sessions(m.persistence(), m.idle_ttl(), later);
+        // Evicted here first: the store still has it until expiry claims it.
+        assert!(m.expire_idle(later, Vec::new()).is_empty());
         assert!(m.is_empty());
-        worker.sweep().await;
-        let expired = m.expire_idle(SystemTime::now());
+        let expired = m.expire_idle(later, claim().await);
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].id(), s.id());
         assert_eq!(expired[0].upstream_session_id(), "UP");
         assert!(expired[0].is_ended());
-        worker.sweep().await;
-        assert!(m.expire_idle(SystemTime::now()).is_empty(), "claimed once");
+        assert!(
+            m.expire_idle(later, claim().await).is_empty(),
+            "claimed once"
+        );
     }
 
     #[tokio::test]

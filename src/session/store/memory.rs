@@ -4,11 +4,13 @@
 
 use std::{
     collections::HashMap,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
+// TTLs run on tokio's clock (the monotonic clock, unless a test paused it).
+use tokio::time::Instant;
 
 use super::{SessionRecord, SessionStore, StoreError, StreamPosition, WriteBatch};
 
@@ -16,7 +18,7 @@ use super::{SessionRecord, SessionStore, StoreError, StreamPosition, WriteBatch}
 const PURGE_PERIOD: Duration = Duration::from_secs(1);
 
 /// An in-process store. Expired entries are invisible at once and dropped by the next write at
-/// least [`PURGE_PERIOD`] after the previous sweep.
+/// least `PURGE_PERIOD` (1 s) after the previous sweep.
 #[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
@@ -58,6 +60,7 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
+    /// An empty store.
     pub fn new() -> Self {
         Self {
             inner: Mutex::new(Inner {
@@ -236,6 +239,36 @@ mod tests {
         };
         store.write(&batch, Duration::ZERO).await.unwrap();
         assert_eq!(store.get_sessions(&["a".into()]).await.unwrap(), vec![None]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_live_for_their_ttl_are_then_invisible_and_purged_by_a_later_write() {
+        let store = MemoryStore::new();
+        let long_ago = SystemTime::UNIX_EPOCH;
+        let batch = WriteBatch {
+            sessions: vec![record("a", long_ago)],
+            positions: vec![position("a", "s", "42")],
+            ..WriteBatch::default()
+        };
+        store.write(&batch, TTL).await.unwrap();
+        let key = [("a".to_string(), "s".to_string())];
+        tokio::time::advance(TTL - Duration::from_millis(1)).await;
+        assert!(store.get_sessions(&["a".into()]).await.unwrap()[0].is_some());
+        assert!(store.get_stream_positions(&key).await.unwrap()[0].is_some());
+
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(store.get_sessions(&["a".into()]).await.unwrap(), vec![None]);
+        assert_eq!(store.get_stream_positions(&key).await.unwrap(), vec![None]);
+        let now = SystemTime::now();
+        assert!(
+            store.claim_idle_sessions(now, 10).await.unwrap().is_empty(),
+            "an expired session is not claimed"
+        );
+        // Still held until a write sweeps (at most once per purge period).
+        assert_eq!(store.inner.lock().sessions.len(), 1);
+        store.write(&WriteBatch::default(), TTL).await.unwrap();
+        let inner = store.inner.lock();
+        assert!(inner.sessions.is_empty() && inner.streams.is_empty());
     }
 
     #[tokio::test]

@@ -7,8 +7,11 @@
 //! stream it does not hold. Backends: [`MemoryStore`] (embedded default) and [`RedisStore`]
 //! (restarts and replicas); [`open`] builds the configured one.
 
+mod error;
 mod memory;
 mod redis;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::{
     sync::Arc,
@@ -17,7 +20,11 @@ use std::{
 
 use async_trait::async_trait;
 
-pub use self::{memory::MemoryStore, redis::RedisStore};
+pub use self::{
+    error::{StoreError, StoreErrorKind, StoreErrorSource},
+    memory::MemoryStore,
+    redis::RedisStore,
+};
 
 /// A persisted session: what a proxy needs to serve the session's next request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +37,7 @@ pub struct SessionRecord {
     pub upstream: String,
     /// The negotiated protocol version, e.g. `2025-11-25`.
     pub protocol_version: String,
+    /// When the session was created (millisecond precision once stored).
     pub created: SystemTime,
     /// The latest client activity any writer reported. Stores keep the latest value they were
     /// given (it never moves back), stored at millisecond precision.
@@ -43,7 +51,9 @@ pub struct SessionRecord {
 /// a client between `seq` and `last_seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamPosition {
+    /// The proxy session id the stream belongs to.
     pub session_id: String,
+    /// The proxy's stream id (the first part of the client's event ids).
     pub stream_id: String,
     /// The proxy sequence number of the event that carried `upstream_event_id`; `None` in a
     /// record written before sequence numbers were persisted (the position is then known by
@@ -79,19 +89,6 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// A store operation failed. The worker retries; the data plane never sees this on its hot
-/// path.
-#[derive(Debug, thiserror::Error)]
-#[error("session store {backend}: {message}")]
-pub struct StoreError {
-    /// Which backend failed, e.g. `memory` or `redis`.
-    pub backend: &'static str,
-    pub message: String,
-    /// The store could not be reached (connection refused or lost, no answer in time), as
-    /// opposed to answering with an error: the worker then probes it until it answers.
-    pub unreachable: bool,
 }
 
 /// Async, batch-oriented persistence of sessions and stream positions. Every entry carries a

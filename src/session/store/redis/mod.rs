@@ -43,10 +43,15 @@ use ::redis::{
 };
 use async_trait::async_trait;
 
-use super::{
-    SessionRecord, SessionStore, StoreConfig, StoreError, StreamPosition, WriteBatch, from_unix_ms,
-    unix_ms,
+use self::encoding::{
+    claimed_record, decode_position, last_seq_field, parse_ms, position_field, ttl_ms,
 };
+use super::{
+    SessionRecord, SessionStore, StoreConfig, StoreError, StoreErrorKind, StoreErrorSource,
+    StreamPosition, WriteBatch, from_unix_ms, unix_ms,
+};
+
+mod encoding;
 
 const BACKEND: &str = "redis";
 
@@ -54,34 +59,7 @@ const BACKEND: &str = "redis";
 /// limit, key prefix. Returns `[rows, wrong_typed]`: rows are `[id, upstream_session_id,
 /// upstream, protocol_version, created_ms, last_activity_ms]` per claimed session whose record
 /// still existed; `wrong_typed` counts keys that were not of the proxy's type (deleted).
-const CLAIM_SCRIPT: &str = r"
-local kind = redis.call('TYPE', KEYS[1]).ok
-if kind ~= 'zset' then
-  if kind == 'none' then return {{}, 0} end
-  redis.call('DEL', KEYS[1])
-  return {{}, 1}
-end
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local out = {}
-local bad = 0
-for _, id in ipairs(ids) do
-  local score = redis.call('ZSCORE', KEYS[1], id)
-  redis.call('ZREM', KEYS[1], id)
-  local key = ARGV[3] .. 'session:' .. id
-  local rec = {false}
-  local rkind = redis.call('TYPE', key).ok
-  if rkind == 'hash' then
-    rec = redis.call('HMGET', key, 'upstream_session_id', 'upstream', 'protocol_version', 'created_ms')
-  elseif rkind ~= 'none' then
-    bad = bad + 1
-  end
-  redis.call('DEL', key, ARGV[3] .. 'streams:' .. id)
-  if rec[1] then
-    table.insert(out, {id, rec[1], rec[2] or '', rec[3] or '', rec[4] or '0', score or '0'})
-  end
-end
-return {out, bad}
-";
+const CLAIM_SCRIPT: &str = include_str!("claim.lua");
 
 /// The Redis-backed [`SessionStore`].
 pub struct RedisStore {
@@ -103,22 +81,34 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-fn error(message: impl Into<String>) -> StoreError {
-    StoreError {
-        backend: BACKEND,
-        message: message.into(),
-        unreachable: false,
-    }
+/// Redis failing `operation`: unreachable when the connection failed (refused, lost, timed
+/// out), rejected when Redis answered with an error.
+fn redis_error(operation: &'static str, err: ::redis::RedisError) -> StoreError {
+    let kind = if err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+    {
+        StoreErrorKind::Unreachable
+    } else {
+        StoreErrorKind::Rejected
+    };
+    StoreError::new(BACKEND, operation, kind, err)
 }
 
-fn redis_error(what: &str, err: &::redis::RedisError) -> StoreError {
-    StoreError {
-        unreachable: err.is_io_error()
-            || err.is_timeout()
-            || err.is_connection_dropped()
-            || err.is_connection_refusal(),
-        ..error(format!("{what}: {err}"))
-    }
+/// No answer to `operation` within `limit`.
+fn no_answer(operation: &'static str, limit: Duration) -> StoreError {
+    StoreError::new(
+        BACKEND,
+        operation,
+        StoreErrorKind::Unreachable,
+        format!("no answer within {limit:?}"),
+    )
+}
+
+/// An answer to `operation` the store cannot read.
+fn bad_answer(operation: &'static str, cause: impl Into<StoreErrorSource>) -> StoreError {
+    StoreError::new(BACKEND, operation, StoreErrorKind::BadAnswer, cause)
 }
 
 /// Checks that `url` is a Redis URL this build can use (no TLS). The message never repeats the
@@ -139,11 +129,16 @@ impl RedisStore {
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
         let mut config = config.clone();
         config.backend = super::StoreBackend::Redis;
+        let refused = |key, message: String| {
+            StoreError::new(BACKEND, "opening", StoreErrorKind::Config { key }, message)
+        };
         config
             .check()
-            .map_err(|(key, message)| error(format!("{key}: {message}")))?;
+            .map_err(|(key, message)| refused(key, message))?;
         let url = config.url.as_deref().unwrap_or_default();
-        let client = Client::open(url).map_err(|e| error(format!("store.url: {:?}", e.kind())))?;
+        // Only the error's kind: its text may repeat the URL, which may carry a password.
+        let client =
+            Client::open(url).map_err(|e| refused("store.url", format!("{:?}", e.kind())))?;
         let timeout = config.timeout.max(Duration::from_millis(1));
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -154,7 +149,7 @@ impl RedisStore {
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(timeout);
         let connection = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|e| redis_error("creating the connection manager", &e))?;
+            .map_err(|e| redis_error("creating the connection manager", e))?;
         Ok(Self {
             connection,
             prefix: config.key_prefix.clone(),
@@ -179,16 +174,13 @@ impl RedisStore {
     /// Runs one operation under the store's overall timeout.
     async fn bounded<T>(
         &self,
-        what: &str,
+        what: &'static str,
         op: impl Future<Output = Result<T, ::redis::RedisError>>,
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.op_timeout, op).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(redis_error(what, &e)),
-            Err(_) => Err(StoreError {
-                unreachable: true,
-                ..error(format!("{what}: no answer within {:?}", self.op_timeout))
-            }),
+            Ok(Err(e)) => Err(redis_error(what, e)),
+            Err(_) => Err(no_answer(what, self.op_timeout)),
         }
     }
 
@@ -241,51 +233,20 @@ impl RedisStore {
         self.repairs.fetch_add(1, Ordering::Relaxed);
     }
 
-    async fn query(&self, what: &str, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
+    async fn query(&self, what: &'static str, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
         let mut conn = self.connection.clone();
         self.bounded(what, pipe.query_async::<Vec<Value>>(&mut conn))
             .await
     }
 }
 
-fn parse<T: FromRedisValue>(what: &str, v: Value) -> Result<T, StoreError> {
-    T::from_redis_value(v).map_err(|e| error(format!("{what}: unexpected answer: {e}")))
-}
-
-fn parse_ms(text: &str) -> u64 {
-    text.parse::<u64>()
-        .ok()
-        .or_else(|| text.parse::<f64>().ok().map(|f| f.max(0.0) as u64))
-        .unwrap_or(0)
-}
-
-/// The field of a stream's position (`<seq>:<upstream id>`) in its session's streams hash.
-fn position_field(stream: &str) -> String {
-    format!("pos:{stream}")
-}
-
-/// The field of a stream's last sequence number in its session's streams hash.
-fn last_seq_field(stream: &str) -> String {
-    format!("last:{stream}")
-}
-
-/// `<seq>:<upstream id>` taken apart; `None` when it is not one (a value this store did not
-/// write: the position is then read as absent).
-fn split_position(value: &str) -> Option<(u64, &str)> {
-    let (seq, id) = value.split_once(':')?;
-    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((seq.parse().ok()?, id))
+fn parse<T: FromRedisValue>(what: &'static str, v: Value) -> Result<T, StoreError> {
+    T::from_redis_value(v).map_err(|e| bad_answer(what, e))
 }
 
 /// Whether `err` is Redis refusing a command for a key of another type.
 fn is_wrong_type(err: &::redis::RedisError) -> bool {
     err.code() == Some("WRONGTYPE") || err.to_string().contains("WRONGTYPE")
-}
-
-fn ttl_ms(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 #[async_trait]
@@ -302,7 +263,7 @@ impl SessionStore for RedisStore {
         if pong == "PONG" {
             Ok(())
         } else {
-            Err(error(format!("PING answered {pong:?}")))
+            Err(bad_answer("PING", format!("answered {pong:?}")))
         }
     }
 
@@ -365,18 +326,12 @@ impl SessionStore for RedisStore {
             // Garbage under the prefix: repair what this batch writes, then write once more.
             Ok(Err(e)) if is_wrong_type(&e) => {
                 if self.repair(batch).await? == 0 {
-                    return Err(redis_error("writing a batch", &e));
+                    return Err(redis_error("writing a batch", e));
                 }
                 self.query("writing a batch", &pipe).await.map(drop)
             }
-            Ok(Err(e)) => Err(redis_error("writing a batch", &e)),
-            Err(_) => Err(StoreError {
-                unreachable: true,
-                ..error(format!(
-                    "writing a batch: no answer within {:?}",
-                    self.op_timeout
-                ))
-            }),
+            Ok(Err(e)) => Err(redis_error("writing a batch", e)),
+            Err(_) => Err(no_answer("writing a batch", self.op_timeout)),
         }
     }
 
@@ -399,11 +354,10 @@ impl SessionStore for RedisStore {
         pipe.ignore_errors();
         let answers = self.query("reading sessions", &pipe).await?;
         if answers.len() != ids.len() * 2 {
-            return Err(error(format!(
-                "reading sessions: {} answers for {} commands",
-                answers.len(),
-                ids.len() * 2
-            )));
+            return Err(bad_answer(
+                "reading sessions",
+                format!("{} answers for {} commands", answers.len(), ids.len() * 2),
+            ));
         }
         let mut answers = answers.into_iter();
         let mut out = Vec::with_capacity(ids.len());
@@ -474,11 +428,10 @@ impl SessionStore for RedisStore {
         pipe.ignore_errors();
         let answers = self.query("reading stream positions", &pipe).await?;
         if answers.len() != keys.len() {
-            return Err(error(format!(
-                "reading stream positions: {} answers for {} commands",
-                answers.len(),
-                keys.len()
-            )));
+            return Err(bad_answer(
+                "reading stream positions",
+                format!("{} answers for {} commands", answers.len(), keys.len()),
+            ));
         }
         keys.iter()
             .zip(answers)
@@ -496,22 +449,11 @@ impl SessionStore for RedisStore {
                     fields.next().flatten(),
                     fields.next().flatten(),
                 );
-                let (seq, last_seq, upstream_event_id) =
-                    match (position.as_deref().and_then(split_position), old_format) {
-                        // A replica of an older version wrote the old field after this one
-                        // wrote both: its id is the latest, with no seq.
-                        (Some((_, id)), Some(old)) if old != id => (None, None, old),
-                        (Some((seq, id)), _) => {
-                            // Malformed or behind `seq`: nothing is known past `seq`.
-                            let last = last_seq
-                                .and_then(|l| l.parse::<u64>().ok())
-                                .filter(|&l| l >= seq)
-                                .unwrap_or(seq);
-                            (Some(seq), Some(last), id.to_owned())
-                        }
-                        (None, Some(old)) => (None, None, old),
-                        (None, None) => return Ok(None),
-                    };
+                let Some((seq, last_seq, upstream_event_id)) =
+                    decode_position(position.as_deref(), last_seq.as_deref(), old_format)
+                else {
+                    return Ok(None);
+                };
                 // It goes upstream as `Last-Event-ID`: one header line of bounded size.
                 if !super::is_upstream_event_id(&upstream_event_id) {
                     self.skipped(&self.streams_key(session), "malformed upstream event id");
@@ -553,20 +495,6 @@ impl SessionStore for RedisStore {
             self.skipped(&self.activity_key(), "wrong-typed keys deleted by a claim");
             self.repairs.fetch_add(wrong_typed - 1, Ordering::Relaxed);
         }
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| {
-                let [id, upstream_sid, upstream, version, created, activity]: [String; 6] =
-                    row.try_into().ok()?;
-                Some(SessionRecord {
-                    session_id: id,
-                    upstream_session_id: upstream_sid,
-                    upstream,
-                    protocol_version: version,
-                    created: from_unix_ms(parse_ms(&created)),
-                    last_activity: from_unix_ms(parse_ms(&activity)),
-                })
-            })
-            .collect())
+        Ok(rows.into_iter().filter_map(claimed_record).collect())
     }
 }
