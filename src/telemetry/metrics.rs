@@ -731,3 +731,115 @@ async fn ready(State(state): State<TelemetryState>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::session::{PersistenceWorker, SessionConfig, WorkerConfig, store::MemoryStore};
+
+    /// The families of `text` (Prometheus text) in name order, each as rendered: `# HELP`,
+    /// `# TYPE`, then its samples. The exporter renders families in hash order; within one,
+    /// the order is its own.
+    fn by_family(text: &str) -> String {
+        let mut family = "";
+        let mut lines: Vec<(&str, &str)> = Vec::new();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                family = rest.split(' ').next().unwrap_or_default();
+            }
+            lines.push((family, line));
+        }
+        lines.sort_by_key(|(family, _)| *family);
+        lines
+            .into_iter()
+            .map(|(_, line)| format!("{line}\n"))
+            .collect()
+    }
+
+    /// A session core whose numbers all differ: the data plane's counters are 1001, 1002, ...
+    /// in declaration order, the worker's 2001, 2002, ...; 3 live sessions, whose 3 records
+    /// wait for the (idle) worker.
+    pub(crate) fn numbered_manager() -> Arc<SessionManager> {
+        let (_worker, handle) =
+            PersistenceWorker::new(Arc::new(MemoryStore::new()), WorkerConfig::default());
+        let w = handle.metrics();
+        let worker: [&AtomicU64; 16] = [
+            &w.updates,
+            &w.stream_writes,
+            &w.session_writes,
+            &w.batches,
+            &w.batch_entries,
+            &w.max_batch_size,
+            &w.errors,
+            &w.retries,
+            &w.shed,
+            &w.pending,
+            &w.consecutive_failures,
+            &w.last_flush_micros,
+            &w.max_flush_micros,
+            &w.flush_micros_total,
+            &w.sessions_claimed,
+            &w.bad_records,
+        ];
+        for (i, counter) in (2001..).zip(worker) {
+            counter.store(i, Ordering::Relaxed);
+        }
+        let manager = Arc::new(SessionManager::new(SessionConfig::default(), handle));
+        let p = manager.stats();
+        let proxy: [&AtomicU64; 18] = [
+            &p.events_forwarded,
+            &p.duplicates_dropped,
+            &p.events_replayed,
+            &p.resumptions,
+            &p.resumptions_refused,
+            &p.upstream_reconnects,
+            &p.upstream_streams_malformed,
+            &p.streams_opened,
+            &p.streams_open,
+            &p.connections_refused,
+            &p.upstream_connections_refused,
+            &p.upstream_idle_closed,
+            &p.header_read_timeouts,
+            &p.idle_connections_closed,
+            &p.request_body_timeouts,
+            &p.sessions_refused,
+            &p.standalone_waits,
+            &p.standalone_wait_timeouts,
+        ];
+        for (i, counter) in (1001..).zip(proxy) {
+            counter.store(i, Ordering::Relaxed);
+        }
+        for n in 0..3 {
+            manager
+                .create_session(HeaderValue::from(n), "http://upstream".into(), "2025-06-18")
+                .expect("a session");
+        }
+        manager
+    }
+
+    /// Every exported series of a daemon whose numbers all differ: each name, HELP text, TYPE
+    /// and value (which number each series reads) is pinned in `exported_metrics.txt`. After
+    /// an intended change, the failure's `left` is the file's new text.
+    #[test]
+    fn the_exported_names_help_types_and_values_are_pinned() {
+        let metrics = Metrics::new(numbered_manager());
+        metrics.watch_data_plane(Vec::new(), vec![Arc::new(AtomicUsize::new(7))]);
+        metrics.record_request(&Method::GET, StatusCode::OK, Era::Legacy, Instant::now());
+        // Outside a runtime `mcp_relay_runtime_alive_tasks` is 0; the request's duration
+        // (its buckets and sum) is the one number that varies.
+        let rendered = metrics.render();
+        let steady = rendered
+            .lines()
+            .filter(|l| {
+                !l.starts_with("mcp_relay_http_request_duration_seconds_bucket")
+                    && !l.starts_with("mcp_relay_http_request_duration_seconds_sum")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let expected =
+            include_str!("exported_metrics.txt").replace("{version}", env!("CARGO_PKG_VERSION"));
+        assert_eq!(by_family(&steady), expected, "rendered:\n{rendered}");
+    }
+}
