@@ -29,7 +29,7 @@ impl MetricsAdmin {
 /// Reads every number now.
 pub fn snapshot(manager: &SessionManager) -> pb::MetricsSnapshot {
     let s = DaemonSnapshot::take(manager);
-    let flush = Duration::from_micros(s.worker_last_flush_micros);
+    let flush = Duration::from_micros(s.worker.last_flush_micros);
     pb::MetricsSnapshot {
         observe_time: Some(std::time::SystemTime::now().into()),
         proxy: Some(pb::ProxyMetrics {
@@ -45,15 +45,15 @@ pub fn snapshot(manager: &SessionManager) -> pb::MetricsSnapshot {
         }),
         worker: Some(pb::WorkerMetrics {
             pending: s.worker_pending,
-            updates: s.worker_updates,
-            stream_writes: s.worker_stream_writes,
-            session_writes: s.worker_session_writes,
-            batches: s.worker_batches,
+            updates: s.worker.updates,
+            stream_writes: s.worker.stream_writes,
+            session_writes: s.worker.session_writes,
+            batches: s.worker.batches,
             coalesce_ratio: s.coalesce_ratio(),
             last_flush_duration: prost_types::Duration::try_from(flush).ok(),
-            errors: s.worker_errors,
-            retries: s.worker_retries,
-            shed: s.worker_shed,
+            errors: s.worker.errors,
+            retries: s.worker.retries,
+            shed: s.worker.shed,
         }),
     }
 }
