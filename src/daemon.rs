@@ -434,8 +434,8 @@ impl Daemon {
         let snapshot = DaemonSnapshot::take(&self.manager);
         tracing::info!(
             events_forwarded = snapshot.proxy.events_forwarded,
-            stream_writes = snapshot.worker_stream_writes,
-            store_errors = snapshot.worker_errors,
+            stream_writes = snapshot.worker.stream_writes,
+            store_errors = snapshot.worker.errors,
             unflushed = snapshot.worker_pending,
             "mcp-relay stopped",
         );

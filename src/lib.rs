@@ -8,12 +8,14 @@
 //! - [`session`]: the SessionManager both planes share, EventTrackers, the PersistenceWorker and
 //!   the SessionStore behind it.
 //! - [`sse`]: SSE framing.
+//! - [`counters`]: groups of counters declared once (atomics, snapshot, Prometheus rows).
 //! - [`daemon`], [`config`], [`systemd`], [`telemetry`]: running it as a service.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 
 pub mod config;
 pub mod control;
+pub mod counters;
 pub mod daemon;
 pub mod protocol;
 pub mod proxy;

@@ -29,7 +29,7 @@ impl MetricsAdmin {
 /// Reads every number now.
 pub fn snapshot(manager: &SessionManager) -> pb::MetricsSnapshot {
     let s = DaemonSnapshot::take(manager);
-    let flush = Duration::from_micros(s.worker_last_flush_micros);
+    let flush = Duration::from_micros(s.worker.last_flush_micros);
     pb::MetricsSnapshot {
         observe_time: Some(std::time::SystemTime::now().into()),
         proxy: Some(pb::ProxyMetrics {
@@ -45,15 +45,15 @@ pub fn snapshot(manager: &SessionManager) -> pb::MetricsSnapshot {
         }),
         worker: Some(pb::WorkerMetrics {
             pending: s.worker_pending,
-            updates: s.worker_updates,
-            stream_writes: s.worker_stream_writes,
-            session_writes: s.worker_session_writes,
-            batches: s.worker_batches,
+            updates: s.worker.updates,
+            stream_writes: s.worker.stream_writes,
+            session_writes: s.worker.session_writes,
+            batches: s.worker.batches,
             coalesce_ratio: s.coalesce_ratio(),
             last_flush_duration: prost_types::Duration::try_from(flush).ok(),
-            errors: s.worker_errors,
-            retries: s.worker_retries,
-            shed: s.worker_shed,
+            errors: s.worker.errors,
+            retries: s.worker.retries,
+            shed: s.worker.shed,
         }),
     }
 }
@@ -102,5 +102,42 @@ mod tests {
         let worker = snapshot(&manager).worker.expect("worker metrics");
         assert_eq!((worker.retries, worker.shed), (3, 2));
         assert_eq!(worker.coalesce_ratio, 10.0);
+    }
+
+    #[test]
+    fn every_field_reads_its_own_number() {
+        let manager = crate::telemetry::metrics::tests::numbered_manager();
+        let mut snapshot = snapshot(&manager);
+        assert!(snapshot.observe_time.take().is_some());
+        let expected = pb::MetricsSnapshot {
+            observe_time: None,
+            proxy: Some(pb::ProxyMetrics {
+                sessions: 3,
+                streams_open: 1009,
+                streams_opened: 1008,
+                events_forwarded: 1001,
+                duplicates_dropped: 1002,
+                events_replayed: 1003,
+                resumptions: 1004,
+                resumptions_refused: 1005,
+                upstream_reconnects: 1006,
+            }),
+            worker: Some(pb::WorkerMetrics {
+                pending: 3,
+                updates: 2001,
+                stream_writes: 2002,
+                session_writes: 2003,
+                batches: 2004,
+                coalesce_ratio: 2001.0 / 2002.0,
+                last_flush_duration: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 2_012_000,
+                }),
+                errors: 2007,
+                retries: 2008,
+                shed: 2009,
+            }),
+        };
+        assert_eq!(snapshot, expected);
     }
 }

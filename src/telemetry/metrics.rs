@@ -10,8 +10,10 @@
 //!   else `legacy`).
 //! - **At scrape time**, copied from the atomics the session core already keeps
 //!   ([`DaemonSnapshot::take`]): sessions, SSE streams and events, dedup drops, replays,
-//!   resumptions, upstream reconnects, and the persistence worker's counters. The gRPC control
-//!   plane can read the same [`DaemonSnapshot`]. Besides, `mcp_relay_runtime_alive_tasks`: the
+//!   resumptions, upstream reconnects, and the persistence worker's counters. Each counter's
+//!   series (name, kind, HELP) is declared with it ([`crate::counters`]); the few numbers read
+//!   from the session core's state are in this module's table. The gRPC control plane reads
+//!   the same [`DaemonSnapshot`]. Besides, `mcp_relay_runtime_alive_tasks`: the
 //!   alive tasks of the daemon's tokio runtimes (tokio `RuntimeMetrics::num_alive_tasks`),
 //!   which tells an operator (and the load harness) how many tasks each open stream costs; and
 //!   `mcp_relay_data_plane_connections{thread}`: client connections open on each data-plane
@@ -46,8 +48,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
+    counters::{Export, Kind},
     protocol::{Era, headers::MCP_PROTOCOL_VERSION},
-    session::{ProxyStatsSnapshot, SessionManager},
+    session::{ProxyStatsSnapshot, SessionManager, WorkerSnapshot},
 };
 
 const REQUESTS: &str = "mcp_relay_http_requests_total";
@@ -68,307 +71,134 @@ const DATA_PLANE_CONNECTIONS: &str = "mcp_relay_data_plane_connections";
 const METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
-/// Every number the daemon exports besides per-request metrics, read at one moment.
+/// Every number the daemon exports besides per-request metrics, read at one moment: the groups
+/// of counters as they are declared ([`crate::counters`]), and the numbers read from the
+/// session core's state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DaemonSnapshot {
     /// Live sessions.
     pub sessions: u64,
+    /// Streams and session operations waiting for the persistence worker's next flush, read
+    /// from its queue ([`crate::session::PersistenceHandle::pending_len`]).
+    pub worker_pending: u64,
     /// The data plane's counters.
     pub proxy: ProxyStatsSnapshot,
-    /// Stream advances handed to the persistence worker.
-    pub worker_updates: u64,
-    /// Stream positions written to the store.
-    pub worker_stream_writes: u64,
-    /// Session records written or deleted.
-    pub worker_session_writes: u64,
-    /// Flushes that wrote something.
-    pub worker_batches: u64,
-    /// Failed store operations.
-    pub worker_errors: u64,
-    /// Duration of the last successful flush, in microseconds.
-    pub worker_last_flush_micros: u64,
-    /// Streams and session operations waiting for the next flush.
-    pub worker_pending: u64,
-    /// Write attempts made after a failed one.
-    pub worker_retries: u64,
-    /// Pending entries dropped because pending state was full (oldest first).
-    pub worker_shed: u64,
-    /// Consecutive failed flushes (0 while the store answers).
-    pub worker_consecutive_failures: u64,
-    /// Entries written over all batches (with `worker_batches`: the mean batch size).
-    pub worker_batch_entries: u64,
-    /// Largest batch written.
-    pub worker_max_batch_size: u64,
-    /// Sum of successful flush durations, in microseconds.
-    pub worker_flush_micros_total: u64,
-    /// Idle sessions claimed from the store for expiry.
-    pub worker_sessions_claimed: u64,
-    /// Garbage met in the store (repaired or skipped).
-    pub worker_bad_records: u64,
+    /// The persistence worker's counters.
+    pub worker: WorkerSnapshot,
 }
 
 impl DaemonSnapshot {
     /// Stream advances per stream position written (the coalesce ratio); 0 before any write.
     pub fn coalesce_ratio(&self) -> f64 {
-        if self.worker_stream_writes == 0 {
+        if self.worker.stream_writes == 0 {
             0.0
         } else {
-            self.worker_updates as f64 / self.worker_stream_writes as f64
+            self.worker.updates as f64 / self.worker.stream_writes as f64
         }
     }
 
     /// Reads the session core's atomics.
     pub fn take(manager: &SessionManager) -> Self {
         let persistence = manager.persistence();
-        let w = persistence.metrics();
-        let r = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         Self {
             sessions: manager.len() as u64,
-            proxy: manager.stats().snapshot(),
-            worker_updates: r(&w.updates),
-            worker_stream_writes: r(&w.stream_writes),
-            worker_session_writes: r(&w.session_writes),
-            worker_batches: r(&w.batches),
-            worker_errors: r(&w.errors),
-            worker_last_flush_micros: r(&w.last_flush_micros),
             worker_pending: persistence.pending_len() as u64,
-            worker_retries: r(&w.retries),
-            worker_shed: r(&w.shed),
-            worker_consecutive_failures: r(&w.consecutive_failures),
-            worker_batch_entries: r(&w.batch_entries),
-            worker_max_batch_size: r(&w.max_batch_size),
-            worker_flush_micros_total: r(&w.flush_micros_total),
-            worker_sessions_claimed: r(&w.sessions_claimed),
-            worker_bad_records: r(&w.bad_records),
+            proxy: manager.stats().snapshot(),
+            worker: persistence.metrics().snapshot(),
         }
     }
 }
 
-enum Kind {
-    Counter,
-    Gauge,
-    /// A gauge given in microseconds, exported in seconds.
-    GaugeMicrosAsSeconds,
-}
-
-/// What is exported at scrape time: name, kind, help, and where the value comes from.
-type Export = (&'static str, Kind, &'static str, fn(&DaemonSnapshot) -> u64);
-
-const EXPORTS: &[Export] = &[
-    (
-        "mcp_relay_connections_refused_total",
-        Kind::Counter,
-        "Client connections refused (503, closed) because proxy.max_connections were open.",
-        |s| s.proxy.connections_refused,
-    ),
-    (
-        "mcp_relay_upstream_connections_refused_total",
-        Kind::Counter,
-        "Requests refused (503) because proxy.max_upstream_connections upstream connections \
-         were open.",
-        |s| s.proxy.upstream_connections_refused,
-    ),
-    (
-        "mcp_relay_upstream_idle_connections_closed_total",
-        Kind::Counter,
-        "Idle pooled upstream connections closed instead of reused (idle past \
-         proxy.upstream_idle_timeout_ms, or closed by the upstream).",
-        |s| s.proxy.upstream_idle_closed,
-    ),
-    (
-        "mcp_relay_header_read_timeouts_total",
-        Kind::Counter,
-        "Client connections closed because a request head took longer than \
-         proxy.header_read_timeout_secs.",
-        |s| s.proxy.header_read_timeouts,
-    ),
-    (
-        "mcp_relay_idle_connections_closed_total",
-        Kind::Counter,
-        "Client connections closed after proxy.keep_alive_idle_timeout_secs with no request.",
-        |s| s.proxy.idle_connections_closed,
-    ),
-    (
-        "mcp_relay_request_body_timeouts_total",
-        Kind::Counter,
-        "Requests answered 408 because their body took longer than \
-         proxy.request_body_timeout_secs.",
-        |s| s.proxy.request_body_timeouts,
-    ),
-    (
-        "mcp_relay_sessions_refused_total",
-        Kind::Counter,
-        "initialize requests refused (503) because session.max_sessions sessions were live.",
-        |s| s.proxy.sessions_refused,
-    ),
-    (
-        "mcp_relay_sessions",
-        Kind::Gauge,
-        "Live legacy sessions.",
-        |s| s.sessions,
-    ),
-    (
-        "mcp_relay_sse_streams_open",
-        Kind::Gauge,
-        "SSE streams open now.",
-        |s| s.proxy.streams_open,
-    ),
-    (
-        "mcp_relay_sse_streams_opened_total",
-        Kind::Counter,
-        "SSE streams opened.",
-        |s| s.proxy.streams_opened,
-    ),
-    (
-        "mcp_relay_sse_events_forwarded_total",
-        Kind::Counter,
-        "SSE events forwarded to clients (live and replayed).",
-        |s| s.proxy.events_forwarded,
-    ),
-    (
-        "mcp_relay_sse_duplicates_dropped_total",
-        Kind::Counter,
-        "SSE events dropped because their upstream id was already forwarded on the stream.",
-        |s| s.proxy.duplicates_dropped,
-    ),
-    (
-        "mcp_relay_sse_events_replayed_total",
-        Kind::Counter,
-        "SSE events re-sent to a client from a replay window.",
-        |s| s.proxy.events_replayed,
-    ),
-    (
-        "mcp_relay_sse_resumptions_total",
-        Kind::Counter,
-        "Client resumptions (GET with Last-Event-ID) served.",
-        |s| s.proxy.resumptions,
-    ),
-    (
-        "mcp_relay_sse_resumptions_refused_total",
-        Kind::Counter,
-        "Client resumptions refused (malformed id, unknown stream, id outside the window).",
-        |s| s.proxy.resumptions_refused,
-    ),
-    (
-        "mcp_relay_standalone_stream_waits_total",
-        Kind::Counter,
-        "Requests that waited for their session's standalone GET stream to be established upstream.",
-        |s| s.proxy.standalone_waits,
-    ),
-    (
-        "mcp_relay_standalone_stream_wait_timeouts_total",
-        Kind::Counter,
-        "Waits for a session's standalone GET stream that ran out of time.",
-        |s| s.proxy.standalone_wait_timeouts,
-    ),
-    (
-        "mcp_relay_upstream_reconnects_total",
-        Kind::Counter,
-        "Upstream reconnections attempted after an upstream stream broke.",
-        |s| s.proxy.upstream_reconnects,
-    ),
-    (
-        "mcp_relay_sse_upstream_malformed_total",
-        Kind::Counter,
-        "Upstream SSE streams ended because a block exceeded max_event_bytes.",
-        |s| s.proxy.upstream_streams_malformed,
-    ),
-    (
-        "mcp_relay_persistence_updates_total",
-        Kind::Counter,
-        "Stream advances handed to the persistence worker.",
-        |s| s.worker_updates,
-    ),
-    (
-        "mcp_relay_persistence_stream_writes_total",
-        Kind::Counter,
-        "Stream positions written to the session store.",
-        |s| s.worker_stream_writes,
-    ),
-    (
-        "mcp_relay_persistence_session_writes_total",
-        Kind::Counter,
-        "Session records written to or deleted from the session store.",
-        |s| s.worker_session_writes,
-    ),
-    (
-        "mcp_relay_persistence_batches_total",
-        Kind::Counter,
-        "Persistence flushes that wrote at least one entry.",
-        |s| s.worker_batches,
-    ),
-    (
-        "mcp_relay_persistence_errors_total",
-        Kind::Counter,
-        "Failed session store operations (retried with backoff).",
-        |s| s.worker_errors,
-    ),
-    (
-        "mcp_relay_persistence_pending",
-        Kind::Gauge,
-        "Streams and session operations waiting for the next flush.",
-        |s| s.worker_pending,
-    ),
-    (
-        "mcp_relay_persistence_last_flush_seconds",
-        Kind::GaugeMicrosAsSeconds,
-        "Duration of the last successful persistence flush.",
-        |s| s.worker_last_flush_micros,
-    ),
-    (
-        "mcp_relay_persistence_retries_total",
-        Kind::Counter,
-        "Session store writes retried after a failure.",
-        |s| s.worker_retries,
-    ),
-    (
-        "mcp_relay_persistence_shed_total",
-        Kind::Counter,
-        "Pending persistence entries dropped, oldest first, because pending state was full.",
-        |s| s.worker_shed,
-    ),
-    (
-        "mcp_relay_persistence_consecutive_failures",
-        Kind::Gauge,
-        "Consecutive failed persistence flushes; 0 while the session store answers.",
-        |s| s.worker_consecutive_failures,
-    ),
-    (
-        "mcp_relay_persistence_batch_entries_total",
-        Kind::Counter,
-        "Entries written to the session store over all batches.",
-        |s| s.worker_batch_entries,
-    ),
-    (
-        "mcp_relay_persistence_max_batch_entries",
-        Kind::Gauge,
-        "Largest batch written to the session store.",
-        |s| s.worker_max_batch_size,
-    ),
-    (
-        "mcp_relay_persistence_flush_seconds_total",
-        Kind::GaugeMicrosAsSeconds,
-        "Time spent in successful persistence flushes.",
-        |s| s.worker_flush_micros_total,
-    ),
-    (
-        "mcp_relay_sessions_expired_from_store_total",
-        Kind::Counter,
-        "Idle sessions this replica claimed from the session store and ended upstream.",
-        |s| s.worker_sessions_claimed,
-    ),
-    (
-        "mcp_relay_persistence_bad_records_total",
-        Kind::Counter,
-        "Garbage met in the session store: wrong-typed keys deleted, malformed records skipped.",
-        |s| s.worker_bad_records,
-    ),
+/// What is exported at scrape time besides the groups' own rows
+/// ([`ProxyStatsSnapshot::EXPORTS`], [`WorkerSnapshot::EXPORTS`]).
+const EXPORTS: &[Export<DaemonSnapshot>] = &[
+    Export {
+        name: "mcp_relay_sessions",
+        kind: Kind::Gauge,
+        help: "Live legacy sessions.",
+        read: |s| s.sessions,
+    },
+    Export {
+        name: "mcp_relay_persistence_pending",
+        kind: Kind::Gauge,
+        help: "Streams and session operations waiting for the next flush.",
+        read: |s| s.worker_pending,
+    },
 ];
 
 enum Handle {
     Counter(Counter),
     Gauge(Gauge),
     GaugeMicrosAsSeconds(Gauge),
+}
+
+/// The series of one list of [`Export`]s, registered with the recorder, in its order.
+struct Series<S: 'static> {
+    rows: &'static [Export<S>],
+    handles: Vec<Handle>,
+}
+
+impl<S> Series<S> {
+    /// Describes and registers every row of `rows`.
+    fn register(recorder: &PrometheusRecorder, rows: &'static [Export<S>]) -> Self {
+        let handles = rows
+            .iter()
+            .map(|row| {
+                let key = Key::from_static_name(row.name);
+                let name = KeyName::from_const_str(row.name);
+                match row.kind {
+                    Kind::Counter => {
+                        recorder.describe_counter(name, None, row.help.into());
+                        Handle::Counter(recorder.register_counter(&key, &METADATA))
+                    }
+                    Kind::Gauge => {
+                        recorder.describe_gauge(name, None, row.help.into());
+                        Handle::Gauge(recorder.register_gauge(&key, &METADATA))
+                    }
+                    Kind::GaugeMicrosAsSeconds => {
+                        recorder.describe_gauge(name, Some(Unit::Seconds), row.help.into());
+                        Handle::GaugeMicrosAsSeconds(recorder.register_gauge(&key, &METADATA))
+                    }
+                }
+            })
+            .collect();
+        Self { rows, handles }
+    }
+
+    /// Copies each row's number from `snapshot` into its series.
+    fn set(&self, snapshot: &S) {
+        for (row, handle) in self.rows.iter().zip(&self.handles) {
+            let value = (row.read)(snapshot);
+            match handle {
+                Handle::Counter(c) => c.absolute(value),
+                Handle::Gauge(g) => g.set(value as f64),
+                Handle::GaugeMicrosAsSeconds(g) => g.set(value as f64 / 1e6),
+            }
+        }
+    }
+}
+
+/// Every series exported at scrape time, by the snapshot it reads.
+struct Exports {
+    daemon: Series<DaemonSnapshot>,
+    proxy: Series<ProxyStatsSnapshot>,
+    worker: Series<WorkerSnapshot>,
+}
+
+impl Exports {
+    fn register(recorder: &PrometheusRecorder) -> Self {
+        Self {
+            daemon: Series::register(recorder, EXPORTS),
+            proxy: Series::register(recorder, ProxyStatsSnapshot::EXPORTS),
+            worker: Series::register(recorder, WorkerSnapshot::EXPORTS),
+        }
+    }
+
+    fn set(&self, snapshot: &DaemonSnapshot) {
+        self.daemon.set(snapshot);
+        self.proxy.set(&snapshot.proxy);
+        self.worker.set(&snapshot.worker);
+    }
 }
 
 /// Labels of one request series: method index, status code, modern era.
@@ -387,7 +217,7 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     manager: Arc<SessionManager>,
-    exports: Vec<Handle>,
+    exports: Exports,
     /// `mcp_relay_runtime_alive_tasks`, read from the runtimes at each render.
     alive_tasks: Gauge,
     /// The data plane's threads: their runtimes (counted besides the one rendering) and, per
@@ -449,27 +279,7 @@ impl Metrics {
         );
         let alive_tasks = recorder.register_gauge(&Key::from_static_name(ALIVE_TASKS), &METADATA);
 
-        let exports = EXPORTS
-            .iter()
-            .map(|(name, kind, help, _)| {
-                let key = Key::from_static_name(name);
-                let name = KeyName::from_const_str(name);
-                match kind {
-                    Kind::Counter => {
-                        recorder.describe_counter(name, None, (*help).into());
-                        Handle::Counter(recorder.register_counter(&key, &METADATA))
-                    }
-                    Kind::Gauge => {
-                        recorder.describe_gauge(name, None, (*help).into());
-                        Handle::Gauge(recorder.register_gauge(&key, &METADATA))
-                    }
-                    Kind::GaugeMicrosAsSeconds => {
-                        recorder.describe_gauge(name, Some(Unit::Seconds), (*help).into());
-                        Handle::GaugeMicrosAsSeconds(recorder.register_gauge(&key, &METADATA))
-                    }
-                }
-            })
-            .collect();
+        let exports = Exports::register(&recorder);
         Arc::new(Self {
             recorder,
             handle,
@@ -515,14 +325,7 @@ impl Metrics {
     /// as Prometheus text (exposition format 0.0.4).
     pub fn render(&self) -> String {
         let snapshot = DaemonSnapshot::take(&self.manager);
-        for ((_, _, _, read), handle) in EXPORTS.iter().zip(&self.exports) {
-            let value = read(&snapshot);
-            match handle {
-                Handle::Counter(c) => c.absolute(value),
-                Handle::Gauge(g) => g.set(value as f64),
-                Handle::GaugeMicrosAsSeconds(g) => g.set(value as f64 / 1e6),
-            }
-        }
+        self.exports.set(&snapshot);
         let here = tokio::runtime::Handle::try_current()
             .map_or(0, |runtime| runtime.metrics().num_alive_tasks());
         let data_plane = self.data_plane.lock();
@@ -729,5 +532,117 @@ async fn ready(State(state): State<TelemetryState>) -> Response {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::session::{PersistenceWorker, SessionConfig, WorkerConfig, store::MemoryStore};
+
+    /// The families of `text` (Prometheus text) in name order, each as rendered: `# HELP`,
+    /// `# TYPE`, then its samples. The exporter renders families in hash order; within one,
+    /// the order is its own.
+    fn by_family(text: &str) -> String {
+        let mut family = "";
+        let mut lines: Vec<(&str, &str)> = Vec::new();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                family = rest.split(' ').next().unwrap_or_default();
+            }
+            lines.push((family, line));
+        }
+        lines.sort_by_key(|(family, _)| *family);
+        lines
+            .into_iter()
+            .map(|(_, line)| format!("{line}\n"))
+            .collect()
+    }
+
+    /// A session core whose numbers all differ: the data plane's counters are 1001, 1002, ...
+    /// in declaration order, the worker's 2001, 2002, ...; 3 live sessions, whose 3 records
+    /// wait for the (idle) worker.
+    pub(crate) fn numbered_manager() -> Arc<SessionManager> {
+        let (_worker, handle) =
+            PersistenceWorker::new(Arc::new(MemoryStore::new()), WorkerConfig::default());
+        let w = handle.metrics();
+        let worker: [&AtomicU64; 16] = [
+            &w.updates,
+            &w.stream_writes,
+            &w.session_writes,
+            &w.batches,
+            &w.batch_entries,
+            &w.max_batch_size,
+            &w.errors,
+            &w.retries,
+            &w.shed,
+            &w.pending,
+            &w.consecutive_failures,
+            &w.last_flush_micros,
+            &w.max_flush_micros,
+            &w.flush_micros_total,
+            &w.sessions_claimed,
+            &w.bad_records,
+        ];
+        for (i, counter) in (2001..).zip(worker) {
+            counter.store(i, Ordering::Relaxed);
+        }
+        let manager = Arc::new(SessionManager::new(SessionConfig::default(), handle));
+        let p = manager.stats();
+        let proxy: [&AtomicU64; 18] = [
+            &p.events_forwarded,
+            &p.duplicates_dropped,
+            &p.events_replayed,
+            &p.resumptions,
+            &p.resumptions_refused,
+            &p.upstream_reconnects,
+            &p.upstream_streams_malformed,
+            &p.streams_opened,
+            &p.streams_open,
+            &p.connections_refused,
+            &p.upstream_connections_refused,
+            &p.upstream_idle_closed,
+            &p.header_read_timeouts,
+            &p.idle_connections_closed,
+            &p.request_body_timeouts,
+            &p.sessions_refused,
+            &p.standalone_waits,
+            &p.standalone_wait_timeouts,
+        ];
+        for (i, counter) in (1001..).zip(proxy) {
+            counter.store(i, Ordering::Relaxed);
+        }
+        for n in 0..3 {
+            manager
+                .create_session(HeaderValue::from(n), "http://upstream".into(), "2025-06-18")
+                .expect("a session");
+        }
+        manager
+    }
+
+    /// Every exported series of a daemon whose numbers all differ: each name, HELP text, TYPE
+    /// and value (which number each series reads) is pinned in `exported_metrics.txt`. After
+    /// an intended change, the failure's `left` is the file's new text.
+    #[test]
+    fn the_exported_names_help_types_and_values_are_pinned() {
+        let metrics = Metrics::new(numbered_manager());
+        metrics.watch_data_plane(Vec::new(), vec![Arc::new(AtomicUsize::new(7))]);
+        metrics.record_request(&Method::GET, StatusCode::OK, Era::Legacy, Instant::now());
+        // Outside a runtime `mcp_relay_runtime_alive_tasks` is 0; the request's duration
+        // (its buckets and sum) is the one number that varies.
+        let rendered = metrics.render();
+        let steady = rendered
+            .lines()
+            .filter(|l| {
+                !l.starts_with("mcp_relay_http_request_duration_seconds_bucket")
+                    && !l.starts_with("mcp_relay_http_request_duration_seconds_sum")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let expected =
+            include_str!("exported_metrics.txt").replace("{version}", env!("CARGO_PKG_VERSION"));
+        assert_eq!(by_family(&steady), expected, "rendered:\n{rendered}");
     }
 }
