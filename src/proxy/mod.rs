@@ -42,7 +42,7 @@ use crate::{
 use error::Reject;
 use headers::X_ACCEL_BUFFERING;
 use relay::SseRelay;
-use upstream::{Upstream, UpstreamConnections};
+use upstream::{Upstream, UpstreamConnections, UpstreamError, error_chain};
 
 /// The data plane's shared state.
 #[derive(Debug)]
@@ -122,7 +122,7 @@ impl Proxy {
             ),
             Err(err) => tracing::warn!(
                 session = %session.id(),
-                error = %err,
+                error = %error_chain(&err),
                 "could not end expired session upstream",
             ),
         }
@@ -246,16 +246,16 @@ impl Proxy {
         {
             s.standalone().release();
         }
-        let response = sent.map_err(|r| {
+        let response = sent.map_err(|err| {
             // The warning, with the request id, is `handle`'s; this adds the request's context.
             tracing::debug!(
                 upstream = %self.upstream.url(),
                 method = %method,
                 mcp_method = peek.as_ref().and_then(|p| p.method.as_deref()),
-                error = %r,
+                error = %error_chain(&err),
                 "upstream request failed",
             );
-            fail(r)
+            fail(err.into())
         })?;
         let status = response.status();
 
@@ -387,11 +387,9 @@ impl Proxy {
                 )
                 .await
                 .map_err(|_| {
-                    fail(Reject::UpstreamTimeout(
-                        self.config.upstream_response_timeout,
-                    ))
+                    fail(UpstreamError::Timeout(self.config.upstream_response_timeout).into())
                 })?
-                .map_err(|e| fail(Reject::UpstreamUnavailable(upstream::error_chain(&e))))?
+                .map_err(|e| fail(UpstreamError::Body(e).into()))?
                 .to_bytes();
                 Body::from(bytes)
             } else {
@@ -420,7 +418,7 @@ impl Proxy {
                 "ended upstream a session the proxy refused",
             ),
             Err(err) => tracing::warn!(
-                error = %err,
+                error = %error_chain(&err),
                 "could not end upstream a session the proxy refused",
             ),
         }
@@ -479,7 +477,7 @@ impl Proxy {
             {
                 Ok(restored) => restored,
                 Err(StreamRestoreError::Store(e)) => {
-                    return Err(Reject::StoreUnavailable(e.to_string()));
+                    return Err(Reject::StoreUnavailable(e.into()));
                 }
                 Err(StreamRestoreError::Unknown) => {
                     return Err(refuse(format!(
@@ -611,7 +609,7 @@ impl Proxy {
             Ok(None) => Err(Reject::SessionNotFound),
             Err(err) => {
                 tracing::warn!(error = %err, "could not look up a session in the store");
-                Err(Reject::StoreUnavailable(err.to_string()))
+                Err(Reject::StoreUnavailable(err.into()))
             }
         }
     }
@@ -628,7 +626,7 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
         Err((reject, id)) => {
             // The client reads a short message; the detail is logged here, with the request id.
             let request_id = id.as_deref().map(RawValue::get);
-            if let Reject::UpstreamConnectionsExhausted(max) = &reject {
+            if let Reject::Upstream(UpstreamError::TooManyConnections { max }) = &reject {
                 let total = proxy
                     .manager
                     .stats()
@@ -646,9 +644,9 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
                     );
                 }
             } else if reject.is_server_side() {
-                tracing::warn!(kind = reject.kind(), request_id, error = %reject, "request failed");
+                tracing::warn!(kind = reject.kind(), request_id, error = %error_chain(&reject), "request failed");
             } else {
-                tracing::debug!(kind = reject.kind(), request_id, error = %reject, "request rejected by the proxy");
+                tracing::debug!(kind = reject.kind(), request_id, error = %error_chain(&reject), "request rejected by the proxy");
             }
             reject.into_response_with_id(id.as_deref())
         }
