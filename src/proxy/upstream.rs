@@ -352,8 +352,8 @@ impl UpstreamSessionEnder for Upstream {
 
 /// Why an exchange with the upstream failed, with the underlying error as its `source` (the
 /// socket or HTTP error, for the log: [`error_chain`]). The data plane maps it to the client's
-/// answer once, at its edge ([`Reject::Upstream`](super::error::Reject::Upstream)), where the client reads a stable message per
-/// kind and never this text.
+/// answer once, at its edge ([`Reject::Upstream`](super::error::Reject::Upstream)), where
+/// the client reads a stable message per kind and never this text.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// `proxy.max_upstream_connections` (`max`) upstream connections are open, none idle in
@@ -385,14 +385,23 @@ pub enum UpstreamError {
 
 /// An error and its sources, joined with `: `.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+    ErrorChain(err).to_string()
+}
+
+/// Displays an error and its sources, joined with `: ` (as [`error_chain`], formatted only
+/// when written: for log fields, `error = %ErrorChain(&err)`).
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
     }
-    text
 }
 
 /// The idle connections, most recently used last.
@@ -537,7 +546,7 @@ impl Conn {
             && let Poll::Ready(ended) = driver.as_mut().poll(cx)
         {
             if let Err(err) = ended {
-                tracing::debug!(error = %error_chain(&err), "upstream connection ended");
+                tracing::debug!(error = %ErrorChain(&err), "upstream connection ended");
             }
             self.driver = None;
         }
