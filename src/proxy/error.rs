@@ -31,51 +31,77 @@ pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 /// Why the proxy answered a request itself.
 #[derive(Debug, thiserror::Error)]
 pub enum Reject {
+    /// A present `Origin` is not an allowed origin (the value, cut to 256 characters, for the
+    /// log): `403`/-32600.
     #[error("Origin {0:?} is not allowed")]
     OriginNotAllowed(String),
     /// The request's `Host` (or `:authority`) is not one the proxy serves (DNS-rebinding
-    /// protection): `421 Misdirected Request`.
+    /// protection): `421 Misdirected Request`/-32600. The value, cut to 256 characters, is for
+    /// the log.
     #[error("Host {0:?} is not allowed")]
     MisdirectedRequest(String),
-    /// A header that may appear once appeared several times: `400`.
+    /// A header that may appear once (its name carried) appeared several times: `400`/-32600.
     #[error("header {0} appears more than once")]
     RepeatedHeader(&'static str),
     /// `MCP-Protocol-Version` (or the `_meta` version) names a version the proxy does not know:
     /// `400` with `-32022` and `data.supported` (PROTOCOL.md, "Both eras").
     #[error("unsupported protocol version {0:?}")]
     UnsupportedProtocolVersion(String),
+    /// A method other than `POST`, `GET` and `DELETE`: `405`/-32600 with `Allow`.
     #[error("method {0} is not allowed on the MCP endpoint")]
     MethodNotAllowed(http::Method),
+    /// The body is larger than `proxy.max_request_body_bytes`: `413`/-32600.
     #[error("request body exceeds {limit} bytes")]
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        /// `proxy.max_request_body_bytes`, in bytes.
+        limit: usize,
+    },
     /// The client did not send the whole body within `proxy.request_body_timeout`; the
-    /// connection is closed after the answer (its unread rest cannot be skipped).
+    /// connection is closed after the answer (its unread rest cannot be skipped):
+    /// `408`/-32600.
     #[error("request body not received within {0:?}")]
     BodyTimeout(std::time::Duration),
-    /// `session.max_sessions` sessions are live; the client may retry later.
+    /// `session.max_sessions` sessions are live; the client may retry later: `503`/-32603.
     #[error("too many sessions")]
     TooManySessions,
+    /// The body could not be read (the connection broke; the error text for the log):
+    /// `400`/-32600.
     #[error("request body could not be read: {0}")]
     BodyUnreadable(String),
+    /// The body is not a JSON-RPC message (the parser's error for the log): `400`/-32700.
     #[error("request body is not JSON: {0}")]
     NotJson(String),
+    /// A legacy `Mcp-Session-Id` names no session held here or in the store: `404`/-32001
+    /// (SDK clients then start a new session).
     #[error("session not found")]
     SessionNotFound,
+    /// A mirrored header (modern era) disagrees with the body, or is repeated:
+    /// `400`/-32020.
     #[error("header {header} does not match the request body")]
-    HeaderMismatch { header: &'static str },
+    HeaderMismatch {
+        /// The header's name (`Mcp-Method`, `Mcp-Name`).
+        header: &'static str,
+    },
     /// The exchange with the upstream failed; the status depends on the kind:
     /// [`UpstreamError::TooManyConnections`] `503` (the client may retry),
     /// [`UpstreamError::Timeout`] `504`, the others `502`. Its chain is the log's.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// A `Last-Event-ID` the proxy cannot serve exactly once (why, for the log): `400`/-32600,
+    /// never `404` (ARCHITECTURE.md, "Resumption answers").
     #[error("cannot resume the stream: {0}")]
     LastEventId(String),
+    /// The upstream refused or could not re-open a stream whose buffered events the client
+    /// has all had (why, for the log): `502`/-32603.
     #[error("the upstream MCP server could not resume the stream: {0}")]
     ResumeFailed(String),
     /// A session or stream this process does not hold could not be looked up in the session
-    /// store (the store's error is the source); the client may retry (its session is not lost).
+    /// store (the store's error is the source); the client may retry (its session is not lost):
+    /// `503`/-32603.
     #[error("the session store is unavailable")]
     StoreUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A failure of the proxy itself (a stream tracker that cannot be opened or attached, no
+    /// randomness for a session id; the detail for the log): `500`/-32603.
     #[error("internal error: {0}")]
     Internal(String),
 }
