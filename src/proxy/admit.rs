@@ -18,8 +18,12 @@ use crate::config::ProxyConfig;
 /// port (the scheme's default when absent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginTuple {
+    /// `http` or `https`.
     pub scheme: String,
+    /// The host: a lowercase name without a trailing dot, an IPv4 address, or an IPv6 address
+    /// in brackets.
     pub host: String,
+    /// The port, or the scheme's default (80, 443) when the origin names none.
     pub port: u16,
 }
 

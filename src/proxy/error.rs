@@ -3,13 +3,16 @@
 //! with the request's id when the proxy could read one, so the client can fail the right call.
 //!
 //! What the client reads is a short, stable message per condition ([`Reject::client_message`]);
-//! the detail (`Display`: upstream error chains, store errors, the offending header) is for the
-//! log only, never the answer.
+//! the detail (`Display` and the `source` chain: upstream socket and HTTP errors, store errors,
+//! the offending header) is for the log only ([`super::upstream::error_chain`]), never the
+//! answer.
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::value::RawValue;
+
+use super::upstream::UpstreamError;
 
 /// JSON-RPC 2.0 "Parse error".
 pub const PARSE_ERROR: i64 = -32700;
@@ -28,54 +31,77 @@ pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 /// Why the proxy answered a request itself.
 #[derive(Debug, thiserror::Error)]
 pub enum Reject {
+    /// A present `Origin` is not an allowed origin (the value, cut to 256 characters, for the
+    /// log): `403`/-32600.
     #[error("Origin {0:?} is not allowed")]
     OriginNotAllowed(String),
     /// The request's `Host` (or `:authority`) is not one the proxy serves (DNS-rebinding
-    /// protection): `421 Misdirected Request`.
+    /// protection): `421 Misdirected Request`/-32600. The value, cut to 256 characters, is for
+    /// the log.
     #[error("Host {0:?} is not allowed")]
     MisdirectedRequest(String),
-    /// A header that may appear once appeared several times: `400`.
+    /// A header that may appear once (its name carried) appeared several times: `400`/-32600.
     #[error("header {0} appears more than once")]
     RepeatedHeader(&'static str),
     /// `MCP-Protocol-Version` (or the `_meta` version) names a version the proxy does not know:
     /// `400` with `-32022` and `data.supported` (PROTOCOL.md, "Both eras").
     #[error("unsupported protocol version {0:?}")]
     UnsupportedProtocolVersion(String),
+    /// A method other than `POST`, `GET` and `DELETE`: `405`/-32600 with `Allow`.
     #[error("method {0} is not allowed on the MCP endpoint")]
     MethodNotAllowed(http::Method),
+    /// The body is larger than `proxy.max_request_body_bytes`: `413`/-32600.
     #[error("request body exceeds {limit} bytes")]
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        /// `proxy.max_request_body_bytes`, in bytes.
+        limit: usize,
+    },
     /// The client did not send the whole body within `proxy.request_body_timeout`; the
-    /// connection is closed after the answer (its unread rest cannot be skipped).
+    /// connection is closed after the answer (its unread rest cannot be skipped):
+    /// `408`/-32600.
     #[error("request body not received within {0:?}")]
     BodyTimeout(std::time::Duration),
-    /// `session.max_sessions` sessions are live; the client may retry later.
+    /// `session.max_sessions` sessions are live; the client may retry later: `503`/-32603.
     #[error("too many sessions")]
     TooManySessions,
+    /// The body could not be read (the connection broke; the error text for the log):
+    /// `400`/-32600.
     #[error("request body could not be read: {0}")]
     BodyUnreadable(String),
+    /// The body is not a JSON-RPC message (the parser's error for the log): `400`/-32700.
     #[error("request body is not JSON: {0}")]
     NotJson(String),
+    /// A legacy `Mcp-Session-Id` names no session held here or in the store: `404`/-32001
+    /// (SDK clients then start a new session).
     #[error("session not found")]
     SessionNotFound,
+    /// A mirrored header (modern era) disagrees with the body, or is repeated:
+    /// `400`/-32020.
     #[error("header {header} does not match the request body")]
-    HeaderMismatch { header: &'static str },
-    #[error("upstream MCP server unreachable: {0}")]
-    UpstreamUnavailable(String),
-    #[error("upstream MCP server did not answer within {0:?}")]
-    UpstreamTimeout(std::time::Duration),
-    /// `proxy.max_upstream_connections` (the value carried) upstream connections are open and
-    /// none is idle here: `503`, the client may retry.
-    #[error("{0} upstream connections open (proxy.max_upstream_connections)")]
-    UpstreamConnectionsExhausted(usize),
+    HeaderMismatch {
+        /// The header's name (`Mcp-Method`, `Mcp-Name`).
+        header: &'static str,
+    },
+    /// The exchange with the upstream failed; the status depends on the kind:
+    /// [`UpstreamError::TooManyConnections`] `503` (the client may retry),
+    /// [`UpstreamError::Timeout`] `504`, the others `502`. Its chain is the log's.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// A `Last-Event-ID` the proxy cannot serve exactly once (why, for the log): `400`/-32600,
+    /// never `404` (ARCHITECTURE.md, "Resumption answers").
     #[error("cannot resume the stream: {0}")]
     LastEventId(String),
+    /// The upstream refused or could not re-open a stream whose buffered events the client
+    /// has all had (why, for the log): `502`/-32603.
     #[error("the upstream MCP server could not resume the stream: {0}")]
     ResumeFailed(String),
     /// A session or stream this process does not hold could not be looked up in the session
-    /// store; the client may retry (its session is not lost).
-    #[error("the session store is unavailable: {0}")]
-    StoreUnavailable(String),
+    /// store (the store's error is the source); the client may retry (its session is not lost):
+    /// `503`/-32603.
+    #[error("the session store is unavailable")]
+    StoreUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A failure of the proxy itself (a stream tracker that cannot be opened or attached, no
+    /// randomness for a session id; the detail for the log): `500`/-32603.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -98,11 +124,15 @@ impl Reject {
             Self::NotJson(_) => (StatusCode::BAD_REQUEST, PARSE_ERROR),
             Self::SessionNotFound => (StatusCode::NOT_FOUND, SESSION_NOT_FOUND),
             Self::HeaderMismatch { .. } => (StatusCode::BAD_REQUEST, HEADER_MISMATCH),
-            Self::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, INTERNAL_ERROR),
-            Self::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, INTERNAL_ERROR),
-            Self::UpstreamConnectionsExhausted(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, INTERNAL_ERROR)
-            }
+            Self::Upstream(err) => match err {
+                UpstreamError::TooManyConnections { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, INTERNAL_ERROR)
+                }
+                UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, INTERNAL_ERROR),
+                UpstreamError::Connect(_) | UpstreamError::Exchange(_) | UpstreamError::Body(_) => {
+                    (StatusCode::BAD_GATEWAY, INTERNAL_ERROR)
+                }
+            },
             Self::LastEventId(_) => (StatusCode::BAD_REQUEST, INVALID_REQUEST),
             Self::ResumeFailed(_) => (StatusCode::BAD_GATEWAY, INTERNAL_ERROR),
             Self::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, INTERNAL_ERROR),
@@ -125,9 +155,13 @@ impl Reject {
             Self::NotJson(_) => "not_json",
             Self::SessionNotFound => "session_not_found",
             Self::HeaderMismatch { .. } => "header_mismatch",
-            Self::UpstreamUnavailable(_) => "upstream_unavailable",
-            Self::UpstreamTimeout(_) => "upstream_timeout",
-            Self::UpstreamConnectionsExhausted(_) => "upstream_connections_exhausted",
+            Self::Upstream(err) => match err {
+                UpstreamError::TooManyConnections { .. } => "upstream_connections_exhausted",
+                UpstreamError::Timeout(_) => "upstream_timeout",
+                UpstreamError::Connect(_) | UpstreamError::Exchange(_) | UpstreamError::Body(_) => {
+                    "upstream_unavailable"
+                }
+            },
             Self::LastEventId(_) => "last_event_id",
             Self::ResumeFailed(_) => "resume_failed",
             Self::StoreUnavailable(_) => "store_unavailable",
@@ -153,11 +187,15 @@ impl Reject {
             Self::HeaderMismatch { header } => {
                 format!("header {header} does not match the request body").into()
             }
-            Self::UpstreamUnavailable(_) => "upstream MCP server unavailable".into(),
-            Self::UpstreamTimeout(_) => "upstream MCP server did not answer in time".into(),
-            Self::UpstreamConnectionsExhausted(_) => {
-                "too many upstream connections; retry later".into()
-            }
+            Self::Upstream(err) => match err {
+                UpstreamError::TooManyConnections { .. } => {
+                    "too many upstream connections; retry later".into()
+                }
+                UpstreamError::Timeout(_) => "upstream MCP server did not answer in time".into(),
+                UpstreamError::Connect(_) | UpstreamError::Exchange(_) | UpstreamError::Body(_) => {
+                    "upstream MCP server unavailable".into()
+                }
+            },
             Self::LastEventId(_) => "Last-Event-ID cannot be resumed".into(),
             Self::ResumeFailed(_) => "the upstream MCP server could not resume the stream".into(),
             Self::StoreUnavailable(_) => "session store unavailable; retry".into(),
@@ -263,9 +301,7 @@ mod tests {
     async fn answers_carry_a_fixed_message_and_the_id_never_the_detail() {
         let id = RawValue::from_string("\"req-1\"".into()).unwrap();
         for reject in [
-            Reject::UpstreamUnavailable(
-                "tcp connect error: Connection refused (os error 111)".into(),
-            ),
+            refused().into(),
             Reject::StoreUnavailable(
                 "session store redis: WRONGTYPE Operation against a key".into(),
             ),
@@ -293,6 +329,62 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A connect error as the connector makes one: a message and an OS error under it.
+    fn refused() -> UpstreamError {
+        let os = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111) to 10.0.0.7:3001",
+        );
+        UpstreamError::Connect(Box::new(TcpConnect(os)))
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("tcp connect error")]
+    struct TcpConnect(#[source] std::io::Error);
+
+    #[tokio::test]
+    async fn each_upstream_failure_keeps_its_status_and_the_log_gets_the_whole_chain() {
+        let cases: [(Reject, StatusCode, &str); 3] = [
+            (
+                refused().into(),
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+            ),
+            (
+                UpstreamError::Timeout(std::time::Duration::from_secs(3)).into(),
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+            ),
+            (
+                UpstreamError::TooManyConnections { max: 8 }.into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_connections_exhausted",
+            ),
+        ];
+        for (reject, status, kind) in cases {
+            assert_eq!(reject.status_and_code(), (status, INTERNAL_ERROR));
+            assert_eq!(reject.kind(), kind);
+            assert!(reject.is_server_side());
+        }
+        let chain = crate::proxy::upstream::error_chain(&Reject::from(refused()));
+        assert!(
+            chain.starts_with("cannot connect to the upstream MCP server: "),
+            "{chain}"
+        );
+        assert!(chain.contains("tcp connect error"), "{chain}");
+        assert!(
+            chain.contains("Connection refused (os error 111)"),
+            "{chain}"
+        );
+        let chain = crate::proxy::upstream::error_chain(&Reject::StoreUnavailable(
+            "redis: connection refused".into(),
+        ));
+        assert_eq!(
+            chain,
+            "the session store is unavailable: redis: connection refused"
+        );
     }
 
     #[tokio::test]

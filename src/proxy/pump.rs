@@ -451,7 +451,7 @@ pub async fn open_resumption(
         .upstream
         .send(request)
         .await
-        .map_err(|e| Resumption::Unavailable(e.to_string()))?;
+        .map_err(|e| Resumption::Unavailable(super::upstream::error_chain(&e)))?;
     let is_sse = crate::protocol::headers::is_event_stream(response.headers());
     if !response.status().is_success() || !is_sse {
         return Err(Resumption::Refused(response.status()));

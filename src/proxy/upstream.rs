@@ -38,10 +38,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use parking_lot::Mutex;
 use tower_service::Service as _;
 
-use super::{
-    connector::{QuickAckConnector, QuickAckStream},
-    error::Reject,
-};
+use super::connector::{QuickAckConnector, QuickAckStream};
 use crate::{
     config::ProxyConfig,
     protocol::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID},
@@ -58,8 +55,8 @@ pub const REAP_PERIOD: Duration = Duration::from_secs(1);
 /// The process-wide bound on open upstream connections (`proxy.max_upstream_connections`),
 /// shared by every data-plane thread's client (pooled, in use, or held by a stream's pump)
 /// and the main runtime's. Each connection holds a place from before its connect until its
-/// socket is dropped; past the bound a new connect is refused at once
-/// ([`Reject::UpstreamConnectionsExhausted`]) instead of failing on descriptor exhaustion.
+/// socket is dropped; past the bound a new connect is refused
+/// ([`UpstreamError::TooManyConnections`]) instead of failing on descriptor exhaustion.
 #[derive(Debug)]
 pub struct UpstreamConnections {
     max: usize,
@@ -232,11 +229,12 @@ impl Upstream {
 
     /// Sends one request and waits for the response head, up to the response timeout. The
     /// request goes out in origin form with `Host` set to the upstream's authority. Errors:
-    /// [`Reject::UpstreamUnavailable`] (connect or exchange failed), [`Reject::UpstreamTimeout`].
+    /// [`UpstreamError::TooManyConnections`], [`UpstreamError::Connect`],
+    /// [`UpstreamError::Exchange`], [`UpstreamError::Timeout`] (the response timeout).
     pub async fn send(
         &self,
         mut request: Request<Full<Bytes>>,
-    ) -> Result<Response<UpstreamBody>, Reject> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let target = request
             .uri()
             .path_and_query()
@@ -248,7 +246,7 @@ impl Upstream {
             .insert(header::HOST, self.host.clone());
         match tokio::time::timeout(self.response_timeout, self.exchange(request)).await {
             Ok(result) => result,
-            Err(_) => Err(Reject::UpstreamTimeout(self.response_timeout)),
+            Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
         }
     }
 
@@ -257,7 +255,7 @@ impl Upstream {
     async fn exchange(
         &self,
         mut request: Request<Full<Bytes>>,
-    ) -> Result<Response<UpstreamBody>, Reject> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         loop {
             let (mut conn, reused) = match self.pool.take() {
                 Some(conn) => (conn, true),
@@ -267,7 +265,7 @@ impl Upstream {
                 if reused {
                     continue;
                 }
-                return Err(Reject::UpstreamUnavailable(error_chain(&err)));
+                return Err(UpstreamError::Exchange(err));
             }
             let sent = conn.sender.try_send_request(request);
             match conn.drive(sent).await {
@@ -282,31 +280,33 @@ impl Upstream {
                 Err(mut err) => match err.take_message() {
                     Some(unsent) if reused => request = unsent,
                     _ => {
-                        return Err(Reject::UpstreamUnavailable(error_chain(&err.into_error())));
+                        return Err(UpstreamError::Exchange(err.into_error()));
                     }
                 },
             }
         }
     }
 
-    async fn connect(&self) -> Result<Conn, Reject> {
+    async fn connect(&self) -> Result<Conn, UpstreamError> {
         let place = match self.connections.try_acquire() {
             Some(place) => place,
             None => self
                 .connections
                 .give_way()
                 .await
-                .ok_or(Reject::UpstreamConnectionsExhausted(self.connections.max))?,
+                .ok_or(UpstreamError::TooManyConnections {
+                    max: self.connections.max,
+                })?,
         };
         let io = self
             .connector
             .clone()
             .call(self.endpoint.clone())
             .await
-            .map_err(|e| Reject::UpstreamUnavailable(error_chain(&e)))?;
+            .map_err(|e| UpstreamError::Connect(e.into()))?;
         let (sender, driver) = http1::handshake(io)
             .await
-            .map_err(|e| Reject::UpstreamUnavailable(error_chain(&e)))?;
+            .map_err(UpstreamError::Exchange)?;
         Ok(Conn {
             sender,
             driver: Some(Box::pin(driver)),
@@ -316,7 +316,7 @@ impl Upstream {
 
     /// Ends `session` at the upstream: `DELETE` with its upstream `Mcp-Session-Id` (and its
     /// `MCP-Protocol-Version`). Returns the upstream's status.
-    pub async fn end_session(&self, session: &Session) -> Result<StatusCode, Reject> {
+    pub async fn end_session(&self, session: &Session) -> Result<StatusCode, UpstreamError> {
         self.end_session_id(session.upstream_session_id(), &session.protocol_version())
             .await
     }
@@ -327,7 +327,7 @@ impl Upstream {
         &self,
         upstream_session_id: &HeaderValue,
         protocol_version: &str,
-    ) -> Result<StatusCode, Reject> {
+    ) -> Result<StatusCode, UpstreamError> {
         let mut request = Request::new(Full::new(Bytes::new()));
         *request.method_mut() = Method::DELETE;
         *request.uri_mut() = self.uri_for(None);
@@ -341,23 +341,67 @@ impl Upstream {
 }
 
 /// The session core ends sessions upstream (operator termination) through the same client.
+/// The error is the whole chain: it goes to the operator (`TerminateSessionResponse.
+/// upstream_error`) and the log, never to an MCP client.
 #[async_trait]
 impl UpstreamSessionEnder for Upstream {
     async fn end_upstream_session(&self, session: &Session) -> Result<StatusCode, String> {
-        self.end_session(session).await.map_err(|e| e.to_string())
+        self.end_session(session).await.map_err(|e| error_chain(&e))
     }
+}
+
+/// Why an exchange with the upstream failed, with the underlying error as its `source` (the
+/// socket or HTTP error, for the log: [`error_chain`]). The data plane maps it to the client's
+/// answer once, at its edge ([`Reject::Upstream`](super::error::Reject::Upstream)), where
+/// the client reads a stable message per kind and never this text.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// `proxy.max_upstream_connections` (`max`) upstream connections are open, none idle in
+    /// this pool, and none was freed within [`GIVE_WAY_WAIT`]: nothing was sent. Client: `503`.
+    #[error("{max} upstream connections open (proxy.max_upstream_connections)")]
+    TooManyConnections {
+        /// The bound, in connections.
+        max: usize,
+    },
+    /// No TCP connection could be made to the upstream (refused, unreachable, past
+    /// `proxy.upstream_connect_timeout`): nothing was sent. Client: `502`.
+    #[error("cannot connect to the upstream MCP server")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The HTTP/1.1 exchange failed before a response head: the handshake, a connection that
+    /// closed or reset, a request that could not be written, a head that is not HTTP. The
+    /// request may have reached the upstream. Client: `502`.
+    #[error("the exchange with the upstream MCP server failed")]
+    Exchange(#[source] hyper::Error),
+    /// No response head within `proxy.upstream_response_timeout` (the duration carried), or a
+    /// small answer read whole ([`super::BUFFERED_RESPONSE_BYTES`]) not complete within it.
+    /// Client: `504`.
+    #[error("the upstream MCP server did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The response body broke off before its end, while the proxy read it whole (a small
+    /// answer, before the client got the head). Client: `502`.
+    #[error("the upstream MCP server's response body broke off")]
+    Body(#[source] hyper::Error),
 }
 
 /// An error and its sources, joined with `: `.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+    ErrorChain(err).to_string()
+}
+
+/// Displays an error and its sources, joined with `: ` (as [`error_chain`], formatted only
+/// when written: for log fields, `error = %ErrorChain(&err)`).
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
     }
-    text
 }
 
 /// The idle connections, most recently used last.
@@ -502,7 +546,7 @@ impl Conn {
             && let Poll::Ready(ended) = driver.as_mut().poll(cx)
         {
             if let Err(err) = ended {
-                tracing::debug!(error = %error_chain(&err), "upstream connection ended");
+                tracing::debug!(error = %ErrorChain(&err), "upstream connection ended");
             }
             self.driver = None;
         }
