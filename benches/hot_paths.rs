@@ -90,6 +90,7 @@ use mcp_relay::{
     },
     proxy::{
         Proxy, headers, pump, relay,
+        stats::ProxyStats,
         upstream::{Upstream, UpstreamConnections},
     },
     session::{
@@ -363,6 +364,7 @@ fn window_round(
 /// the real `pump::reader_body`.
 struct LegacyStream {
     manager: Arc<SessionManager>,
+    stats: Arc<ProxyStats>,
     tracker: Arc<EventTracker>,
     body: axum::body::Body,
     parser: SseParser,
@@ -399,11 +401,18 @@ impl LegacyStream {
             ProxyConfig::new(Uri::from_static(UPSTREAM_URL)),
             manager.clone(),
         ));
-        let body = pump::reader_body(tracker.clone(), reader, None, proxy);
+        let stats = proxy.stats().clone();
+        let body = pump::reader_body(
+            tracker.clone(),
+            reader,
+            None,
+            proxy.legacy_streams().clone(),
+        );
         Self {
             _room: tracker.consumed(),
             _consumed: tracker.consumed(),
             manager,
+            stats,
             tracker,
             body,
             parser: SseParser::new(MAX_EVENT_BYTES),
@@ -431,7 +440,7 @@ impl LegacyStream {
         let recorded = self
             .tracker
             .record_to_window(&mut self.pending, &mut self.scratch);
-        relay::account(&self.tracker, &self.manager, &recorded);
+        relay::account(&self.tracker, &self.manager, &self.stats, &recorded);
         assert!(!recorded.window_full, "the reader keeps up");
         self.tracker.publish();
         let mut sent = 0;
@@ -456,6 +465,7 @@ impl LegacyStream {
 /// A modern (sessionless) stream: `SseRelay`'s per-read work mirrored.
 struct ModernStream {
     manager: Arc<SessionManager>,
+    stats: ProxyStats,
     tracker: Arc<EventTracker>,
     parser: SseParser,
     /// The blocks parsed from the current read (`SseRelay::blocks`).
@@ -469,6 +479,7 @@ impl ModernStream {
         let tracker = manager.open_stream(None, StreamKind::Post).expect("random");
         Self {
             manager,
+            stats: ProxyStats::default(),
             tracker,
             parser: SseParser::new(MAX_EVENT_BYTES),
             blocks: VecDeque::new(),
@@ -485,7 +496,7 @@ impl ModernStream {
         }
         if !self.blocks.is_empty() {
             let recorded = self.tracker.record_direct(&mut self.blocks, &mut self.out);
-            relay::account(&self.tracker, &self.manager, &recorded);
+            relay::account(&self.tracker, &self.manager, &self.stats, &recorded);
         }
         self.out.split().freeze()
     }
@@ -849,6 +860,7 @@ fn bench_headers(c: &mut Criterion) {
     let upstream = Upstream::new(
         &ProxyConfig::new(Uri::from_static(UPSTREAM_URL)),
         UpstreamConnections::new(usize::MAX),
+        Arc::default(),
     );
     let mut g = c.benchmark_group("headers");
     g.throughput(Throughput::Elements(1));

@@ -43,13 +43,13 @@ pub use threads::{DataPlane, EdgeLimits, thread_count};
 use crate::{
     config::{Config, DEFAULT_METRICS_LISTEN, file::redact_url},
     control::{self, BearerToken, ControlListener, ControlOptions},
-    proxy::{Proxy, upstream::UpstreamConnections},
+    proxy::{self, Proxy, stats::ProxyStats},
     session::{
-        PersistenceWorker, SessionManager, expiry,
+        EndUpstreamError, PersistenceWorker, SessionManager, UpstreamSessionEnder, expiry,
         store::{self, MemoryStore, SessionStore, StoreError},
     },
     systemd::{self, Activated, Notifier},
-    telemetry::metrics::{self, DaemonSnapshot, Metrics, Readiness},
+    telemetry::metrics::{self, DaemonSnapshot, Metrics, Observed, Readiness},
 };
 
 /// Time between the end of the grace period (stream pumps told to stop) and the hard cut of
@@ -113,6 +113,8 @@ pub struct Daemon {
     admin_endpoint: String,
     metrics_addr: Option<SocketAddr>,
     manager: Arc<SessionManager>,
+    /// What the data plane's threads share: its counters and its stream pumps.
+    data_shared: proxy::Shared,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     /// Stops accepting and ends the planes.
@@ -207,15 +209,18 @@ impl Daemon {
         let (worker, persistence) = PersistenceWorker::new(store, config.worker);
         let manager = Arc::new(SessionManager::new(config.session, persistence));
         let limits = EdgeLimits::from_config(&config.proxy);
-        // One bound on upstream connections for the whole process: every data-plane thread's
-        // client and the main runtime's.
-        let upstream_connections = UpstreamConnections::new(limits.max_upstream_connections);
-        let proxy = Arc::new(Proxy::with_upstream_connections(
-            config.proxy.clone(),
-            manager.clone(),
-            upstream_connections.clone(),
-        ));
-        let metrics = Metrics::new(manager.clone());
+        // One bound on upstream connections for the whole process (every data-plane thread's
+        // client and the main runtime's), one set of data-plane counters, one set of pumps.
+        let data_shared = proxy::Shared::new(limits.max_upstream_connections);
+        // The one path by which the proxy ends sessions upstream: idle expiry and the control
+        // plane's `TerminateSession`, through the main runtime's own upstream client.
+        let upstream_ender: Arc<dyn UpstreamSessionEnder> =
+            Arc::new(data_shared.upstream(&config.proxy));
+        let observed = Observed {
+            manager: manager.clone(),
+            proxy: data_shared.stats.clone(),
+        };
+        let metrics = Metrics::new(observed.clone());
         // Histogram samples wait in the recorder until upkeep folds them into buckets; without
         // this, a daemon nobody scrapes would hold every request's sample.
         tokio::spawn({
@@ -238,30 +243,30 @@ impl Daemon {
         let readiness = Arc::new(Readiness::default());
 
         let worker_task = tokio::spawn(worker.run(worker_shutdown.clone()));
-        let expiry_task =
-            tokio::spawn(run_expiry(proxy.clone(), manager.clone(), shutdown.clone()));
+        let expiry_task = tokio::spawn(run_expiry(
+            upstream_ender.clone(),
+            manager.clone(),
+            shutdown.clone(),
+        ));
         let control_task = tokio::spawn({
-            let manager = manager.clone();
             let shutdown = shutdown.clone();
             let options = ControlOptions {
                 bearer_token: config.admin_token.as_deref().and_then(BearerToken::new),
+                upstream_ender: Some(upstream_ender),
             };
-            async move { Ok(control::serve_with(admin, manager, options, shutdown).await?) }
+            async move { Ok(control::serve_with(admin, observed, options, shutdown).await?) }
         });
-        // The control plane ends sessions upstream (`TerminateSession`), and expiry ends idle
-        // ones, through the main runtime's own upstream client.
-        manager.set_upstream_ender(Arc::new(proxy.upstream().clone()));
         let mut data_plane = DataPlane::start(
             data,
             thread_count(config.proxy.threads),
             limits,
-            &manager,
+            &data_shared.stats,
             |_| {
                 // Outermost first: the metrics layer also counts the drain layer's 503s.
-                Arc::new(Proxy::with_upstream_connections(
+                Arc::new(Proxy::with_shared(
                     config.proxy.clone(),
                     manager.clone(),
-                    upstream_connections.clone(),
+                    &data_shared,
                 ))
                 .router()
                 // A child token per thread: requests wait on it without sharing one lock.
@@ -311,6 +316,7 @@ impl Daemon {
             admin_endpoint,
             metrics_addr,
             manager,
+            data_shared,
             metrics,
             readiness,
             shutdown,
@@ -350,6 +356,20 @@ impl Daemon {
     /// The session manager both planes share.
     pub fn manager(&self) -> &Arc<SessionManager> {
         &self.manager
+    }
+
+    /// The data plane's counters.
+    pub fn proxy_stats(&self) -> &Arc<ProxyStats> {
+        &self.data_shared.stats
+    }
+
+    /// Where the daemon's numbers are read from (for [`DaemonSnapshot::take`], or a control
+    /// plane of one's own beside the daemon's).
+    pub fn observed(&self) -> Observed {
+        Observed {
+            manager: self.manager.clone(),
+            proxy: self.data_shared.stats.clone(),
+        }
     }
 
     /// The daemon's metrics (`render()` gives the Prometheus text `/metrics` serves).
@@ -396,14 +416,15 @@ impl Daemon {
         // The deadlines run on their own, whatever the planes do meanwhile.
         let deadlines = tokio::spawn({
             let manager = self.manager.clone();
+            let shared = self.data_shared.clone();
             let cut = self.cut.clone();
             async move {
                 tokio::time::sleep_until(grace_over).await;
                 tracing::info!(
-                    streams_open = manager.stats().snapshot().streams_open,
+                    streams_open = shared.stats.snapshot().streams_open,
                     "grace period over; ending open streams",
                 );
-                manager.stop_streams();
+                shared.pumps.stop(&manager);
                 tokio::time::sleep_until(cut_at).await;
                 cut.cancel();
             }
@@ -413,8 +434,9 @@ impl Daemon {
         deadlines.abort();
         // Streams whose client already left (lingering pumps) stop now too; wait for them, so
         // the worker's final flush has every last event id.
-        self.manager.stop_streams();
-        if tokio::time::timeout(ABORT_MARGIN, self.manager.streams_stopped())
+        let pumps = &self.data_shared.pumps;
+        pumps.stop(&self.manager);
+        if tokio::time::timeout(ABORT_MARGIN, pumps.stopped())
             .await
             .is_err()
         {
@@ -431,7 +453,10 @@ impl Daemon {
             Some(task) => finish(task, tokio::time::Instant::now() + ABORT_MARGIN, "metrics").await,
             None => Ok(()),
         };
-        let snapshot = DaemonSnapshot::take(&self.manager);
+        let snapshot = DaemonSnapshot::take(&Observed {
+            manager: self.manager,
+            proxy: self.data_shared.stats,
+        });
         tracing::info!(
             events_forwarded = snapshot.proxy.events_forwarded,
             stream_writes = snapshot.worker.stream_writes,
@@ -464,8 +489,14 @@ async fn finish(
 }
 
 /// Ends idle sessions (those idle here are evicted; those the store says no replica used are
-/// claimed from it and ended), then ends the ended ones upstream with `DELETE` (best effort).
-async fn run_expiry(proxy: Arc<Proxy>, manager: Arc<SessionManager>, shutdown: CancellationToken) {
+/// claimed from it and ended), then ends the ended ones upstream through `ender` (best effort:
+/// failures are logged, never retried; a session naming another upstream is counted as a bad
+/// record).
+async fn run_expiry(
+    ender: Arc<dyn UpstreamSessionEnder>,
+    manager: Arc<SessionManager>,
+    shutdown: CancellationToken,
+) {
     let idle_ttl = manager.idle_ttl();
     let mut tick = tokio::time::interval(expiry::expiry_period(idle_ttl));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -478,7 +509,26 @@ async fn run_expiry(proxy: Arc<Proxy>, manager: Arc<SessionManager>, shutdown: C
         let claimed = expiry::claim_idle_sessions(manager.persistence(), idle_ttl, now).await;
         for session in manager.expire_idle(now, claimed) {
             tracing::info!(session = %session.id(), "session expired after idle TTL");
-            proxy.delete_upstream_session(&session).await;
+            match ender.end_upstream_session(&session).await {
+                Ok(status) => tracing::info!(
+                    session = %session.id(),
+                    status = status.as_u16(),
+                    "ended expired session upstream",
+                ),
+                Err(err @ EndUpstreamError::OtherUpstream(_)) => {
+                    manager
+                        .persistence()
+                        .metrics()
+                        .bad_records
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(session = %session.id(), error = %err, "expired session not ended upstream");
+                }
+                Err(err) => tracing::warn!(
+                    session = %session.id(),
+                    error = %err,
+                    "could not end expired session upstream",
+                ),
+            }
         }
     }
 }
@@ -583,7 +633,7 @@ pub async fn run_with(config: Config, activated: Activated) -> Result<(), Daemon
         notifier,
         watchdog,
         daemon.data_addr(),
-        daemon.manager().clone(),
+        daemon.observed(),
         daemon.shutdown_token(),
     ));
 
@@ -595,7 +645,7 @@ pub async fn run_with(config: Config, activated: Activated) -> Result<(), Daemon
     notifier.stopping(
         &format!(
             "Draining: {} SSE streams open, {} s grace",
-            daemon.manager().stats().snapshot().streams_open,
+            daemon.proxy_stats().snapshot().streams_open,
             grace.as_secs()
         ),
         drain,
@@ -635,7 +685,7 @@ async fn supervise(
     notifier: Notifier,
     watchdog: Option<Duration>,
     data_addr: SocketAddr,
-    manager: Arc<SessionManager>,
+    observed: Observed,
     shutdown: CancellationToken,
 ) {
     if !notifier.is_enabled() {
@@ -652,7 +702,7 @@ async fn supervise(
         }
         if !shutdown.is_cancelled() && last_status.elapsed() >= STATUS_PERIOD {
             last_status = tokio::time::Instant::now();
-            let s = DaemonSnapshot::take(&manager);
+            let s = DaemonSnapshot::take(&observed);
             notifier.status(&format!(
                 "Serving MCP on {data_addr}: {} sessions, {} SSE streams open, {} events forwarded",
                 s.sessions, s.proxy.streams_open, s.proxy.events_forwarded,

@@ -488,7 +488,7 @@ async fn session_watchers_that_never_read_hold_bounded_memory_then_are_reset() {
     }
     // The persistence worker writes the records first (they are memory too, not the watchers').
     let persisted = async {
-        while mcp_relay::telemetry::metrics::DaemonSnapshot::take(&manager)
+        while mcp_relay::telemetry::metrics::DaemonSnapshot::take(&proxy.observed())
             .worker
             .session_writes
             < SESSIONS as u64

@@ -181,7 +181,7 @@ async fn a_ten_second_redis_outage_fails_no_request_and_persistence_catches_up()
     assert!(during.consecutive_failures > 0, "{during:?}");
     assert!(during.retries > 0, "{during:?}");
     // Latest-only coalescing: at most one entry per stream and session touched meanwhile.
-    let streams_opened = proxy.manager().stats().snapshot().streams_opened;
+    let streams_opened = proxy.proxy_stats().snapshot().streams_opened;
     assert!(
         max_pending <= streams_opened + 2 * CLIENTS as u64 * (served_during / 10 + 2),
         "pending state stays bounded: {max_pending} for {streams_opened} streams"

@@ -111,7 +111,7 @@ async fn a_request_head_sent_slowly_is_cut_off_and_counted() {
         "a head trickled at 1 byte / 100 ms stayed open past {BOUND:?}"
     );
     assert_eq!(
-        proxy.manager().stats().snapshot().header_read_timeouts,
+        proxy.proxy_stats().snapshot().header_read_timeouts,
         1,
         "the cut-off is counted"
     );
@@ -167,7 +167,7 @@ async fn a_request_body_sent_slowly_gets_408_and_the_connection_closes() {
         closed,
         "the connection closes after the 408 (within {BOUND:?})"
     );
-    assert_eq!(proxy.manager().stats().snapshot().request_body_timeouts, 1);
+    assert_eq!(proxy.proxy_stats().snapshot().request_body_timeouts, 1);
     assert!(
         upstream.requests().is_empty(),
         "nothing went to the upstream"
@@ -189,10 +189,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
         "the connection is kept alive after the answer: {head:?}"
     );
     read_until_closed(&mut stream, "an idle keep-alive connection").await;
-    assert_eq!(
-        proxy.manager().stats().snapshot().idle_connections_closed,
-        1
-    );
+    assert_eq!(proxy.proxy_stats().snapshot().idle_connections_closed, 1);
     proxy.shutdown().await.expect("shutdown");
 }
 
@@ -254,7 +251,7 @@ async fn past_max_connections_a_new_connection_is_refused_and_metrics_still_answ
         answer.is_empty() || answer.starts_with("HTTP/1.1 503"),
         "refused with 503 or a plain close: {answer:?}"
     );
-    assert_eq!(proxy.manager().stats().snapshot().connections_refused, 1);
+    assert_eq!(proxy.proxy_stats().snapshot().connections_refused, 1);
     let scraped = get(metrics, "/metrics").await;
     assert!(
         scraped.starts_with("HTTP/1.1 200"),
@@ -505,7 +502,7 @@ async fn a_connection_that_sends_nothing_is_closed_by_the_head_timer() {
         .await
         .expect("connect");
     read_until_closed(&mut stream, "a connection that sends nothing").await;
-    assert_eq!(proxy.manager().stats().snapshot().header_read_timeouts, 1);
+    assert_eq!(proxy.proxy_stats().snapshot().header_read_timeouts, 1);
     proxy.shutdown().await.expect("shutdown");
 }
 
@@ -521,7 +518,7 @@ async fn a_partial_h2_preface_then_silence_is_closed_by_the_head_timer() {
         .await
         .expect("send the preface's start");
     read_until_closed(&mut stream, "a partial HTTP/2 preface").await;
-    assert_eq!(proxy.manager().stats().snapshot().header_read_timeouts, 1);
+    assert_eq!(proxy.proxy_stats().snapshot().header_read_timeouts, 1);
     proxy.shutdown().await.expect("shutdown");
 }
 
@@ -556,7 +553,7 @@ async fn a_partial_head_pipelined_behind_a_request_in_flight_is_closed_by_the_he
         text.starts_with("HTTP/1.1 200"),
         "the first request is answered: {text:?}"
     );
-    assert_eq!(proxy.manager().stats().snapshot().header_read_timeouts, 1);
+    assert_eq!(proxy.proxy_stats().snapshot().header_read_timeouts, 1);
     proxy.shutdown().await.expect("shutdown");
 }
 
@@ -661,7 +658,7 @@ async fn an_h2c_connection_idle_between_requests_outlives_the_head_timeout() {
         }
     }
     assert_eq!(
-        proxy.manager().stats().snapshot().header_read_timeouts,
+        proxy.proxy_stats().snapshot().header_read_timeouts,
         0,
         "an HTTP/2 connection has no request heads to time"
     );
@@ -734,11 +731,7 @@ async fn past_max_upstream_connections_a_request_gets_503_until_one_frees() {
         "at most {BOUND_UPSTREAM} sockets to the upstream: {towards:?}"
     );
     assert_eq!(
-        proxy
-            .manager()
-            .stats()
-            .snapshot()
-            .upstream_connections_refused,
+        proxy.proxy_stats().snapshot().upstream_connections_refused,
         1
     );
     let scraped = get(proxy.metrics_addr().expect("metrics"), "/metrics").await;

@@ -644,7 +644,7 @@ async fn an_upstream_connection_idle_past_the_idle_timeout_is_not_reused() {
         "a connection idle past the idle timeout is not used again"
     );
     assert_eq!(
-        proxy.manager().stats().snapshot().upstream_idle_closed,
+        proxy.proxy_stats().snapshot().upstream_idle_closed,
         1,
         "the retired connection is counted"
     );

@@ -66,7 +66,7 @@ async fn client_cuts_resume_exactly_after_the_last_event_id() {
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
-    let stats = proxy.manager().stats().snapshot();
+    let stats = proxy.proxy_stats().snapshot();
     assert_eq!(stats.resumptions, 2);
     assert_eq!(stats.resumptions_refused, 0);
 }
@@ -113,7 +113,7 @@ async fn upstream_cut_is_resumed_and_duplicates_it_replays_are_dropped() {
         seen.resumptions.load(std::sync::atomic::Ordering::Relaxed),
         2
     );
-    let stats = proxy.manager().stats().snapshot();
+    let stats = proxy.proxy_stats().snapshot();
     assert_eq!(
         stats.duplicates_dropped, 4,
         "two replayed events per resumption"
@@ -189,7 +189,7 @@ async fn upstream_killed_and_restarted_with_its_event_store_continues_without_ga
         events.push(event);
     }
     assert_exactly_once(&events, 5, 30);
-    assert!(proxy.manager().stats().snapshot().upstream_reconnects >= 1);
+    assert!(proxy.proxy_stats().snapshot().upstream_reconnects >= 1);
 }
 
 /// A client that went away for longer than the linger time: the proxy stopped reading the
@@ -265,8 +265,8 @@ async fn bad_last_event_ids_are_refused_and_never_replay_another_stream_or_sessi
     refused(alice.resume(&format!("{stream}:1")).await.status());
     // From the future.
     refused(alice.resume(&format!("{stream}:99")).await.status());
-    assert_eq!(proxy.manager().stats().snapshot().resumptions_refused, 6);
-    assert_eq!(proxy.manager().stats().snapshot().resumptions, 0);
+    assert_eq!(proxy.proxy_stats().snapshot().resumptions_refused, 6);
+    assert_eq!(proxy.proxy_stats().snapshot().resumptions, 0);
 }
 
 /// The window keeps what the client has not been handed; when that fills it, the proxy stops
@@ -400,13 +400,13 @@ async fn an_id_with_another_upstream_part_is_refused_while_the_stream_is_held() 
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     let refused = client.resume(&format!("{position}:forged")).await;
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
-    let stats = proxy.manager().stats().snapshot();
+    let stats = proxy.proxy_stats().snapshot();
     assert_eq!(stats.resumptions_refused, 2);
     assert_eq!(stats.resumptions, 0);
     // The id the stream issued is still served (nothing after it: the stream ends).
     let served = client.resume(&last).await;
     assert_eq!(served.status(), StatusCode::OK);
-    assert_eq!(proxy.manager().stats().snapshot().resumptions, 1);
+    assert_eq!(proxy.proxy_stats().snapshot().resumptions, 1);
 }
 
 /// Issue 11: a stream no longer held in memory (here: closed, with no closed stream kept) is
@@ -496,7 +496,7 @@ async fn a_stream_no_longer_held_resumes_upstream_only_from_its_recorded_positio
         Vec::<String>::new(),
         "nothing reached the upstream"
     );
-    assert_eq!(proxy.manager().stats().snapshot().resumptions_refused, 3);
+    assert_eq!(proxy.proxy_stats().snapshot().resumptions_refused, 3);
 
     // The recorded position resumes upstream after the recorded id.
     upstream.push(Reply::sse(&[]));

@@ -37,7 +37,7 @@ async fn client_cuts_are_exactly_once_against_the_python_sdk_server_with_an_even
     let proxy = start_proxy(&server.url()).await;
     let progress = call_with_cuts(&proxy_url(&proxy), &py_progress_call(11), 11).await;
     assert_eq!(progress, (1..=STEPS).collect::<Vec<_>>());
-    assert_eq!(proxy.manager().stats().snapshot().resumptions, 2);
+    assert_eq!(proxy.proxy_stats().snapshot().resumptions, 2);
 }
 
 /// Without an event store the upstream sends no event ids: the proxy's window is the only
@@ -151,5 +151,5 @@ async fn a_forged_upstream_id_never_replays_another_sessions_events() {
     assert!(!seen.contains("B-secret"), "B's events reached A: {seen}");
     assert_eq!(status, StatusCode::BAD_REQUEST, "{seen}");
     assert!(seen.contains("-32600"), "{seen}");
-    assert_eq!(proxy.manager().stats().snapshot().resumptions_refused, 1);
+    assert_eq!(proxy.proxy_stats().snapshot().resumptions_refused, 1);
 }

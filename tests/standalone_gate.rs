@@ -256,7 +256,7 @@ async fn a_client_that_never_opens_a_get_waits_once() {
     call(&mut connection, &url, &session).await;
     call(&mut connection, &url, &session).await;
 
-    let stats = daemon.manager().stats().snapshot();
+    let stats = daemon.proxy_stats().snapshot();
     assert_eq!(stats.standalone_waits, 1, "{stats:?}");
     assert_eq!(stats.standalone_wait_timeouts, 1, "{stats:?}");
 }
@@ -288,6 +288,6 @@ async fn a_refused_get_releases_the_waiting_request() {
     let call = call_task.await.expect("tools/call task");
     assert_eq!(call.status(), StatusCode::OK);
 
-    let stats = daemon.manager().stats().snapshot();
+    let stats = daemon.proxy_stats().snapshot();
     assert_eq!(stats.standalone_wait_timeouts, 0, "{stats:?}");
 }

@@ -44,7 +44,7 @@ async fn sdk_server_requests_on_the_standalone_stream_are_never_lost() {
         counts["seed"]
     );
     assert_eq!(counts["ok"], 150, "{counts}");
-    let stats = proxy.manager().stats().snapshot();
+    let stats = proxy.proxy_stats().snapshot();
     assert!(
         stats.standalone_waits >= 1,
         "no request waited for its session's standalone stream: {stats:?}"

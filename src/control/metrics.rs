@@ -1,7 +1,7 @@
 //! `mcprelay.admin.v1.MetricsService`: the numbers the Prometheus endpoint exports
 //! ([`DaemonSnapshot`]), as one snapshot or as a watch ([`super::watch::metrics`]).
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -10,25 +10,25 @@ use super::{
     pb,
     watch::{self, MetricsWatch},
 };
-use crate::{session::SessionManager, telemetry::metrics::DaemonSnapshot};
+use crate::telemetry::metrics::{DaemonSnapshot, Observed};
 
 /// The MetricsService implementation.
 #[derive(Debug, Clone)]
 pub struct MetricsAdmin {
-    manager: Arc<SessionManager>,
+    observed: Observed,
     stop: CancellationToken,
 }
 
 impl MetricsAdmin {
-    /// Reports `manager`'s numbers; watches end when `stop` fires.
-    pub fn new(manager: Arc<SessionManager>, stop: CancellationToken) -> Self {
-        Self { manager, stop }
+    /// Reports the `observed` numbers; watches end when `stop` fires.
+    pub fn new(observed: Observed, stop: CancellationToken) -> Self {
+        Self { observed, stop }
     }
 }
 
 /// Reads every number now.
-pub fn snapshot(manager: &SessionManager) -> pb::MetricsSnapshot {
-    let s = DaemonSnapshot::take(manager);
+pub fn snapshot(observed: &Observed) -> pb::MetricsSnapshot {
+    let s = DaemonSnapshot::take(observed);
     let flush = Duration::from_micros(s.worker.last_flush_micros);
     pb::MetricsSnapshot {
         observe_time: Some(std::time::SystemTime::now().into()),
@@ -38,7 +38,7 @@ pub fn snapshot(manager: &SessionManager) -> pb::MetricsSnapshot {
             streams_opened: s.proxy.streams_opened,
             events_forwarded: s.proxy.events_forwarded,
             duplicates_dropped: s.proxy.duplicates_dropped,
-            events_replayed: s.proxy.events_replayed,
+            events_replayed: s.session.events_replayed,
             resumptions: s.proxy.resumptions,
             resumptions_refused: s.proxy.resumptions_refused,
             upstream_reconnects: s.proxy.upstream_reconnects,
@@ -64,7 +64,7 @@ impl pb::metrics_service_server::MetricsService for MetricsAdmin {
         &self,
         _request: Request<pb::GetMetricsRequest>,
     ) -> Result<Response<pb::MetricsSnapshot>, Status> {
-        Ok(Response::new(snapshot(&self.manager)))
+        Ok(Response::new(snapshot(&self.observed)))
     }
 
     type WatchMetricsStream = MetricsWatch;
@@ -75,7 +75,7 @@ impl pb::metrics_service_server::MetricsService for MetricsAdmin {
     ) -> Result<Response<Self::WatchMetricsStream>, Status> {
         let interval = watch::metrics_interval(request.into_inner().interval)?;
         Ok(Response::new(watch::metrics(
-            self.manager.clone(),
+            self.observed.clone(),
             interval,
             self.stop.clone(),
         )))
@@ -84,10 +84,12 @@ impl pb::metrics_service_server::MetricsService for MetricsAdmin {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, atomic::Ordering};
 
     use super::*;
-    use crate::session::{PersistenceWorker, SessionConfig, WorkerConfig, store::MemoryStore};
+    use crate::session::{
+        PersistenceWorker, SessionConfig, SessionManager, WorkerConfig, store::MemoryStore,
+    };
 
     #[test]
     fn the_snapshot_carries_the_workers_retries_shed_and_coalesce_ratio() {
@@ -98,16 +100,19 @@ mod tests {
         metrics.shed.store(2, Ordering::Relaxed);
         metrics.updates.store(50, Ordering::Relaxed);
         metrics.stream_writes.store(5, Ordering::Relaxed);
-        let manager = SessionManager::new(SessionConfig::default(), handle);
-        let worker = snapshot(&manager).worker.expect("worker metrics");
+        let observed = Observed {
+            manager: Arc::new(SessionManager::new(SessionConfig::default(), handle)),
+            proxy: Arc::default(),
+        };
+        let worker = snapshot(&observed).worker.expect("worker metrics");
         assert_eq!((worker.retries, worker.shed), (3, 2));
         assert_eq!(worker.coalesce_ratio, 10.0);
     }
 
     #[test]
     fn every_field_reads_its_own_number() {
-        let manager = crate::telemetry::metrics::tests::numbered_manager();
-        let mut snapshot = snapshot(&manager);
+        let observed = crate::telemetry::metrics::tests::numbered();
+        let mut snapshot = snapshot(&observed);
         assert!(snapshot.observe_time.take().is_some());
         let expected = pb::MetricsSnapshot {
             observe_time: None,

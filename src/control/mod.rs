@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{server::NamedService, service::InterceptorLayer};
 use tonic_health::pb::health_server::HealthServer;
 
-use crate::session::SessionManager;
+use crate::{session::UpstreamSessionEnder, telemetry::metrics::Observed};
 
 pub use auth::BearerToken;
 pub use listener::{ControlListener, UNIX_SOCKET_MODE};
@@ -48,6 +48,10 @@ pub struct ControlOptions {
     /// When set, every call must carry `authorization: Bearer <token>` (else UNAUTHENTICATED).
     /// Required when listening on a non-loopback TCP address.
     pub bearer_token: Option<BearerToken>,
+    /// How `TerminateSession` ends a session at its upstream: the daemon's one path (idle
+    /// expiry ends sessions through the same). Without one, sessions end here only and the
+    /// answer's `upstream_error` says so.
+    pub upstream_ender: Option<Arc<dyn UpstreamSessionEnder>>,
 }
 
 /// The control plane could not start.
@@ -64,11 +68,12 @@ pub enum ControlError {
     Unprotected(String),
 }
 
-/// Serves the control plane on `listener` with `options` until `shutdown` fires. Refuses a
-/// non-loopback TCP listener without a bearer token.
+/// Serves the control plane on `listener` over the `observed` daemon (its session core and
+/// counters) with `options` until `shutdown` fires. Refuses a non-loopback TCP listener
+/// without a bearer token.
 pub async fn serve_with(
     listener: impl Into<ControlListener>,
-    manager: Arc<SessionManager>,
+    observed: Observed,
     options: ControlOptions,
     shutdown: CancellationToken,
 ) -> Result<(), ControlError> {
@@ -120,11 +125,11 @@ pub async fn serve_with(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(SessionServer::new(SessionAdmin::new(
-            manager.clone(),
-            stop.clone(),
-        )))
-        .add_service(MetricsServer::new(MetricsAdmin::new(manager, stop)));
+        .add_service(SessionServer::new(
+            SessionAdmin::new(observed.manager.clone(), stop.clone())
+                .with_upstream_ender(options.upstream_ender.clone()),
+        ))
+        .add_service(MetricsServer::new(MetricsAdmin::new(observed, stop)));
 
     tracing::info!(
         listen = %listener.describe(),

@@ -15,7 +15,9 @@ use super::{
     pb,
     watch::{self, SessionWatch},
 };
-use crate::session::{AttachError, EventTracker, Session, SessionManager};
+use crate::session::{
+    AttachError, EndUpstreamError, EventTracker, Session, SessionManager, UpstreamSessionEnder,
+};
 
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -24,14 +26,29 @@ const MAX_PAGE_SIZE: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct SessionAdmin {
     manager: Arc<SessionManager>,
+    /// How `TerminateSession` ends a session upstream; without one it reports that none is
+    /// configured (`upstream_error`).
+    upstream_ender: Option<Arc<dyn UpstreamSessionEnder>>,
     /// Ends the session watches (daemon shutdown).
     stop: CancellationToken,
 }
 
 impl SessionAdmin {
-    /// Serves `manager`'s sessions; watches end when `stop` fires.
+    /// Serves `manager`'s sessions; watches end when `stop` fires. `TerminateSession` ends a
+    /// session here only, until [`SessionAdmin::with_upstream_ender`] says how to end it
+    /// upstream.
     pub fn new(manager: Arc<SessionManager>, stop: CancellationToken) -> Self {
-        Self { manager, stop }
+        Self {
+            manager,
+            upstream_ender: None,
+            stop,
+        }
+    }
+
+    /// Ends terminated sessions upstream through `ender` (the daemon's: the one expiry uses).
+    pub fn with_upstream_ender(mut self, ender: Option<Arc<dyn UpstreamSessionEnder>>) -> Self {
+        self.upstream_ender = ender;
+        self
     }
 
     fn session(&self, id: &str) -> Result<Arc<Session>, Status> {
@@ -203,10 +220,7 @@ impl pb::session_service_server::SessionService for SessionAdmin {
                     ids[1]
                 ))
             })?;
-        self.manager
-            .stats()
-            .events_replayed
-            .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
+        self.manager.count_replayed(sent as u64);
         tracing::info!(
             session = %session.id(),
             stream = %tracker.stream(),
@@ -231,9 +245,15 @@ impl pb::session_service_server::SessionService for SessionAdmin {
             .manager
             .end_session(ids[0])
             .ok_or_else(|| Status::not_found(format!("session {:?} not found", ids[0])))?;
-        let (upstream_status, upstream_error) = match self.manager.end_upstream(&session).await {
+        let ended = match &self.upstream_ender {
+            Some(ender) => ender.end_upstream_session(&session).await,
+            None => Err(EndUpstreamError::Failed(
+                "no upstream client is configured".to_owned(),
+            )),
+        };
+        let (upstream_status, upstream_error) = match ended {
             Ok(status) => (i32::from(status.as_u16()), String::new()),
-            Err(err) => (0, err),
+            Err(err) => (0, err.to_string()),
         };
         tracing::info!(
             session = %session.id(),

@@ -30,6 +30,7 @@ use tonic::Status;
 
 use super::{convert::session_to_pb, filter::SessionFilter, metrics::snapshot, pb};
 use crate::session::{Session, SessionChange, SessionChangeKind, SessionManager};
+use crate::telemetry::metrics::Observed;
 
 /// The stream `WatchSessions` answers with.
 pub type SessionWatch =
@@ -206,7 +207,7 @@ pub fn metrics_interval(requested: Option<prost_types::Duration>) -> Result<Dura
 }
 
 struct MetricsState {
-    manager: Arc<SessionManager>,
+    observed: Observed,
     interval: Duration,
     ticks: tokio::time::Interval,
     /// When the previous snapshot was taken, and its events-forwarded counter.
@@ -216,16 +217,12 @@ struct MetricsState {
 }
 
 /// `WatchMetrics`: a snapshot now and every `interval`, until `stop`.
-pub fn metrics(
-    manager: Arc<SessionManager>,
-    interval: Duration,
-    stop: CancellationToken,
-) -> MetricsWatch {
+pub fn metrics(observed: Observed, interval: Duration, stop: CancellationToken) -> MetricsWatch {
     let mut ticks = tokio::time::interval(interval);
     // A consumer that stopped reading is not sent a burst of stale snapshots when it comes back.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let state = MetricsState {
-        manager,
+        observed,
         interval,
         ticks,
         previous: None,
@@ -245,7 +242,7 @@ pub fn metrics(
             _ = st.ticks.tick() => {}
         }
         let now = Instant::now();
-        let snap = snapshot(&st.manager);
+        let snap = snapshot(&st.observed);
         let events = snap.proxy.as_ref().map_or(0, |p| p.events_forwarded);
         let (skipped_snapshots, events_per_second) = match st.previous {
             None => (0, 0.0),

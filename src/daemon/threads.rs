@@ -65,7 +65,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_service::Service;
 
-use crate::session::{ProxyStats, SessionManager};
+use crate::proxy::stats::ProxyStats;
 
 /// What a client connection past the connection maximum is told before it is closed.
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
@@ -229,7 +229,7 @@ impl DataPlane {
         listener: TcpListener,
         threads: usize,
         limits: EdgeLimits,
-        manager: &Arc<SessionManager>,
+        stats: &Arc<ProxyStats>,
         router: impl Fn(usize) -> Router,
         shutdown: &CancellationToken,
     ) -> io::Result<Self> {
@@ -253,7 +253,7 @@ impl DataPlane {
             let router = router(i);
             let shutdown = shutdown.clone();
             let thread_stop = stop.clone();
-            let thread_manager = manager.clone();
+            let thread_stats = stats.clone();
             // The runtime is built on its thread, so a thread that cannot start never drops a
             // runtime here (tokio forbids that inside an async context).
             let (built, built_rx) = std::sync::mpsc::sync_channel(1);
@@ -273,7 +273,7 @@ impl DataPlane {
                     if built.send(Ok(runtime.handle().clone())).is_ok() {
                         let edge = Edge {
                             limits,
-                            manager: thread_manager,
+                            stats: thread_stats,
                         };
                         serve(
                             runtime,
@@ -298,7 +298,7 @@ impl DataPlane {
             listener,
             workers,
             limits.max_connections,
-            manager.clone(),
+            stats.clone(),
             shutdown.clone(),
         ));
         Ok(Self {
@@ -376,7 +376,7 @@ async fn accept(
     mut listener: TcpListener,
     workers: Vec<Worker>,
     max_connections: usize,
-    manager: Arc<SessionManager>,
+    stats: Arc<ProxyStats>,
     shutdown: CancellationToken,
 ) {
     let mut refusals = Refusals::default();
@@ -391,7 +391,7 @@ async fn accept(
             // may have sent its request already, in which case the close may reset instead.
             let _ = stream.try_write(REFUSED);
             drop(stream);
-            ProxyStats::incr(&manager.stats().connections_refused);
+            ProxyStats::incr(&stats.connections_refused);
             refusals.refused(peer, open, max_connections);
             continue;
         }
@@ -776,7 +776,7 @@ impl AsyncWrite for Counted {
 #[derive(Clone)]
 struct Edge {
     limits: EdgeLimits,
-    manager: Arc<SessionManager>,
+    stats: Arc<ProxyStats>,
 }
 
 /// One thread's life: serve until `shutdown` (reported on `report`), then keep the runtime
@@ -887,8 +887,7 @@ async fn serve_connection(
             Check::Until(deadline) => Some(deadline),
             Check::HeadTimedOut => {
                 let total = edge
-                    .manager
-                    .stats()
+                    .stats
                     .header_read_timeouts
                     .fetch_add(1, Ordering::Relaxed)
                     + 1;
@@ -910,7 +909,7 @@ async fn serve_connection(
                 Some(since) if now >= since + GRACEFUL_CLOSE => return,
                 Some(since) => Some(since + GRACEFUL_CLOSE),
                 None => {
-                    ProxyStats::incr(&edge.manager.stats().idle_connections_closed);
+                    ProxyStats::incr(&edge.stats.idle_connections_closed);
                     tracing::debug!(%peer, "connection idle (proxy.keep_alive_idle_timeout_secs); closing it");
                     connection.as_mut().graceful_shutdown();
                     closing = Some(now);

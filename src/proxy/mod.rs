@@ -20,6 +20,7 @@ mod phases;
 pub mod pump;
 pub mod relay;
 mod resume;
+pub mod stats;
 pub mod upstream;
 
 use std::sync::{Arc, atomic::Ordering};
@@ -33,96 +34,107 @@ use axum::{
 use http::{HeaderMap, HeaderValue, header};
 use serde_json::value::RawValue;
 
-use crate::{
-    config::ProxyConfig,
-    session::{Session, SessionManager},
-};
+use crate::{config::ProxyConfig, session::SessionManager};
 use error::Reject;
 use headers::X_ACCEL_BUFFERING;
+use pump::{LegacyStreams, Pumps};
+use stats::ProxyStats;
 use upstream::{ErrorChain, Upstream, UpstreamConnections, UpstreamError};
 
-/// The data plane's shared state.
+/// What every data-plane thread's [`Proxy`] of one daemon shares: the bound on upstream
+/// connections, the data plane's counters, and its stream pumps (so shutdown stops and
+/// awaits them all). The daemon builds one ([`Shared::new`]) and reads the counters and pumps
+/// through it.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// Upstream connections open in the process, and their bound.
+    pub connections: Arc<UpstreamConnections>,
+    /// The data plane's counters.
+    pub stats: Arc<ProxyStats>,
+    /// The legacy streams' pumps.
+    pub pumps: Arc<Pumps>,
+}
+
+impl Shared {
+    /// Shared state whose upstream connections are bounded by `max_upstream_connections`
+    /// (`proxy.max_upstream_connections`; 0: unbounded).
+    pub fn new(max_upstream_connections: usize) -> Self {
+        let max = match max_upstream_connections {
+            0 => usize::MAX,
+            max => max,
+        };
+        Self {
+            connections: UpstreamConnections::new(max),
+            stats: Arc::default(),
+            pumps: Arc::default(),
+        }
+    }
+
+    /// The upstream client of `config`, its connections counted in this bound and its closed
+    /// idle connections in these counters: the one a daemon ends sessions upstream with.
+    pub fn upstream(&self, config: &ProxyConfig) -> Upstream {
+        Upstream::new(config, self.connections.clone(), self.stats.clone())
+    }
+}
+
+/// The data plane's state on one thread: its upstream client (one pool per data-plane thread,
+/// so connections stay on the runtime that drives them) and what the threads share.
 #[derive(Debug)]
 pub struct Proxy {
     config: ProxyConfig,
     manager: Arc<SessionManager>,
     upstream: Upstream,
     admission: admit::Admission,
+    stats: Arc<ProxyStats>,
+    /// What the legacy streams' pumps and readers use.
+    streams: Arc<LegacyStreams>,
 }
 
 impl Proxy {
-    /// A data plane forwarding to `config.upstream`, with sessions held by `manager`. Each
-    /// has its own upstream connection pool (one per data-plane thread, so connections stay on
-    /// the runtime that drives them).
-    ///
-    /// Its upstream connections are bounded by `config.max_upstream_connections` alone (0:
-    /// unbounded); a daemon shares one bound between its proxies with
-    /// [`Proxy::with_upstream_connections`].
+    /// A data plane forwarding to `config.upstream`, with sessions held by `manager`, sharing
+    /// nothing with another proxy: its upstream connections are bounded by
+    /// `config.max_upstream_connections` alone. A daemon's threads share one [`Shared`]
+    /// ([`Proxy::with_shared`]).
     pub fn new(config: ProxyConfig, manager: Arc<SessionManager>) -> Self {
-        let max = match config.max_upstream_connections {
-            0 => usize::MAX,
-            max => max,
-        };
-        Self::with_upstream_connections(config, manager, UpstreamConnections::new(max))
+        let shared = Shared::new(config.max_upstream_connections);
+        Self::with_shared(config, manager, &shared)
     }
 
-    /// [`Proxy::new`], its upstream connections counted in (and bounded by) `connections`,
-    /// shared with other proxies of the process.
-    pub fn with_upstream_connections(
-        config: ProxyConfig,
-        manager: Arc<SessionManager>,
-        connections: Arc<UpstreamConnections>,
-    ) -> Self {
-        let upstream = Upstream::new(&config, connections);
-        upstream.count_idle_closed_in(&manager);
+    /// [`Proxy::new`], its upstream connections counted in (and bounded by), its counters and
+    /// pumps kept in, `shared`, as other proxies of the process do.
+    pub fn with_shared(config: ProxyConfig, manager: Arc<SessionManager>, shared: &Shared) -> Self {
+        let upstream = shared.upstream(&config);
+        let streams = Arc::new(LegacyStreams {
+            manager: manager.clone(),
+            upstream: upstream.clone(),
+            stats: shared.stats.clone(),
+            pumps: shared.pumps.clone(),
+            max_event_bytes: config.max_event_bytes,
+        });
         Self {
             admission: admit::Admission::new(&config),
             config,
             manager,
             upstream,
+            stats: shared.stats.clone(),
+            streams,
         }
     }
 
-    /// The upstream client (also used to end expired sessions upstream).
-    pub fn upstream(&self) -> &Upstream {
-        &self.upstream
+    /// The data plane's counters.
+    pub fn stats(&self) -> &Arc<ProxyStats> {
+        &self.stats
+    }
+
+    /// What this proxy lends its legacy streams' pumps and readers ([`pump::reader_body`]).
+    pub fn legacy_streams(&self) -> &Arc<LegacyStreams> {
+        &self.streams
     }
 
     /// The axum router: the MCP endpoint at the configured path.
     pub fn router(self: Arc<Self>) -> Router {
         let path = self.config.endpoint_path.clone();
         Router::new().route(&path, any(handle)).with_state(self)
-    }
-
-    /// Ends a session upstream with `DELETE` (best effort: failures are logged and counted by
-    /// the caller's log line, never retried).
-    pub async fn delete_upstream_session(&self, session: &Session) {
-        // A record claimed from a shared store may name another deployment's upstream: its id
-        // means nothing to ours. Skipped, logged and counted.
-        if session.upstream() != &**self.upstream.url() {
-            self.manager
-                .persistence()
-                .metrics()
-                .bad_records
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(
-                session = %session.id(),
-                "an expired session names another upstream; not ended upstream",
-            );
-            return;
-        }
-        match self.upstream.end_session(session).await {
-            Ok(status) => tracing::info!(
-                session = %session.id(),
-                status = status.as_u16(),
-                "ended expired session upstream",
-            ),
-            Err(err) => tracing::warn!(
-                session = %session.id(),
-                error = %ErrorChain(&err),
-                "could not end expired session upstream",
-            ),
-        }
     }
 
     /// Serves one request through the phases ([`phases`]): admit → resolve → forward →
@@ -176,8 +188,7 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
             let request_id = id.as_deref().map(RawValue::get);
             if let Reject::Upstream(UpstreamError::TooManyConnections { max }) = &reject {
                 let total = proxy
-                    .manager
-                    .stats()
+                    .stats
                     .upstream_connections_refused
                     .fetch_add(1, Ordering::Relaxed)
                     + 1;

@@ -38,6 +38,7 @@ use super::{
     headers, pump,
     relay::SseRelay,
     sse_headers,
+    stats::ProxyStats,
     upstream::{ErrorChain, Upstream, UpstreamBody, UpstreamError},
 };
 use crate::{
@@ -47,7 +48,7 @@ use crate::{
         era::{self, Era, MessagePeek},
         headers::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID},
     },
-    session::{GateWait, ProxyStats, Session, StreamKind},
+    session::{GateWait, Session, StreamKind},
 };
 
 /// A request the admit phase let in: its head, its whole body, and what the body says.
@@ -131,7 +132,7 @@ impl Proxy {
         }
         self.admission.check(&parts)?;
         let (body, peek) = if parts.method == Method::POST {
-            let body = read_body(body, &self.config, self.manager.stats()).await?;
+            let body = read_body(body, &self.config, &self.stats).await?;
             let peek = era::peek_message(&body).map_err(|e| Reject::NotJson(e.to_string()))?;
             (body, Some(peek))
         } else {
@@ -429,7 +430,7 @@ impl Proxy {
                     .and_then(|p| p.id.clone());
                 let pump = pump::start(
                     pump::PumpContext {
-                        proxy: self.clone(),
+                        streams: self.streams.clone(),
                         session: s.clone(),
                         tracker: tracker.clone(),
                         resume_headers,
@@ -438,7 +439,7 @@ impl Proxy {
                     upstream_body,
                     reader,
                 );
-                pump::reader_body(tracker, reader, pump, self.clone())
+                pump::reader_body(tracker, reader, pump, self.streams.clone())
             }
             // Modern (and sessionless) streams: closing the client's stream closes the
             // upstream request at once.
@@ -446,6 +447,7 @@ impl Proxy {
                 upstream_body,
                 tracker,
                 self.manager.clone(),
+                self.stats.clone(),
                 self.config.max_event_bytes,
             )),
         })
@@ -476,7 +478,7 @@ impl Proxy {
     /// [`crate::session::StandaloneGate`]), counting the wait and logging one that timed out.
     async fn await_standalone_stream(&self, session: &Session, mcp_method: Option<&str>) {
         let wait = self.manager.config().standalone_stream_wait;
-        let stats = self.manager.stats();
+        let stats = &self.stats;
         match session.standalone().wait(wait).await {
             GateWait::NotNeeded => {}
             GateWait::Released => ProxyStats::incr(&stats.standalone_waits),

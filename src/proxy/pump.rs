@@ -6,7 +6,7 @@
 //! the body of whichever client connection is attached, polled by that connection. While the
 //! reader that started the pump is attached, it drives the pump too ([`InlinePump`]): a stream
 //! with its client costs no task of its own. When that reader goes away, the pump moves to a
-//! task of its own (tracked by the session manager), so:
+//! task of its own (tracked by the data plane's [`Pumps`]), so:
 //!
 //! - a client that drops leaves the pump reading for the configured linger time; a `GET` with
 //!   `Last-Event-ID` attaches a new reader at that position and it continues live;
@@ -33,15 +33,16 @@ use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
+use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 
 use super::{
-    Proxy,
     relay::{account, budget_units},
-    upstream::UpstreamBody,
+    stats::ProxyStats,
+    upstream::{Upstream, UpstreamBody},
 };
 use crate::protocol::headers::{LAST_EVENT_ID, MCP_SESSION_ID};
 use crate::{
-    session::{EventTracker, ParkedPump, ProxyStats, Read, Session, SessionManager, UpstreamState},
+    session::{EventTracker, ParkedPump, Read, Session, SessionManager, UpstreamState},
     sse::{SseBlock, SseParser},
 };
 
@@ -49,10 +50,71 @@ use crate::{
 /// so the client reconnects with `Last-Event-ID`.
 pub const RESUME_RETRY_MS: u64 = 1000;
 
+/// What legacy streams' pumps and readers use of the data plane, and nothing else of it: the
+/// session core, the thread's upstream client, the data plane's counters and pump tasks, and
+/// the largest SSE event (bytes, `proxy.max_event_bytes`).
+#[derive(Debug)]
+pub struct LegacyStreams {
+    /// The session core: stream bookkeeping, linger and reconnect settings.
+    pub manager: Arc<SessionManager>,
+    /// Resumption `GET`s go out through it.
+    pub upstream: Upstream,
+    /// The data plane's counters.
+    pub stats: Arc<ProxyStats>,
+    /// Where a pump no reader drives runs.
+    pub pumps: Arc<Pumps>,
+    /// Largest SSE event block, in bytes (`proxy.max_event_bytes`).
+    pub max_event_bytes: usize,
+}
+
+/// Every legacy stream pump of the data plane, on its own task or driven by its reader and
+/// counted by a token, so shutdown stops them ([`Pumps::stop`]) and waits for them
+/// ([`Pumps::stopped`]) before the persistence worker's final flush.
+#[derive(Debug, Default)]
+pub struct Pumps {
+    tasks: TaskTracker,
+}
+
+impl Pumps {
+    /// Runs a pump on a task of its own.
+    pub fn spawn(&self, pump: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(pump);
+    }
+
+    /// Counts a pump that runs inline (driven by its client's connection, not on a task) until
+    /// the token is dropped, so [`Pumps::stopped`] waits for it too.
+    pub fn track_inline(&self) -> TaskTrackerToken {
+        self.tasks.token()
+    }
+
+    /// Stops every pump (daemon shutdown): cancels every session's streams, and moves the pumps
+    /// parked in their trackers to tasks here. A reader drives its pump only while polled, and
+    /// one whose client stopped reading is not: its pump would never see the cancellation.
+    pub fn stop(&self, manager: &SessionManager) {
+        manager.cancel_streams();
+        for session in manager.sessions() {
+            for tracker in session.streams() {
+                if let Some(parked) = tracker.take_pump(None) {
+                    self.tasks.spawn(parked.future);
+                }
+            }
+        }
+    }
+
+    /// Resolves once every pump has ended; call after [`Pumps::stop`].
+    pub async fn stopped(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
 /// What a pump needs besides the upstream body.
 pub struct PumpContext {
-    pub proxy: Arc<Proxy>,
+    /// What the data plane lends legacy streams.
+    pub streams: Arc<LegacyStreams>,
+    /// The stream's session.
     pub session: Arc<Session>,
+    /// The stream.
     pub tracker: Arc<EventTracker>,
     /// Headers to repeat on an upstream resumption `GET` (`Authorization`,
     /// `MCP-Protocol-Version`, …) — the opening request's end-to-end headers.
@@ -70,17 +132,17 @@ pub fn start(ctx: PumpContext, upstream: UpstreamBody, reader: u64) -> Option<In
         return None;
     }
     ctx.tracker.set_upstream(UpstreamState::Live);
-    ctx.proxy.manager.reopen_stream(&ctx.tracker);
+    ctx.streams.manager.reopen_stream(&ctx.tracker);
     let tracker = ctx.tracker.clone();
-    let manager = ctx.proxy.manager.clone();
+    let pumps = ctx.streams.pumps.clone();
     tracker.park_pump(ParkedPump {
-        tracked: manager.track_inline_pump(),
+        tracked: pumps.track_inline(),
         future: Box::pin(run(ctx, upstream)),
         driver: reader,
     });
     Some(InlinePump {
         tracker,
-        manager,
+        pumps,
         reader,
     })
 }
@@ -89,10 +151,14 @@ pub fn start(ctx: PumpContext, upstream: UpstreamBody, reader: u64) -> Option<In
 /// another reader drives it; `None` if no pump is parked (none runs, or it runs on a task).
 /// The reader it replaces may have stopped being polled (its client stopped reading), so the
 /// pump must not wait for it.
-pub fn adopt(tracker: &Arc<EventTracker>, proxy: &Proxy, reader: u64) -> Option<InlinePump> {
+pub fn adopt(
+    tracker: &Arc<EventTracker>,
+    streams: &LegacyStreams,
+    reader: u64,
+) -> Option<InlinePump> {
     tracker.drive_pump(reader).then(|| InlinePump {
         tracker: tracker.clone(),
-        manager: proxy.manager.clone(),
+        pumps: streams.pumps.clone(),
         reader,
     })
 }
@@ -100,11 +166,11 @@ pub fn adopt(tracker: &Arc<EventTracker>, proxy: &Proxy, reader: u64) -> Option<
 /// A pump driven by a reader's client connection instead of a task. The pump itself stays
 /// parked in the stream's tracker between polls ([`ParkedPump`]), so a reader that resumes the
 /// stream can take it over ([`adopt`]) and shutdown can move it to a task. Dropped while it
-/// still drives the pump (the client went away), it hands the pump to a task of the session
-/// manager, which keeps reading for the linger time.
+/// still drives the pump (the client went away), it hands the pump to a task of [`Pumps`],
+/// which keeps reading for the linger time.
 pub struct InlinePump {
     tracker: Arc<EventTracker>,
-    manager: Arc<SessionManager>,
+    pumps: Arc<Pumps>,
     reader: u64,
 }
 
@@ -136,7 +202,7 @@ impl Drop for InlinePump {
             // Spawned before its token is dropped, so shutdown never sees it untracked. On a
             // runtime that is shutting down, the task is dropped at once, as is everything
             // else there.
-            self.manager.spawn_pump(parked.future);
+            self.pumps.spawn(parked.future);
         }
     }
 }
@@ -154,8 +220,8 @@ enum Interrupt {
 
 async fn run(ctx: PumpContext, mut body: UpstreamBody) {
     let tracker = ctx.tracker.clone();
-    let manager = ctx.proxy.manager.clone();
-    let mut parser = SseParser::new(ctx.proxy.config.max_event_bytes);
+    let manager = ctx.streams.manager.clone();
+    let mut parser = SseParser::new(ctx.streams.max_event_bytes);
     let mut scratch = BytesMut::new();
     let mut pending: VecDeque<SseBlock> = VecDeque::new();
     let mut consumed = tracker.consumed();
@@ -209,7 +275,7 @@ async fn run(ctx: PumpContext, mut body: UpstreamBody) {
                 let mut asked = false;
                 loop {
                     let recorded = tracker.record_to_window(&mut pending, &mut scratch);
-                    account(&tracker, &manager, &recorded);
+                    account(&tracker, &manager, &ctx.streams.stats, &recorded);
                     if !recorded.window_full {
                         break;
                     }
@@ -232,7 +298,7 @@ async fn run(ctx: PumpContext, mut body: UpstreamBody) {
                 tracker.publish();
                 match failure {
                     Some(err) => {
-                        ProxyStats::incr(&manager.stats().upstream_streams_malformed);
+                        ProxyStats::incr(&ctx.streams.stats.upstream_streams_malformed);
                         tracing::warn!(
                             session = %ctx.session.id(),
                             stream = %tracker.stream(),
@@ -268,7 +334,7 @@ async fn run(ctx: PumpContext, mut body: UpstreamBody) {
         match resume_upstream(&ctx, &mut consumed, delay).await {
             Ok(resumed) => {
                 body = resumed;
-                parser = SseParser::new(ctx.proxy.config.max_event_bytes);
+                parser = SseParser::new(ctx.streams.max_event_bytes);
                 tracker.set_upstream(UpstreamState::Live);
                 manager.stream_changed(&tracker);
             }
@@ -281,7 +347,7 @@ async fn run(ctx: PumpContext, mut body: UpstreamBody) {
 fn finish(ctx: &PumpContext, state: UpstreamState) {
     ctx.tracker.set_upstream(state);
     ctx.tracker.release_pump();
-    ctx.proxy.manager.close_stream(&ctx.tracker);
+    ctx.streams.manager.close_stream(&ctx.tracker);
     tracing::debug!(
         session = %ctx.session.id(),
         stream = %ctx.tracker.stream(),
@@ -313,7 +379,7 @@ fn interrupt_state(ctx: &PumpContext, interrupt: Interrupt) -> UpstreamState {
 /// attached for the linger time, or when none is attached and a request was refused for want
 /// of an upstream connection.
 async fn wait_interrupt(ctx: &PumpContext, consumed: &mut watch::Receiver<u64>) -> Interrupt {
-    let linger = ctx.proxy.manager.config().linger;
+    let linger = ctx.streams.manager.config().linger;
     loop {
         let detached = ctx.tracker.detached_since();
         tokio::select! {
@@ -328,10 +394,10 @@ async fn wait_interrupt(ctx: &PumpContext, consumed: &mut watch::Receiver<u64>) 
                     return Interrupt::LingerExpired;
                 }
             }
-            () = ctx.proxy.upstream.connection_wanted(), if detached.is_some() => {
+            () = ctx.streams.upstream.connection_wanted(), if detached.is_some() => {
                 // A notification stored while no pump lingered may be old: give way only
                 // while the bound is still reached.
-                if ctx.tracker.detached_since().is_some() && ctx.proxy.upstream.at_bound() {
+                if ctx.tracker.detached_since().is_some() && ctx.streams.upstream.at_bound() {
                     return Interrupt::GaveWay;
                 }
             }
@@ -363,8 +429,8 @@ async fn resume_upstream(
         return Err(UpstreamState::Failed);
     };
     tracker.set_upstream(UpstreamState::Reconnecting);
-    ctx.proxy.manager.stream_changed(tracker);
-    let config = ctx.proxy.manager.config();
+    ctx.streams.manager.stream_changed(tracker);
+    let config = ctx.streams.manager.config();
     let backoff = ExponentialBuilder::new()
         .with_min_delay(config.reconnect_min_delay)
         .with_max_delay(config.reconnect_max_delay)
@@ -377,8 +443,15 @@ async fn resume_upstream(
             interrupt = wait_interrupt(ctx, consumed) => return Err(interrupt_state(ctx, interrupt)),
             () = tokio::time::sleep(delay) => {}
         }
-        ProxyStats::incr(&ctx.proxy.manager.stats().upstream_reconnects);
-        match open_resumption(&ctx.proxy, &ctx.session, &ctx.resume_headers, &last_id).await {
+        ProxyStats::incr(&ctx.streams.stats.upstream_reconnects);
+        match open_resumption(
+            &ctx.streams.upstream,
+            &ctx.session,
+            &ctx.resume_headers,
+            &last_id,
+        )
+        .await
+        {
             Ok(body) => {
                 tracing::info!(
                     session = %ctx.session.id(),
@@ -397,7 +470,7 @@ async fn resume_upstream(
                     "upstream refused to resume the stream",
                 );
                 if status == StatusCode::NOT_FOUND {
-                    ctx.proxy.manager.end_session(ctx.session.id().as_str());
+                    ctx.streams.manager.end_session(ctx.session.id().as_str());
                 }
                 return Err(UpstreamState::Failed);
             }
@@ -425,14 +498,14 @@ pub enum Resumption {
 
 /// Sends one resumption `GET` for `session` with `Last-Event-ID: last_id`.
 pub async fn open_resumption(
-    proxy: &Proxy,
+    upstream: &Upstream,
     session: &Session,
     headers: &HeaderMap,
     last_id: &str,
 ) -> Result<UpstreamBody, Resumption> {
     let mut request = http::Request::new(Full::new(Bytes::new()));
     *request.method_mut() = Method::GET;
-    *request.uri_mut() = proxy.upstream.uri_for(None);
+    *request.uri_mut() = upstream.uri_for(None);
     let h = request.headers_mut();
     for (name, value) in headers {
         if name != header::CONTENT_TYPE && name != LAST_EVENT_ID {
@@ -447,8 +520,7 @@ pub async fn open_resumption(
     let last = HeaderValue::from_str(last_id)
         .map_err(|_| Resumption::Unavailable("upstream event id is not a header value".into()))?;
     h.insert(&LAST_EVENT_ID, last);
-    let response = proxy
-        .upstream
+    let response = upstream
         .send(request)
         .await
         .map_err(|e| Resumption::Unavailable(super::upstream::error_chain(&e)))?;
@@ -500,7 +572,7 @@ pub fn reader_body(
     tracker: Arc<EventTracker>,
     reader: u64,
     pump: Option<InlinePump>,
-    stats_owner: Arc<Proxy>,
+    streams: Arc<LegacyStreams>,
 ) -> axum::body::Body {
     struct ReaderState {
         tracker: Arc<EventTracker>,
@@ -509,19 +581,19 @@ pub fn reader_body(
         ready: std::collections::VecDeque<Bytes>,
         done: bool,
         pump: Option<InlinePump>,
-        proxy: Arc<Proxy>,
+        streams: Arc<LegacyStreams>,
     }
     impl Drop for ReaderState {
         fn drop(&mut self) {
             self.tracker.detach(self.reader);
-            self.proxy.manager.stream_changed(&self.tracker);
-            let stats = self.proxy.manager.stats();
-            stats
+            self.streams.manager.stream_changed(&self.tracker);
+            self.streams
+                .stats
                 .streams_open
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
-    let stats = stats_owner.manager.stats();
+    let stats = &streams.stats;
     ProxyStats::incr(&stats.streams_opened);
     ProxyStats::incr(&stats.streams_open);
     let state = ReaderState {
@@ -531,7 +603,7 @@ pub fn reader_body(
         ready: std::collections::VecDeque::new(),
         done: false,
         pump,
-        proxy: stats_owner,
+        streams,
     };
     let events = stream::unfold(state, |mut st| async move {
         loop {

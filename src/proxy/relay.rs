@@ -18,9 +18,9 @@ use http_body::{Body, Frame};
 
 use std::sync::atomic::Ordering;
 
-use super::upstream::UpstreamBody;
+use super::{stats::ProxyStats, upstream::UpstreamBody};
 use crate::{
-    session::{EventTracker, ProxyStats, Recorded, SessionManager},
+    session::{EventTracker, Recorded, SessionManager},
     sse::{SseBlock, SseParser},
 };
 
@@ -51,10 +51,14 @@ fn charge_budget(cx: &mut Context<'_>, bytes: usize) {
 }
 
 /// Counts what [`EventTracker::record_to_window`] or [`EventTracker::record_direct`] did with
-/// one upstream read in the proxy's stats, and hands the stream's new position to the
+/// one upstream read in the data plane's `stats`, and hands the stream's new position to the
 /// persistence worker (once per read: it keeps only the latest).
-pub fn account(tracker: &Arc<EventTracker>, manager: &SessionManager, recorded: &Recorded) {
-    let stats = manager.stats();
+pub fn account(
+    tracker: &Arc<EventTracker>,
+    manager: &SessionManager,
+    stats: &ProxyStats,
+    recorded: &Recorded,
+) {
     if recorded.forwarded > 0 {
         stats
             .events_forwarded
@@ -81,6 +85,7 @@ pub struct SseRelay {
     parser: SseParser,
     tracker: Arc<EventTracker>,
     manager: Arc<SessionManager>,
+    stats: Arc<ProxyStats>,
     /// Bytes ready for the client: every block parsed so far goes out in one frame, so a burst
     /// of small events costs one write, not one per event.
     out: BytesMut,
@@ -90,20 +95,23 @@ pub struct SseRelay {
 }
 
 impl SseRelay {
-    /// A relay of `upstream` through `tracker`; `max_event_bytes` bounds one event.
+    /// A relay of `upstream` through `tracker`, counted in `stats`; `max_event_bytes` bounds
+    /// one event.
     pub fn new(
         upstream: UpstreamBody,
         tracker: Arc<EventTracker>,
         manager: Arc<SessionManager>,
+        stats: Arc<ProxyStats>,
         max_event_bytes: usize,
     ) -> Self {
-        ProxyStats::incr(&manager.stats().streams_opened);
-        ProxyStats::incr(&manager.stats().streams_open);
+        ProxyStats::incr(&stats.streams_opened);
+        ProxyStats::incr(&stats.streams_open);
         Self {
             upstream,
             parser: SseParser::new(max_event_bytes),
             tracker,
             manager,
+            stats,
             out: BytesMut::new(),
             blocks: VecDeque::new(),
             upstream_done: false,
@@ -116,7 +124,7 @@ impl SseRelay {
             return;
         }
         let recorded = self.tracker.record_direct(&mut self.blocks, &mut self.out);
-        account(&self.tracker, &self.manager, &recorded);
+        account(&self.tracker, &self.manager, &self.stats, &recorded);
     }
 
     /// Parses every complete block buffered so far and relays them; on a framing error, relays
@@ -128,7 +136,7 @@ impl SseRelay {
                 Ok(None) => return self.relay_blocks(),
                 Err(err) => {
                     self.relay_blocks();
-                    ProxyStats::incr(&self.manager.stats().upstream_streams_malformed);
+                    ProxyStats::incr(&self.stats.upstream_streams_malformed);
                     tracing::warn!(
                         stream = %self.tracker.stream(),
                         session = self.tracker.session().map(|s| s.as_str()),
@@ -206,10 +214,7 @@ impl Body for SseRelay {
 
 impl Drop for SseRelay {
     fn drop(&mut self) {
-        self.manager
-            .stats()
-            .streams_open
-            .fetch_sub(1, Ordering::Relaxed);
+        self.stats.streams_open.fetch_sub(1, Ordering::Relaxed);
         self.manager.close_stream(&self.tracker);
         tracing::debug!(
             stream = %self.tracker.stream(),

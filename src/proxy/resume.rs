@@ -9,10 +9,10 @@ use std::sync::Arc;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, header};
 
-use super::{Proxy, error::Reject, headers, pump, sse_headers};
+use super::{Proxy, error::Reject, headers, pump, sse_headers, stats::ProxyStats};
 use crate::{
     protocol::ClientEventId,
-    session::{ProxyStats, Session, StreamRestoreError, UpstreamState},
+    session::{Session, StreamRestoreError, UpstreamState},
 };
 
 impl Proxy {
@@ -34,7 +34,7 @@ impl Proxy {
         last_event_id: &HeaderValue,
         request_headers: &HeaderMap,
     ) -> Result<Response, Reject> {
-        let stats = self.manager.stats();
+        let stats = &self.stats;
         let refuse = |reason: String| {
             ProxyStats::incr(&stats.resumptions_refused);
             tracing::warn!(
@@ -109,7 +109,7 @@ impl Proxy {
             UpstreamState::Failed | UpstreamState::Stopped
         ) && let Some(last) = tracker.last_upstream_id()
         {
-            match pump::open_resumption(self, session, &resume_headers, &last).await {
+            match pump::open_resumption(&self.upstream, session, &resume_headers, &last).await {
                 Ok(body) => reopened = Some(body),
                 Err(pump::Resumption::Refused(status)) if tracker.last_seq() == at => {
                     return Err(Reject::ResumeFailed(format!(
@@ -133,7 +133,7 @@ impl Proxy {
             .and_then(|body| {
                 pump::start(
                     pump::PumpContext {
-                        proxy: self.clone(),
+                        streams: self.streams.clone(),
                         session: session.clone(),
                         tracker: tracker.clone(),
                         resume_headers,
@@ -143,12 +143,10 @@ impl Proxy {
                     reader,
                 )
             })
-            .or_else(|| pump::adopt(&tracker, self, reader));
+            .or_else(|| pump::adopt(&tracker, &self.streams, reader));
         ProxyStats::incr(&stats.resumptions);
         let replayed = tracker.last_seq().saturating_sub(at);
-        stats
-            .events_replayed
-            .fetch_add(replayed, std::sync::atomic::Ordering::Relaxed);
+        self.manager.count_replayed(replayed);
         tracing::info!(
             session = %session.id(),
             stream = %tracker.stream(),
@@ -156,7 +154,12 @@ impl Proxy {
             replayed,
             "client resumed a stream",
         );
-        let mut response = Response::new(pump::reader_body(tracker, reader, pump, self.clone()));
+        let mut response = Response::new(pump::reader_body(
+            tracker,
+            reader,
+            pump,
+            self.streams.clone(),
+        ));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/event-stream"),

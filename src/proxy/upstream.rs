@@ -38,11 +38,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use parking_lot::Mutex;
 use tower_service::Service as _;
 
-use super::connector::{QuickAckConnector, QuickAckStream};
+use super::{
+    connector::{QuickAckConnector, QuickAckStream},
+    stats::ProxyStats,
+};
 use crate::{
     config::ProxyConfig,
     protocol::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID},
-    session::{Session, UpstreamSessionEnder},
+    session::{EndUpstreamError, Session, UpstreamSessionEnder},
 };
 
 /// Idle connections kept for reuse (count); more are closed when they come back.
@@ -161,8 +164,13 @@ pub struct Upstream {
 
 impl Upstream {
     /// A client for `config.upstream` (an `http://` URL) with the configured timeouts, its
-    /// connections counted in (and bounded by) `connections`.
-    pub fn new(config: &ProxyConfig, connections: Arc<UpstreamConnections>) -> Self {
+    /// connections counted in (and bounded by) `connections`, its closed idle connections in
+    /// `stats` (`upstream_idle_closed`).
+    pub fn new(
+        config: &ProxyConfig,
+        connections: Arc<UpstreamConnections>,
+        stats: Arc<ProxyStats>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.upstream_connect_timeout));
@@ -174,7 +182,7 @@ impl Upstream {
             .unwrap_or_else(|| HeaderValue::from_static("localhost"));
         Self {
             connector: QuickAckConnector::new(connector),
-            pool: Arc::new(Pool::new(config.upstream_idle_timeout)),
+            pool: Arc::new(Pool::new(config.upstream_idle_timeout, stats)),
             connections,
             endpoint: config.upstream.clone(),
             host,
@@ -184,12 +192,6 @@ impl Upstream {
             },
             response_timeout: config.upstream_response_timeout,
         }
-    }
-
-    /// Counts this client's closed idle connections in `manager`'s `upstream_idle_closed`.
-    pub fn count_idle_closed_in(&self, manager: &Arc<crate::session::SessionManager>) {
-        // Set once, by the proxy that owns this client; a second call changes nothing.
-        let _ = self.pool.stats.set(Arc::downgrade(manager));
     }
 
     /// Resolves when a connect was refused at `proxy.max_upstream_connections` (any thread) and
@@ -340,13 +342,25 @@ impl Upstream {
     }
 }
 
-/// The session core ends sessions upstream (operator termination) through the same client.
-/// The error is the whole chain: it goes to the operator (`TerminateSessionResponse.
-/// upstream_error`) and the log, never to an MCP client.
+/// The one path by which sessions end upstream when the proxy ends them (idle expiry, an
+/// operator's `TerminateSession`): a session that names another upstream is refused, nothing
+/// sent (a record claimed from a shared store may name another deployment's upstream: its id
+/// means nothing to ours); else `DELETE`. The error is the whole chain: it goes to the log
+/// and the operator (`TerminateSessionResponse.upstream_error`), never to an MCP client.
 #[async_trait]
 impl UpstreamSessionEnder for Upstream {
-    async fn end_upstream_session(&self, session: &Session) -> Result<StatusCode, String> {
-        self.end_session(session).await.map_err(|e| error_chain(&e))
+    async fn end_upstream_session(
+        &self,
+        session: &Session,
+    ) -> Result<StatusCode, EndUpstreamError> {
+        if session.upstream() != &*self.url {
+            return Err(EndUpstreamError::OtherUpstream(
+                session.upstream().to_owned(),
+            ));
+        }
+        self.end_session(session)
+            .await
+            .map_err(|e| EndUpstreamError::Failed(error_chain(&e)))
     }
 }
 
@@ -412,18 +426,17 @@ struct Pool {
     idle_timeout: Duration,
     /// Whether the reaper task runs (started with the first connection pooled).
     reaper: AtomicBool,
-    /// Where closed idle connections are counted (`upstream_idle_closed`), once the proxy
-    /// that owns this client has said (weak: the manager holds an upstream client itself).
-    stats: std::sync::OnceLock<Weak<crate::session::SessionManager>>,
+    /// Where closed idle connections are counted (`upstream_idle_closed`).
+    stats: Arc<ProxyStats>,
 }
 
 impl Pool {
-    fn new(idle_timeout: Duration) -> Self {
+    fn new(idle_timeout: Duration, stats: Arc<ProxyStats>) -> Self {
         Self {
             idle: Mutex::default(),
             idle_timeout,
             reaper: AtomicBool::default(),
-            stats: std::sync::OnceLock::new(),
+            stats,
         }
     }
 
@@ -453,11 +466,8 @@ impl Pool {
 
     /// Adds `closed` idle connections to `upstream_idle_closed`.
     fn count_closed(&self, closed: usize) {
-        if closed > 0
-            && let Some(manager) = self.stats.get().and_then(Weak::upgrade)
-        {
-            manager
-                .stats()
+        if closed > 0 {
+            self.stats
                 .upstream_idle_closed
                 .fetch_add(closed as u64, Ordering::Relaxed);
         }

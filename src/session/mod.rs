@@ -15,7 +15,7 @@ pub mod worker;
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -23,15 +23,15 @@ use std::{
 
 use http::HeaderValue;
 use parking_lot::{Mutex, RwLock};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{Era, is_session_id, is_stream_id};
 pub use crate::protocol::{RandomError, SessionId, StreamId};
-pub use ending::UpstreamSessionEnder;
+pub use ending::{EndUpstreamError, UpstreamSessionEnder};
 pub use events::{SessionChange, SessionChangeKind, SessionChanges};
 pub use expiry::expiry_period;
 pub use gate::{GateWait, StandaloneGate};
-pub use stats::{ProxyStats, ProxyStatsSnapshot};
+pub use stats::{SessionStats, SessionStatsSnapshot};
 pub use tracker::{
     Admission, AttachError, EventTracker, LastEventIds, ParkedPump, Read, Recorded, StreamKind,
     TrackerLimits, UpstreamState,
@@ -273,16 +273,11 @@ pub struct SessionManager {
     sessions: RwLock<HashMap<SessionId, Arc<Session>>>,
     config: SessionConfig,
     persistence: PersistenceHandle,
-    stats: ProxyStats,
+    stats: SessionStats,
     /// Parent of every session's token: cancelling it stops every stream pump.
     streams_cancel: CancellationToken,
     /// Session changes, for the control plane's watches.
     changes: SessionChanges,
-    /// How a session is ended upstream; registered by the data plane.
-    upstream_ender: OnceLock<Arc<dyn UpstreamSessionEnder>>,
-    /// Every stream pump (on its own task, or driven by its reader and counted by a token), so
-    /// shutdown can wait for them before the final flush.
-    pumps: TaskTracker,
 }
 
 impl SessionManager {
@@ -293,11 +288,9 @@ impl SessionManager {
             sessions: RwLock::new(HashMap::new()),
             config,
             persistence,
-            stats: ProxyStats::default(),
+            stats: SessionStats::default(),
             streams_cancel: CancellationToken::new(),
             changes: SessionChanges::default(),
-            upstream_ender: OnceLock::new(),
-            pumps: TaskTracker::new(),
         }
     }
 
@@ -306,55 +299,12 @@ impl SessionManager {
         &self.changes
     }
 
-    /// Registers how sessions are ended upstream (the data plane's upstream client). The first
-    /// registration wins.
-    pub fn set_upstream_ender(&self, ender: Arc<dyn UpstreamSessionEnder>) {
-        if self.upstream_ender.set(ender).is_err() {
-            tracing::debug!("an upstream session ender is already registered");
-        }
-    }
-
-    /// Ends `session` at its upstream with `DELETE`: the upstream's status, or why none came
-    /// (also when no data plane registered an ender).
-    pub async fn end_upstream(&self, session: &Session) -> Result<http::StatusCode, String> {
-        let Some(ender) = self.upstream_ender.get() else {
-            return Err("no upstream client is registered".to_owned());
-        };
-        ender.end_upstream_session(session).await
-    }
-
-    /// Stops every stream pump (daemon shutdown): legacy client streams end with a `retry`
-    /// hint so clients resume elsewhere.
-    pub fn stop_streams(&self) {
+    /// Cancels every session's token (daemon shutdown): every stream pump sees it when next
+    /// polled, and legacy client streams end with a `retry` hint so clients resume elsewhere.
+    /// The data plane moves the pumps no reader polls to tasks of its own so they end now
+    /// (the data plane's `Pumps::stop`).
+    pub fn cancel_streams(&self) {
         self.streams_cancel.cancel();
-        // Pumps their readers drive see the cancellation only when polled; a reader whose
-        // client stopped reading is not. Those pumps move to tasks here, to end now.
-        for session in self.sessions() {
-            let trackers: Vec<_> = session.streams.lock().by_id.values().cloned().collect();
-            for tracker in trackers {
-                if let Some(parked) = tracker.take_pump(None) {
-                    self.pumps.spawn(parked.future);
-                }
-            }
-        }
-    }
-
-    /// Runs a stream pump on a task the manager tracks (see [`Self::streams_stopped`]).
-    pub fn spawn_pump(&self, pump: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.pumps.spawn(pump);
-    }
-
-    /// Counts a pump that runs inline (driven by its client's connection, not on a task) as a
-    /// tracked pump until the token is dropped, so [`Self::streams_stopped`] waits for it too.
-    pub fn track_inline_pump(&self) -> tokio_util::task::task_tracker::TaskTrackerToken {
-        self.pumps.token()
-    }
-
-    /// Resolves once every pump has ended; call after [`Self::stop_streams`], before the
-    /// persistence worker's final flush, so no event is admitted after it.
-    pub async fn streams_stopped(&self) {
-        self.pumps.close();
-        self.pumps.wait().await;
     }
 
     /// The configuration of the session core.
@@ -362,9 +312,17 @@ impl SessionManager {
         &self.config
     }
 
-    /// The data plane's counters.
-    pub fn stats(&self) -> &ProxyStats {
+    /// The session core's counters.
+    pub fn stats(&self) -> &SessionStats {
         &self.stats
+    }
+
+    /// Counts `events` re-sent to a client from a stream's replay window (a resumption or a
+    /// forced replay).
+    pub fn count_replayed(&self, events: u64) {
+        self.stats
+            .events_replayed
+            .fetch_add(events, Ordering::Relaxed);
     }
 
     /// Records a new session for an upstream that assigned `upstream_session_id` on its

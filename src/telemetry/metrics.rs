@@ -8,8 +8,8 @@
 //!   (time until the response head; an SSE stream's life is not in it), labelled by HTTP
 //!   `method`, `status` and `era` (`modern` when `MCP-Protocol-Version` is 2026-07-28 or later,
 //!   else `legacy`).
-//! - **At scrape time**, copied from the atomics the session core already keeps
-//!   ([`DaemonSnapshot::take`]): sessions, SSE streams and events, dedup drops, replays,
+//! - **At scrape time**, copied from the atomics the session core and the data plane already
+//!   keep ([`Observed`], [`DaemonSnapshot::take`]): sessions, SSE streams and events, dedup drops, replays,
 //!   resumptions, upstream reconnects, and the persistence worker's counters. Each counter's
 //!   series (name, kind, HELP) is declared with it ([`crate::counters`]); the few numbers read
 //!   from the session core's state are in this module's table. The gRPC control plane reads
@@ -50,8 +50,20 @@ use tower_service::Service;
 use crate::{
     counters::{Export, Kind},
     protocol::{Era, headers::MCP_PROTOCOL_VERSION},
-    session::{ProxyStatsSnapshot, SessionManager, WorkerSnapshot},
+    proxy::stats::{ProxyStats, ProxyStatsSnapshot},
+    session::{SessionManager, SessionStatsSnapshot, WorkerSnapshot},
 };
+
+/// Where the daemon's numbers are read from: the session core (its sessions, its counters and
+/// the persistence worker's) and the data plane's counters. Cheap to clone; the control
+/// plane's metric reads take the same.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// The session core.
+    pub manager: Arc<SessionManager>,
+    /// The data plane's counters.
+    pub proxy: Arc<ProxyStats>,
+}
 
 const REQUESTS: &str = "mcp_relay_http_requests_total";
 const REQUEST_DURATION: &str = "mcp_relay_http_request_duration_seconds";
@@ -83,6 +95,8 @@ pub struct DaemonSnapshot {
     pub worker_pending: u64,
     /// The data plane's counters.
     pub proxy: ProxyStatsSnapshot,
+    /// The session core's counters.
+    pub session: SessionStatsSnapshot,
     /// The persistence worker's counters.
     pub worker: WorkerSnapshot,
 }
@@ -97,20 +111,23 @@ impl DaemonSnapshot {
         }
     }
 
-    /// Reads the session core's atomics.
-    pub fn take(manager: &SessionManager) -> Self {
+    /// Reads the session core's and the data plane's atomics.
+    pub fn take(observed: &Observed) -> Self {
+        let manager = &observed.manager;
         let persistence = manager.persistence();
         Self {
             sessions: manager.len() as u64,
             worker_pending: persistence.pending_len() as u64,
-            proxy: manager.stats().snapshot(),
+            proxy: observed.proxy.snapshot(),
+            session: manager.stats().snapshot(),
             worker: persistence.metrics().snapshot(),
         }
     }
 }
 
 /// What is exported at scrape time besides the groups' own rows
-/// ([`ProxyStatsSnapshot::EXPORTS`], [`WorkerSnapshot::EXPORTS`]).
+/// ([`ProxyStatsSnapshot::EXPORTS`], [`SessionStatsSnapshot::EXPORTS`],
+/// [`WorkerSnapshot::EXPORTS`]).
 const EXPORTS: &[Export<DaemonSnapshot>] = &[
     Export {
         name: "mcp_relay_sessions",
@@ -182,6 +199,7 @@ impl<S> Series<S> {
 struct Exports {
     daemon: Series<DaemonSnapshot>,
     proxy: Series<ProxyStatsSnapshot>,
+    session: Series<SessionStatsSnapshot>,
     worker: Series<WorkerSnapshot>,
 }
 
@@ -190,6 +208,7 @@ impl Exports {
         Self {
             daemon: Series::register(recorder, EXPORTS),
             proxy: Series::register(recorder, ProxyStatsSnapshot::EXPORTS),
+            session: Series::register(recorder, SessionStatsSnapshot::EXPORTS),
             worker: Series::register(recorder, WorkerSnapshot::EXPORTS),
         }
     }
@@ -197,6 +216,7 @@ impl Exports {
     fn set(&self, snapshot: &DaemonSnapshot) {
         self.daemon.set(snapshot);
         self.proxy.set(&snapshot.proxy);
+        self.session.set(&snapshot.session);
         self.worker.set(&snapshot.worker);
     }
 }
@@ -216,7 +236,7 @@ struct DataPlaneGauges {
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    manager: Arc<SessionManager>,
+    observed: Observed,
     exports: Exports,
     /// `mcp_relay_runtime_alive_tasks`, read from the runtimes at each render.
     alive_tasks: Gauge,
@@ -233,8 +253,8 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Metrics of the daemon whose session core is `manager`.
-    pub fn new(manager: Arc<SessionManager>) -> Arc<Self> {
+    /// Metrics of the daemon whose numbers are `observed`.
+    pub fn new(observed: Observed) -> Arc<Self> {
         let builder = PrometheusBuilder::new();
         // Only an empty bucket list is refused; ours is not empty.
         let builder = match builder
@@ -283,7 +303,7 @@ impl Metrics {
         Arc::new(Self {
             recorder,
             handle,
-            manager,
+            observed,
             exports,
             alive_tasks,
             data_plane: parking_lot::Mutex::new(DataPlaneGauges::default()),
@@ -324,7 +344,7 @@ impl Metrics {
     /// Copies the session core's numbers into the exported series, then renders every series
     /// as Prometheus text (exposition format 0.0.4).
     pub fn render(&self) -> String {
-        let snapshot = DaemonSnapshot::take(&self.manager);
+        let snapshot = DaemonSnapshot::take(&self.observed);
         self.exports.set(&snapshot);
         let here = tokio::runtime::Handle::try_current()
             .map_or(0, |runtime| runtime.metrics().num_alive_tasks());
@@ -561,10 +581,10 @@ pub(crate) mod tests {
             .collect()
     }
 
-    /// A session core whose numbers all differ: the data plane's counters are 1001, 1002, ...
-    /// in declaration order, the worker's 2001, 2002, ...; 3 live sessions, whose 3 records
-    /// wait for the (idle) worker.
-    pub(crate) fn numbered_manager() -> Arc<SessionManager> {
+    /// A daemon whose numbers all differ: the data plane's and the session core's counters
+    /// are 1001, 1002, ... (in the order they were declared in when they were one group), the
+    /// worker's 2001, 2002, ...; 3 live sessions, whose 3 records wait for the (idle) worker.
+    pub(crate) fn numbered() -> Observed {
         let (_worker, handle) =
             PersistenceWorker::new(Arc::new(MemoryStore::new()), WorkerConfig::default());
         let w = handle.metrics();
@@ -590,11 +610,12 @@ pub(crate) mod tests {
             counter.store(i, Ordering::Relaxed);
         }
         let manager = Arc::new(SessionManager::new(SessionConfig::default(), handle));
-        let p = manager.stats();
+        let p = ProxyStats::default();
+        let s = manager.stats();
         let proxy: [&AtomicU64; 18] = [
             &p.events_forwarded,
             &p.duplicates_dropped,
-            &p.events_replayed,
+            &s.events_replayed,
             &p.resumptions,
             &p.resumptions_refused,
             &p.upstream_reconnects,
@@ -607,7 +628,7 @@ pub(crate) mod tests {
             &p.header_read_timeouts,
             &p.idle_connections_closed,
             &p.request_body_timeouts,
-            &p.sessions_refused,
+            &s.sessions_refused,
             &p.standalone_waits,
             &p.standalone_wait_timeouts,
         ];
@@ -619,7 +640,10 @@ pub(crate) mod tests {
                 .create_session(HeaderValue::from(n), "http://upstream".into(), "2025-06-18")
                 .expect("a session");
         }
-        manager
+        Observed {
+            manager,
+            proxy: Arc::new(p),
+        }
     }
 
     /// Every exported series of a daemon whose numbers all differ: each name, HELP text, TYPE
@@ -627,7 +651,7 @@ pub(crate) mod tests {
     /// an intended change, the failure's `left` is the file's new text.
     #[test]
     fn the_exported_names_help_types_and_values_are_pinned() {
-        let metrics = Metrics::new(numbered_manager());
+        let metrics = Metrics::new(numbered());
         metrics.watch_data_plane(Vec::new(), vec![Arc::new(AtomicUsize::new(7))]);
         metrics.record_request(&Method::GET, StatusCode::OK, Era::Legacy, Instant::now());
         // Outside a runtime `mcp_relay_runtime_alive_tasks` is 0; the request's duration

@@ -1,7 +1,7 @@
 //! Control-plane helpers: tonic clients of the admin API, grpcurl calls that are expected to
 //! fail (their gRPC code), grpcurl's streamed JSON, and a control plane on a Unix socket.
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
 use mcp_relay::{
     control::{
@@ -11,7 +11,7 @@ use mcp_relay::{
             session_service_client::SessionServiceClient,
         },
     },
-    session::SessionManager,
+    telemetry::metrics::Observed,
 };
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -72,22 +72,24 @@ pub fn json_messages(stdout: &str) -> Vec<Value> {
         .collect()
 }
 
-/// A control plane on a Unix socket beside a daemon's own, over the same SessionManager.
+/// A control plane on a Unix socket beside a daemon's own, over the same session core and
+/// counters (it ends sessions here only: no upstream client).
 pub struct UnixControl {
     pub stop: CancellationToken,
     pub task: JoinHandle<Result<(), control::ControlError>>,
 }
 
 impl UnixControl {
-    pub fn start(path: &Path, manager: Arc<SessionManager>, token: Option<&str>) -> Self {
+    pub fn start(path: &Path, observed: Observed, token: Option<&str>) -> Self {
         let listener = ControlListener::bind_unix(path).expect("bind the control socket");
         let stop = CancellationToken::new();
         let options = ControlOptions {
             bearer_token: token.and_then(BearerToken::new),
+            upstream_ender: None,
         };
         let task = tokio::spawn(control::serve_with(
             listener,
-            manager,
+            observed,
             options,
             stop.clone(),
         ));

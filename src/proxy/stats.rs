@@ -1,0 +1,113 @@
+//! The data plane's counters: atomics the data plane owns (one set per daemon, shared by
+//! every data-plane thread, [`super::Shared`]) and increments, and the Prometheus endpoint and
+//! the control plane's metric watches read ([`crate::telemetry::metrics::Observed`]). Each is
+//! declared once, with its Prometheus name and HELP text ([`crate::counters`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::counters::counters;
+
+counters! {
+    /// Counters of the data plane (monotonic unless noted). Read with [`ProxyStats::snapshot`];
+    /// each exported one names its Prometheus series and HELP text.
+    pub struct ProxyStats / ProxyStatsSnapshot {
+        /// SSE events forwarded to clients (live and replayed).
+        events_forwarded: Counter(
+            "mcp_relay_sse_events_forwarded_total",
+            "SSE events forwarded to clients (live and replayed).",
+        ),
+        /// Events dropped because their upstream id was already forwarded on the stream.
+        duplicates_dropped: Counter(
+            "mcp_relay_sse_duplicates_dropped_total",
+            "SSE events dropped because their upstream id was already forwarded on the stream.",
+        ),
+        /// Client resumptions (`GET` + `Last-Event-ID`) served.
+        resumptions: Counter(
+            "mcp_relay_sse_resumptions_total",
+            "Client resumptions (GET with Last-Event-ID) served.",
+        ),
+        /// Resumption attempts refused (malformed id, unknown stream, id outside the window).
+        resumptions_refused: Counter(
+            "mcp_relay_sse_resumptions_refused_total",
+            "Client resumptions refused (malformed id, unknown stream, id outside the window).",
+        ),
+        /// Upstream reconnections attempted after an upstream stream broke.
+        upstream_reconnects: Counter(
+            "mcp_relay_upstream_reconnects_total",
+            "Upstream reconnections attempted after an upstream stream broke.",
+        ),
+        /// Upstream SSE streams ended as malformed: a block grew past `max_event_bytes` without
+        /// a blank line (comments included).
+        upstream_streams_malformed: Counter(
+            "mcp_relay_sse_upstream_malformed_total",
+            "Upstream SSE streams ended because a block exceeded max_event_bytes.",
+        ),
+        /// SSE streams opened.
+        streams_opened: Counter(
+            "mcp_relay_sse_streams_opened_total",
+            "SSE streams opened.",
+        ),
+        /// SSE streams currently open (a gauge).
+        streams_open: Gauge(
+            "mcp_relay_sse_streams_open",
+            "SSE streams open now.",
+        ),
+        /// Client connections refused because `proxy.max_connections` were open.
+        connections_refused: Counter(
+            "mcp_relay_connections_refused_total",
+            "Client connections refused (503, closed) because proxy.max_connections were open.",
+        ),
+        /// Requests refused (`503`) because `proxy.max_upstream_connections` upstream connections
+        /// were open.
+        upstream_connections_refused: Counter(
+            "mcp_relay_upstream_connections_refused_total",
+            "Requests refused (503) because proxy.max_upstream_connections upstream connections \
+             were open.",
+        ),
+        /// Idle pooled upstream connections closed instead of reused: idle past
+        /// `proxy.upstream_idle_timeout`, or closed by the upstream while idle.
+        upstream_idle_closed: Counter(
+            "mcp_relay_upstream_idle_connections_closed_total",
+            "Idle pooled upstream connections closed instead of reused (idle past \
+             proxy.upstream_idle_timeout_ms, or closed by the upstream).",
+        ),
+        /// Client connections closed because a request head took longer than
+        /// `proxy.header_read_timeout`.
+        header_read_timeouts: Counter(
+            "mcp_relay_header_read_timeouts_total",
+            "Client connections closed because a request head took longer than \
+             proxy.header_read_timeout_secs.",
+        ),
+        /// Client connections closed after `proxy.keep_alive_idle_timeout` with no request.
+        idle_connections_closed: Counter(
+            "mcp_relay_idle_connections_closed_total",
+            "Client connections closed after proxy.keep_alive_idle_timeout_secs with no request.",
+        ),
+        /// Requests answered `408` because their body took longer than
+        /// `proxy.request_body_timeout`.
+        request_body_timeouts: Counter(
+            "mcp_relay_request_body_timeouts_total",
+            "Requests answered 408 because their body took longer than \
+             proxy.request_body_timeout_secs.",
+        ),
+        /// Requests that waited for their session's standalone `GET` stream to be established
+        /// upstream (at most one wait per session).
+        standalone_waits: Counter(
+            "mcp_relay_standalone_stream_waits_total",
+            "Requests that waited for their session's standalone GET stream to be established \
+             upstream.",
+        ),
+        /// Those waits that ran out of time (the client opened no standalone stream in time).
+        standalone_wait_timeouts: Counter(
+            "mcp_relay_standalone_stream_wait_timeouts_total",
+            "Waits for a session's standalone GET stream that ran out of time.",
+        ),
+    }
+}
+
+impl ProxyStats {
+    /// Adds one to a counter.
+    pub fn incr(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
