@@ -63,30 +63,45 @@ const STATUS_PERIOD: Duration = Duration::from_secs(10);
 /// The daemon could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// A listener could not be bound (address in use, no permission, not local).
     #[error("binding {what} on {addr}: {source}")]
     Bind {
+        /// Which listener: `data`, `admin` or `metrics`.
         what: &'static str,
+        /// The address asked for.
         addr: SocketAddr,
+        /// The socket error.
         source: std::io::Error,
     },
+    /// A socket systemd passed (socket activation) could not be made a listener.
     #[error("using the socket systemd passed for {what}: {source}")]
     Activated {
+        /// Which listener: `data`, `admin` or `metrics`.
         what: &'static str,
+        /// The socket error.
         source: std::io::Error,
     },
+    /// The control plane's Unix socket could not be bound.
     #[error("binding the control plane on the Unix socket {path:?}: {source}")]
     BindUnix {
+        /// The socket's path.
         path: std::path::PathBuf,
+        /// The socket error.
         source: std::io::Error,
     },
+    /// A bound listener's local address could not be read.
     #[error("reading a listener's address: {0}")]
     LocalAddr(std::io::Error),
+    /// The control plane could not start, or ended with an error.
     #[error("control plane: {0}")]
     Control(#[from] control::ControlError),
+    /// The data plane's threads could not start, or serving ended with an error.
     #[error("data plane: {0}")]
     DataPlane(std::io::Error),
+    /// The metrics listener ended with an error.
     #[error("metrics listener: {0}")]
     Metrics(std::io::Error),
+    /// SIGTERM/SIGINT handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signal(std::io::Error),
     /// The session store could not be opened (the message carries its causes).

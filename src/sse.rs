@@ -214,7 +214,10 @@ impl SseBlock {
 pub enum SseError {
     /// One block grew past the configured limit without a terminating blank line.
     #[error("SSE event exceeds {limit} bytes without a blank line")]
-    EventTooLarge { limit: usize },
+    EventTooLarge {
+        /// `proxy.max_event_bytes`, in bytes.
+        limit: usize,
+    },
 }
 
 /// Incremental SSE parser. Feed it chunks with [`SseParser::push`] and take complete blocks with

@@ -92,14 +92,27 @@ pub struct Activated {
 /// The sockets systemd passed could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivationError {
+    /// A passed descriptor could not be inspected or taken.
     #[error("socket activation: {0}")]
     Io(#[from] std::io::Error),
+    /// More sockets were passed than the daemon uses.
     #[error("socket activation: {count} sockets passed, at most 3 (data, admin, metrics) are used")]
-    TooMany { count: usize },
+    TooMany {
+        /// How many were passed (`LISTEN_FDS`).
+        count: usize,
+    },
+    /// A passed socket is not a listening TCP socket.
     #[error("socket activation: socket {index} is not a listening TCP socket")]
-    NotTcp { index: usize },
+    NotTcp {
+        /// Its position among the passed sockets (0-based).
+        index: usize,
+    },
+    /// Two passed sockets carry the same name.
     #[error("socket activation: `{name}` named twice in LISTEN_FDNAMES")]
-    Duplicate { name: String },
+    Duplicate {
+        /// The repeated name (`LISTEN_FDNAMES`).
+        name: String,
+    },
 }
 
 impl Activated {

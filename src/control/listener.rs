@@ -20,7 +20,9 @@ pub enum ControlListener {
     Tcp(TcpListener),
     /// A Unix domain socket bound at `path`, which is removed when the control plane stops.
     Unix {
+        /// The bound socket.
         listener: UnixListener,
+        /// Where it is bound (removed at stop).
         path: PathBuf,
     },
 }

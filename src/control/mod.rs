@@ -57,14 +57,17 @@ pub struct ControlOptions {
 /// The control plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// The reflection service could not read the descriptor sets.
     #[error("building gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed (accepting or serving).
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error(
         "the control plane listens on {0}, which is not loopback: configure a bearer token \
          (admin_token) or listen on loopback or a Unix socket"
     )]
+    /// A non-loopback TCP listener without a bearer token (its address carried).
     Unprotected(String),
 }
 

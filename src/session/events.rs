@@ -30,6 +30,7 @@ pub enum SessionChangeKind {
 /// One change of one session.
 #[derive(Debug, Clone)]
 pub struct SessionChange {
+    /// What happened: created, updated (a stream changed) or ended.
     pub kind: SessionChangeKind,
     /// The session itself: a watcher reads its state when it sends the change.
     pub session: Arc<Session>,

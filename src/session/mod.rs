@@ -266,7 +266,11 @@ impl Default for SessionConfig {
 pub enum CreateSessionError {
     /// `session.max_sessions` sessions are live.
     #[error("{max} sessions are live (session.max_sessions)")]
-    TooMany { max: usize },
+    TooMany {
+        /// `session.max_sessions`.
+        max: usize,
+    },
+    /// The OS gave no randomness for the session id.
     #[error(transparent)]
     Random(#[from] RandomError),
 }

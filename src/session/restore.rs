@@ -168,7 +168,10 @@ pub enum StreamRestoreError {
     /// The client's id names another position than the one recorded (`recorded_seq`: its
     /// sequence number; `None` for a record that has none).
     #[error("the event id is not the stream's recorded position")]
-    NotRecorded { recorded_seq: Option<u64> },
+    NotRecorded {
+        /// The recorded position's sequence number (`None`: the record has none).
+        recorded_seq: Option<u64>,
+    },
     /// The store did not answer.
     #[error(transparent)]
     Store(#[from] StoreError),

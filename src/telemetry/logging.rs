@@ -16,15 +16,19 @@ use crate::config::{LogConfig, LogFormat, LogTarget};
 /// Where [`init`] sent the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogSink {
+    /// The systemd journal (native protocol, structured fields).
     Journal,
+    /// Standard error, as text or JSON lines.
     Stderr(LogFormat),
 }
 
 /// The subscriber could not be installed.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// `log.filter` (or `RUST_LOG`) is not a valid `EnvFilter` directive.
     #[error("`log.filter` / RUST_LOG: {0}")]
     Filter(#[from] tracing_subscriber::filter::ParseError),
+    /// A global subscriber was already installed.
     #[error("installing the log subscriber: {0}")]
     Init(#[from] tracing_subscriber::util::TryInitError),
 }
