@@ -5,6 +5,16 @@
 //! [`crate::telemetry::metrics`] exports them. The gRPC conversion stays written out by hand
 //! (`control::metrics`): the proto is a contract of its own.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Adds one to `counter` and returns the new total when this occurrence is one to log: the
+/// first, then each power of two (1, 2, 4, 8, …). A flood of the same refusal or timeout then
+/// writes O(log n) log lines while the counter keeps the exact count.
+pub fn incr_sampled(counter: &AtomicU64) -> Option<u64> {
+    let total = counter.fetch_add(1, Ordering::Relaxed) + 1;
+    total.is_power_of_two().then_some(total)
+}
+
 /// How an exported number is presented to Prometheus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -105,9 +115,21 @@ pub(crate) use counters;
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
-    use super::Kind;
+    use super::{Kind, incr_sampled};
+
+    #[test]
+    fn a_sampled_count_is_logged_the_first_time_then_at_powers_of_two() {
+        let counter = AtomicU64::new(0);
+        let logged: Vec<u64> = (0..20).filter_map(|_| incr_sampled(&counter)).collect();
+        assert_eq!(logged, [1, 2, 4, 8, 16]);
+        assert_eq!(
+            counter.load(Ordering::Relaxed),
+            20,
+            "every occurrence is counted"
+        );
+    }
 
     counters! {
         /// A test group.

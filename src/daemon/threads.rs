@@ -65,6 +65,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_service::Service;
 
+use crate::counters::incr_sampled;
 use crate::proxy::stats::ProxyStats;
 
 /// What a client connection past the connection maximum is told before it is closed.
@@ -886,13 +887,8 @@ async fn serve_connection(
             Check::Busy => None,
             Check::Until(deadline) => Some(deadline),
             Check::HeadTimedOut => {
-                let total = edge
-                    .stats
-                    .header_read_timeouts
-                    .fetch_add(1, Ordering::Relaxed)
-                    + 1;
-                // The first, then at powers of two: a slowloris flood does not flood the log.
-                if total.is_power_of_two() {
+                // A slowloris flood does not flood the log.
+                if let Some(total) = incr_sampled(&edge.stats.header_read_timeouts) {
                     tracing::warn!(
                         %peer,
                         timeout_secs = limits.header_read_timeout.as_secs_f64(),

@@ -23,7 +23,7 @@ mod resume;
 pub mod stats;
 pub mod upstream;
 
-use std::sync::{Arc, atomic::Ordering};
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -34,6 +34,7 @@ use axum::{
 use http::{HeaderMap, HeaderValue, header};
 use serde_json::value::RawValue;
 
+use crate::counters::incr_sampled;
 use crate::{config::ProxyConfig, session::SessionManager};
 use error::Reject;
 use headers::X_ACCEL_BUFFERING;
@@ -187,13 +188,7 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
             // The client reads a short message; the detail is logged here, with the request id.
             let request_id = id.as_deref().map(RawValue::get);
             if let Reject::Upstream(UpstreamError::TooManyConnections { max }) = &reject {
-                let total = proxy
-                    .stats
-                    .upstream_connections_refused
-                    .fetch_add(1, Ordering::Relaxed)
-                    + 1;
-                // The first, then at powers of two: a flood does not flood the log.
-                if total.is_power_of_two() {
+                if let Some(total) = incr_sampled(&proxy.stats.upstream_connections_refused) {
                     tracing::warn!(
                         max_upstream_connections = max,
                         total,

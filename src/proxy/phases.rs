@@ -24,7 +24,7 @@
 //! [`Proxy::resolve`]; interceptors run between [`Proxy::resolve`] and [`Proxy::forward`] over
 //! the request, and in [`Proxy::respond`] over the answer.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::sync::Arc;
 
 use axum::{body::Body, extract::Request, response::Response};
 use bytes::Bytes;
@@ -41,6 +41,7 @@ use super::{
     stats::ProxyStats,
     upstream::{ErrorChain, Upstream, UpstreamBody, UpstreamError},
 };
+use crate::counters::incr_sampled;
 use crate::{
     config::ProxyConfig,
     protocol::{
@@ -568,9 +569,8 @@ async fn read_body(body: Body, config: &ProxyConfig, stats: &ProxyStats) -> Resu
         }
         Ok(Err(err)) => Err(Reject::BodyUnreadable(err.to_string())),
         Err(_) => {
-            let total = stats.request_body_timeouts.fetch_add(1, Ordering::Relaxed) + 1;
-            // The first, then at powers of two: a flood of slow bodies does not flood the log.
-            if total.is_power_of_two() {
+            // A flood of slow bodies does not flood the log.
+            if let Some(total) = incr_sampled(&stats.request_body_timeouts) {
                 tracing::warn!(
                     timeout_secs = timeout.as_secs_f64(),
                     total,

@@ -83,21 +83,13 @@ mod tests {
     use super::*;
     use crate::session::{
         PersistenceWorker, SessionId, WorkerConfig,
-        store::{MemoryStore, SessionStore, testing::FlakyStore},
+        store::{
+            MemoryStore, SessionStore,
+            testing::{FlakyStore, record},
+        },
     };
 
     const IDLE_TTL: Duration = Duration::from_secs(60);
-
-    fn record(id: &str, last_activity: SystemTime) -> SessionRecord {
-        SessionRecord {
-            session_id: id.into(),
-            upstream_session_id: format!("up-{id}"),
-            upstream: "http://127.0.0.1:1/mcp".into(),
-            protocol_version: "2025-11-25".into(),
-            created: last_activity,
-            last_activity,
-        }
-    }
 
     /// Moves the paused clock on by `step` until `done` holds (at most 1000 steps).
     async fn advance_until(step: Duration, done: impl Fn() -> bool) {

@@ -11,6 +11,8 @@ use std::{
 use http::HeaderValue;
 use tokio_util::sync::CancellationToken;
 
+use crate::counters::incr_sampled;
+
 use super::*;
 
 impl SessionManager {
@@ -104,8 +106,7 @@ impl SessionManager {
     /// powers of two, so a flood does not flood the log) and returns the error to answer.
     pub fn refuse_session(&self) -> CreateSessionError {
         let max = self.config.max_sessions;
-        let refused = self.stats.sessions_refused.fetch_add(1, Ordering::Relaxed) + 1;
-        if refused.is_power_of_two() {
+        if let Some(refused) = incr_sampled(&self.stats.sessions_refused) {
             tracing::warn!(
                 max_sessions = max,
                 refused_total = refused,

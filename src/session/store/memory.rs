@@ -176,17 +176,7 @@ fn normalized(position: &StreamPosition) -> StreamPosition {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record(id: &str, last_activity: SystemTime) -> SessionRecord {
-        SessionRecord {
-            session_id: id.into(),
-            upstream_session_id: format!("up-{id}"),
-            upstream: "http://127.0.0.1:1/mcp".into(),
-            protocol_version: "2025-11-25".into(),
-            created: last_activity,
-            last_activity,
-        }
-    }
+    use crate::session::store::testing::record;
 
     fn position(session: &str, stream: &str, id: &str) -> StreamPosition {
         StreamPosition {

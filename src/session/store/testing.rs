@@ -72,3 +72,16 @@ impl SessionStore for FlakyStore {
         self.inner.claim_idle_sessions(before, limit).await
     }
 }
+
+/// A record of session `id` (upstream id `up-<id>`, upstream `http://127.0.0.1:1/mcp`), created
+/// and last active at `last_activity`.
+pub(crate) fn record(id: &str, last_activity: SystemTime) -> SessionRecord {
+    SessionRecord {
+        session_id: id.into(),
+        upstream_session_id: format!("up-{id}"),
+        upstream: "http://127.0.0.1:1/mcp".into(),
+        protocol_version: "2025-11-25".into(),
+        created: last_activity,
+        last_activity,
+    }
+}
