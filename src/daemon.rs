@@ -22,33 +22,26 @@
 //! exceed that (the daemon also asks systemd for that long with `EXTEND_TIMEOUT_USEC`).
 
 mod drain;
+mod service;
 mod threads;
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{
-    net::TcpListener,
-    signal::unix::{Signal, SignalKind, signal},
-    task::JoinHandle,
-};
+use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 pub use drain::DrainLayer;
+pub use service::{run, run_with};
 pub use threads::{DataPlane, EdgeLimits, thread_count};
 
 use crate::{
-    config::{Config, DEFAULT_METRICS_LISTEN, file::redact_url},
+    config::{Config, file::redact_url},
     control::{self, BearerToken, ControlListener, ControlOptions},
     proxy::{self, Proxy, stats::ProxyStats},
     session::{
-        EndUpstreamError, PersistenceWorker, SessionManager, UpstreamSessionEnder, expiry,
-        store::{self, MemoryStore, SessionStore, StoreError},
+        PersistenceWorker, SessionManager, UpstreamSessionEnder, expiry,
+        store::{MemoryStore, SessionStore, StoreError},
     },
-    systemd::{self, Activated, Notifier},
     telemetry::metrics::{self, DaemonSnapshot, Metrics, Observed, Readiness},
 };
 
@@ -258,7 +251,7 @@ impl Daemon {
         let readiness = Arc::new(Readiness::default());
 
         let worker_task = tokio::spawn(worker.run(worker_shutdown.clone()));
-        let expiry_task = tokio::spawn(run_expiry(
+        let expiry_task = tokio::spawn(expiry::run(
             upstream_ender.clone(),
             manager.clone(),
             shutdown.clone(),
@@ -499,229 +492,6 @@ async fn finish(
             tracing::warn!(plane = what, "still running after the cut; aborting it");
             task.abort();
             Ok(())
-        }
-    }
-}
-
-/// Ends idle sessions (those idle here are evicted; those the store says no replica used are
-/// claimed from it and ended), then ends the ended ones upstream through `ender` (best effort:
-/// failures are logged, never retried; a session naming another upstream is counted as a bad
-/// record).
-async fn run_expiry(
-    ender: Arc<dyn UpstreamSessionEnder>,
-    manager: Arc<SessionManager>,
-    shutdown: CancellationToken,
-) {
-    let idle_ttl = manager.idle_ttl();
-    let mut tick = tokio::time::interval(expiry::expiry_period(idle_ttl));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.cancelled() => return,
-        }
-        let now = SystemTime::now();
-        let claimed = expiry::claim_idle_sessions(manager.persistence(), idle_ttl, now).await;
-        for session in manager.expire_idle(now, claimed) {
-            tracing::info!(session = %session.id(), "session expired after idle TTL");
-            match ender.end_upstream_session(&session).await {
-                Ok(status) => tracing::info!(
-                    session = %session.id(),
-                    status = status.as_u16(),
-                    "ended expired session upstream",
-                ),
-                Err(err @ EndUpstreamError::OtherUpstream(_)) => {
-                    manager
-                        .persistence()
-                        .metrics()
-                        .bad_records
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(session = %session.id(), error = %err, "expired session not ended upstream");
-                }
-                Err(err) => tracing::warn!(
-                    session = %session.id(),
-                    error = %err,
-                    "could not end expired session upstream",
-                ),
-            }
-        }
-    }
-}
-
-/// SIGTERM and SIGINT, installed before readiness so an early signal is never the default
-/// (fatal) one.
-struct Signals {
-    term: Signal,
-    int: Signal,
-}
-
-impl Signals {
-    fn install() -> Result<Self, DaemonError> {
-        Ok(Self {
-            term: signal(SignalKind::terminate()).map_err(DaemonError::Signal)?,
-            int: signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?,
-        })
-    }
-
-    /// The next signal's name.
-    async fn next(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        }
-    }
-}
-
-/// A listener from socket activation, or bound from the configuration.
-async fn listener(
-    what: &'static str,
-    activated: Option<std::net::TcpListener>,
-    addr: SocketAddr,
-) -> Result<TcpListener, DaemonError> {
-    let Some(std) = activated else {
-        return bind(what, addr).await;
-    };
-    let activated = std
-        .set_nonblocking(true)
-        .and_then(|()| TcpListener::from_std(std))
-        .map_err(|source| DaemonError::Activated { what, source })?;
-    tracing::info!(
-        what,
-        addr = ?activated.local_addr().ok(),
-        "using the socket systemd passed",
-    );
-    Ok(activated)
-}
-
-/// Runs the daemon until SIGTERM or SIGINT, then shuts down gracefully; a second signal exits
-/// at once.
-pub async fn run(config: Config) -> Result<(), DaemonError> {
-    run_with(config, Activated::default()).await
-}
-
-/// [`run`], using the sockets systemd passed where it passed them.
-pub async fn run_with(config: Config, activated: Activated) -> Result<(), DaemonError> {
-    let notifier = Notifier::from_env();
-    let mut signals = Signals::install()?;
-    let data = listener("the data plane", activated.data, config.listen).await?;
-    let admin: ControlListener = match &config.admin_socket {
-        Some(path) => ControlListener::bind_unix(path).map_err(|source| DaemonError::BindUnix {
-            path: path.clone(),
-            source,
-        })?,
-        None => listener("the control plane", activated.admin, config.admin_listen)
-            .await?
-            .into(),
-    };
-    let metrics = match (activated.metrics, config.metrics.address()) {
-        (Some(std), _) => Some(listener("metrics", Some(std), DEFAULT_METRICS_LISTEN).await?),
-        (None, Some(addr)) => Some(bind("metrics", addr).await?),
-        (None, None) => None,
-    };
-    let watchdog = systemd::watchdog_interval(&config.systemd);
-    let grace = config.shutdown_grace;
-    let store = store::open(&config.store)?;
-    tracing::info!(
-        backend = store.backend(),
-        url = config.store.url.as_deref().map(|u| redact_url(u).unwrap_or_else(|| u.to_owned())),
-        key_prefix = %config.store.key_prefix,
-        "session store",
-    );
-    let daemon = Daemon::start_with(
-        config,
-        Listeners {
-            data,
-            admin,
-            metrics,
-        },
-        store,
-    )
-    .await?;
-    notifier.ready(&serving_status(&daemon));
-    if let Some(period) = watchdog {
-        tracing::info!(
-            period_ms = period.as_millis() as u64,
-            "systemd watchdog enabled"
-        );
-    }
-    let supervisor = tokio::spawn(supervise(
-        notifier,
-        watchdog,
-        daemon.data_addr(),
-        daemon.observed(),
-        daemon.shutdown_token(),
-    ));
-
-    tokio::select! {
-        name = signals.next() => tracing::info!(signal = name, "shutting down"),
-        () = daemon.stopped() => {}
-    }
-    let drain = grace + CUT_MARGIN + ABORT_MARGIN + Duration::from_secs(3);
-    notifier.stopping(
-        &format!(
-            "Draining: {} SSE streams open, {} s grace",
-            daemon.proxy_stats().snapshot().streams_open,
-            grace.as_secs()
-        ),
-        drain,
-    );
-    let result = tokio::select! {
-        result = daemon.shutdown() => result,
-        name = signals.next() => {
-            tracing::warn!(signal = name, "second signal: exiting at once");
-            std::process::exit(1);
-        }
-    };
-    supervisor.abort();
-    notifier.status(if result.is_ok() {
-        "Stopped"
-    } else {
-        "Stopped with an error"
-    });
-    result
-}
-
-fn serving_status(daemon: &Daemon) -> String {
-    let metrics = daemon
-        .metrics_addr()
-        .map_or_else(|| "off".to_owned(), |a| a.to_string());
-    format!(
-        "Serving MCP on {} (admin {}, metrics {})",
-        daemon.data_addr(),
-        daemon.admin_endpoint(),
-        metrics
-    )
-}
-
-/// Pings the watchdog at its interval (through the drain too) and refreshes the `STATUS=` line
-/// while serving. The pings come from the same runtime as the planes, so a wedged runtime
-/// stops them and systemd restarts the service.
-async fn supervise(
-    notifier: Notifier,
-    watchdog: Option<Duration>,
-    data_addr: SocketAddr,
-    observed: Observed,
-    shutdown: CancellationToken,
-) {
-    if !notifier.is_enabled() {
-        return;
-    }
-    let period = watchdog.map_or(STATUS_PERIOD, |w| w.min(STATUS_PERIOD));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_status = tokio::time::Instant::now();
-    loop {
-        tick.tick().await;
-        if watchdog.is_some() {
-            notifier.watchdog();
-        }
-        if !shutdown.is_cancelled() && last_status.elapsed() >= STATUS_PERIOD {
-            last_status = tokio::time::Instant::now();
-            let s = DaemonSnapshot::take(&observed);
-            notifier.status(&format!(
-                "Serving MCP on {data_addr}: {} sessions, {} SSE streams open, {} events forwarded",
-                s.sessions, s.proxy.streams_open, s.proxy.events_forwarded,
-            ));
         }
     }
 }

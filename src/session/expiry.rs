@@ -2,19 +2,25 @@
 //! another replica may serve a session this one holds: the daemon's expiry loop, every
 //! [`expiry_period`], asks the store for the sessions no replica has seen active for the idle
 //! TTL ([`claim_idle_sessions`]: each is claimed by exactly one replica) and hands them to
-//! [`SessionManager::expire_idle`](super::SessionManager::expire_idle), which also evicts the
-//! sessions idle in this process and ends the claimed ones; the loop then ends those upstream.
+//! [`SessionManager::expire_idle`], which also evicts the sessions idle in this process and
+//! ends the claimed ones; the loop ([`run`], spawned by the daemon) then ends those upstream
+//! through the daemon's one [`UpstreamSessionEnder`].
 //!
 //! The persistence worker only writes; it keeps the counters of every store operation
 //! ([`WorkerMetrics`](super::WorkerMetrics): claims count in `sessions_claimed`, `errors` and
 //! `bad_records`).
 
 use std::{
-    sync::atomic::Ordering,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, SystemTime},
 };
 
-use super::{PersistenceHandle, activity_refresh, store::SessionRecord};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    EndUpstreamError, PersistenceHandle, SessionManager, UpstreamSessionEnder, activity_refresh,
+    store::SessionRecord,
+};
 
 /// Most idle sessions claimed from the store per expiry round.
 pub const SWEEP_LIMIT: usize = 256;
@@ -70,6 +76,51 @@ pub async fn claim_idle_sessions(
                 "claiming idle sessions from the store failed",
             );
             Vec::new()
+        }
+    }
+}
+
+/// Ends idle sessions (those idle here are evicted; those the store says no replica used are
+/// claimed from it and ended), then ends the ended ones upstream through `ender` (best effort:
+/// failures are logged, never retried; a session naming another upstream is counted as a bad
+/// record).
+pub async fn run(
+    ender: Arc<dyn UpstreamSessionEnder>,
+    manager: Arc<SessionManager>,
+    shutdown: CancellationToken,
+) {
+    let idle_ttl = manager.idle_ttl();
+    let mut tick = tokio::time::interval(expiry_period(idle_ttl));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let now = SystemTime::now();
+        let claimed = claim_idle_sessions(manager.persistence(), idle_ttl, now).await;
+        for session in manager.expire_idle(now, claimed) {
+            tracing::info!(session = %session.id(), "session expired after idle TTL");
+            match ender.end_upstream_session(&session).await {
+                Ok(status) => tracing::info!(
+                    session = %session.id(),
+                    status = status.as_u16(),
+                    "ended expired session upstream",
+                ),
+                Err(err @ EndUpstreamError::OtherUpstream(_)) => {
+                    manager
+                        .persistence()
+                        .metrics()
+                        .bad_records
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(session = %session.id(), error = %err, "expired session not ended upstream");
+                }
+                Err(err) => tracing::warn!(
+                    session = %session.id(),
+                    error = %err,
+                    "could not end expired session upstream",
+                ),
+            }
         }
     }
 }
