@@ -16,6 +16,9 @@
 //!   `retry:` hint so the client resumes through the proxy;
 //! - a POST stream is complete when the upstream ends it after the response to the request; a
 //!   stream the upstream closes before that (2025-11-25 polling, after `retry:`) is resumed.
+//!
+//! Here: the pump and who drives it; `reconnect.rs`: re-opening the upstream stream;
+//! `reader.rs`: the client connection's body.
 
 use std::{
     collections::VecDeque,
@@ -41,10 +44,16 @@ use super::{
     upstream::{Upstream, UpstreamBody},
 };
 use crate::protocol::headers::{LAST_EVENT_ID, MCP_SESSION_ID};
+
+mod reader;
+mod reconnect;
 use crate::{
     session::{EventTracker, ParkedPump, Read, Session, SessionManager, UpstreamState},
     sse::{SseBlock, SseParser},
 };
+pub use reader::{is_response_to, reader_body};
+use reconnect::resume_upstream;
+pub use reconnect::{Resumption, open_resumption};
 
 /// The `retry:` hint (ms) sent when a legacy stream ends without its upstream being complete,
 /// so the client reconnects with `Last-Event-ID`.
@@ -408,250 +417,4 @@ async fn wait_interrupt(ctx: &PumpContext, consumed: &mut watch::Receiver<u64>) 
             }
         }
     }
-}
-
-/// Re-opens the upstream stream with `GET` + `Last-Event-ID: <last upstream id>`, retrying
-/// with exponential backoff. `Err` carries the state to end in: `Failed` when the upstream
-/// cannot resume (no id to resume from, a refusal, attempts exhausted), `Stopped` when
-/// interrupted.
-async fn resume_upstream(
-    ctx: &PumpContext,
-    consumed: &mut watch::Receiver<u64>,
-    first_delay: Option<Duration>,
-) -> Result<UpstreamBody, UpstreamState> {
-    let tracker = &ctx.tracker;
-    let Some(last_id) = tracker.last_upstream_id() else {
-        tracing::info!(
-            session = %ctx.session.id(),
-            stream = %tracker.stream(),
-            "upstream stream ended early and sent no event id to resume from",
-        );
-        return Err(UpstreamState::Failed);
-    };
-    tracker.set_upstream(UpstreamState::Reconnecting);
-    ctx.streams.manager.stream_changed(tracker);
-    let config = ctx.streams.manager.config();
-    let backoff = ExponentialBuilder::new()
-        .with_min_delay(config.reconnect_min_delay)
-        .with_max_delay(config.reconnect_max_delay)
-        .with_max_times(config.reconnect_attempts.saturating_sub(1))
-        .with_jitter()
-        .build();
-    let delays = std::iter::once(first_delay.unwrap_or(Duration::ZERO)).chain(backoff);
-    for (attempt, delay) in delays.enumerate() {
-        tokio::select! {
-            interrupt = wait_interrupt(ctx, consumed) => return Err(interrupt_state(ctx, interrupt)),
-            () = tokio::time::sleep(delay) => {}
-        }
-        ProxyStats::incr(&ctx.streams.stats.upstream_reconnects);
-        match open_resumption(
-            &ctx.streams.upstream,
-            &ctx.session,
-            &ctx.resume_headers,
-            &last_id,
-        )
-        .await
-        {
-            Ok(body) => {
-                tracing::info!(
-                    session = %ctx.session.id(),
-                    stream = %tracker.stream(),
-                    last_event_id = %last_id,
-                    attempt = attempt + 1,
-                    "resumed the upstream stream",
-                );
-                return Ok(body);
-            }
-            Err(Resumption::Refused(status)) => {
-                tracing::warn!(
-                    session = %ctx.session.id(),
-                    stream = %tracker.stream(),
-                    status = status.as_u16(),
-                    "upstream refused to resume the stream",
-                );
-                if status == StatusCode::NOT_FOUND {
-                    ctx.streams.manager.end_session(ctx.session.id().as_str());
-                }
-                return Err(UpstreamState::Failed);
-            }
-            Err(Resumption::Unavailable(err)) => {
-                tracing::info!(
-                    session = %ctx.session.id(),
-                    stream = %tracker.stream(),
-                    attempt = attempt + 1,
-                    error = %err,
-                    "upstream resumption attempt failed",
-                );
-            }
-        }
-    }
-    Err(UpstreamState::Failed)
-}
-
-/// Why an upstream resumption did not give a stream.
-pub enum Resumption {
-    /// The upstream answered, but not with an SSE stream (status given).
-    Refused(StatusCode),
-    /// The upstream could not be reached or did not answer in time.
-    Unavailable(String),
-}
-
-/// Sends one resumption `GET` for `session` with `Last-Event-ID: last_id`.
-pub async fn open_resumption(
-    upstream: &Upstream,
-    session: &Session,
-    headers: &HeaderMap,
-    last_id: &str,
-) -> Result<UpstreamBody, Resumption> {
-    let mut request = http::Request::new(Full::new(Bytes::new()));
-    *request.method_mut() = Method::GET;
-    *request.uri_mut() = upstream.uri_for(None);
-    let h = request.headers_mut();
-    for (name, value) in headers {
-        if name != header::CONTENT_TYPE && name != LAST_EVENT_ID {
-            h.append(name.clone(), value.clone());
-        }
-    }
-    h.insert(
-        header::ACCEPT,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(&MCP_SESSION_ID, session.upstream_session_id().clone());
-    let last = HeaderValue::from_str(last_id)
-        .map_err(|_| Resumption::Unavailable("upstream event id is not a header value".into()))?;
-    h.insert(&LAST_EVENT_ID, last);
-    let response = upstream
-        .send(request)
-        .await
-        .map_err(|e| Resumption::Unavailable(super::upstream::error_chain(&e)))?;
-    let is_sse = crate::protocol::headers::is_event_stream(response.headers());
-    if !response.status().is_success() || !is_sse {
-        return Err(Resumption::Refused(response.status()));
-    }
-    Ok(response.into_body())
-}
-
-/// Whether an event carries the JSON-RPC response (result or error) to `request_id` (raw JSON
-/// text of the POST's id; `None`, as for a GET stream, answers `false`). A POST stream is
-/// complete once its response went by. Cheap for notifications: their data is parsed only if it
-/// could hold an `"id"` key.
-pub fn is_response_to(block: &SseBlock, request_id: Option<&RawValue>) -> bool {
-    #[derive(Deserialize)]
-    struct Peek<'a> {
-        #[serde(borrow)]
-        id: Option<&'a RawValue>,
-        method: Option<serde::de::IgnoredAny>,
-    }
-    let Some(request_id) = request_id else {
-        return false;
-    };
-    if !block.has_data() {
-        return false;
-    }
-    let data = block.data();
-    // A response has a top-level "id" key; most events (progress and other notifications)
-    // have no "id" anywhere and need no parse. Data with any escape (a key could be spelled
-    // with \u) is parsed.
-    static ID_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"id\""));
-    if ID_KEY.find(&data).is_none() && memchr::memchr(b'\\', &data).is_none() {
-        return false;
-    }
-    match serde_json::from_slice::<Peek>(&data) {
-        Ok(peek) => peek.method.is_none() && peek.id.is_some_and(|id| id.get() == request_id.get()),
-        Err(_) => false,
-    }
-}
-
-/// The body of a client connection reading a legacy stream through reader `reader`, driving
-/// `pump` (the stream's pump, when this reader started it) while it waits for events. When the
-/// connection goes away the reader detaches (the pump moves to a task and lingers); if the
-/// stream ends without its upstream being complete, the client gets a `retry:` hint so it
-/// resumes with `Last-Event-ID`.
-pub fn reader_body(
-    tracker: Arc<EventTracker>,
-    reader: u64,
-    pump: Option<InlinePump>,
-    streams: Arc<LegacyStreams>,
-) -> axum::body::Body {
-    struct ReaderState {
-        tracker: Arc<EventTracker>,
-        reader: u64,
-        appended: watch::Receiver<u64>,
-        ready: std::collections::VecDeque<Bytes>,
-        done: bool,
-        pump: Option<InlinePump>,
-        streams: Arc<LegacyStreams>,
-    }
-    impl Drop for ReaderState {
-        fn drop(&mut self) {
-            self.tracker.detach(self.reader);
-            self.streams.manager.stream_changed(&self.tracker);
-            self.streams
-                .stats
-                .streams_open
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    let stats = &streams.stats;
-    ProxyStats::incr(&stats.streams_opened);
-    ProxyStats::incr(&stats.streams_open);
-    let state = ReaderState {
-        appended: tracker.appended(),
-        tracker,
-        reader,
-        ready: std::collections::VecDeque::new(),
-        done: false,
-        pump,
-        streams,
-    };
-    let events = stream::unfold(state, |mut st| async move {
-        loop {
-            if let Some(bytes) = st.ready.pop_front() {
-                return Some((Ok::<_, Infallible>(bytes), st));
-            }
-            if st.done {
-                return None;
-            }
-            st.appended.borrow_and_update();
-            match st.tracker.read(st.reader) {
-                // Everything ready goes out as one frame: one write, not one per event.
-                Read::Events(events) if events.len() == 1 => st.ready.extend(events),
-                Read::Events(events) => {
-                    let mut joined = BytesMut::with_capacity(events.iter().map(Bytes::len).sum());
-                    for event in &events {
-                        joined.extend_from_slice(event);
-                    }
-                    st.ready.push_back(joined.freeze());
-                }
-                Read::Wait => match st.pump.as_mut() {
-                    // Drive the pump until it records something (it then publishes: `appended`
-                    // changes) or ends.
-                    Some(pump) => {
-                        tokio::select! {
-                            biased;
-                            () = std::future::poll_fn(|cx| pump.poll(cx)) => st.pump = None,
-                            changed = st.appended.changed() => {
-                                if changed.is_err() {
-                                    st.done = true;
-                                }
-                            }
-                        }
-                    }
-                    None => {
-                        if st.appended.changed().await.is_err() {
-                            st.done = true;
-                        }
-                    }
-                },
-                Read::End(UpstreamState::Complete) | Read::Replaced => st.done = true,
-                Read::End(_) => {
-                    st.ready
-                        .push_back(Bytes::from(format!("retry: {RESUME_RETRY_MS}\n\n")));
-                    st.done = true;
-                }
-            }
-        }
-    });
-    axum::body::Body::from_stream(events)
 }
