@@ -10,12 +10,23 @@
 //! catches up, so a slow or absent client holds memory at the window bounds, not beyond.
 //!
 //! Everything runs under one short `parking_lot` lock, with no I/O and no task spawned; waking
-//! the other side is a `tokio::sync::watch` version bump.
+//! the other side is a `tokio::sync::watch` version bump. Under that lock, `TrackerState`
+//! composes plain state machines, each in its own file: `Dedup` (the upstream ids admitted
+//! last, `dedup.rs`), `ReplayWindow` (the events kept for replay and their bytes, `window.rs`)
+//! and `ReaderCursor` (the attached reader and how far it got, `cursor.rs`). The `PumpSlot`
+//! (who pumps the stream, `pump_slot.rs`) keeps its own atomic and short lock. The recording
+//! path (one upstream read under one lock) is in `record.rs`, the reader side (attach, read,
+//! rewind) in `reader.rs`.
+
+mod cursor;
+mod dedup;
+mod pump_slot;
+mod reader;
+mod record;
+mod window;
 
 use std::{
-    collections::{HashSet, VecDeque},
     hash::BuildHasher as _,
-    ops::Range,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -29,13 +40,12 @@ use tokio::sync::watch;
 
 use super::{SessionId, StreamId};
 use crate::protocol::ClientEventId;
-use crate::sse::SseBlock;
+use cursor::ReaderCursor;
+use dedup::{Dedup, IdHasher};
+use pump_slot::PumpSlot;
+use window::ReplayWindow;
 
-/// The dedup set's hasher. The set holds a 64-bit hash of each upstream id, keyed per stream
-/// with a random seed, not the id itself: no allocation per event, and an upstream cannot
-/// choose ids that collide. Two distinct ids of one stream are taken for each other with odds
-/// of about `dedup_ids` in 2^64 per event.
-type IdHasher = foldhash::fast::RandomState;
+pub use pump_slot::ParkedPump;
 
 /// Non-event blocks (keep-alives) held for a reader that has not read them yet (count). Their
 /// bytes also count against [`TrackerLimits::replay_bytes`], with the undelivered events'.
@@ -144,145 +154,6 @@ pub struct LastEventIds {
     pub persisted: Option<(Arc<str>, SystemTime)>,
 }
 
-/// Tracks the events of one SSE stream. Shared as `Arc<EventTracker>` between the stream's
-/// pump, its reader, the session that owns it and the persistence worker.
-#[derive(Debug)]
-pub struct EventTracker {
-    session: Option<SessionId>,
-    stream: StreamId,
-    kind: StreamKind,
-    created: SystemTime,
-    limits: TrackerLimits,
-    state: Mutex<TrackerState>,
-    events_forwarded: AtomicU64,
-    duplicates_dropped: AtomicU64,
-    /// Bumped when events are appended or the upstream state changes (wakes the reader).
-    appended: watch::Sender<u64>,
-    /// Bumped when a reader attaches or detaches, and when it takes events while the pump waits
-    /// for room (wakes the pump).
-    consumed: watch::Sender<u64>,
-    /// Set while the tracker waits in the persistence worker's queue (latest-only coalescing).
-    pub(super) persist_queued: AtomicBool,
-    /// Set while a pump reads the upstream for this stream (at most one at a time).
-    pump_active: AtomicBool,
-    /// Set while the pump waits for the reader to make room in the window.
-    room_wanted: AtomicBool,
-    /// The pump, while a reader drives it rather than a task, between that reader's polls.
-    parked_pump: Mutex<Option<ParkedPump>>,
-    /// For a stream restored from the session store ([`Self::restored`]): the recorded seq of
-    /// the last event with an upstream id, the recorded last seq, and the keyed hash of that
-    /// upstream id.
-    restored_span: Option<(u64, u64, u64)>,
-}
-
-/// A stream pump that a client's reader drives instead of a task (`proxy::pump::InlinePump`),
-/// kept in its tracker between polls so that whoever must take it over can: a reader that
-/// resumes the stream while the driving one is stuck, or shutdown.
-pub struct ParkedPump {
-    /// The pump itself.
-    pub future: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
-    /// Keeps the session manager's pump tracker (shutdown) waiting for it.
-    pub tracked: tokio_util::task::task_tracker::TaskTrackerToken,
-    /// The reader driving it.
-    pub driver: u64,
-}
-
-impl std::fmt::Debug for ParkedPump {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ParkedPump")
-            .field("driver", &self.driver)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug)]
-struct TrackerState {
-    last_seq: u64,
-    last_upstream_id: Option<Arc<str>>,
-    /// The sequence number of the event that carried `last_upstream_id` (0 when none did).
-    last_upstream_seq: u64,
-    /// The sequence number of the event just before the window's first (or, while the window
-    /// is empty, the last event), and the keyed hash of its upstream id: so the client id of
-    /// that position can be told from a forged one too ([`EventTracker::issued`]).
-    before_window: (u64, Option<u64>),
-    /// The upstream id of the event at `delivered`, to rebuild the last client id handed out.
-    delivered_upstream_id: Option<Arc<str>>,
-    persisted: Option<(Arc<str>, SystemTime)>,
-    /// Keyed hashes of the upstream ids admitted last (at most `dedup_ids`), and their order.
-    seen: HashSet<u64, IdHasher>,
-    seen_order: VecDeque<u64>,
-    /// The key of the hashes in `seen`.
-    id_hasher: IdHasher,
-    /// The events kept for replay, oldest first, seq ascending and contiguous.
-    window: VecDeque<WindowEvent>,
-    window_bytes: usize,
-    /// Bytes of the window's events after `delivered` (kept in step, so checks are O(1)).
-    undelivered_bytes: usize,
-    /// Highest seq handed to a reader; events after it are never evicted.
-    delivered: u64,
-    /// Blocks that are not events (comments such as keep-alives, `retry`-only blocks), waiting
-    /// for the attached reader, each tagged with the last seq before it. Never replayed.
-    ephemeral: Vec<(u64, Bytes)>,
-    /// Generation of the attached reader; 0 when none is attached.
-    reader: u64,
-    readers_attached: u64,
-    detached_at: Option<Instant>,
-    upstream: UpstreamState,
-}
-
-/// One encoded event in the replay window. The events recorded from one upstream read share
-/// one `chunk`, so a reader hands a run of them to the client as one slice, without copying.
-/// A chunk lives while any of its events is in the window: besides the window's own bytes, at
-/// most the oldest, partly evicted chunk is held.
-#[derive(Debug)]
-struct WindowEvent {
-    seq: u64,
-    upstream_id: EventUpstreamId,
-    chunk: Bytes,
-    /// The event's bytes within `chunk`.
-    range: Range<usize>,
-}
-
-/// Where a window event's upstream id is kept.
-#[derive(Debug)]
-enum EventUpstreamId {
-    None,
-    /// Within the event's chunk: the tail of the client id the event was encoded with.
-    InChunk(Range<usize>),
-    Shared(Arc<str>),
-}
-
-impl WindowEvent {
-    fn len(&self) -> usize {
-        self.range.len()
-    }
-
-    fn upstream_id(&self) -> Option<&str> {
-        match &self.upstream_id {
-            EventUpstreamId::None => None,
-            // Written there from a `&str`: valid UTF-8.
-            EventUpstreamId::InChunk(range) => std::str::from_utf8(&self.chunk[range.clone()]).ok(),
-            EventUpstreamId::Shared(id) => Some(id),
-        }
-    }
-
-    /// The upstream id as an `Arc`, shared with `last` when equal (no allocation then).
-    fn upstream_id_shared(&self, last: Option<&Arc<str>>) -> Option<Arc<str>> {
-        let id = self.upstream_id()?;
-        Some(match last {
-            Some(last) if **last == *id => last.clone(),
-            _ => Arc::from(id),
-        })
-    }
-
-    /// Whether `next` continues this run of events in the same chunk.
-    fn continued_by(chunk: &Bytes, run: &Range<usize>, next: &WindowEvent) -> bool {
-        chunk.as_ptr() == next.chunk.as_ptr()
-            && chunk.len() == next.chunk.len()
-            && run.end == next.range.start
-    }
-}
-
 /// What [`EventTracker::record_to_window`] or [`EventTracker::record_direct`] did with the
 /// blocks of one upstream read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -296,6 +167,88 @@ pub struct Recorded {
     /// Recording stopped because the next event would evict one the reader has not been
     /// handed; the blocks left in the queue wait for room.
     pub window_full: bool,
+}
+
+/// Tracks the events of one SSE stream. Shared as `Arc<EventTracker>` between the stream's
+/// pump, its reader, the session that owns it and the persistence worker.
+#[derive(Debug)]
+pub struct EventTracker {
+    session: Option<SessionId>,
+    stream: StreamId,
+    kind: StreamKind,
+    created: SystemTime,
+    limits: TrackerLimits,
+    /// The key of the stream's upstream id hashes (dedup, and telling issued ids from forged).
+    id_hasher: IdHasher,
+    state: Mutex<TrackerState>,
+    events_forwarded: AtomicU64,
+    duplicates_dropped: AtomicU64,
+    /// Bumped when events are appended or the upstream state changes (wakes the reader).
+    appended: watch::Sender<u64>,
+    /// Bumped when a reader attaches or detaches, and when it takes events while the pump waits
+    /// for room (wakes the pump).
+    consumed: watch::Sender<u64>,
+    /// Set while the tracker waits in the persistence worker's queue (latest-only coalescing).
+    pub(super) persist_queued: AtomicBool,
+    /// Set while the pump waits for the reader to make room in the window.
+    room_wanted: AtomicBool,
+    /// Who pumps the stream: the claim, and a reader-driven pump parked between polls.
+    pump: PumpSlot,
+    /// For a stream restored from the session store ([`Self::restored`]): the recorded seq of
+    /// the last event with an upstream id, the recorded last seq, and the keyed hash of that
+    /// upstream id.
+    restored_span: Option<(u64, u64, u64)>,
+}
+
+/// Everything the tracker's lock guards: the stream's position and upstream side, and the
+/// state machines that compose it.
+///
+/// Invariants: `last_upstream_seq` ≤ `last_seq` (0 while `last_upstream_id` is `None`); the
+/// reader cursor's `delivered` ≤ `last_seq`; the window's events are the last ones admitted
+/// (a windowed stream), and its undelivered bytes are counted from the cursor's `delivered`.
+#[derive(Debug)]
+struct TrackerState {
+    /// The last sequence number admitted (0 before the first event).
+    last_seq: u64,
+    last_upstream_id: Option<Arc<str>>,
+    /// The sequence number of the event that carried `last_upstream_id` (0 when none did).
+    last_upstream_seq: u64,
+    persisted: Option<(Arc<str>, SystemTime)>,
+    upstream: UpstreamState,
+    dedup: Dedup,
+    window: ReplayWindow,
+    cursor: ReaderCursor,
+}
+
+impl TrackerState {
+    /// Admits an event carrying `upstream_id` (dedup keyed by `hasher`), without recording the
+    /// last upstream id (the caller does, once per batch): the new seq, or `None` for a
+    /// duplicate (not counted here).
+    fn admit(&mut self, hasher: &IdHasher, upstream_id: Option<&str>) -> Option<u64> {
+        if let Some(id) = upstream_id
+            && !self.dedup.admit(hasher, id)
+        {
+            return None;
+        }
+        self.last_seq += 1;
+        Some(self.last_seq)
+    }
+
+    /// Notes that event `seq` carried `upstream_id`, the last one that carried any.
+    fn set_last_upstream(&mut self, seq: u64, upstream_id: Arc<str>) {
+        self.last_upstream_id = Some(upstream_id);
+        self.last_upstream_seq = seq;
+    }
+
+    /// Moves the reader cursor to `after` (in the window: [`ReplayWindow::check`] first),
+    /// recounting what waits for the reader.
+    fn move_cursor(&mut self, after: u64) {
+        let upstream_id = self
+            .window
+            .upstream_id_at(after, self.last_upstream_id.as_ref());
+        self.cursor.move_to(after, upstream_id);
+        self.window.recount(after);
+    }
 }
 
 impl EventTracker {
@@ -313,34 +266,24 @@ impl EventTracker {
             kind,
             created: SystemTime::now(),
             limits,
+            id_hasher: IdHasher::default(),
             state: Mutex::new(TrackerState {
                 last_seq: 0,
                 last_upstream_id: None,
                 last_upstream_seq: 0,
-                before_window: (0, None),
-                delivered_upstream_id: None,
                 persisted: None,
-                seen: HashSet::with_hasher(IdHasher::default()),
-                seen_order: VecDeque::new(),
-                id_hasher: IdHasher::default(),
-                window: VecDeque::new(),
-                window_bytes: 0,
-                undelivered_bytes: 0,
-                ephemeral: Vec::new(),
-                delivered: 0,
-                reader: 0,
-                readers_attached: 0,
-                detached_at: Some(Instant::now()),
                 upstream: UpstreamState::Live,
+                dedup: Dedup::new(limits.dedup_ids),
+                window: ReplayWindow::after(0, None),
+                cursor: ReaderCursor::new(Instant::now()),
             }),
             events_forwarded: AtomicU64::new(0),
             duplicates_dropped: AtomicU64::new(0),
             appended: watch::Sender::new(0),
             consumed: watch::Sender::new(0),
             persist_queued: AtomicBool::new(false),
-            pump_active: AtomicBool::new(false),
             room_wanted: AtomicBool::new(false),
-            parked_pump: Mutex::new(None),
+            pump: PumpSlot::default(),
             restored_span: None,
         }
     }
@@ -362,28 +305,22 @@ impl EventTracker {
         persisted: Option<Arc<str>>,
     ) -> Self {
         let mut tracker = Self::new(Some(session), stream, StreamKind::Get, limits);
+        let hash = tracker.id_hasher.hash_one(upstream_id);
         {
             let mut state = tracker.state.lock();
             let id: Arc<str> = Arc::from(upstream_id);
             let last_seq = last_seq.max(seq);
             state.last_seq = last_seq;
-            state.delivered = last_seq;
-            let hash = state.id_hasher.hash_one(upstream_id);
-            if limits.dedup_ids > 0 {
-                state.seen.insert(hash);
-                state.seen_order.push_back(hash);
-            }
+            state.dedup.insert(hash);
             // The event at `last_seq` carried `upstream_id` only if it is the one at `seq`.
             let last_id = (last_seq == seq).then_some(id.clone());
-            state.before_window = (last_seq, last_id.as_ref().map(|_| hash));
-            state.delivered_upstream_id = last_id;
-            state.last_upstream_id = Some(id);
-            state.last_upstream_seq = seq;
+            state.window = ReplayWindow::after(last_seq, last_id.as_ref().map(|_| hash));
+            state.cursor.move_to(last_seq, last_id);
+            state.set_last_upstream(seq, id);
             state.persisted = persisted.map(|p| (p, SystemTime::now()));
             state.upstream = UpstreamState::Stopped;
-            drop(state);
-            tracker.restored_span = Some((seq, last_seq, hash));
         }
+        tracker.restored_span = Some((seq, last_seq.max(seq), hash));
         tracker
     }
 
@@ -400,47 +337,35 @@ impl EventTracker {
         }
         match id.upstream_id {
             None => Some(last),
-            Some(up) if id.seq == seq && self.state.lock().id_hasher.hash_one(up) == hash => {
-                Some(last)
-            }
+            Some(up) if id.seq == seq && self.id_hasher.hash_one(up) == hash => Some(last),
             Some(_) => None,
         }
     }
 
     /// Claims the right to run the stream's pump; `false` if one is already running.
     pub fn claim_pump(&self) -> bool {
-        !self.pump_active.swap(true, Ordering::AcqRel)
+        self.pump.claim()
     }
 
     /// Releases the pump claim (the pump stopped).
     pub fn release_pump(&self) {
-        self.pump_active.store(false, Ordering::Release);
+        self.pump.release();
     }
 
     /// Parks a reader-driven pump between polls (see [`ParkedPump`]).
     pub fn park_pump(&self, pump: ParkedPump) {
-        *self.parked_pump.lock() = Some(pump);
+        self.pump.park(pump);
     }
 
     /// Takes the parked pump if `driver` drives it (`None`: whoever does). `None` when no pump
     /// is parked (none, one on a task, or one being polled right now) or another reader drives it.
     pub fn take_pump(&self, driver: Option<u64>) -> Option<ParkedPump> {
-        let mut parked = self.parked_pump.lock();
-        if driver.is_some_and(|d| parked.as_ref().is_some_and(|p| p.driver != d)) {
-            return None;
-        }
-        parked.take()
+        self.pump.take(driver)
     }
 
     /// Makes `driver` the reader that drives the parked pump; `false` if none is parked.
     pub fn drive_pump(&self, driver: u64) -> bool {
-        match self.parked_pump.lock().as_mut() {
-            Some(parked) => {
-                parked.driver = driver;
-                true
-            }
-            None => false,
-        }
+        self.pump.drive(driver)
     }
 
     /// The session this stream belongs to, if any.
@@ -468,11 +393,10 @@ impl EventTracker {
     /// event gets the next sequence number; its upstream id becomes the stream's last upstream id.
     pub fn admit(&self, upstream_id: Option<&str>) -> Admission {
         let mut state = self.state.lock();
-        match self.admit_locked(&mut state, upstream_id) {
+        match state.admit(&self.id_hasher, upstream_id) {
             Some(seq) => {
                 if let Some(id) = upstream_id {
-                    state.last_upstream_id = Some(Arc::from(id));
-                    state.last_upstream_seq = seq;
+                    state.set_last_upstream(seq, Arc::from(id));
                 }
                 Admission::Forward { seq }
             }
@@ -484,279 +408,6 @@ impl EventTracker {
         }
     }
 
-    /// [`Self::admit`] under the caller's lock, without recording the last upstream id (the
-    /// caller does, once per batch): the new seq, or `None` for a duplicate (not counted here).
-    fn admit_locked(&self, state: &mut TrackerState, upstream_id: Option<&str>) -> Option<u64> {
-        if let Some(id) = upstream_id
-            && self.limits.dedup_ids > 0
-        {
-            let hash = state.id_hasher.hash_one(id);
-            if !state.seen.insert(hash) {
-                return None;
-            }
-            if state.seen_order.len() >= self.limits.dedup_ids
-                && let Some(old) = state.seen_order.pop_front()
-            {
-                state.seen.remove(&old);
-            }
-            state.seen_order.push_back(hash);
-        }
-        state.last_seq += 1;
-        Some(state.last_seq)
-    }
-
-    /// Records the blocks of one upstream read of a windowed (legacy) stream under one lock:
-    /// each event is admitted (duplicates dropped), encoded with the proxy's id into `scratch`
-    /// and kept in the replay window; blocks that are not events (keep-alives, `retry` alone)
-    /// are queued for the attached reader (with no reader attached they are dropped: such
-    /// blocks are never replayed). Blocks are taken from the front of `blocks`; recording stops
-    /// early, with [`Recorded::window_full`], when the next event would evict one the reader has
-    /// not been handed, or when the next block would take what waits for the reader (undelivered
-    /// events and queued keep-alives) past `replay_bytes` (or keep-alives past
-    /// [`MAX_EPHEMERAL`]): a stream of comments gets the same backpressure as one of events.
-    /// One block larger than that budget still goes through, alone. The events recorded share
-    /// one buffer split off `scratch`. The reader learns of them at the next [`Self::publish`].
-    pub fn record_to_window(
-        &self,
-        blocks: &mut VecDeque<SseBlock>,
-        scratch: &mut BytesMut,
-    ) -> Recorded {
-        let mut recorded = Recorded::default();
-        let mut state = self.state.lock();
-        let state = &mut *state;
-        scratch.clear();
-        let mut kept: Vec<(u64, EventUpstreamId, Range<usize>)> = Vec::new();
-        let mut last_with_id: Option<(u64, SseBlock)> = None;
-        let mut undelivered = state.window.len() - first_undelivered(state);
-        // Undelivered events' bytes plus the queued keep-alives' (at most MAX_EPHEMERAL).
-        let mut waiting_bytes =
-            state.undelivered_bytes + state.ephemeral.iter().map(|(_, b)| b.len()).sum::<usize>();
-        while let Some(block) = blocks.front() {
-            if !block.has_id() && !block.has_data() {
-                if state.reader != 0 {
-                    let size = block.raw().len();
-                    let queued = state.ephemeral.len();
-                    if !self.fits_waiting(undelivered, queued, waiting_bytes, size, false) {
-                        recorded.window_full = true;
-                        break;
-                    }
-                    state.ephemeral.push((state.last_seq, block.raw().clone()));
-                    waiting_bytes += size;
-                }
-                blocks.pop_front();
-                continue;
-            }
-            // The encoded event is the block with its id line replaced by ours.
-            let size = block.raw().len() + 64;
-            let queued = state.ephemeral.len();
-            if !self.fits_waiting(undelivered, queued, waiting_bytes, size, true) {
-                recorded.window_full = true;
-                break;
-            }
-            let Some(block) = blocks.pop_front() else {
-                break;
-            };
-            let upstream_id = block.id().filter(|id| !id.is_empty());
-            let Some(seq) = self.admit_locked(state, upstream_id) else {
-                recorded.duplicates += 1;
-                continue;
-            };
-            let start = scratch.len();
-            let mut id_range = EventUpstreamId::None;
-            block.write_with_id_from(scratch, |out| {
-                self.write_client_event_id(seq, upstream_id, out);
-                if let Some(up) = upstream_id {
-                    id_range = EventUpstreamId::InChunk(out.len() - up.len()..out.len());
-                }
-            });
-            recorded.forwarded += 1;
-            undelivered += 1;
-            waiting_bytes += scratch.len() - start;
-            kept.push((seq, id_range, start..scratch.len()));
-            if upstream_id.is_some() {
-                recorded.advanced += 1;
-                last_with_id = Some((seq, block));
-            }
-        }
-        if let Some((seq, block)) = &last_with_id
-            && let Some(id) = block.id()
-        {
-            state.last_upstream_id = Some(Arc::from(id));
-            state.last_upstream_seq = *seq;
-        }
-        if !kept.is_empty() {
-            let chunk = scratch.split().freeze();
-            for (seq, upstream_id, range) in kept {
-                self.push_window(
-                    state,
-                    WindowEvent {
-                        seq,
-                        upstream_id,
-                        chunk: chunk.clone(),
-                        range,
-                    },
-                );
-            }
-        }
-        self.count(&recorded);
-        recorded
-    }
-
-    /// Records the blocks of one upstream read of a stream relayed without a window (modern)
-    /// under one lock: each event is admitted (duplicates dropped) and appended to `out` — with
-    /// the proxy's id `<stream>:<seq>:<upstream id>` when the upstream gave it one, unchanged
-    /// otherwise (no window: only the upstream's id can resume it) — and counts as handed to
-    /// the client; other blocks are appended to `out` unchanged. Takes every block of `blocks`.
-    pub fn record_direct(&self, blocks: &mut VecDeque<SseBlock>, out: &mut BytesMut) -> Recorded {
-        let mut recorded = Recorded::default();
-        let mut state = self.state.lock();
-        let state = &mut *state;
-        let mut last_with_id: Option<(u64, SseBlock)> = None;
-        // Whether the last event handed over carried an upstream id.
-        let mut last_had_id = false;
-        for block in blocks.drain(..) {
-            if !block.has_id() && !block.has_data() {
-                out.extend_from_slice(block.raw());
-                continue;
-            }
-            let upstream_id = block.id().filter(|id| !id.is_empty());
-            let Some(seq) = self.admit_locked(state, upstream_id) else {
-                recorded.duplicates += 1;
-                continue;
-            };
-            // Only an upstream id can resume a stream without a window (by translating it back
-            // for the upstream): an event that came without one leaves without one, as it
-            // would directly, so no client tries a resumption that can only fail.
-            if upstream_id.is_some() {
-                block.write_with_id_from(out, |out| {
-                    self.write_client_event_id(seq, upstream_id, out);
-                });
-            } else {
-                out.extend_from_slice(block.raw());
-            }
-            recorded.forwarded += 1;
-            state.delivered = seq;
-            last_had_id = upstream_id.is_some();
-            if last_had_id {
-                recorded.advanced += 1;
-                last_with_id = Some((seq, block));
-            }
-        }
-        if let Some((seq, block)) = &last_with_id
-            && let Some(id) = block.id()
-        {
-            state.last_upstream_id = Some(Arc::from(id));
-            state.last_upstream_seq = *seq;
-        }
-        if recorded.forwarded > 0 {
-            state.delivered_upstream_id = if last_had_id {
-                state.last_upstream_id.clone()
-            } else {
-                None
-            };
-        }
-        self.count(&recorded);
-        recorded
-    }
-
-    fn count(&self, recorded: &Recorded) {
-        if recorded.forwarded > 0 {
-            self.events_forwarded
-                .fetch_add(recorded.forwarded, Ordering::Relaxed);
-        }
-        if recorded.duplicates > 0 {
-            self.duplicates_dropped
-                .fetch_add(recorded.duplicates, Ordering::Relaxed);
-        }
-    }
-
-    /// Appends `event` to the window, first evicting the oldest events past the count and byte
-    /// bounds (one event larger than the byte bound stays, alone).
-    fn push_window(&self, state: &mut TrackerState, event: WindowEvent) {
-        let size = event.len();
-        while state.window.len() >= self.limits.replay_events.max(1)
-            || (!state.window.is_empty() && state.window_bytes + size > self.limits.replay_bytes)
-        {
-            let Some(old) = state.window.pop_front() else {
-                break;
-            };
-            let old_hash = old.upstream_id().map(|id| state.id_hasher.hash_one(id));
-            state.before_window = (old.seq, old_hash);
-            state.window_bytes -= old.len();
-            if old.seq > state.delivered {
-                state.undelivered_bytes -= old.len();
-            }
-        }
-        state.window_bytes += size;
-        if event.seq > state.delivered {
-            state.undelivered_bytes += size;
-        }
-        state.window.push_back(event);
-    }
-
-    /// Whether an event of `size` bytes can be appended now without evicting an event the
-    /// reader has not been handed. The pump waits on [`EventTracker::consumed`] while not.
-    pub fn has_room(&self, size: usize) -> bool {
-        let state = self.state.lock();
-        let count = state.window.len() - first_undelivered(&state);
-        self.fits(count, state.undelivered_bytes, size)
-    }
-
-    /// Whether an event of `size` bytes may join `count` undelivered events of `bytes` bytes:
-    /// within both window bounds, or alone (an oversized event still goes through, by itself).
-    fn fits(&self, count: usize, bytes: usize, size: usize) -> bool {
-        count == 0
-            || (count < self.limits.replay_events && bytes + size <= self.limits.replay_bytes)
-    }
-
-    /// Whether a block of `size` bytes may join what waits for the reader (`events` undelivered
-    /// events and `comments` queued keep-alives, `bytes` in all): within `replay_bytes` and the
-    /// count bound of its kind (`replay_events`, or [`MAX_EPHEMERAL`] for a keep-alive), or
-    /// alone.
-    fn fits_waiting(
-        &self,
-        events: usize,
-        comments: usize,
-        bytes: usize,
-        size: usize,
-        is_event: bool,
-    ) -> bool {
-        let count_ok = if is_event {
-            events < self.limits.replay_events
-        } else {
-            comments < MAX_EPHEMERAL
-        };
-        (events == 0 && comments == 0) || (count_ok && bytes + size <= self.limits.replay_bytes)
-    }
-
-    /// Appends the encoded event admitted as `seq` to the replay window, evicting the oldest
-    /// delivered events past the count and byte bounds. The reader learns of it at the next
-    /// [`Self::publish`] (once per upstream read, not per event).
-    pub fn append(&self, seq: u64, upstream_id: Option<&str>, encoded: Bytes) {
-        self.events_forwarded.fetch_add(1, Ordering::Relaxed);
-        let mut state = self.state.lock();
-        let upstream_id = match upstream_id {
-            Some(id) => EventUpstreamId::Shared(
-                state
-                    .last_upstream_id
-                    .clone()
-                    .filter(|last| **last == *id)
-                    .unwrap_or_else(|| Arc::from(id)),
-            ),
-            None => EventUpstreamId::None,
-        };
-        let range = 0..encoded.len();
-        self.push_window(
-            &mut state,
-            WindowEvent {
-                seq,
-                upstream_id,
-                chunk: encoded,
-                range,
-            },
-        );
-    }
-
     /// Wakes the reader to take what was appended.
     pub fn publish(&self) {
         self.appended.send_modify(|v| *v += 1);
@@ -766,150 +417,6 @@ impl EventTracker {
     /// pump calls it before it waits for room, so reads cost no wake-up otherwise.
     pub fn want_room(&self) {
         self.room_wanted.store(true, Ordering::Release);
-    }
-
-    /// Attaches a new reader that will be handed the events after `after_seq` (`None`: only
-    /// events from now on). Any previous reader is replaced.
-    pub fn attach(&self, after_seq: Option<u64>) -> Result<u64, AttachError> {
-        let reader = {
-            let mut state = self.state.lock();
-            let after = after_seq.unwrap_or(state.last_seq);
-            check_window(&state, after)?;
-            state.readers_attached += 1;
-            state.reader = state.readers_attached;
-            state.detached_at = None;
-            state.ephemeral.clear();
-            state.delivered = after;
-            state.delivered_upstream_id = upstream_id_at(&state, after);
-            state.undelivered_bytes = undelivered_bytes(&state);
-            state.reader
-        };
-        self.consumed.send_modify(|v| *v += 1);
-        self.appended.send_modify(|v| *v += 1);
-        Ok(reader)
-    }
-
-    /// Detaches `reader` if it is still the attached one (its client went away).
-    pub fn detach(&self, reader: u64) {
-        let detached = {
-            let mut state = self.state.lock();
-            let current = state.reader == reader;
-            if current {
-                state.reader = 0;
-                state.detached_at = Some(Instant::now());
-            }
-            current
-        };
-        if detached {
-            self.consumed.send_modify(|v| *v += 1);
-        }
-    }
-
-    /// Hands `reader` the events after its cursor, or tells it to wait, end, or stop.
-    pub fn read(&self, reader: u64) -> Read {
-        let result = {
-            let mut state = self.state.lock();
-            if state.reader != reader {
-                return Read::Replaced;
-            }
-            let delivered = state.delivered;
-            let mut ephemeral = std::mem::take(&mut state.ephemeral).into_iter().peekable();
-            let mut out = Vec::new();
-            let start = first_undelivered(&state);
-            // Runs of events recorded from one upstream read go out as one slice of their chunk.
-            let mut run: Option<(&Bytes, Range<usize>)> = None;
-            for event in state.window.range(start..) {
-                while let Some((_, b)) = ephemeral.next_if(|(after, _)| *after < event.seq) {
-                    if let Some((chunk, range)) = run.take() {
-                        out.push(chunk.slice(range));
-                    }
-                    out.push(b);
-                }
-                match &mut run {
-                    Some((chunk, range)) if WindowEvent::continued_by(chunk, range, event) => {
-                        range.end = event.range.end;
-                    }
-                    _ => {
-                        if let Some((chunk, range)) =
-                            run.replace((&event.chunk, event.range.clone()))
-                        {
-                            out.push(chunk.slice(range));
-                        }
-                    }
-                }
-            }
-            if let Some((chunk, range)) = run {
-                out.push(chunk.slice(range));
-            }
-            out.extend(ephemeral.map(|(_, b)| b));
-            if out.is_empty() {
-                return if state.upstream.is_terminal() {
-                    Read::End(state.upstream)
-                } else {
-                    Read::Wait
-                };
-            }
-            if let Some((seq, up)) = state
-                .window
-                .back()
-                .map(|e| (e.seq, e.upstream_id_shared(state.last_upstream_id.as_ref())))
-                && seq > delivered
-            {
-                state.delivered = seq;
-                state.delivered_upstream_id = up;
-                state.undelivered_bytes = 0;
-            }
-            Read::Events(out)
-        };
-        if self.room_wanted.swap(false, Ordering::AcqRel) {
-            self.consumed.send_modify(|v| *v += 1);
-        }
-        result
-    }
-
-    /// Whether `id` is the client event id this stream handed out for its event `id.seq`:
-    /// `Some(false)` when that event carries another upstream id (or none). Told for the events
-    /// in the replay window and for the position just before it (the last event evicted, a
-    /// restored stream's starting position, or 0 before the first event, which carries none);
-    /// `None` for any other position (left the window, or past the last event). The stream
-    /// part is the caller's to check.
-    pub fn issued(&self, id: &ClientEventId<'_>) -> Option<bool> {
-        let state = self.state.lock();
-        let (before_seq, before_hash) = state.before_window;
-        if id.seq == before_seq {
-            let hash = id.upstream_id.map(|up| state.id_hasher.hash_one(up));
-            return Some(hash == before_hash);
-        }
-        let front = state.window.front()?;
-        let event = state.window.get(id.seq.checked_sub(front.seq)? as usize)?;
-        Some(event.upstream_id() == id.upstream_id)
-    }
-
-    /// Moves the attached reader's cursor back to `after_seq`, so the buffered events after it
-    /// are sent again. Returns how many will be re-sent; `None` if no reader is attached.
-    /// Errors: the events after `after_seq` left the window, or `after_seq` is past the last
-    /// event handed to the reader ([`AttachError::NotDelivered`]: moving there would skip
-    /// the events in between).
-    pub fn rewind(&self, after_seq: u64) -> Result<Option<usize>, AttachError> {
-        let count = {
-            let mut state = self.state.lock();
-            check_window(&state, after_seq)?;
-            if state.reader == 0 {
-                return Ok(None);
-            }
-            if after_seq > state.delivered {
-                return Err(AttachError::NotDelivered {
-                    after: after_seq,
-                    delivered: state.delivered,
-                });
-            }
-            state.delivered = after_seq;
-            state.delivered_upstream_id = upstream_id_at(&state, after_seq);
-            state.undelivered_bytes = undelivered_bytes(&state);
-            state.window.iter().filter(|e| e.seq > after_seq).count()
-        };
-        self.appended.send_modify(|v| *v += 1);
-        Ok(Some(count))
     }
 
     /// Records where the upstream side stands and wakes the reader.
@@ -925,7 +432,7 @@ impl EventTracker {
 
     /// When the last reader detached; `None` while a reader is attached.
     pub fn detached_since(&self) -> Option<Instant> {
-        self.state.lock().detached_at
+        self.state.lock().cursor.detached_since()
     }
 
     /// Wakes on every append and upstream state change (for the reader).
@@ -987,8 +494,13 @@ impl EventTracker {
     /// The last ids of the stream.
     pub fn last_event_ids(&self) -> LastEventIds {
         let state = self.state.lock();
-        let client_event_id = (state.delivered > 0)
-            .then(|| self.client_event_id(state.delivered, state.delivered_upstream_id.as_deref()));
+        let delivered = state.cursor.delivered();
+        let client_event_id = (delivered > 0).then(|| {
+            self.client_event_id(
+                delivered,
+                state.cursor.delivered_upstream_id().map(|id| &**id),
+            )
+        });
         LastEventIds {
             client_event_id,
             upstream_event_id: state.last_upstream_id.clone(),
@@ -1008,58 +520,13 @@ impl EventTracker {
 
     /// Whether a client connection currently reads the stream.
     pub fn client_connected(&self) -> bool {
-        self.state.lock().reader != 0
+        self.state.lock().cursor.attached()
     }
 
     /// Bytes held in the replay window.
     pub fn window_bytes(&self) -> usize {
-        self.state.lock().window_bytes
+        self.state.lock().window.bytes()
     }
-}
-
-/// Whether a reader may start after `after`: every event after it must still be in the window.
-fn check_window(state: &TrackerState, after: u64) -> Result<(), AttachError> {
-    if after > state.last_seq {
-        return Err(AttachError::Future {
-            after,
-            last: state.last_seq,
-        });
-    }
-    let oldest = state.window.front().map_or(state.last_seq + 1, |e| e.seq);
-    if after + 1 < oldest {
-        return Err(AttachError::LeftWindow { after, oldest });
-    }
-    Ok(())
-}
-
-/// Index in the window of the first event after `delivered`. Window sequence numbers are
-/// contiguous (every admitted event is appended), so this is arithmetic, not a scan.
-fn first_undelivered(state: &TrackerState) -> usize {
-    match state.window.front() {
-        Some(front) if state.delivered >= front.seq => {
-            ((state.delivered - front.seq + 1) as usize).min(state.window.len())
-        }
-        _ => 0,
-    }
-}
-
-/// Bytes of the window's events after `delivered`, counted (for when `delivered` moves back).
-fn undelivered_bytes(state: &TrackerState) -> usize {
-    state
-        .window
-        .range(first_undelivered(state)..)
-        .map(WindowEvent::len)
-        .sum()
-}
-
-/// The upstream id of the event `seq`, if it is still in the window.
-fn upstream_id_at(state: &TrackerState, seq: u64) -> Option<Arc<str>> {
-    state
-        .window
-        .front()
-        .and_then(|front| seq.checked_sub(front.seq))
-        .and_then(|i| state.window.get(i as usize))
-        .and_then(|e| e.upstream_id_shared(state.last_upstream_id.as_ref()))
 }
 
 #[cfg(test)]

@@ -1,4 +1,7 @@
 use super::*;
+use std::collections::VecDeque;
+
+use crate::sse::SseBlock;
 
 fn tracker(limits: TrackerLimits) -> EventTracker {
     EventTracker::new(None, StreamId::from("s1"), StreamKind::Post, limits)

@@ -1,0 +1,251 @@
+//! The recording path: the blocks of one upstream read admitted, encoded and kept (or written
+//! out) under one lock of the tracker.
+
+use std::{
+    collections::VecDeque,
+    ops::Range,
+    sync::{Arc, atomic::Ordering},
+};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{
+    EventTracker, MAX_EPHEMERAL, Recorded,
+    window::{EventUpstreamId, WindowEvent},
+};
+use crate::sse::SseBlock;
+
+impl EventTracker {
+    /// Records the blocks of one upstream read of a windowed (legacy) stream under one lock:
+    /// each event is admitted (duplicates dropped), encoded with the proxy's id into `scratch`
+    /// and kept in the replay window; blocks that are not events (keep-alives, `retry` alone)
+    /// are queued for the attached reader (with no reader attached they are dropped: such
+    /// blocks are never replayed). Blocks are taken from the front of `blocks`; recording stops
+    /// early, with [`Recorded::window_full`], when the next event would evict one the reader has
+    /// not been handed, or when the next block would take what waits for the reader (undelivered
+    /// events and queued keep-alives) past `replay_bytes` (or keep-alives past
+    /// [`MAX_EPHEMERAL`]): a stream of comments gets the same backpressure as one of events.
+    /// One block larger than that budget still goes through, alone. The events recorded share
+    /// one buffer split off `scratch`. The reader learns of them at the next [`Self::publish`].
+    pub fn record_to_window(
+        &self,
+        blocks: &mut VecDeque<SseBlock>,
+        scratch: &mut BytesMut,
+    ) -> Recorded {
+        let mut recorded = Recorded::default();
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        scratch.clear();
+        let mut kept: Vec<(u64, EventUpstreamId, Range<usize>)> = Vec::new();
+        let mut last_with_id: Option<(u64, SseBlock)> = None;
+        let delivered = state.cursor.delivered();
+        let mut undelivered = state.window.count_after(delivered);
+        // Undelivered events' bytes plus the queued keep-alives' (at most MAX_EPHEMERAL).
+        let (mut queued, queued_bytes) = state.cursor.ephemeral_waiting();
+        let mut waiting_bytes = state.window.undelivered_bytes() + queued_bytes;
+        while let Some(block) = blocks.front() {
+            if !block.has_id() && !block.has_data() {
+                if state.cursor.attached() {
+                    let size = block.raw().len();
+                    if !self.fits_waiting(undelivered, queued, waiting_bytes, size, false) {
+                        recorded.window_full = true;
+                        break;
+                    }
+                    state
+                        .cursor
+                        .queue_ephemeral(state.last_seq, block.raw().clone());
+                    queued += 1;
+                    waiting_bytes += size;
+                }
+                blocks.pop_front();
+                continue;
+            }
+            // The encoded event is the block with its id line replaced by ours.
+            let size = block.raw().len() + 64;
+            if !self.fits_waiting(undelivered, queued, waiting_bytes, size, true) {
+                recorded.window_full = true;
+                break;
+            }
+            let Some(block) = blocks.pop_front() else {
+                break;
+            };
+            let upstream_id = block.id().filter(|id| !id.is_empty());
+            let Some(seq) = state.admit(&self.id_hasher, upstream_id) else {
+                recorded.duplicates += 1;
+                continue;
+            };
+            let start = scratch.len();
+            let mut id_range = EventUpstreamId::None;
+            block.write_with_id_from(scratch, |out| {
+                self.write_client_event_id(seq, upstream_id, out);
+                if let Some(up) = upstream_id {
+                    id_range = EventUpstreamId::InChunk(out.len() - up.len()..out.len());
+                }
+            });
+            recorded.forwarded += 1;
+            undelivered += 1;
+            waiting_bytes += scratch.len() - start;
+            kept.push((seq, id_range, start..scratch.len()));
+            if upstream_id.is_some() {
+                recorded.advanced += 1;
+                last_with_id = Some((seq, block));
+            }
+        }
+        if let Some((seq, block)) = &last_with_id
+            && let Some(id) = block.id()
+        {
+            state.set_last_upstream(*seq, Arc::from(id));
+        }
+        if !kept.is_empty() {
+            let chunk = scratch.split().freeze();
+            for (seq, upstream_id, range) in kept {
+                state.window.push(
+                    WindowEvent {
+                        seq,
+                        upstream_id,
+                        chunk: chunk.clone(),
+                        range,
+                    },
+                    delivered,
+                    &self.limits,
+                    &self.id_hasher,
+                );
+            }
+        }
+        self.count(&recorded);
+        recorded
+    }
+
+    /// Records the blocks of one upstream read of a stream relayed without a window (modern)
+    /// under one lock: each event is admitted (duplicates dropped) and appended to `out` — with
+    /// the proxy's id `<stream>:<seq>:<upstream id>` when the upstream gave it one, unchanged
+    /// otherwise (no window: only the upstream's id can resume it) — and counts as handed to
+    /// the client; other blocks are appended to `out` unchanged. Takes every block of `blocks`.
+    pub fn record_direct(&self, blocks: &mut VecDeque<SseBlock>, out: &mut BytesMut) -> Recorded {
+        let mut recorded = Recorded::default();
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let mut last_with_id: Option<(u64, SseBlock)> = None;
+        // The last event handed over, and whether it carried an upstream id.
+        let mut last_forwarded: Option<(u64, bool)> = None;
+        for block in blocks.drain(..) {
+            if !block.has_id() && !block.has_data() {
+                out.extend_from_slice(block.raw());
+                continue;
+            }
+            let upstream_id = block.id().filter(|id| !id.is_empty());
+            let Some(seq) = state.admit(&self.id_hasher, upstream_id) else {
+                recorded.duplicates += 1;
+                continue;
+            };
+            // Only an upstream id can resume a stream without a window (by translating it back
+            // for the upstream): an event that came without one leaves without one, as it
+            // would directly, so no client tries a resumption that can only fail.
+            if upstream_id.is_some() {
+                block.write_with_id_from(out, |out| {
+                    self.write_client_event_id(seq, upstream_id, out);
+                });
+            } else {
+                out.extend_from_slice(block.raw());
+            }
+            recorded.forwarded += 1;
+            last_forwarded = Some((seq, upstream_id.is_some()));
+            if upstream_id.is_some() {
+                recorded.advanced += 1;
+                last_with_id = Some((seq, block));
+            }
+        }
+        if let Some((seq, block)) = &last_with_id
+            && let Some(id) = block.id()
+        {
+            state.set_last_upstream(*seq, Arc::from(id));
+        }
+        if let Some((seq, had_id)) = last_forwarded {
+            let upstream_id = if had_id {
+                state.last_upstream_id.clone()
+            } else {
+                None
+            };
+            state.cursor.move_to(seq, upstream_id);
+        }
+        self.count(&recorded);
+        recorded
+    }
+
+    fn count(&self, recorded: &Recorded) {
+        if recorded.forwarded > 0 {
+            self.events_forwarded
+                .fetch_add(recorded.forwarded, Ordering::Relaxed);
+        }
+        if recorded.duplicates > 0 {
+            self.duplicates_dropped
+                .fetch_add(recorded.duplicates, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether an event of `size` bytes can be appended now without evicting an event the
+    /// reader has not been handed. The pump waits on [`EventTracker::consumed`] while not.
+    pub fn has_room(&self, size: usize) -> bool {
+        let state = self.state.lock();
+        let count = state.window.count_after(state.cursor.delivered());
+        self.fits(count, state.window.undelivered_bytes(), size)
+    }
+
+    /// Whether an event of `size` bytes may join `count` undelivered events of `bytes` bytes:
+    /// within both window bounds, or alone (an oversized event still goes through, by itself).
+    fn fits(&self, count: usize, bytes: usize, size: usize) -> bool {
+        count == 0
+            || (count < self.limits.replay_events && bytes + size <= self.limits.replay_bytes)
+    }
+
+    /// Whether a block of `size` bytes may join what waits for the reader (`events` undelivered
+    /// events and `comments` queued keep-alives, `bytes` in all): within `replay_bytes` and the
+    /// count bound of its kind (`replay_events`, or [`MAX_EPHEMERAL`] for a keep-alive), or
+    /// alone.
+    fn fits_waiting(
+        &self,
+        events: usize,
+        comments: usize,
+        bytes: usize,
+        size: usize,
+        is_event: bool,
+    ) -> bool {
+        let count_ok = if is_event {
+            events < self.limits.replay_events
+        } else {
+            comments < MAX_EPHEMERAL
+        };
+        (events == 0 && comments == 0) || (count_ok && bytes + size <= self.limits.replay_bytes)
+    }
+
+    /// Appends the encoded event admitted as `seq` to the replay window, evicting the oldest
+    /// delivered events past the count and byte bounds. The reader learns of it at the next
+    /// [`Self::publish`] (once per upstream read, not per event).
+    pub fn append(&self, seq: u64, upstream_id: Option<&str>, encoded: Bytes) {
+        self.events_forwarded.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let upstream_id = match upstream_id {
+            Some(id) => EventUpstreamId::Shared(
+                state
+                    .last_upstream_id
+                    .clone()
+                    .filter(|last| **last == *id)
+                    .unwrap_or_else(|| Arc::from(id)),
+            ),
+            None => EventUpstreamId::None,
+        };
+        let range = 0..encoded.len();
+        state.window.push(
+            WindowEvent {
+                seq,
+                upstream_id,
+                chunk: encoded,
+                range,
+            },
+            state.cursor.delivered(),
+            &self.limits,
+            &self.id_hasher,
+        );
+    }
+}
