@@ -16,12 +16,12 @@
 //!   eviction), of a repeated one (the duplicate check), of an event without id; the per-event
 //!   `admit` + `append` into the replay window; `write_client_event_id`; a resuming reader's
 //!   `attach` + `read` of a full window of 256 events and `rewind` + `read` of 64 (the window
-//!   filled by `record_to_window` 16 events per upstream read, as the pump fills it, so the
+//!   filled by `record` (`Recording::Window`) 16 events per upstream read, as the pump fills it, so the
 //!   reader hands out one slice per read); the live `read` of the 16 events of one read (one
 //!   zero-copy slice); an empty `read`; `has_room` (no longer on the pump's path, which learns
-//!   the window is full from `record_to_window`); `publish` (the reader's watch) and one event
+//!   the window is full from `record`); `publish` (the reader's watch) and one event
 //!   through the window as the pump and the reader handle it (`window_round`:
-//!   `record_to_window` of a one-event read, `publish`, `read`), each with no task parked on the
+//!   `record` of a one-event read, `publish`, `read`), each with no task parked on the
 //!   watches and with a task parked on each as in the daemon (`publish` then wakes a task on
 //!   another thread; the `read` bumps the pump's watch only when the pump asked for room, which
 //!   it does only when the window is full, so not here).
@@ -29,7 +29,7 @@
 //!   into 67-byte chunks (cuts fall between CR and LF, inside field names and values, between
 //!   the two line ends of the blank line); the [`SseBlock`] accessors the pump calls per event
 //!   (`retry_ms`, `data`); writing a block with a new id (`write_with_id_from` with the
-//!   tracker writing the id in place, as `record_to_window`/`record_direct` do);
+//!   tracker writing the id in place, as `record` does);
 //!   `pump::is_response_to`, run on every event of a POST stream: on a progress
 //!   notification (no `"id"` key in its data, so the memchr look skips the JSON parse, as for
 //!   most events) and on the response itself (parsed).
@@ -48,11 +48,11 @@
 //! - `pump` — the per-event path end to end, one upstream read of 1, 16 or 64 events per
 //!   iteration, reported per event. `legacy_get`/`legacy_post`: what `pump::run` does per read
 //!   (parse every block of the read into a queue, noting `retry_ms`, and for `legacy_post` the
-//!   `pump::is_response_to`; one `record_to_window` for the whole read — admit, encode and
+//!   `pump::is_response_to`; one `record` for the whole read — admit, encode and
 //!   window under one lock; one `relay::account`; one `publish`), then the real
 //!   `pump::reader_body` polled by hand until pending, as the client connection does (it gets
 //!   the read's events as one slice). `modern`: what `SseRelay` does per read (parse into a
-//!   queue, one `record_direct` into the output, one `relay::account`, one frame).
+//!   queue, one `record` (`Recording::Direct`) into the output, one `relay::account`, one frame).
 //!
 //! What is private and so composed from the nearest public calls: `pump::run` (it needs a live
 //! hyper `Incoming` body; mirrored step by step in [`LegacyStream::round`]; the reader always
@@ -68,6 +68,7 @@
 //! one-thread runtime, so the worker's queue is drained as in the daemon.
 
 use mcp_relay::protocol::ClientEventId;
+use mcp_relay::session::tracker::Recording;
 use std::{
     collections::VecDeque,
     hint::black_box,
@@ -222,7 +223,7 @@ fn parsed_reads(per_read: usize) -> Vec<VecDeque<SseBlock>> {
 /// Records one upstream read of fresh events into `tracker`'s window, as the pump does.
 fn record_read(tracker: &EventTracker, read: &VecDeque<SseBlock>, scratch: &mut BytesMut) {
     let mut blocks = read.clone();
-    let recorded = tracker.record_to_window(&mut blocks, scratch);
+    let recorded = tracker.record(&mut blocks, scratch, Recording::Window);
     assert!(
         recorded.forwarded == read.len() as u64 && !recorded.window_full,
         "the whole read was recorded: {recorded:?}"
@@ -333,7 +334,7 @@ const RESPONSE: &str = r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"
 const INITIALIZE: &[u8] = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"sampling":{},"roots":{"listChanged":true}},"clientInfo":{"name":"mcp","version":"0.1.0"}}}"#;
 
 /// One event through the window at one event per upstream read, as `pump::run` and the
-/// reader body do it: `record_to_window` of the read's block (queued in the pump's reused
+/// reader body do it: `record` of the read's block (queued in the pump's reused
 /// `pending`), `publish`, then the reader's `read` (which bumps no watch of the pump's: the
 /// pump asks for room only when the window is full). Returns the bytes read.
 fn window_round(
@@ -344,7 +345,7 @@ fn window_round(
     block: &SseBlock,
 ) -> usize {
     pending.push_back(block.clone());
-    let recorded = t.record_to_window(pending, scratch);
+    let recorded = t.record(pending, scratch, Recording::Window);
     assert!(
         recorded.forwarded == 1 && !recorded.window_full,
         "the reader keeps up"
@@ -430,7 +431,7 @@ impl LegacyStream {
         // Everything parsed from this read, recorded under one lock.
         let recorded = self
             .tracker
-            .record_to_window(&mut self.pending, &mut self.scratch);
+            .record(&mut self.pending, &mut self.scratch, Recording::Window);
         relay::account(&self.tracker, &self.manager, &recorded);
         assert!(!recorded.window_full, "the reader keeps up");
         self.tracker.publish();
@@ -484,7 +485,9 @@ impl ModernStream {
             self.blocks.push_back(block);
         }
         if !self.blocks.is_empty() {
-            let recorded = self.tracker.record_direct(&mut self.blocks, &mut self.out);
+            let recorded = self
+                .tracker
+                .record(&mut self.blocks, &mut self.out, Recording::Direct);
             relay::account(&self.tracker, &self.manager, &recorded);
         }
         self.out.split().freeze()

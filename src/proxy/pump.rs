@@ -40,6 +40,7 @@ use super::{
     upstream::UpstreamBody,
 };
 use crate::protocol::headers::{LAST_EVENT_ID, MCP_SESSION_ID};
+use crate::session::tracker::Recording;
 use crate::{
     session::{EventTracker, ParkedPump, ProxyStats, Read, Session, SessionManager, UpstreamState},
     sse::{SseBlock, SseParser},
@@ -208,7 +209,7 @@ async fn run(ctx: PumpContext, mut body: UpstreamBody) {
                 // until the reader takes events, asking it (once per wait) to wake the pump.
                 let mut asked = false;
                 loop {
-                    let recorded = tracker.record_to_window(&mut pending, &mut scratch);
+                    let recorded = tracker.record(&mut pending, &mut scratch, Recording::Window);
                     account(&tracker, &manager, &recorded);
                     if !recorded.window_full {
                         break;

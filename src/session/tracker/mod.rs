@@ -46,6 +46,7 @@ use pump_slot::PumpSlot;
 use window::ReplayWindow;
 
 pub use pump_slot::ParkedPump;
+pub use record::Recording;
 
 /// Non-event blocks (keep-alives) held for a reader that has not read them yet (count). Their
 /// bytes also count against [`TrackerLimits::replay_bytes`], with the undelivered events'.
@@ -154,8 +155,7 @@ pub struct LastEventIds {
     pub persisted: Option<(Arc<str>, SystemTime)>,
 }
 
-/// What [`EventTracker::record_to_window`] or [`EventTracker::record_direct`] did with the
-/// blocks of one upstream read.
+/// What [`EventTracker::record`] did with the blocks of one upstream read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Recorded {
     /// Events admitted and encoded with the proxy's id.

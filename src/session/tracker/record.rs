@@ -15,54 +15,92 @@ use super::{
 };
 use crate::sse::SseBlock;
 
+/// Where [`EventTracker::record`] puts the events of one upstream read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recording {
+    /// A windowed (legacy) stream: each event is encoded with the proxy's id into the buffer,
+    /// which is cleared first, and kept in the replay window (the events of the read share one
+    /// chunk split off the buffer); the reader takes them from there. Blocks that are not
+    /// events (keep-alives, `retry` alone) are queued for the attached reader (with no reader
+    /// attached they are dropped: such blocks are never replayed). Recording stops early, with
+    /// [`Recorded::window_full`], when the next event would evict one the reader has not been
+    /// handed, or when the next block would take what waits for the reader (undelivered events
+    /// and queued keep-alives) past `replay_bytes` (or keep-alives past [`MAX_EPHEMERAL`]): a
+    /// stream of comments gets the same backpressure as one of events. One block larger than
+    /// that budget still goes through, alone.
+    Window,
+    /// A stream relayed without a window (modern): each event is appended to the buffer, with
+    /// the proxy's id `<stream>:<seq>:<upstream id>` when the upstream gave it one, unchanged
+    /// otherwise (no window: only the upstream's id can resume it), and counts as handed to
+    /// the client; other blocks are appended unchanged. Every block is taken.
+    Direct,
+}
+
+/// What waits for the reader of a windowed stream while a read is recorded.
+struct Waiting {
+    /// Undelivered events.
+    events: usize,
+    /// Queued keep-alives (at most [`MAX_EPHEMERAL`]).
+    comments: usize,
+    /// Bytes of both.
+    bytes: usize,
+}
+
 impl EventTracker {
-    /// Records the blocks of one upstream read of a windowed (legacy) stream under one lock:
-    /// each event is admitted (duplicates dropped), encoded with the proxy's id into `scratch`
-    /// and kept in the replay window; blocks that are not events (keep-alives, `retry` alone)
-    /// are queued for the attached reader (with no reader attached they are dropped: such
-    /// blocks are never replayed). Blocks are taken from the front of `blocks`; recording stops
-    /// early, with [`Recorded::window_full`], when the next event would evict one the reader has
-    /// not been handed, or when the next block would take what waits for the reader (undelivered
-    /// events and queued keep-alives) past `replay_bytes` (or keep-alives past
-    /// [`MAX_EPHEMERAL`]): a stream of comments gets the same backpressure as one of events.
-    /// One block larger than that budget still goes through, alone. The events recorded share
-    /// one buffer split off `scratch`. The reader learns of them at the next [`Self::publish`].
-    pub fn record_to_window(
+    /// Records the blocks of one upstream read under one lock, taken from the front of
+    /// `blocks`: each event is admitted (duplicates dropped, the stream's last upstream id
+    /// updated once) and encoded with the proxy's id into `buf`, then kept as `to` says
+    /// ([`Recording`]). The reader of a windowed stream learns of the events at the next
+    /// [`Self::publish`].
+    pub fn record(
         &self,
         blocks: &mut VecDeque<SseBlock>,
-        scratch: &mut BytesMut,
+        buf: &mut BytesMut,
+        to: Recording,
     ) -> Recorded {
+        let windowed = to == Recording::Window;
         let mut recorded = Recorded::default();
         let mut state = self.state.lock();
         let state = &mut *state;
-        scratch.clear();
+        let delivered = state.cursor.delivered();
+        let mut waiting = windowed.then(|| {
+            buf.clear();
+            let (comments, comment_bytes) = state.cursor.ephemeral_waiting();
+            Waiting {
+                events: state.window.count_after(delivered),
+                comments,
+                bytes: state.window.undelivered_bytes() + comment_bytes,
+            }
+        });
         let mut kept: Vec<(u64, EventUpstreamId, Range<usize>)> = Vec::new();
         let mut last_with_id: Option<(u64, SseBlock)> = None;
-        let delivered = state.cursor.delivered();
-        let mut undelivered = state.window.count_after(delivered);
-        // Undelivered events' bytes plus the queued keep-alives' (at most MAX_EPHEMERAL).
-        let (mut queued, queued_bytes) = state.cursor.ephemeral_waiting();
-        let mut waiting_bytes = state.window.undelivered_bytes() + queued_bytes;
+        // The last event forwarded, and whether it carried an upstream id.
+        let mut last_forwarded: Option<(u64, bool)> = None;
         while let Some(block) = blocks.front() {
             if !block.has_id() && !block.has_data() {
-                if state.cursor.attached() {
-                    let size = block.raw().len();
-                    if !self.fits_waiting(undelivered, queued, waiting_bytes, size, false) {
-                        recorded.window_full = true;
-                        break;
+                match &mut waiting {
+                    None => buf.extend_from_slice(block.raw()),
+                    Some(waiting) if state.cursor.attached() => {
+                        let size = block.raw().len();
+                        if !self.fits_waiting(waiting, size, false) {
+                            recorded.window_full = true;
+                            break;
+                        }
+                        state
+                            .cursor
+                            .queue_ephemeral(state.last_seq, block.raw().clone());
+                        waiting.comments += 1;
+                        waiting.bytes += size;
                     }
-                    state
-                        .cursor
-                        .queue_ephemeral(state.last_seq, block.raw().clone());
-                    queued += 1;
-                    waiting_bytes += size;
+                    Some(_) => {}
                 }
                 blocks.pop_front();
                 continue;
             }
             // The encoded event is the block with its id line replaced by ours.
-            let size = block.raw().len() + 64;
-            if !self.fits_waiting(undelivered, queued, waiting_bytes, size, true) {
+            if let Some(waiting) = &waiting
+                && !self.fits_waiting(waiting, block.raw().len() + 64, true)
+            {
                 recorded.window_full = true;
                 break;
             }
@@ -74,81 +112,27 @@ impl EventTracker {
                 recorded.duplicates += 1;
                 continue;
             };
-            let start = scratch.len();
+            let start = buf.len();
             let mut id_range = EventUpstreamId::None;
-            block.write_with_id_from(scratch, |out| {
-                self.write_client_event_id(seq, upstream_id, out);
-                if let Some(up) = upstream_id {
-                    id_range = EventUpstreamId::InChunk(out.len() - up.len()..out.len());
-                }
-            });
-            recorded.forwarded += 1;
-            undelivered += 1;
-            waiting_bytes += scratch.len() - start;
-            kept.push((seq, id_range, start..scratch.len()));
-            if upstream_id.is_some() {
-                recorded.advanced += 1;
-                last_with_id = Some((seq, block));
-            }
-        }
-        if let Some((seq, block)) = &last_with_id
-            && let Some(id) = block.id()
-        {
-            state.set_last_upstream(*seq, Arc::from(id));
-        }
-        if !kept.is_empty() {
-            let chunk = scratch.split().freeze();
-            for (seq, upstream_id, range) in kept {
-                state.window.push(
-                    WindowEvent {
-                        seq,
-                        upstream_id,
-                        chunk: chunk.clone(),
-                        range,
-                    },
-                    delivered,
-                    &self.limits,
-                    &self.id_hasher,
-                );
-            }
-        }
-        self.count(&recorded);
-        recorded
-    }
-
-    /// Records the blocks of one upstream read of a stream relayed without a window (modern)
-    /// under one lock: each event is admitted (duplicates dropped) and appended to `out` — with
-    /// the proxy's id `<stream>:<seq>:<upstream id>` when the upstream gave it one, unchanged
-    /// otherwise (no window: only the upstream's id can resume it) — and counts as handed to
-    /// the client; other blocks are appended to `out` unchanged. Takes every block of `blocks`.
-    pub fn record_direct(&self, blocks: &mut VecDeque<SseBlock>, out: &mut BytesMut) -> Recorded {
-        let mut recorded = Recorded::default();
-        let mut state = self.state.lock();
-        let state = &mut *state;
-        let mut last_with_id: Option<(u64, SseBlock)> = None;
-        // The last event handed over, and whether it carried an upstream id.
-        let mut last_forwarded: Option<(u64, bool)> = None;
-        for block in blocks.drain(..) {
-            if !block.has_id() && !block.has_data() {
-                out.extend_from_slice(block.raw());
-                continue;
-            }
-            let upstream_id = block.id().filter(|id| !id.is_empty());
-            let Some(seq) = state.admit(&self.id_hasher, upstream_id) else {
-                recorded.duplicates += 1;
-                continue;
-            };
-            // Only an upstream id can resume a stream without a window (by translating it back
+            // Without a window, only an upstream id can resume a stream (by translating it back
             // for the upstream): an event that came without one leaves without one, as it
             // would directly, so no client tries a resumption that can only fail.
-            if upstream_id.is_some() {
-                block.write_with_id_from(out, |out| {
+            if windowed || upstream_id.is_some() {
+                block.write_with_id_from(buf, |out| {
                     self.write_client_event_id(seq, upstream_id, out);
+                    if let Some(up) = upstream_id {
+                        id_range = EventUpstreamId::InChunk(out.len() - up.len()..out.len());
+                    }
                 });
             } else {
-                out.extend_from_slice(block.raw());
+                buf.extend_from_slice(block.raw());
             }
             recorded.forwarded += 1;
+            if let Some(waiting) = &mut waiting {
+                waiting.events += 1;
+                waiting.bytes += buf.len() - start;
+                kept.push((seq, id_range, start..buf.len()));
+            }
             last_forwarded = Some((seq, upstream_id.is_some()));
             if upstream_id.is_some() {
                 recorded.advanced += 1;
@@ -160,13 +144,35 @@ impl EventTracker {
         {
             state.set_last_upstream(*seq, Arc::from(id));
         }
-        if let Some((seq, had_id)) = last_forwarded {
-            let upstream_id = if had_id {
-                state.last_upstream_id.clone()
-            } else {
-                None
-            };
-            state.cursor.move_to(seq, upstream_id);
+        match to {
+            Recording::Window if !kept.is_empty() => {
+                let chunk = buf.split().freeze();
+                for (seq, upstream_id, range) in kept {
+                    state.window.push(
+                        WindowEvent {
+                            seq,
+                            upstream_id,
+                            chunk: chunk.clone(),
+                            range,
+                        },
+                        delivered,
+                        &self.limits,
+                        &self.id_hasher,
+                    );
+                }
+            }
+            Recording::Window => {}
+            // Handed to the client as written.
+            Recording::Direct => {
+                if let Some((seq, had_id)) = last_forwarded {
+                    let upstream_id = if had_id {
+                        state.last_upstream_id.clone()
+                    } else {
+                        None
+                    };
+                    state.cursor.move_to(seq, upstream_id);
+                }
+            }
         }
         self.count(&recorded);
         recorded
@@ -198,24 +204,17 @@ impl EventTracker {
             || (count < self.limits.replay_events && bytes + size <= self.limits.replay_bytes)
     }
 
-    /// Whether a block of `size` bytes may join what waits for the reader (`events` undelivered
-    /// events and `comments` queued keep-alives, `bytes` in all): within `replay_bytes` and the
-    /// count bound of its kind (`replay_events`, or [`MAX_EPHEMERAL`] for a keep-alive), or
-    /// alone.
-    fn fits_waiting(
-        &self,
-        events: usize,
-        comments: usize,
-        bytes: usize,
-        size: usize,
-        is_event: bool,
-    ) -> bool {
+    /// Whether a block of `size` bytes may join what waits for the reader: within
+    /// `replay_bytes` and the count bound of its kind (`replay_events` for an event,
+    /// [`MAX_EPHEMERAL`] for a keep-alive), or alone.
+    fn fits_waiting(&self, waiting: &Waiting, size: usize, is_event: bool) -> bool {
         let count_ok = if is_event {
-            events < self.limits.replay_events
+            waiting.events < self.limits.replay_events
         } else {
-            comments < MAX_EPHEMERAL
+            waiting.comments < MAX_EPHEMERAL
         };
-        (events == 0 && comments == 0) || (count_ok && bytes + size <= self.limits.replay_bytes)
+        (waiting.events == 0 && waiting.comments == 0)
+            || (count_ok && waiting.bytes + size <= self.limits.replay_bytes)
     }
 
     /// Appends the encoded event admitted as `seq` to the replay window, evicting the oldest

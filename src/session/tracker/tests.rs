@@ -92,15 +92,20 @@ fn the_last_upstream_position_is_the_event_that_carried_the_last_upstream_id() {
     let t = tracker(TrackerLimits::default());
     assert_eq!(t.last_upstream_position(), None);
     let mut scratch = BytesMut::new();
-    t.record_to_window(
+    t.record(
         &mut blocks(b"id: a\ndata: 1\n\nid: b\ndata: 2\n\ndata: 3\n\n"),
         &mut scratch,
+        Recording::Window,
     );
     assert_eq!(t.last_upstream_position(), Some((2, "b".into())));
     push(&t, Some("c"), b"4");
     assert_eq!(t.last_upstream_position(), Some((4, "c".into())));
     let direct = tracker(TrackerLimits::default());
-    direct.record_direct(&mut blocks(b"id: x\ndata: 1\n\ndata: 2\n\n"), &mut scratch);
+    direct.record(
+        &mut blocks(b"id: x\ndata: 1\n\ndata: 2\n\n"),
+        &mut scratch,
+        Recording::Direct,
+    );
     assert_eq!(direct.last_upstream_position(), Some((1, "x".into())));
 }
 
@@ -224,9 +229,17 @@ fn byte_bound_holds_except_for_one_oversized_event() {
 fn keep_alives_reach_the_attached_reader_in_order_and_are_never_replayed() {
     let t = tracker(TrackerLimits::default());
     let mut scratch = BytesMut::new();
-    t.record_to_window(&mut blocks(b": dropped, no reader\n\n"), &mut scratch);
+    t.record(
+        &mut blocks(b": dropped, no reader\n\n"),
+        &mut scratch,
+        Recording::Window,
+    );
     let r = t.attach(None).unwrap();
-    t.record_to_window(&mut blocks(b"data: 1\n\n: ka\n\ndata: 2\n\n"), &mut scratch);
+    t.record(
+        &mut blocks(b"data: 1\n\n: ka\n\ndata: 2\n\n"),
+        &mut scratch,
+        Recording::Window,
+    );
     assert_eq!(
         events(t.read(r)),
         [
@@ -255,27 +268,42 @@ fn keep_alives_count_against_the_byte_budget_and_wait_for_the_reader() {
     let mut scratch = BytesMut::new();
     let comment = format!(": {}\n\n", "x".repeat(26)); // 30 bytes
     let mut read = blocks(comment.repeat(6).as_bytes());
-    let first = t.record_to_window(&mut read, &mut scratch);
+    let first = t.record(&mut read, &mut scratch, Recording::Window);
     assert!(first.window_full, "comments past the byte budget wait");
     assert_eq!(read.len(), 2, "four 30-byte comments fit in 128 bytes");
     assert_eq!(events(t.read(r)).concat(), comment.repeat(4).as_bytes());
-    assert!(!t.record_to_window(&mut read, &mut scratch).window_full);
+    assert!(
+        !t.record(&mut read, &mut scratch, Recording::Window)
+            .window_full
+    );
     // An event waits behind comments the reader has not taken, as behind events.
     let mut event = blocks(b"data: 0123456789\n\n");
-    assert!(t.record_to_window(&mut event, &mut scratch).window_full);
+    assert!(
+        t.record(&mut event, &mut scratch, Recording::Window)
+            .window_full
+    );
     assert_eq!(events(t.read(r)).concat(), comment.repeat(2).as_bytes());
-    assert!(!t.record_to_window(&mut event, &mut scratch).window_full);
+    assert!(
+        !t.record(&mut event, &mut scratch, Recording::Window)
+            .window_full
+    );
     events(t.read(r));
     // A comment larger than the whole budget still goes through, alone.
     let mut big = blocks(format!(": {}\n\n: small\n\n", "y".repeat(200)).as_bytes());
-    assert!(t.record_to_window(&mut big, &mut scratch).window_full);
+    assert!(
+        t.record(&mut big, &mut scratch, Recording::Window)
+            .window_full
+    );
     assert_eq!(
         big.len(),
         1,
         "the next comment waits behind the oversized one"
     );
     assert_eq!(events(t.read(r)).concat().len(), 204);
-    assert!(!t.record_to_window(&mut big, &mut scratch).window_full);
+    assert!(
+        !t.record(&mut big, &mut scratch, Recording::Window)
+            .window_full
+    );
 }
 
 #[test]
@@ -306,7 +334,7 @@ fn one_read_is_recorded_under_one_lock_and_read_back_as_one_slice() {
     let r = t.attach(None).unwrap();
     let mut scratch = BytesMut::new();
     let mut read = blocks(b"id: a\ndata: 1\n\nid: b\ndata: 2\n\nid: a\ndata: again\n\ndata: 3\n\n");
-    let recorded = t.record_to_window(&mut read, &mut scratch);
+    let recorded = t.record(&mut read, &mut scratch, Recording::Window);
     assert_eq!(
         recorded,
         Recorded {
@@ -350,14 +378,14 @@ fn recording_stops_when_the_window_is_full_of_undelivered_events() {
     let r = t.attach(None).unwrap();
     let mut scratch = BytesMut::new();
     let mut read = blocks(b"id: 1\ndata: a\n\nid: 2\ndata: b\n\nid: 3\ndata: c\n\n");
-    let first = t.record_to_window(&mut read, &mut scratch);
+    let first = t.record(&mut read, &mut scratch, Recording::Window);
     assert_eq!((first.forwarded, first.window_full), (2, true));
     assert_eq!(read.len(), 1, "the third event waits for room");
     assert_eq!(
         events(t.read(r)).concat().len(),
         2 * b"id: s1:1:1\ndata: a\n\n".len()
     );
-    let second = t.record_to_window(&mut read, &mut scratch);
+    let second = t.record(&mut read, &mut scratch, Recording::Window);
     assert_eq!((second.forwarded, second.window_full), (1, false));
     assert_eq!(events(t.read(r)), [&b"id: s1:3:3\ndata: c\n\n"[..]]);
 }
@@ -367,7 +395,7 @@ fn direct_recording_encodes_into_the_output_and_counts_as_delivered() {
     let t = tracker(TrackerLimits::default());
     let mut out = BytesMut::new();
     let mut read = blocks(b"id: x\ndata: 1\n\n: ka\n\nid: x\ndata: 1\n\ndata: 2\n\n");
-    let recorded = t.record_direct(&mut read, &mut out);
+    let recorded = t.record(&mut read, &mut out, Recording::Direct);
     assert_eq!(
         (recorded.forwarded, recorded.advanced, recorded.duplicates),
         (2, 1, 1)
