@@ -12,14 +12,13 @@
 //!
 //! Groups (every benchmark calls the crate's public API, `mcp_relay::…`):
 //!
-//! - `tracker` — [`EventTracker`]: `admit` of a fresh upstream id (dedup window insert and
-//!   eviction), of a repeated one (the duplicate check), of an event without id; the per-event
-//!   `admit` + `append` into the replay window; `write_client_event_id`; a resuming reader's
+//! - `tracker` — [`EventTracker`]: `record` (`Recording::Direct`) of a one-event read with a
+//!   fresh upstream id (dedup window insert and eviction), with a repeated one (the duplicate
+//!   check), without id; `ClientEventId::write` (the proxy's id); a resuming reader's
 //!   `attach` + `read` of a full window of 256 events and `rewind` + `read` of 64 (the window
 //!   filled by `record` (`Recording::Window`) 16 events per upstream read, as the pump fills it, so the
 //!   reader hands out one slice per read); the live `read` of the 16 events of one read (one
-//!   zero-copy slice); an empty `read`; `has_room` (no longer on the pump's path, which learns
-//!   the window is full from `record`); `publish` (the reader's watch) and one event
+//!   zero-copy slice); an empty `read`; `publish` (the reader's watch) and one event
 //!   through the window as the pump and the reader handle it (`window_round`:
 //!   `record` of a one-event read, `publish`, `read`), each with no task parked on the
 //!   watches and with a task parked on each as in the daemon (`publish` then wakes a task on
@@ -94,8 +93,8 @@ use mcp_relay::{
         upstream::{Upstream, UpstreamConnections},
     },
     session::{
-        Admission, EventTracker, PersistenceWorker, Read, Session, SessionConfig, SessionId,
-        SessionManager, StreamId, StreamKind, TrackerLimits, WorkerConfig, store::MemoryStore,
+        EventTracker, PersistenceWorker, Read, Session, SessionConfig, SessionId, SessionManager,
+        StreamId, StreamKind, TrackerLimits, WorkerConfig, store::MemoryStore,
     },
     sse::{SseBlock, SseParser},
 };
@@ -189,17 +188,6 @@ fn one_block(n: u64) -> SseBlock {
     let mut blocks = parse_all(progress_event(n, Some(&upstream_id(n)), "\n").as_bytes());
     assert_eq!(blocks.len(), 1);
     blocks.pop().expect("one block")
-}
-
-/// The encoded (client id rewritten) form of event `n` on `tracker` as sequence `seq`.
-fn encoded_event(tracker: &EventTracker, n: u64, seq: u64) -> (String, Bytes) {
-    let block = one_block(n);
-    let id = block.id().expect("id").to_owned();
-    let mut out = BytesMut::new();
-    block.write_with_id_from(&mut out, |o| {
-        tracker.write_client_event_id(seq, Some(&id), o)
-    });
-    (id, out.freeze())
 }
 
 fn tracker() -> EventTracker {
@@ -503,58 +491,58 @@ fn bench_tracker(c: &mut Criterion) {
     let mut g = c.benchmark_group("tracker");
     g.throughput(Throughput::Elements(1));
 
+    // Admission (dedup and seq) through the real recording path: one-event reads recorded
+    // straight into the output (`Recording::Direct`, no window), the output cleared each time.
+    let blocks: Vec<SseBlock> = parsed_reads(1).into_iter().flatten().collect();
+    let mut one = VecDeque::with_capacity(1);
+    let mut out = BytesMut::with_capacity(512);
+    let mut record_one = |t: &EventTracker, block: &SseBlock| {
+        one.push_back(block.clone());
+        out.clear();
+        black_box(t.record(&mut one, &mut out, Recording::Direct))
+    };
     let t = tracker();
     let mut i = 0;
-    g.bench_function("admit/fresh_id", |b| {
+    g.bench_function("record_direct/1_event_fresh_id", |b| {
         b.iter(|| {
             i = (i + 1) % EVENT_POOL;
-            black_box(t.admit(Some(black_box(&ids[i]))))
+            record_one(&t, black_box(&blocks[i]))
         })
     });
 
     let t = tracker();
     let window = TrackerLimits::default().dedup_ids;
-    for id in &ids[..window] {
-        t.admit(Some(id));
+    for block in &blocks[..window] {
+        record_one(&t, block);
     }
-    assert_eq!(t.admit(Some(&ids[0])), Admission::Duplicate);
+    assert_eq!(record_one(&t, &blocks[0]).duplicates, 1);
     let mut i = 0;
-    g.bench_function("admit/duplicate_id", |b| {
+    g.bench_function("record_direct/1_event_duplicate_id", |b| {
         b.iter(|| {
             i = (i + 1) % window;
-            black_box(t.admit(Some(black_box(&ids[i]))))
+            record_one(&t, black_box(&blocks[i]))
         })
     });
 
     let t = tracker();
-    g.bench_function("admit/no_id", |b| b.iter(|| black_box(t.admit(None))));
-
-    let t = tracker();
-    let encoded: Vec<(String, Bytes)> = (0..EVENT_POOL as u64)
-        .map(|n| encoded_event(&t, n, n + 1))
-        .collect();
-    let mut i = 0;
-    g.throughput(Throughput::Bytes(encoded[0].1.len() as u64));
-    g.bench_function("admit_append/with_id", |b| {
-        b.iter(|| {
-            i = (i + 1) % EVENT_POOL;
-            let (id, bytes) = &encoded[i];
-            if let Admission::Forward { seq } = t.admit(Some(black_box(id))) {
-                t.append(seq, Some(id), bytes.clone());
-            }
-        })
+    let no_id = parse_all(progress_event(1, None, "\n").as_bytes());
+    g.bench_function("record_direct/1_event_no_id", |b| {
+        b.iter(|| record_one(&t, black_box(&no_id[0])))
     });
-    assert_eq!(t.duplicates_dropped(), 0);
-    g.throughput(Throughput::Elements(1));
 
-    let t = tracker();
     let mut out = BytesMut::with_capacity(128);
     let mut seq = 0u64;
-    g.bench_function("write_client_event_id/with_upstream_id", |b| {
+    let stream = StreamId::mint().expect("random");
+    g.bench_function("client_event_id/with_upstream_id", |b| {
         b.iter(|| {
             seq += 1;
             out.clear();
-            t.write_client_event_id(black_box(seq), Some(black_box(&ids[7])), &mut out);
+            ClientEventId::write(
+                stream.as_str(),
+                black_box(seq),
+                Some(black_box(&ids[7])),
+                &mut out,
+            );
             black_box(&out);
         })
     });
@@ -617,9 +605,6 @@ fn bench_tracker(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("read/nothing_new", |b| {
         b.iter(|| black_box(t.read(black_box(reader))))
-    });
-    g.bench_function("has_room", |b| {
-        b.iter(|| black_box(t.has_room(black_box(230))))
     });
     // The watches: `publish` bumps the reader's (`appended`) once per upstream read; a `read`
     // that takes events bumps the pump's (`consumed`) only when the pump asked for room, which
@@ -719,7 +704,7 @@ fn bench_sse(c: &mut Criterion) {
         b.iter(|| black_box(black_box(&block).data().len()))
     });
 
-    let t = tracker();
+    let stream = StreamId::mint().expect("random");
     let up = block.id().expect("id").to_owned();
     let mut out = BytesMut::new();
     let mut seq = 0u64;
@@ -727,8 +712,9 @@ fn bench_sse(c: &mut Criterion) {
     g.bench_function("write_with_id_from/tracker_id", |b| {
         b.iter(|| {
             seq += 1;
-            black_box(&block)
-                .write_with_id_from(&mut out, |o| t.write_client_event_id(seq, Some(&up), o));
+            black_box(&block).write_with_id_from(&mut out, |o| {
+                ClientEventId::write(stream.as_str(), seq, Some(&up), o)
+            });
             black_box(out.split().freeze())
         })
     });

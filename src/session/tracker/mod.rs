@@ -391,7 +391,8 @@ impl EventTracker {
     /// Decides whether an upstream event is forwarded. An event with an upstream id that was
     /// already admitted on this stream (within the dedup window) is a duplicate. Every admitted
     /// event gets the next sequence number; its upstream id becomes the stream's last upstream id.
-    pub fn admit(&self, upstream_id: Option<&str>) -> Admission {
+    #[cfg(test)]
+    pub(crate) fn admit(&self, upstream_id: Option<&str>) -> Admission {
         let mut state = self.state.lock();
         match state.admit(&self.id_hasher, upstream_id) {
             Some(seq) => {
@@ -448,7 +449,7 @@ impl EventTracker {
     /// The client-visible event id for sequence number `seq` carrying `upstream_id`:
     /// `{stream}:{seq}` or `{stream}:{seq}:{upstream id}`. It names the stream and the upstream
     /// event id, so any replica can resolve it without shared memory.
-    pub fn client_event_id(&self, seq: u64, upstream_id: Option<&str>) -> String {
+    fn client_event_id(&self, seq: u64, upstream_id: Option<&str>) -> String {
         let mut id = BytesMut::new();
         self.write_client_event_id(seq, upstream_id, &mut id);
         String::from_utf8_lossy(&id).into_owned()
@@ -456,7 +457,7 @@ impl EventTracker {
 
     /// Appends [`Self::client_event_id`] to `out` without an intermediate allocation (the SSE
     /// hot path writes it straight into the outgoing event).
-    pub fn write_client_event_id(&self, seq: u64, upstream_id: Option<&str>, out: &mut BytesMut) {
+    fn write_client_event_id(&self, seq: u64, upstream_id: Option<&str>, out: &mut BytesMut) {
         ClientEventId::write(self.stream.as_str(), seq, upstream_id, out);
     }
 
@@ -467,7 +468,8 @@ impl EventTracker {
 
     /// The last upstream event id and the sequence number of the event that carried it: the
     /// position the persistence worker writes to the session store.
-    pub fn last_upstream_position(&self) -> Option<(u64, Arc<str>)> {
+    #[cfg(test)]
+    pub(crate) fn last_upstream_position(&self) -> Option<(u64, Arc<str>)> {
         let state = self.state.lock();
         let id = state.last_upstream_id.clone()?;
         Some((state.last_upstream_seq, id))

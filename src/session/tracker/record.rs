@@ -7,7 +7,9 @@ use std::{
     sync::{Arc, atomic::Ordering},
 };
 
-use bytes::{Bytes, BytesMut};
+#[cfg(test)]
+use bytes::Bytes;
+use bytes::BytesMut;
 
 use super::{
     EventTracker, MAX_EPHEMERAL, Recorded,
@@ -191,7 +193,8 @@ impl EventTracker {
 
     /// Whether an event of `size` bytes can be appended now without evicting an event the
     /// reader has not been handed. The pump waits on [`EventTracker::consumed`] while not.
-    pub fn has_room(&self, size: usize) -> bool {
+    #[cfg(test)]
+    pub(super) fn has_room(&self, size: usize) -> bool {
         let state = self.state.lock();
         let count = state.window.count_after(state.cursor.delivered());
         self.fits(count, state.window.undelivered_bytes(), size)
@@ -199,6 +202,7 @@ impl EventTracker {
 
     /// Whether an event of `size` bytes may join `count` undelivered events of `bytes` bytes:
     /// within both window bounds, or alone (an oversized event still goes through, by itself).
+    #[cfg(test)]
     fn fits(&self, count: usize, bytes: usize, size: usize) -> bool {
         count == 0
             || (count < self.limits.replay_events && bytes + size <= self.limits.replay_bytes)
@@ -220,7 +224,8 @@ impl EventTracker {
     /// Appends the encoded event admitted as `seq` to the replay window, evicting the oldest
     /// delivered events past the count and byte bounds. The reader learns of it at the next
     /// [`Self::publish`] (once per upstream read, not per event).
-    pub fn append(&self, seq: u64, upstream_id: Option<&str>, encoded: Bytes) {
+    #[cfg(test)]
+    pub(super) fn append(&self, seq: u64, upstream_id: Option<&str>, encoded: Bytes) {
         self.events_forwarded.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state.lock();
         let state = &mut *state;

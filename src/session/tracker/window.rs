@@ -48,6 +48,8 @@ pub(super) enum EventUpstreamId {
     None,
     /// Within the event's chunk: the tail of the client id the event was encoded with.
     InChunk(Range<usize>),
+    /// Shared with the stream's last upstream id (events appended one by one, in unit tests).
+    #[cfg(test)]
     Shared(Arc<str>),
 }
 
@@ -61,6 +63,7 @@ impl WindowEvent {
             EventUpstreamId::None => None,
             // Written there from a `&str`: valid UTF-8.
             EventUpstreamId::InChunk(range) => std::str::from_utf8(&self.chunk[range.clone()]).ok(),
+            #[cfg(test)]
             EventUpstreamId::Shared(id) => Some(id),
         }
     }
