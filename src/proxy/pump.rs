@@ -321,7 +321,7 @@ async fn wait_interrupt(ctx: &PumpContext, consumed: &mut watch::Receiver<u64>) 
             () = ctx.session.cancelled().cancelled() => return Interrupt::Cancelled,
             () = async {
                 match detached {
-                    Some(since) => tokio::time::sleep_until((since + linger).into()).await,
+                    Some(since) => tokio::time::sleep_until(since + linger).await,
                     None => std::future::pending().await,
                 }
             } => {

@@ -1,8 +1,9 @@
 //! The reader cursor: which client connection reads the stream, and how far it got.
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 
 /// The stream's single reader and its position.
 ///

@@ -31,12 +31,12 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Instant, SystemTime},
+    time::SystemTime,
 };
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 
 use super::{SessionId, StreamId};
 use crate::protocol::ClientEventId;
@@ -431,7 +431,8 @@ impl EventTracker {
         self.state.lock().upstream
     }
 
-    /// When the last reader detached; `None` while a reader is attached.
+    /// When the last reader detached (on the tokio clock, so tests can pause and advance it);
+    /// `None` while a reader is attached.
     pub fn detached_since(&self) -> Option<Instant> {
         self.state.lock().cursor.detached_since()
     }

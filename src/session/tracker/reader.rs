@@ -1,7 +1,9 @@
 //! The reader side: a client connection attaches at a position, reads what follows, and is
 //! moved back by a forced replay; the tracker tells the client ids it issued from forged ones.
 
-use std::{sync::atomic::Ordering, time::Instant};
+use std::sync::atomic::Ordering;
+
+use tokio::time::Instant;
 
 use super::{AttachError, EventTracker, Read};
 use crate::protocol::ClientEventId;

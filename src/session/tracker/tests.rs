@@ -409,3 +409,20 @@ fn direct_recording_encodes_into_the_output_and_counts_as_delivered() {
     assert_eq!(ids.client_event_id.as_deref(), Some("s1:2"));
     assert_eq!(ids.upstream_event_id.as_deref(), Some("x"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_detached_time_follows_the_tokio_clock() {
+    let t = tracker(TrackerLimits::default());
+    assert_eq!(
+        t.detached_since(),
+        Some(tokio::time::Instant::now()),
+        "none yet"
+    );
+    let r = t.attach(None).unwrap();
+    tokio::time::advance(std::time::Duration::from_secs(5)).await;
+    assert_eq!(t.detached_since(), None);
+    t.detach(r);
+    let since = t.detached_since().expect("detached");
+    tokio::time::advance(std::time::Duration::from_secs(30)).await;
+    assert_eq!(since.elapsed(), std::time::Duration::from_secs(30));
+}
