@@ -107,11 +107,15 @@ impl UpstreamState {
     }
 }
 
-/// The decision for one upstream event.
+/// The decision for one upstream event: what the unit tests' `EventTracker::admit` answers
+/// (the proxy records whole reads, [`EventTracker::record`], and gets counts in [`Recorded`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
     /// Forward the event with this proxy sequence number (1-based, gapless per stream).
-    Forward { seq: u64 },
+    Forward {
+        /// The event's sequence number.
+        seq: u64,
+    },
     /// The upstream id was already forwarded on this stream: drop the event.
     Duplicate,
 }
@@ -134,14 +138,29 @@ pub enum Read {
 pub enum AttachError {
     /// Events after the requested position have left the replay window.
     #[error("events after sequence {after} have left the replay window (oldest kept: {oldest})")]
-    LeftWindow { after: u64, oldest: u64 },
+    LeftWindow {
+        /// The requested position (a sequence number: events after it were asked for).
+        after: u64,
+        /// The sequence number of the oldest event still in the window.
+        oldest: u64,
+    },
     /// The position is past the last event of the stream.
     #[error("sequence {after} is past the stream's last event {last}")]
-    Future { after: u64, last: u64 },
+    Future {
+        /// The requested position.
+        after: u64,
+        /// The sequence number of the stream's last event (0 before the first).
+        last: u64,
+    },
     /// The position is past the last event handed to the attached reader: moving its cursor
     /// there would skip the events in between ([`EventTracker::rewind`]).
     #[error("sequence {after} is past the last event handed to the client ({delivered})")]
-    NotDelivered { after: u64, delivered: u64 },
+    NotDelivered {
+        /// The requested position.
+        after: u64,
+        /// The sequence number of the last event handed to the attached reader.
+        delivered: u64,
+    },
 }
 
 /// The last ids of a stream, as the control plane reports them.
@@ -476,8 +495,9 @@ impl EventTracker {
         Some((state.last_upstream_seq, id))
     }
 
-    /// [`Self::last_upstream_position`] and the last sequence number admitted, read together:
-    /// what the persistence worker writes to the session store.
+    /// The stream's resumable position, read together: the sequence number of the event that
+    /// carried the last upstream id, that id, and the last sequence number admitted; what the
+    /// persistence worker writes to the session store. `None` before any upstream id.
     pub fn stored_position(&self) -> Option<(u64, Arc<str>, u64)> {
         let state = self.state.lock();
         let id = state.last_upstream_id.clone()?;

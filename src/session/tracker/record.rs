@@ -180,6 +180,7 @@ impl EventTracker {
         recorded
     }
 
+    /// Adds what one read forwarded and dropped to the stream's counters.
     fn count(&self, recorded: &Recorded) {
         if recorded.forwarded > 0 {
             self.events_forwarded
