@@ -12,16 +12,15 @@
 //!
 //! Groups (every benchmark calls the crate's public API, `mcp_relay::…`):
 //!
-//! - `tracker` — [`EventTracker`]: `admit` of a fresh upstream id (dedup window insert and
-//!   eviction), of a repeated one (the duplicate check), of an event without id; the per-event
-//!   `admit` + `append` into the replay window; `write_client_event_id`; a resuming reader's
+//! - `tracker` — [`EventTracker`]: `record` (`Recording::Direct`) of a one-event read with a
+//!   fresh upstream id (dedup window insert and eviction), with a repeated one (the duplicate
+//!   check), without id; `ClientEventId::write` (the proxy's id); a resuming reader's
 //!   `attach` + `read` of a full window of 256 events and `rewind` + `read` of 64 (the window
-//!   filled by `record_to_window` 16 events per upstream read, as the pump fills it, so the
+//!   filled by `record` (`Recording::Window`) 16 events per upstream read, as the pump fills it, so the
 //!   reader hands out one slice per read); the live `read` of the 16 events of one read (one
-//!   zero-copy slice); an empty `read`; `has_room` (no longer on the pump's path, which learns
-//!   the window is full from `record_to_window`); `publish` (the reader's watch) and one event
+//!   zero-copy slice); an empty `read`; `publish` (the reader's watch) and one event
 //!   through the window as the pump and the reader handle it (`window_round`:
-//!   `record_to_window` of a one-event read, `publish`, `read`), each with no task parked on the
+//!   `record` of a one-event read, `publish`, `read`), each with no task parked on the
 //!   watches and with a task parked on each as in the daemon (`publish` then wakes a task on
 //!   another thread; the `read` bumps the pump's watch only when the pump asked for room, which
 //!   it does only when the window is full, so not here).
@@ -29,7 +28,7 @@
 //!   into 67-byte chunks (cuts fall between CR and LF, inside field names and values, between
 //!   the two line ends of the blank line); the [`SseBlock`] accessors the pump calls per event
 //!   (`retry_ms`, `data`); writing a block with a new id (`write_with_id_from` with the
-//!   tracker writing the id in place, as `record_to_window`/`record_direct` do);
+//!   tracker writing the id in place, as `record` does);
 //!   `pump::is_response_to`, run on every event of a POST stream: on a progress
 //!   notification (no `"id"` key in its data, so the memchr look skips the JSON parse, as for
 //!   most events) and on the response itself (parsed).
@@ -48,11 +47,11 @@
 //! - `pump` — the per-event path end to end, one upstream read of 1, 16 or 64 events per
 //!   iteration, reported per event. `legacy_get`/`legacy_post`: what `pump::run` does per read
 //!   (parse every block of the read into a queue, noting `retry_ms`, and for `legacy_post` the
-//!   `pump::is_response_to`; one `record_to_window` for the whole read — admit, encode and
+//!   `pump::is_response_to`; one `record` for the whole read — admit, encode and
 //!   window under one lock; one `relay::account`; one `publish`), then the real
 //!   `pump::reader_body` polled by hand until pending, as the client connection does (it gets
 //!   the read's events as one slice). `modern`: what `SseRelay` does per read (parse into a
-//!   queue, one `record_direct` into the output, one `relay::account`, one frame).
+//!   queue, one `record` (`Recording::Direct`) into the output, one `relay::account`, one frame).
 //!
 //! What is private and so composed from the nearest public calls: `pump::run` (it needs a live
 //! hyper `Incoming` body; mirrored step by step in [`LegacyStream::round`]; the reader always
@@ -68,6 +67,7 @@
 //! one-thread runtime, so the worker's queue is drained as in the daemon.
 
 use mcp_relay::protocol::ClientEventId;
+use mcp_relay::session::tracker::Recording;
 use std::{
     collections::VecDeque,
     hint::black_box,
@@ -94,8 +94,8 @@ use mcp_relay::{
         upstream::{Upstream, UpstreamConnections},
     },
     session::{
-        Admission, EventTracker, PersistenceWorker, Read, Session, SessionConfig, SessionId,
-        SessionManager, StreamId, StreamKind, TrackerLimits, WorkerConfig, store::MemoryStore,
+        EventTracker, PersistenceWorker, Read, Session, SessionConfig, SessionId, SessionManager,
+        StreamId, StreamKind, TrackerLimits, WorkerConfig, store::MemoryStore,
     },
     sse::{SseBlock, SseParser},
 };
@@ -191,17 +191,6 @@ fn one_block(n: u64) -> SseBlock {
     blocks.pop().expect("one block")
 }
 
-/// The encoded (client id rewritten) form of event `n` on `tracker` as sequence `seq`.
-fn encoded_event(tracker: &EventTracker, n: u64, seq: u64) -> (String, Bytes) {
-    let block = one_block(n);
-    let id = block.id().expect("id").to_owned();
-    let mut out = BytesMut::new();
-    block.write_with_id_from(&mut out, |o| {
-        tracker.write_client_event_id(seq, Some(&id), o)
-    });
-    (id, out.freeze())
-}
-
 fn tracker() -> EventTracker {
     EventTracker::new(
         Some(SessionId::mint().expect("random")),
@@ -223,7 +212,7 @@ fn parsed_reads(per_read: usize) -> Vec<VecDeque<SseBlock>> {
 /// Records one upstream read of fresh events into `tracker`'s window, as the pump does.
 fn record_read(tracker: &EventTracker, read: &VecDeque<SseBlock>, scratch: &mut BytesMut) {
     let mut blocks = read.clone();
-    let recorded = tracker.record_to_window(&mut blocks, scratch);
+    let recorded = tracker.record(&mut blocks, scratch, Recording::Window);
     assert!(
         recorded.forwarded == read.len() as u64 && !recorded.window_full,
         "the whole read was recorded: {recorded:?}"
@@ -334,7 +323,7 @@ const RESPONSE: &str = r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"
 const INITIALIZE: &[u8] = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"sampling":{},"roots":{"listChanged":true}},"clientInfo":{"name":"mcp","version":"0.1.0"}}}"#;
 
 /// One event through the window at one event per upstream read, as `pump::run` and the
-/// reader body do it: `record_to_window` of the read's block (queued in the pump's reused
+/// reader body do it: `record` of the read's block (queued in the pump's reused
 /// `pending`), `publish`, then the reader's `read` (which bumps no watch of the pump's: the
 /// pump asks for room only when the window is full). Returns the bytes read.
 fn window_round(
@@ -345,7 +334,7 @@ fn window_round(
     block: &SseBlock,
 ) -> usize {
     pending.push_back(block.clone());
-    let recorded = t.record_to_window(pending, scratch);
+    let recorded = t.record(pending, scratch, Recording::Window);
     assert!(
         recorded.forwarded == 1 && !recorded.window_full,
         "the reader keeps up"
@@ -439,7 +428,7 @@ impl LegacyStream {
         // Everything parsed from this read, recorded under one lock.
         let recorded = self
             .tracker
-            .record_to_window(&mut self.pending, &mut self.scratch);
+            .record(&mut self.pending, &mut self.scratch, Recording::Window);
         relay::account(&self.tracker, &self.manager, &self.stats, &recorded);
         assert!(!recorded.window_full, "the reader keeps up");
         self.tracker.publish();
@@ -495,7 +484,9 @@ impl ModernStream {
             self.blocks.push_back(block);
         }
         if !self.blocks.is_empty() {
-            let recorded = self.tracker.record_direct(&mut self.blocks, &mut self.out);
+            let recorded = self
+                .tracker
+                .record(&mut self.blocks, &mut self.out, Recording::Direct);
             relay::account(&self.tracker, &self.manager, &self.stats, &recorded);
         }
         self.out.split().freeze()
@@ -511,58 +502,58 @@ fn bench_tracker(c: &mut Criterion) {
     let mut g = c.benchmark_group("tracker");
     g.throughput(Throughput::Elements(1));
 
+    // Admission (dedup and seq) through the real recording path: one-event reads recorded
+    // straight into the output (`Recording::Direct`, no window), the output cleared each time.
+    let blocks: Vec<SseBlock> = parsed_reads(1).into_iter().flatten().collect();
+    let mut one = VecDeque::with_capacity(1);
+    let mut out = BytesMut::with_capacity(512);
+    let mut record_one = |t: &EventTracker, block: &SseBlock| {
+        one.push_back(block.clone());
+        out.clear();
+        black_box(t.record(&mut one, &mut out, Recording::Direct))
+    };
     let t = tracker();
     let mut i = 0;
-    g.bench_function("admit/fresh_id", |b| {
+    g.bench_function("record_direct/1_event_fresh_id", |b| {
         b.iter(|| {
             i = (i + 1) % EVENT_POOL;
-            black_box(t.admit(Some(black_box(&ids[i]))))
+            record_one(&t, black_box(&blocks[i]))
         })
     });
 
     let t = tracker();
     let window = TrackerLimits::default().dedup_ids;
-    for id in &ids[..window] {
-        t.admit(Some(id));
+    for block in &blocks[..window] {
+        record_one(&t, block);
     }
-    assert_eq!(t.admit(Some(&ids[0])), Admission::Duplicate);
+    assert_eq!(record_one(&t, &blocks[0]).duplicates, 1);
     let mut i = 0;
-    g.bench_function("admit/duplicate_id", |b| {
+    g.bench_function("record_direct/1_event_duplicate_id", |b| {
         b.iter(|| {
             i = (i + 1) % window;
-            black_box(t.admit(Some(black_box(&ids[i]))))
+            record_one(&t, black_box(&blocks[i]))
         })
     });
 
     let t = tracker();
-    g.bench_function("admit/no_id", |b| b.iter(|| black_box(t.admit(None))));
-
-    let t = tracker();
-    let encoded: Vec<(String, Bytes)> = (0..EVENT_POOL as u64)
-        .map(|n| encoded_event(&t, n, n + 1))
-        .collect();
-    let mut i = 0;
-    g.throughput(Throughput::Bytes(encoded[0].1.len() as u64));
-    g.bench_function("admit_append/with_id", |b| {
-        b.iter(|| {
-            i = (i + 1) % EVENT_POOL;
-            let (id, bytes) = &encoded[i];
-            if let Admission::Forward { seq } = t.admit(Some(black_box(id))) {
-                t.append(seq, Some(id), bytes.clone());
-            }
-        })
+    let no_id = parse_all(progress_event(1, None, "\n").as_bytes());
+    g.bench_function("record_direct/1_event_no_id", |b| {
+        b.iter(|| record_one(&t, black_box(&no_id[0])))
     });
-    assert_eq!(t.duplicates_dropped(), 0);
-    g.throughput(Throughput::Elements(1));
 
-    let t = tracker();
     let mut out = BytesMut::with_capacity(128);
     let mut seq = 0u64;
-    g.bench_function("write_client_event_id/with_upstream_id", |b| {
+    let stream = StreamId::mint().expect("random");
+    g.bench_function("client_event_id/with_upstream_id", |b| {
         b.iter(|| {
             seq += 1;
             out.clear();
-            t.write_client_event_id(black_box(seq), Some(black_box(&ids[7])), &mut out);
+            ClientEventId::write(
+                stream.as_str(),
+                black_box(seq),
+                Some(black_box(&ids[7])),
+                &mut out,
+            );
             black_box(&out);
         })
     });
@@ -625,9 +616,6 @@ fn bench_tracker(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("read/nothing_new", |b| {
         b.iter(|| black_box(t.read(black_box(reader))))
-    });
-    g.bench_function("has_room", |b| {
-        b.iter(|| black_box(t.has_room(black_box(230))))
     });
     // The watches: `publish` bumps the reader's (`appended`) once per upstream read; a `read`
     // that takes events bumps the pump's (`consumed`) only when the pump asked for room, which
@@ -727,7 +715,7 @@ fn bench_sse(c: &mut Criterion) {
         b.iter(|| black_box(black_box(&block).data().len()))
     });
 
-    let t = tracker();
+    let stream = StreamId::mint().expect("random");
     let up = block.id().expect("id").to_owned();
     let mut out = BytesMut::new();
     let mut seq = 0u64;
@@ -735,8 +723,9 @@ fn bench_sse(c: &mut Criterion) {
     g.bench_function("write_with_id_from/tracker_id", |b| {
         b.iter(|| {
             seq += 1;
-            black_box(&block)
-                .write_with_id_from(&mut out, |o| t.write_client_event_id(seq, Some(&up), o));
+            black_box(&block).write_with_id_from(&mut out, |o| {
+                ClientEventId::write(stream.as_str(), seq, Some(&up), o)
+            });
             black_box(out.split().freeze())
         })
     });

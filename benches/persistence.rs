@@ -28,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use mcp_relay::{
     config::Config,
@@ -37,12 +37,16 @@ use mcp_relay::{
         EventTracker, PersistenceWorker, SessionId, StreamId, StreamKind, TrackerLimits,
         WorkerConfig,
         store::{self, SessionStore, StoreBackend, StoreConfig, StreamPosition, WriteBatch},
+        tracker::Recording,
     },
+    sse::{SseBlock, SseParser},
 };
 use tokio::{net::TcpListener, runtime::Handle};
 use tokio_util::sync::CancellationToken;
 
 const EVENTS: u64 = 10_000;
+/// Distinct upstream ids the load test cycles through (more than twice the dedup window).
+const ID_POOL: usize = 4096;
 
 fn redis_store(prefix: &str) -> Arc<dyn SessionStore> {
     let url = std::env::var("MCP_RELAY_TEST_REDIS_URL")
@@ -154,17 +158,29 @@ async fn writes_under_load() {
         })
         .collect();
     let trackers = Arc::new(trackers);
+    // Events with distinct upstream ids, recorded as the modern relay does: a tracker sees
+    // every other one of them at most, so none falls within its dedup window twice.
+    let mut parser = SseParser::new(1 << 20);
+    for n in 0..ID_POOL {
+        parser.push(format!("id: {n}\ndata: x\n\n").as_bytes());
+    }
+    let events: Arc<Vec<SseBlock>> =
+        Arc::new(std::iter::from_fn(|| parser.next_block().expect("well-formed SSE")).collect());
     let stop = Arc::new(AtomicBool::new(false));
     let duration = Duration::from_secs(3);
     let producers: Vec<_> = (0..4)
         .map(|p| {
             let (trackers, handle, stop) = (trackers.clone(), handle.clone(), stop.clone());
+            let events = events.clone();
             tokio::spawn(async move {
-                let mut n = 0u64;
+                let mut n = 0usize;
+                let (mut one, mut out) = (std::collections::VecDeque::new(), BytesMut::new());
                 while !stop.load(Ordering::Relaxed) {
                     for t in trackers.iter().skip(p).step_by(4) {
                         n += 1;
-                        t.admit(Some(&n.to_string()));
+                        one.push_back(events[n % ID_POOL].clone());
+                        out.clear();
+                        t.record(&mut one, &mut out, Recording::Direct);
                         handle.stream_advanced(t);
                     }
                     tokio::task::yield_now().await;

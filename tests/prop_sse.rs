@@ -1,5 +1,5 @@
 //! Property tests of SSE framing (`src/sse.rs`) and of recording events into an EventTracker
-//! (`src/session/tracker.rs`): chunking never changes the blocks, parsing loses or changes no
+//! (`src/session/tracker/`): chunking never changes the blocks, parsing loses or changes no
 //! byte, id rewriting changes only the id, and every event recorded reaches the reader once, in
 //! order, with duplicates (same upstream id) dropped. Bounded case counts keep them fast; the
 //! cargo-fuzz targets in `fuzz/` run the same invariants for longer.
@@ -9,7 +9,10 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 use mcp_relay::{
-    session::{EventTracker, Read, StreamId, tracker::StreamKind, tracker::TrackerLimits},
+    session::{
+        EventTracker, Read, StreamId, tracker::Recording, tracker::StreamKind,
+        tracker::TrackerLimits,
+    },
     sse::{SseBlock, SseParser},
 };
 use proptest::prelude::*;
@@ -404,7 +407,7 @@ proptest! {
         let mut record = |t: &EventTracker, pending: &mut VecDeque<SseBlock>, client: &mut Vec<u8>, reader: u64| {
             // Like the pump: record, and while the window is full let the reader take events.
             loop {
-                let r = t.record_to_window(pending, &mut scratch);
+                let r = t.record(pending, &mut scratch, Recording::Window);
                 t.publish();
                 if !r.window_full {
                     break;
@@ -459,7 +462,7 @@ proptest! {
             let blocks = all_blocks(&read.concat());
             upstream.extend(blocks.iter().cloned());
             let mut queue: VecDeque<SseBlock> = blocks.into();
-            t.record_direct(&mut queue, &mut client);
+            t.record(&mut queue, &mut client, Recording::Direct);
             prop_assert!(queue.is_empty());
         }
         let expected = expected_events(&upstream, dedup_ids);

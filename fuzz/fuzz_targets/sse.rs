@@ -1,4 +1,4 @@
-//! SSE framing and event recording (`src/sse.rs`, `src/session/tracker.rs`) on arbitrary byte
+//! SSE framing and event recording (`src/sse.rs`, `src/session/tracker/`) on arbitrary byte
 //! streams. Input: one byte of chunk size, then the stream. Invariants: chunking changes no
 //! block; the blocks are the input byte for byte (parse∘write is the identity); rewriting an id
 //! changes only the id; every event recorded reaches the reader once, in order, duplicates
@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use mcp_relay::{
-    session::{EventTracker, Read, StreamId, StreamKind, TrackerLimits},
+    session::{EventTracker, Read, StreamId, StreamKind, TrackerLimits, tracker::Recording},
     sse::{SseBlock, SseParser},
 };
 
@@ -82,7 +82,7 @@ fuzz_target!(|data: &[u8]| {
     let mut scratch = BytesMut::new();
     let mut client = Vec::new();
     loop {
-        let r = t.record_to_window(&mut pending, &mut scratch);
+        let r = t.record(&mut pending, &mut scratch, Recording::Window);
         t.publish();
         while let Read::Events(chunks) = t.read(reader) {
             chunks.iter().for_each(|c| client.extend_from_slice(c));

@@ -19,6 +19,7 @@ use http_body::{Body, Frame};
 use std::sync::atomic::Ordering;
 
 use super::{stats::ProxyStats, upstream::UpstreamBody};
+use crate::session::tracker::Recording;
 use crate::{
     session::{EventTracker, Recorded, SessionManager},
     sse::{SseBlock, SseParser},
@@ -50,9 +51,9 @@ fn charge_budget(cx: &mut Context<'_>, bytes: usize) {
     }
 }
 
-/// Counts what [`EventTracker::record_to_window`] or [`EventTracker::record_direct`] did with
-/// one upstream read in the data plane's `stats`, and hands the stream's new position to the
-/// persistence worker (once per read: it keeps only the latest).
+/// Counts what [`EventTracker::record`] did with one upstream read in the data plane's
+/// `stats`, and hands the stream's new position to the persistence worker (once per read: it
+/// keeps only the latest).
 pub fn account(
     tracker: &Arc<EventTracker>,
     manager: &SessionManager,
@@ -123,7 +124,9 @@ impl SseRelay {
         if self.blocks.is_empty() {
             return;
         }
-        let recorded = self.tracker.record_direct(&mut self.blocks, &mut self.out);
+        let recorded = self
+            .tracker
+            .record(&mut self.blocks, &mut self.out, Recording::Direct);
         account(&self.tracker, &self.manager, &self.stats, &recorded);
     }
 

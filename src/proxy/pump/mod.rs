@@ -44,6 +44,7 @@ use super::{
     upstream::{Upstream, UpstreamBody},
 };
 use crate::protocol::headers::{LAST_EVENT_ID, MCP_SESSION_ID};
+use crate::session::tracker::Recording;
 
 mod reader;
 mod reconnect;
@@ -283,7 +284,7 @@ async fn run(ctx: PumpContext, mut body: UpstreamBody) {
                 // until the reader takes events, asking it (once per wait) to wake the pump.
                 let mut asked = false;
                 loop {
-                    let recorded = tracker.record_to_window(&mut pending, &mut scratch);
+                    let recorded = tracker.record(&mut pending, &mut scratch, Recording::Window);
                     account(&tracker, &manager, &ctx.streams.stats, &recorded);
                     if !recorded.window_full {
                         break;
@@ -395,7 +396,7 @@ async fn wait_interrupt(ctx: &PumpContext, consumed: &mut watch::Receiver<u64>) 
             () = ctx.session.cancelled().cancelled() => return Interrupt::Cancelled,
             () = async {
                 match detached {
-                    Some(since) => tokio::time::sleep_until((since + linger).into()).await,
+                    Some(since) => tokio::time::sleep_until(since + linger).await,
                     None => std::future::pending().await,
                 }
             } => {
