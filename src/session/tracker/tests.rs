@@ -1,6 +1,8 @@
-use super::*;
 use std::collections::VecDeque;
 
+use bytes::Bytes;
+
+use super::*;
 use crate::sse::SseBlock;
 
 fn tracker(limits: TrackerLimits) -> EventTracker {
