@@ -16,21 +16,29 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub struct SseBlock {
     /// The block's bytes exactly as received, including the terminating blank line.
     raw: Bytes,
-    /// Where the block's `id` lines are (within `raw`), to replace them.
+    /// What the parser noted of its lines.
+    noted: BlockFields,
+}
+
+/// What the parser notes of a block's lines while it assembles it, handed to the block whole
+/// when it is complete. Ranges are within the block's bytes.
+#[derive(Debug, Clone, Default)]
+struct BlockFields {
+    /// Where the block's `id` lines are, to replace them.
     id_lines: IdLines,
-    /// Byte range (within `raw`) of the value of the last `id` field, if the block has one
-    /// (per the SSE rules the last one wins; an id containing NUL is ignored).
+    /// Byte range of the value of the last `id` field, if the block has one (per the SSE rules
+    /// the last one wins; an id containing NUL is ignored).
     id_value: Option<Range<usize>>,
     /// Whether the block has at least one `data` field: only such blocks dispatch an event.
     has_data: bool,
     /// Whether the block has a `retry` field (so [`SseBlock::retry_ms`] scans only then).
     has_retry: bool,
-    /// Byte range (within `raw`) of the first `data` field's value.
+    /// Byte range of the first `data` field's value.
     first_data: Option<Range<usize>>,
     /// Whether the block has more than one `data` field (so [`SseBlock::data`] joins them).
     more_data: bool,
-    /// Whether `raw` starts with the stream's leading byte order mark (the first block only),
-    /// which a rewrite keeps in front of the `id` line it writes.
+    /// Whether the block starts with the stream's leading byte order mark (the first block
+    /// only), which a rewrite keeps in front of the `id` line it writes.
     bom: bool,
 }
 
@@ -63,24 +71,24 @@ impl SseBlock {
     /// The upstream's event id, if the block carries a valid `id` field (may be empty, which in
     /// SSE resets the client's last event id).
     pub fn id(&self) -> Option<&str> {
-        let range = self.id_value.clone()?;
+        let range = self.noted.id_value.clone()?;
         std::str::from_utf8(&self.raw[range]).ok()
     }
 
     /// Whether the block carries an `id` field.
     pub fn has_id(&self) -> bool {
-        self.id_value.is_some()
+        self.noted.id_value.is_some()
     }
 
     /// Whether the block dispatches an event (has a `data` field). Blocks with only comments,
     /// `retry` or `event` lines do not.
     pub fn has_data(&self) -> bool {
-        self.has_data
+        self.noted.has_data
     }
 
     /// The value of the `retry` field (milliseconds), if the block has a valid one.
     pub fn retry_ms(&self) -> Option<u64> {
-        if !self.has_retry {
+        if !self.noted.has_retry {
             return None;
         }
         self.fields()
@@ -92,8 +100,8 @@ impl SseBlock {
     /// The event's data: the `data` field values joined with `\n`, as the SSE rules dispatch it.
     /// Borrowed when the event has one `data` line.
     pub fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        if !self.more_data {
-            let range = self.first_data.clone().unwrap_or_default();
+        if !self.noted.more_data {
+            let range = self.noted.first_data.clone().unwrap_or_default();
             return std::borrow::Cow::Borrowed(&self.raw[range]);
         }
         let mut values = self
@@ -117,7 +125,7 @@ impl SseBlock {
     /// The block's fields as (name, value) pairs, comments skipped.
     fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         // The stream's byte order mark is not part of the first field's name.
-        let mut rest: &[u8] = &self.raw[if self.bom { BOM.len() } else { 0 }..];
+        let mut rest: &[u8] = &self.raw[if self.noted.bom { BOM.len() } else { 0 }..];
         std::iter::from_fn(move || {
             loop {
                 if rest.is_empty() {
@@ -158,7 +166,7 @@ impl SseBlock {
         out.reserve(self.raw.len() + 64);
         let raw = &self.raw[..];
         // The stream's byte order mark stays first: a client ignores it only there.
-        let start = if self.bom {
+        let start = if self.noted.bom {
             out.put_slice(BOM);
             BOM.len()
         } else {
@@ -173,12 +181,12 @@ impl SseBlock {
         out.put_slice(b"id: ");
         write_id(out);
         out.put_u8(b'\n');
-        let Some(first) = self.id_lines.first.clone() else {
+        let Some(first) = self.noted.id_lines.first.clone() else {
             out.put_slice(&raw[content..]);
             return;
         };
         // Only a block with several `id` lines is searched past its first one.
-        let searched = if self.id_lines.more {
+        let searched = if self.noted.id_lines.more {
             raw.len()
         } else {
             first.end
@@ -230,20 +238,13 @@ pub struct SseParser {
     /// How far the unfinished line was searched for its end without finding one: the next
     /// search starts there, so each byte is searched once however the line arrives in pieces.
     searched: usize,
-    /// Lines of the block being assembled: `id` line ranges.
-    id_lines: IdLines,
-    id_value: Option<Range<usize>>,
-    has_data: bool,
-    has_retry: bool,
-    first_data: Option<Range<usize>>,
-    more_data: bool,
+    /// What was noted of the lines of the block being assembled.
+    block: BlockFields,
     /// Whether anything but blank lines was seen since the last block.
     has_content: bool,
     max_event_bytes: usize,
     /// A leading UTF-8 byte order mark has been checked for.
     bom_checked: bool,
-    /// The block being assembled starts with the stream's byte order mark.
-    bom: bool,
     /// Bytes examined while looking for line ends (the unit tests' measure of parsing work).
     #[cfg(test)]
     scanned: usize,
@@ -256,16 +257,10 @@ impl SseParser {
             buf: BytesMut::new(),
             scan: 0,
             searched: 0,
-            id_lines: IdLines::default(),
-            id_value: None,
-            has_data: false,
-            has_retry: false,
-            first_data: None,
-            more_data: false,
+            block: BlockFields::default(),
             has_content: false,
             max_event_bytes,
             bom_checked: false,
-            bom: false,
             #[cfg(test)]
             scanned: 0,
         }
@@ -286,7 +281,7 @@ impl SseParser {
             self.bom_checked = true;
             if self.buf.starts_with(BOM) {
                 self.scan = BOM.len();
-                self.bom = true;
+                self.block.bom = true;
             }
         }
         loop {
@@ -332,19 +327,19 @@ impl SseParser {
             };
             match name {
                 b"data" => {
-                    self.has_data = true;
-                    if self.first_data.is_none() {
-                        self.first_data = Some(value_start..line_end);
+                    self.block.has_data = true;
+                    if self.block.first_data.is_none() {
+                        self.block.first_data = Some(value_start..line_end);
                     } else {
-                        self.more_data = true;
+                        self.block.more_data = true;
                     }
                 }
-                b"retry" => self.has_retry = true,
+                b"retry" => self.block.has_retry = true,
                 b"id" => {
-                    self.id_lines.push(start..next);
+                    self.block.id_lines.push(start..next);
                     let value = value_start..line_end;
                     if !self.buf[value.clone()].contains(&0) {
-                        self.id_value = Some(value);
+                        self.block.id_value = Some(value);
                     }
                 }
                 _ => {}
@@ -364,13 +359,7 @@ impl SseParser {
         self.has_content = false;
         SseBlock {
             raw,
-            id_lines: std::mem::take(&mut self.id_lines),
-            id_value: self.id_value.take(),
-            has_data: std::mem::take(&mut self.has_data),
-            has_retry: std::mem::take(&mut self.has_retry),
-            first_data: self.first_data.take(),
-            more_data: std::mem::take(&mut self.more_data),
-            bom: std::mem::take(&mut self.bom),
+            noted: std::mem::take(&mut self.block),
         }
     }
 }

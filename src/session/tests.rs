@@ -2,6 +2,17 @@ use super::*;
 use crate::protocol::ClientEventId;
 use crate::session::store::MemoryStore;
 
+/// A live session of `m` the upstream knows as `upstream_session_id` (upstream
+/// `http://u/mcp`, version 2025-11-25).
+fn session(m: &SessionManager, upstream_session_id: &'static str) -> Arc<Session> {
+    m.create_session(
+        HeaderValue::from_static(upstream_session_id),
+        "http://u/mcp".into(),
+        "2025-11-25",
+    )
+    .unwrap()
+}
+
 fn manager(idle_ttl: Duration) -> SessionManager {
     let (_worker, handle) =
         PersistenceWorker::new(Arc::new(MemoryStore::new()), WorkerConfig::default());
@@ -45,13 +56,7 @@ fn closed_streams_stay_listed_until_evicted_by_later_closes() {
         },
         ..m
     };
-    let s = m
-        .create_session(
-            HeaderValue::from_static("u"),
-            "http://u/mcp".into(),
-            "2025-11-25",
-        )
-        .unwrap();
+    let s = session(&m, "u");
     let first = m.open_stream(Some(&s), StreamKind::Get).unwrap();
     let second = m.open_stream(Some(&s), StreamKind::Post).unwrap();
     assert!(s.stream(first.stream().as_str()).is_some());
@@ -71,13 +76,7 @@ fn closed_streams_stay_listed_until_evicted_by_later_closes() {
 #[test]
 fn idle_sessions_are_evicted_and_active_ones_stay() {
     let m = manager(Duration::from_secs(60));
-    let s = m
-        .create_session(
-            HeaderValue::from_static("u"),
-            "http://u/mcp".into(),
-            "2025-11-25",
-        )
-        .unwrap();
+    let s = session(&m, "u");
     assert!(m.expire_idle(SystemTime::now(), Vec::new()).is_empty());
     assert_eq!(m.len(), 1);
     let later = SystemTime::now() + Duration::from_secs(61);
@@ -98,13 +97,7 @@ async fn sessions_idle_in_the_store_are_ended_once_and_returned_for_delete_upstr
         },
         handle,
     );
-    let s = m
-        .create_session(
-            HeaderValue::from_static("UP"),
-            "http://u/mcp".into(),
-            "2025-11-25",
-        )
-        .unwrap();
+    let s = session(&m, "UP");
     worker.flush().await.unwrap();
     // Idle past the TTL (100 ms) and the activity refresh lag (50 ms).
     let later = SystemTime::now() + Duration::from_millis(200);
@@ -210,34 +203,41 @@ async fn unknown_sessions_and_streams_are_restored_from_the_store_only_under_the
     ));
 }
 
+/// A manager over a memory store holding one session (upstream id `UP`) whose stream `stream`
+/// has the recorded position (`seq`, `last_seq`, `upstream_event_id`), as a replica or an
+/// earlier process wrote it; the stream is not held here.
+async fn with_recorded_position(
+    stream: &str,
+    seq: Option<u64>,
+    last_seq: Option<u64>,
+    upstream_event_id: &str,
+) -> (SessionManager, Arc<Session>) {
+    use store::{SessionStore as _, StreamPosition, WriteBatch};
+    let store = Arc::new(MemoryStore::new());
+    let (_worker, handle) = PersistenceWorker::new(store.clone(), WorkerConfig::default());
+    let m = SessionManager::new(SessionConfig::default(), handle);
+    let s = session(&m, "UP");
+    let batch = WriteBatch {
+        positions: vec![StreamPosition {
+            session_id: s.id().to_string(),
+            stream_id: stream.into(),
+            seq,
+            last_seq,
+            upstream_event_id: upstream_event_id.into(),
+        }],
+        ..WriteBatch::default()
+    };
+    store.write(&batch, Duration::from_secs(60)).await.unwrap();
+    (m, s)
+}
+
 /// A position written before sequence numbers were persisted names its position by the
 /// upstream id alone: a client id carrying that upstream id is served (after it), any other
 /// is refused.
 #[tokio::test]
 async fn positions_of_the_old_format_are_served_only_to_their_upstream_id() {
-    use store::{SessionStore as _, StreamPosition, WriteBatch};
-    let store = Arc::new(MemoryStore::new());
-    let (_worker, handle) = PersistenceWorker::new(store.clone(), WorkerConfig::default());
-    let m = SessionManager::new(SessionConfig::default(), handle);
-    let s = m
-        .create_session(
-            HeaderValue::from_static("UP"),
-            "http://u/mcp".into(),
-            "2025-11-25",
-        )
-        .unwrap();
     let stream = "00000000000000ab";
-    let batch = WriteBatch {
-        positions: vec![StreamPosition {
-            session_id: s.id().to_string(),
-            stream_id: stream.into(),
-            seq: None,
-            last_seq: None,
-            upstream_event_id: "e7".into(),
-        }],
-        ..WriteBatch::default()
-    };
-    store.write(&batch, Duration::from_secs(60)).await.unwrap();
+    let (m, s) = with_recorded_position(stream, None, None, "e7").await;
     for upstream_id in [None, Some("e6")] {
         assert!(matches!(
             m.restore_stream(&s, stream, 7, upstream_id).await,
@@ -258,29 +258,8 @@ async fn positions_of_the_old_format_are_served_only_to_their_upstream_id() {
 /// An upstream part anywhere but at the recorded seq, or a position outside, is refused.
 #[tokio::test]
 async fn a_client_up_to_the_recorded_last_seq_is_served() {
-    use store::{SessionStore as _, StreamPosition, WriteBatch};
-    let store = Arc::new(MemoryStore::new());
-    let (_worker, handle) = PersistenceWorker::new(store.clone(), WorkerConfig::default());
-    let m = SessionManager::new(SessionConfig::default(), handle);
-    let s = m
-        .create_session(
-            HeaderValue::from_static("UP"),
-            "http://u/mcp".into(),
-            "2025-11-25",
-        )
-        .unwrap();
     let stream = "00000000000000cd";
-    let batch = WriteBatch {
-        positions: vec![StreamPosition {
-            session_id: s.id().to_string(),
-            stream_id: stream.into(),
-            seq: Some(2),
-            last_seq: Some(4),
-            upstream_event_id: "e2".into(),
-        }],
-        ..WriteBatch::default()
-    };
-    store.write(&batch, Duration::from_secs(60)).await.unwrap();
+    let (m, s) = with_recorded_position(stream, Some(2), Some(4), "e2").await;
     for (seq, upstream_id) in [
         (1, None),
         (5, None),

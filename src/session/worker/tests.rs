@@ -179,16 +179,25 @@ async fn the_worker_retries_with_backoff_and_catches_up_when_the_store_returns()
     task.await.unwrap();
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_shutdown_flush_writes_what_is_pending() {
-    let store = Arc::new(MemoryStore::new());
-    let (worker, handle) = PersistenceWorker::new(store.clone(), WorkerConfig::default());
+/// Runs a worker over `store`, advances stream `st` of session `s` to upstream id `1`, and
+/// shuts the worker down: its task (flushing) and handle.
+fn shut_down_with_one_advance(
+    store: Arc<dyn SessionStore>,
+) -> (tokio::task::JoinHandle<()>, PersistenceHandle) {
+    let (worker, handle) = PersistenceWorker::new(store, WorkerConfig::default());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(worker.run(shutdown.clone()));
     let t = tracker("s", "st");
     t.admit(Some("1"));
     handle.stream_advanced(&t);
     shutdown.cancel();
+    (task, handle)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_shutdown_flush_writes_what_is_pending() {
+    let store = Arc::new(MemoryStore::new());
+    let (task, handle) = shut_down_with_one_advance(store.clone());
     task.await.unwrap();
     assert_eq!(position(&*store, "s", "st").await.as_deref(), Some("1"));
     assert_eq!(handle.pending_len(), 0);
@@ -198,13 +207,7 @@ async fn the_shutdown_flush_writes_what_is_pending() {
 async fn the_shutdown_flush_gives_up_within_its_deadline_when_the_store_stays_down() {
     let store = Arc::new(FlakyStore::default());
     store.set_down(true);
-    let (worker, handle) = PersistenceWorker::new(store.clone(), WorkerConfig::default());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(worker.run(shutdown.clone()));
-    let t = tracker("s", "st");
-    t.admit(Some("1"));
-    handle.stream_advanced(&t);
-    shutdown.cancel();
+    let (task, handle) = shut_down_with_one_advance(store.clone());
     let started = Instant::now();
     while !task.is_finished() {
         assert!(
