@@ -123,6 +123,8 @@ pub struct Daemon {
     manager: Arc<SessionManager>,
     /// What the data plane's threads share: its counters and its stream pumps.
     data_shared: proxy::Shared,
+    /// How sessions end upstream (idle expiry, `TerminateSession`).
+    upstream_ender: Arc<dyn UpstreamSessionEnder>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     /// Stops accepting and ends the planes.
@@ -260,7 +262,7 @@ impl Daemon {
             let shutdown = shutdown.clone();
             let options = ControlOptions {
                 bearer_token: config.admin_token.as_deref().and_then(BearerToken::new),
-                upstream_ender: Some(upstream_ender),
+                upstream_ender: Some(upstream_ender.clone()),
             };
             async move { Ok(control::serve_with(admin, observed, options, shutdown).await?) }
         });
@@ -325,6 +327,7 @@ impl Daemon {
             metrics_addr,
             manager,
             data_shared,
+            upstream_ender,
             metrics,
             readiness,
             shutdown,
@@ -378,6 +381,12 @@ impl Daemon {
             manager: self.manager.clone(),
             proxy: self.data_shared.stats.clone(),
         }
+    }
+
+    /// How the daemon ends sessions upstream (idle expiry and its control plane's
+    /// `TerminateSession`), for a control plane of one's own beside the daemon's.
+    pub fn upstream_ender(&self) -> &Arc<dyn UpstreamSessionEnder> {
+        &self.upstream_ender
     }
 
     /// The daemon's metrics (`render()` gives the Prometheus text `/metrics` serves).

@@ -41,7 +41,7 @@ async fn python_and_typescript_clients_pass_against_a_live_daemon() {
     let proxy = start_proxy(&server.url()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("admin.sock");
-    let unix = UnixControl::start(&socket, proxy.observed(), Some(TOKEN));
+    let unix = UnixControl::start(&socket, &proxy, Some(TOKEN));
     let env = [
         (
             "ADMIN_TEST_TARGET",

@@ -447,7 +447,7 @@ async fn grpcurl_drives_every_admin_rpc_against_a_live_daemon() {
     // The Unix-socket form, with a bearer token.
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("admin.sock");
-    let unix = UnixControl::start(&socket, proxy.observed(), Some("s3cr3t-t0ken"));
+    let unix = UnixControl::start(&socket, &proxy, Some("s3cr3t-t0ken"));
     let path = socket.to_str().unwrap();
     let unix_call = |extra: &'static [&'static str]| {
         let mut args = vec!["-plaintext", "-unix", "-authority", "localhost"];

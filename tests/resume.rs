@@ -630,3 +630,31 @@ async fn a_client_past_the_last_upstream_id_resumes_a_stream_no_longer_held() {
         "numbered after the client's position, each once"
     );
 }
+
+/// A client's resumption is counted in the session core's `events_replayed` with the events
+/// the window re-sends it: here every event after the first, the stream being whole.
+#[tokio::test]
+async fn a_resumption_counts_the_events_it_replays() {
+    let upstream = Resumable::start().await;
+    let proxy = start_proxy(&upstream.url()).await;
+    let client = Client::initialize(&proxy_url(&proxy)).await;
+    let (events, _) = client
+        .follow(
+            client.post(&stream_request(1, 4)).await,
+            1,
+            std::iter::empty(),
+        )
+        .await;
+    let ids: Vec<String> = events.iter().filter_map(|e| e.id.clone()).collect();
+    assert!(
+        ids.len() >= 5,
+        "4 progress events and the response: {ids:?}"
+    );
+    assert_eq!(proxy.manager().stats().snapshot().events_replayed, 0);
+    let resumed = client.resume(&ids[0]).await;
+    assert_eq!(resumed.status(), StatusCode::OK);
+    assert_eq!(
+        proxy.manager().stats().snapshot().events_replayed,
+        ids.len() as u64 - 1
+    );
+}

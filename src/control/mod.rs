@@ -1,4 +1,6 @@
-//! The control plane: a tonic gRPC server over the same `Arc<SessionManager>` as the data plane.
+//! The control plane: a tonic gRPC server over the daemon's session core (the same
+//! `Arc<SessionManager>` as the data plane) and its counters ([`Observed`]); it ends sessions
+//! upstream through the daemon's one [`UpstreamSessionEnder`] when given it.
 //! Serves `mcprelay.admin.v1` (SessionService, MetricsService), gRPC reflection (v1 and v1alpha,
 //! so old and new grpcurl both work) and `grpc.health.v1` with a status per service.
 //!

@@ -344,7 +344,7 @@ impl Metrics {
         };
     }
 
-    /// Copies the session core's numbers into the exported series, then renders every series
+    /// Copies the session core's and the data plane's numbers ([`Observed`]) into the exported series, then renders every series
     /// as Prometheus text (exposition format 0.0.4).
     pub fn render(&self) -> String {
         let snapshot = DaemonSnapshot::take(&self.observed);

@@ -11,7 +11,7 @@ use mcp_relay::{
             session_service_client::SessionServiceClient,
         },
     },
-    telemetry::metrics::Observed,
+    daemon::Daemon,
 };
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -72,24 +72,24 @@ pub fn json_messages(stdout: &str) -> Vec<Value> {
         .collect()
 }
 
-/// A control plane on a Unix socket beside a daemon's own, over the same session core and
-/// counters (it ends sessions here only: no upstream client).
+/// A control plane on a Unix socket beside a daemon's own, over the same session core,
+/// counters and upstream ender.
 pub struct UnixControl {
     pub stop: CancellationToken,
     pub task: JoinHandle<Result<(), control::ControlError>>,
 }
 
 impl UnixControl {
-    pub fn start(path: &Path, observed: Observed, token: Option<&str>) -> Self {
+    pub fn start(path: &Path, daemon: &Daemon, token: Option<&str>) -> Self {
         let listener = ControlListener::bind_unix(path).expect("bind the control socket");
         let stop = CancellationToken::new();
         let options = ControlOptions {
             bearer_token: token.and_then(BearerToken::new),
-            upstream_ender: None,
+            upstream_ender: Some(daemon.upstream_ender().clone()),
         };
         let task = tokio::spawn(control::serve_with(
             listener,
-            observed,
+            daemon.observed(),
             options,
             stop.clone(),
         ));

@@ -2,8 +2,9 @@
 //! client connections handed to it, with its own upstream connection pool ([`Proxy`] per
 //! thread). A request, its upstream exchange and a stream's pump stay on the thread that got
 //! the client connection, so the hot path has no cross-thread wake-ups, no work stealing and
-//! no frees into another thread's malloc arena. The session core ([`SessionManager`]) and the
-//! metrics are shared by every thread (and the control plane) through `Arc`, as before.
+//! no frees into another thread's malloc arena. The session core ([`SessionManager`]), the
+//! data plane's counters and pumps ([`crate::proxy::Shared`]) and the metrics are shared by
+//! every thread (and the control plane) through `Arc`.
 //!
 //! Why not the one multi-threaded runtime the rest of the daemon uses: with it, the load
 //! harness measured 4.5 context switches and 77 µs of CPU per proxied JSON request at one

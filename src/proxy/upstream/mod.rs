@@ -358,9 +358,10 @@ impl UpstreamSessionEnder for Upstream {
         session: &Session,
     ) -> Result<StatusCode, EndUpstreamError> {
         if session.upstream() != &*self.url {
-            return Err(EndUpstreamError::OtherUpstream(
-                session.upstream().to_owned(),
-            ));
+            // Whoever wrote the record may not have masked it: masked here, for the log.
+            let named = session.upstream();
+            let masked = crate::config::file::redact_url(named).unwrap_or_else(|| named.to_owned());
+            return Err(EndUpstreamError::OtherUpstream(masked));
         }
         self.end_session(session)
             .await
@@ -419,5 +420,42 @@ impl std::fmt::Display for ErrorChain<'_> {
             source = s.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Uri;
+
+    use super::*;
+    use crate::session::{PersistenceWorker, SessionConfig, SessionManager, WorkerConfig};
+
+    /// A session naming another upstream (a record another deployment wrote to a shared store)
+    /// is not ended at ours, and the error that goes to the log masks any password the record
+    /// carries, whoever wrote it.
+    #[tokio::test]
+    async fn a_session_naming_another_upstream_is_refused_with_its_password_masked() {
+        let (_worker, handle) = PersistenceWorker::new(
+            Arc::new(crate::session::store::MemoryStore::new()),
+            WorkerConfig::default(),
+        );
+        let manager = SessionManager::new(SessionConfig::default(), handle);
+        let session = manager
+            .create_session(
+                HeaderValue::from_static("up-1"),
+                "http://ops:hunter2@elsewhere:9/mcp".into(),
+                "2025-11-25",
+            )
+            .expect("a session");
+        let config = ProxyConfig::new(Uri::from_static("http://127.0.0.1:9/mcp"));
+        let upstream = Upstream::new(&config, UpstreamConnections::new(1), Arc::default());
+        let err = upstream
+            .end_upstream_session(&session)
+            .await
+            .expect_err("another upstream's session");
+        assert!(matches!(err, EndUpstreamError::OtherUpstream(_)), "{err:?}");
+        let shown = err.to_string();
+        assert!(shown.contains("elsewhere:9"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 }

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 pub struct ParkedPump {
     /// The pump itself.
     pub future: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
-    /// Keeps the session manager's pump tracker (shutdown) waiting for it.
+    /// Keeps the data plane's pump tracker (`Pumps`, which shutdown waits on) waiting for it.
     pub tracked: tokio_util::task::task_tracker::TaskTrackerToken,
     /// The reader driving it.
     pub driver: u64,

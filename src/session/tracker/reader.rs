@@ -10,6 +10,8 @@ use crate::protocol::ClientEventId;
 
 impl EventTracker {
     /// Attaches a new reader that will be handed the events after `after_seq` (`None`: only
+    /// events from now on). Any previous reader is replaced. Errors: `after_seq` left the
+    /// window, or lies past the stream's last event ([`AttachError`]).
     pub fn attach(&self, after_seq: Option<u64>) -> Result<u64, AttachError> {
         let reader = {
             let mut state = self.state.lock();
