@@ -31,6 +31,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 pub use drain::DrainLayer;
+use drain::finish;
 pub use service::{run, run_with};
 pub use threads::{DataPlane, EdgeLimits, thread_count};
 
@@ -482,25 +483,5 @@ impl Daemon {
             "mcp-relay stopped",
         );
         data.and(control).and(telemetry)
-    }
-}
-
-/// Waits for a plane until `deadline`, then aborts it.
-async fn finish(
-    mut task: JoinHandle<Result<(), DaemonError>>,
-    deadline: tokio::time::Instant,
-    what: &'static str,
-) -> Result<(), DaemonError> {
-    match tokio::time::timeout_at(deadline, &mut task).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(join)) => {
-            tracing::error!(plane = what, error = %join, "plane task failed");
-            Ok(())
-        }
-        Err(_) => {
-            tracing::warn!(plane = what, "still running after the cut; aborting it");
-            task.abort();
-            Ok(())
-        }
     }
 }

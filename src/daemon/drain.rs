@@ -5,6 +5,8 @@
 //!
 //! Until the cut, it only passes through; JSON bodies are not wrapped (they end by themselves,
 //! and the daemon aborts what is still open shortly after the cut).
+//!
+//! After the cut, the daemon waits for each plane's task until the abort deadline ([`finish`]).
 
 use std::{
     convert::Infallible,
@@ -166,5 +168,25 @@ impl http_body::Body for CutBody {
     fn size_hint(&self) -> SizeHint {
         // The body may end early: promise no exact length.
         SizeHint::default()
+    }
+}
+
+/// Waits for a plane until `deadline`, then aborts it.
+pub(super) async fn finish(
+    mut task: tokio::task::JoinHandle<Result<(), super::DaemonError>>,
+    deadline: tokio::time::Instant,
+    what: &'static str,
+) -> Result<(), super::DaemonError> {
+    match tokio::time::timeout_at(deadline, &mut task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => {
+            tracing::error!(plane = what, error = %join, "plane task failed");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!(plane = what, "still running after the cut; aborting it");
+            task.abort();
+            Ok(())
+        }
     }
 }
