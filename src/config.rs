@@ -191,6 +191,13 @@ pub struct ProxyConfig {
     /// Largest single SSE block (an event, or a comment) accepted from the upstream, in bytes;
     /// a larger one ends the stream as a broken upstream before it is held whole. Default 16 MiB.
     pub max_event_bytes: usize,
+    /// Seconds with nothing sent on an SSE stream to a client after which it gets a keep-alive
+    /// comment (`: keep-alive`), so the idle timeouts of load balancers, reverse proxies and
+    /// NATs in front of the proxy do not cut a stream whose tool is still working. Never
+    /// recorded, replayed or counted as an event. 0: off. Default 15 s.
+    #[serde(rename = "sse_keepalive_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub sse_keepalive: Duration,
     /// Time allowed to connect to the upstream. Default 5 s.
     #[serde(rename = "upstream_connect_timeout_ms")]
     #[serde_as(as = "DurationMilliSeconds<u64>")]
@@ -262,6 +269,7 @@ impl ProxyConfig {
             allowed_hosts: Vec::new(),
             max_request_body_bytes: 4 << 20,
             max_event_bytes: 16 << 20,
+            sse_keepalive: Duration::from_secs(15),
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_response_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(4),

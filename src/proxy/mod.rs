@@ -16,6 +16,7 @@ mod connector;
 
 pub mod error;
 pub mod headers;
+pub mod keepalive;
 mod phases;
 pub mod pump;
 pub mod relay;
@@ -111,6 +112,7 @@ impl Proxy {
             stats: shared.stats.clone(),
             pumps: shared.pumps.clone(),
             max_event_bytes: config.max_event_bytes,
+            sse_keepalive: config.sse_keepalive,
         });
         Self {
             admission: admit::Admission::new(&config),

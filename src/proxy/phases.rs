@@ -450,6 +450,7 @@ impl Proxy {
                 self.manager.clone(),
                 self.stats.clone(),
                 self.config.max_event_bytes,
+                self.config.sse_keepalive,
             )),
         })
     }

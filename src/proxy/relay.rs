@@ -18,7 +18,11 @@ use http_body::{Body, Frame};
 
 use std::sync::atomic::Ordering;
 
-use super::{stats::ProxyStats, upstream::UpstreamBody};
+use super::{
+    keepalive::{self, KeepAlive},
+    stats::ProxyStats,
+    upstream::UpstreamBody,
+};
 use crate::session::tracker::Recording;
 use crate::{
     session::{EventTracker, Recorded, SessionManager},
@@ -93,17 +97,21 @@ pub struct SseRelay {
     /// Blocks parsed from the current upstream read, recorded together under one lock.
     blocks: VecDeque<SseBlock>,
     upstream_done: bool,
+    /// When the client is due a keep-alive comment (`None`: off).
+    keepalive: Option<KeepAlive>,
 }
 
 impl SseRelay {
     /// A relay of `upstream` through `tracker`, counted in `stats`; `max_event_bytes` bounds
-    /// one event.
+    /// one event; after `keepalive` with nothing sent the client gets a keep-alive comment
+    /// ([`keepalive`]; zero: never).
     pub fn new(
         upstream: UpstreamBody,
         tracker: Arc<EventTracker>,
         manager: Arc<SessionManager>,
         stats: Arc<ProxyStats>,
         max_event_bytes: usize,
+        keepalive: std::time::Duration,
     ) -> Self {
         ProxyStats::incr(&stats.streams_opened);
         ProxyStats::incr(&stats.streams_open);
@@ -116,6 +124,7 @@ impl SseRelay {
             out: BytesMut::new(),
             blocks: VecDeque::new(),
             upstream_done: false,
+            keepalive: KeepAlive::new(keepalive),
         }
     }
 
@@ -165,6 +174,9 @@ impl Body for SseRelay {
         let this = &mut *self;
         loop {
             if !this.out.is_empty() {
+                if let Some(keepalive) = &mut this.keepalive {
+                    keepalive.sent();
+                }
                 return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
             }
             if this.upstream_done {
@@ -205,7 +217,18 @@ impl Body for SseRelay {
                     }
                     this.upstream_done = true;
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // The upstream is silent: the client gets a comment once it has had
+                    // nothing for the keep-alive period.
+                    if let Some(keepalive) = &mut this.keepalive
+                        && keepalive.poll_due(cx).is_ready()
+                    {
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                            keepalive::COMMENT,
+                        )))));
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }

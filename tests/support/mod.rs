@@ -7,6 +7,7 @@ pub mod admin;
 pub mod daemon_proc;
 pub mod durable;
 pub mod http;
+pub mod nginx;
 pub mod peers;
 pub mod resumable;
 pub mod standalone;

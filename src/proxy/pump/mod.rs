@@ -75,6 +75,9 @@ pub struct LegacyStreams {
     pub pumps: Arc<Pumps>,
     /// Largest SSE event block, in bytes (`proxy.max_event_bytes`).
     pub max_event_bytes: usize,
+    /// Silence after which a reader sends its client a keep-alive comment
+    /// (`proxy.sse_keepalive_secs`; zero: never).
+    pub sse_keepalive: Duration,
 }
 
 /// Every legacy stream pump of the data plane, on its own task or driven by its reader and

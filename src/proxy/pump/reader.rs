@@ -3,6 +3,7 @@
 //! completes a `POST` stream.
 
 use super::*;
+use crate::proxy::keepalive::{self, KeepAlive};
 
 /// Whether an event carries the JSON-RPC response (result or error) to `request_id` (raw JSON
 /// text of the POST's id; `None`, as for a GET stream, answers `false`). A POST stream is
@@ -54,6 +55,8 @@ pub fn reader_body(
         ready: std::collections::VecDeque<Bytes>,
         done: bool,
         pump: Option<InlinePump>,
+        /// When the client is due a keep-alive comment (`None`: off).
+        keepalive: Option<KeepAlive>,
         streams: Arc<LegacyStreams>,
     }
     impl Drop for ReaderState {
@@ -76,11 +79,15 @@ pub fn reader_body(
         ready: std::collections::VecDeque::new(),
         done: false,
         pump,
+        keepalive: KeepAlive::new(streams.sse_keepalive),
         streams,
     };
     let events = stream::unfold(state, |mut st| async move {
         loop {
             if let Some(bytes) = st.ready.pop_front() {
+                if let Some(keepalive) = &mut st.keepalive {
+                    keepalive.sent();
+                }
                 return Some((Ok::<_, Infallible>(bytes), st));
             }
             if st.done {
@@ -97,26 +104,44 @@ pub fn reader_body(
                     }
                     st.ready.push_back(joined.freeze());
                 }
-                Read::Wait => match st.pump.as_mut() {
-                    // Drive the pump until it records something (it then publishes: `appended`
-                    // changes) or ends.
-                    Some(pump) => {
-                        tokio::select! {
-                            biased;
-                            () = std::future::poll_fn(|cx| pump.poll(cx)) => st.pump = None,
-                            changed = st.appended.changed() => {
-                                if changed.is_err() {
-                                    st.done = true;
+                Read::Wait => {
+                    // Nothing for the client for the keep-alive period: a comment (never in
+                    // the window, so never replayed).
+                    let keepalive = std::future::poll_fn(|cx| match &mut st.keepalive {
+                        Some(keepalive) => keepalive.poll_due(cx),
+                        None => Poll::Pending,
+                    });
+                    match st.pump.as_mut() {
+                        // Drive the pump until it records something (it then publishes:
+                        // `appended` changes) or ends.
+                        Some(pump) => {
+                            tokio::select! {
+                                biased;
+                                () = std::future::poll_fn(|cx| pump.poll(cx)) => st.pump = None,
+                                changed = st.appended.changed() => {
+                                    if changed.is_err() {
+                                        st.done = true;
+                                    }
+                                }
+                                () = keepalive => {
+                                    st.ready.push_back(Bytes::from_static(keepalive::COMMENT));
+                                }
+                            }
+                        }
+                        None => {
+                            tokio::select! {
+                                changed = st.appended.changed() => {
+                                    if changed.is_err() {
+                                        st.done = true;
+                                    }
+                                }
+                                () = keepalive => {
+                                    st.ready.push_back(Bytes::from_static(keepalive::COMMENT));
                                 }
                             }
                         }
                     }
-                    None => {
-                        if st.appended.changed().await.is_err() {
-                            st.done = true;
-                        }
-                    }
-                },
+                }
                 Read::End(UpstreamState::Complete) | Read::Replaced => st.done = true,
                 Read::End(_) => {
                     st.ready
