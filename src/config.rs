@@ -256,6 +256,16 @@ pub struct ProxyConfig {
     #[serde(rename = "request_body_timeout_secs")]
     #[serde_as(as = "DurationSeconds<u64>")]
     pub request_body_timeout: Duration,
+    /// The forwarded headers toward the upstream (`Forwarded`, RFC 7239, and
+    /// `X-Forwarded-For`/`-Proto`/`-Host`): [`ForwardedMode`]. Default `append`: the upstream
+    /// learns the client's address, as operators expect of a reverse proxy, while values a
+    /// client sent are dropped unless it is one of `trusted_proxies` (none by default), so no
+    /// client can spoof its address.
+    pub forwarded: ForwardedMode,
+    /// The proxies in front of this one whose forwarded headers are kept in `append` mode: IP
+    /// addresses (`10.1.2.3`, `::1`) or CIDR ranges (`10.0.0.0/8`, `fd00::/8`), matched
+    /// against the connection's peer address. Default: none.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl ProxyConfig {
@@ -280,6 +290,8 @@ impl ProxyConfig {
             keep_alive_idle_timeout: Duration::from_secs(60),
             h2_max_concurrent_streams: 100,
             request_body_timeout: Duration::from_secs(30),
+            forwarded: ForwardedMode::Append,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -330,4 +342,20 @@ mod upstream_key {
         let text = String::deserialize(deserializer)?;
         Ok(text.parse().unwrap_or_default())
     }
+}
+
+/// What the proxy does with `Forwarded` and `X-Forwarded-For`/`-Proto`/`-Host` toward the
+/// upstream (`proxy.forwarded`). This hop is `for=<the peer's address>;proto=http;host=<the
+/// client's Host>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardedMode {
+    /// The proxy neither adds nor strips these headers: a client's values reach the upstream
+    /// as sent (end-to-end headers), so the upstream must not trust them.
+    Off,
+    /// Incoming values are kept when the direct peer is one of `proxy.trusted_proxies`, and
+    /// dropped otherwise; then this hop is appended.
+    Append,
+    /// Every incoming value is dropped (even a trusted proxy's); only this hop is set.
+    Replace,
 }

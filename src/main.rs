@@ -8,7 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use mcp_relay::{
     config::{
-        Config, LogFormat, LogTarget,
+        Config, ForwardedMode, LogFormat, LogTarget,
         file::{self, Loaded, Overrides, Sources},
     },
     daemon,
@@ -91,6 +91,15 @@ struct Flags {
     /// [proxy.allowed_hosts]
     #[arg(long = "allow-host")]
     allowed_hosts: Vec<String>,
+    /// Forwarded and X-Forwarded-* headers toward the upstream: off, append (keep incoming
+    /// values only from a --trusted-proxy, then add this hop) or replace (only this hop).
+    /// [proxy.forwarded; default append]
+    #[arg(long, value_parser = parse_forwarded)]
+    forwarded: Option<ForwardedMode>,
+    /// A proxy in front of this one (an address or CIDR range, e.g. 10.0.0.0/8; repeatable)
+    /// whose forwarded headers are kept; replaces the configured list. [proxy.trusted_proxies]
+    #[arg(long = "trusted-proxy")]
+    trusted_proxies: Vec<String>,
     /// Largest client request body, in bytes. [proxy.max_request_body_bytes; default 4 MiB]
     #[arg(long)]
     max_request_body_bytes: Option<usize>,
@@ -130,6 +139,15 @@ fn parse_log_target(s: &str) -> Result<LogTarget, String> {
     }
 }
 
+fn parse_forwarded(s: &str) -> Result<ForwardedMode, String> {
+    match s {
+        "off" => Ok(ForwardedMode::Off),
+        "append" => Ok(ForwardedMode::Append),
+        "replace" => Ok(ForwardedMode::Replace),
+        _ => Err("expected off, append or replace".into()),
+    }
+}
+
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
     match s {
         "text" => Ok(LogFormat::Text),
@@ -160,7 +178,8 @@ impl Flags {
             .set_opt("proxy.max_connections", self.max_connections)
             .set_opt("shutdown_grace_secs", self.shutdown_grace_secs)
             .set_opt("log.target", self.log_target)
-            .set_opt("log.format", self.log_format);
+            .set_opt("log.format", self.log_format)
+            .set_opt("proxy.forwarded", self.forwarded);
         if self.metrics_listen.is_some() {
             o.set("metrics.enabled", true);
         }
@@ -172,6 +191,9 @@ impl Flags {
         }
         if !self.allowed_origins.is_empty() {
             o.set("proxy.allowed_origins", self.allowed_origins);
+        }
+        if !self.trusted_proxies.is_empty() {
+            o.set("proxy.trusted_proxies", self.trusted_proxies);
         }
         o
     }

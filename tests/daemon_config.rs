@@ -92,6 +92,8 @@ fn flags_override_the_environment_which_overrides_the_file_and_secrets_are_maske
             ("MCP_RELAY_SHUTDOWN_GRACE_SECS", "4"),
             ("MCP_RELAY_SESSION__TRACKER__DEDUP_IDS", "77"),
             ("MCP_RELAY_LOG__FORMAT", "json"),
+            ("MCP_RELAY_PROXY__FORWARDED", "off"),
+            ("MCP_RELAY_PROXY__TRUSTED_PROXIES", "[10.0.0.0/8, ::1]"),
         ],
     );
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -117,6 +119,28 @@ fn flags_override_the_environment_which_overrides_the_file_and_secrets_are_maske
     );
     assert_eq!(c["session"]["tracker"]["dedup_ids"].as_integer(), Some(77));
     assert_eq!(c["log"]["format"].as_str(), Some("json"));
+    assert_eq!(c["proxy"]["forwarded"].as_str(), Some("off"));
+    assert_eq!(
+        c["proxy"]["trusted_proxies"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let flagged = effective(&check_config(
+        &[
+            "--upstream",
+            "http://h/mcp",
+            "--forwarded",
+            "replace",
+            "--trusted-proxy",
+            "fd00::/8",
+        ],
+        &[("MCP_RELAY_PROXY__TRUSTED_PROXIES", "[10.0.0.0/8]")],
+    ));
+    assert_eq!(flagged["proxy"]["forwarded"].as_str(), Some("replace"));
+    assert_eq!(
+        flagged["proxy"]["trusted_proxies"].as_array().unwrap()[0].as_str(),
+        Some("fd00::/8"),
+        "the flag replaces the list"
+    );
     assert!(!text.contains("hunter2"), "a password was printed:\n{text}");
     assert_eq!(
         c["proxy"]["upstream"].as_str(),
@@ -138,7 +162,7 @@ fn mistakes_exit_with_status_2_and_name_their_key() {
     )
     .expect("write");
     type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
-    let cases: [Case; 6] = [
+    let cases: [Case; 8] = [
         (vec![typo.to_str().expect("path")], vec![], "max_body"),
         (
             vec!["/nonexistent/relay.toml"],
@@ -165,6 +189,21 @@ fn mistakes_exit_with_status_2_and_name_their_key() {
             vec!["--upstream", "http://h/mcp", "--threads", "100000"],
             vec![],
             "proxy.threads",
+        ),
+        (
+            vec![
+                "--upstream",
+                "http://h/mcp",
+                "--trusted-proxy",
+                "10.0.0.1/8",
+            ],
+            vec![],
+            "proxy.trusted_proxies",
+        ),
+        (
+            vec!["--upstream", "http://h/mcp"],
+            vec![("MCP_RELAY_PROXY__FORWARDED", "on")],
+            "proxy.forwarded",
         ),
     ];
     for (args, env, key) in cases {

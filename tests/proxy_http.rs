@@ -325,6 +325,106 @@ async fn end_to_end_headers_reach_upstream_unchanged_and_hop_by_hop_ones_do_not(
     assert_eq!(seen.body, MODERN_CALL.as_bytes());
 }
 
+/// Headers a client may send to pass itself off as someone else.
+const SPOOFED: [(&str, &str); 4] = [
+    ("x-forwarded-for", "6.6.6.6"),
+    ("forwarded", "for=6.6.6.6;proto=https"),
+    ("x-forwarded-proto", "https"),
+    ("x-forwarded-host", "evil.example"),
+];
+
+/// What the upstream saw of the forwarded headers of one `tools/call` sent with `headers`
+/// through a daemon tuned by `tune` (the client is 127.0.0.1, a direct peer).
+async fn forwarded_seen(
+    tune: impl FnOnce(&mut mcp_relay::config::Config),
+    headers: &[(&str, &str)],
+) -> (String, [Option<String>; 4]) {
+    let upstream = TestUpstream::start().await;
+    let proxy = start_proxy_with(&upstream.url(), tune).await;
+    let mut all = MODERN_HEADERS.to_vec();
+    all.extend_from_slice(headers);
+    let answer = Client::new()
+        .post_read(&proxy_url(&proxy), &all, MODERN_CALL)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = &upstream.wait_for_requests(1).await[0];
+    let values = SPOOFED.map(|(name, _)| {
+        let values: Vec<_> = seen
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().expect("ASCII").to_owned())
+            .collect();
+        assert!(values.len() <= 1, "{name}: one line, got {values:?}");
+        values.into_iter().next()
+    });
+    (proxy.data_addr().to_string(), values)
+}
+
+#[tokio::test]
+async fn forwarded_headers_tell_the_upstream_the_client_and_a_client_cannot_spoof_them() {
+    let some = |s: &str| Some(s.to_owned());
+    // The default (append, no trusted proxy): the client's values are dropped, this hop added.
+    let (host, seen) = forwarded_seen(|_| {}, &SPOOFED).await;
+    assert_eq!(
+        seen,
+        [
+            some("127.0.0.1"),
+            Some(format!("for=127.0.0.1;proto=http;host=\"{host}\"")),
+            some("http"),
+            Some(host.clone()),
+        ]
+    );
+    // A trusted peer's values are kept, this hop appended.
+    let (host, seen) = forwarded_seen(
+        |c| c.proxy.trusted_proxies = vec!["127.0.0.0/8".into()],
+        &SPOOFED,
+    )
+    .await;
+    assert_eq!(
+        seen,
+        [
+            some("6.6.6.6, 127.0.0.1"),
+            Some(format!(
+                "for=6.6.6.6;proto=https, for=127.0.0.1;proto=http;host=\"{host}\""
+            )),
+            some("https"),
+            some("evil.example"),
+        ]
+    );
+    // replace: only this hop, even from a trusted peer.
+    let (host, seen) = forwarded_seen(
+        |c| {
+            c.proxy.forwarded = mcp_relay::config::ForwardedMode::Replace;
+            c.proxy.trusted_proxies = vec!["127.0.0.1".into()];
+        },
+        &SPOOFED,
+    )
+    .await;
+    assert_eq!(
+        seen,
+        [
+            some("127.0.0.1"),
+            Some(format!("for=127.0.0.1;proto=http;host=\"{host}\"")),
+            some("http"),
+            Some(host),
+        ]
+    );
+    // off: the proxy neither adds nor strips.
+    let (_, seen) = forwarded_seen(
+        |c| c.proxy.forwarded = mcp_relay::config::ForwardedMode::Off,
+        &SPOOFED,
+    )
+    .await;
+    assert_eq!(seen, SPOOFED.map(|(_, v)| some(v)));
+    let (_, seen) = forwarded_seen(
+        |c| c.proxy.forwarded = mcp_relay::config::ForwardedMode::Off,
+        &[],
+    )
+    .await;
+    assert_eq!(seen, [None, None, None, None]);
+}
+
 #[tokio::test]
 async fn modern_mcp_method_mismatch_gets_400_header_mismatch_without_reaching_upstream() {
     let (upstream, _proxy, url, client) = proxied().await;

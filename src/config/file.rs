@@ -324,6 +324,10 @@ fn check_proxy(config: &Config, upstream: Option<&str>) -> Result<Uri, ConfigErr
         crate::proxy::admit::check_host_entry(host)
             .map_err(|e| invalid("proxy.allowed_hosts", e))?;
     }
+    for entry in &p.trusted_proxies {
+        crate::proxy::forwarded::IpRange::parse(entry)
+            .map_err(|e| invalid("proxy.trusted_proxies", e))?;
+    }
     for (key, is_zero) in [
         (
             "proxy.max_request_body_bytes",

@@ -2,6 +2,8 @@
 //! `MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`, every `Mcp-Param-*`, `Authorization`,
 //! `Last-Event-ID`, `Accept` and `Content-Type` reach the upstream unchanged); hop-by-hop headers
 //! (RFC 9110 §7.6.1) and the ones the proxy owns (`Host`, `Content-Length`, `Mcp-Session-Id`) do not.
+//! `Forwarded` and `X-Forwarded-*` are end-to-end and copied here; what reaches the upstream of
+//! them is then `proxy.forwarded`'s ([`super::forwarded`]).
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 

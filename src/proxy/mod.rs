@@ -15,6 +15,7 @@ pub mod admit;
 mod connector;
 
 pub mod error;
+pub mod forwarded;
 pub mod headers;
 pub mod keepalive;
 mod phases;
@@ -87,6 +88,8 @@ pub struct Proxy {
     manager: Arc<SessionManager>,
     upstream: Upstream,
     admission: admit::Admission,
+    /// `Forwarded` and `X-Forwarded-*` toward the upstream.
+    forwarded: forwarded::ForwardedPolicy,
     stats: Arc<ProxyStats>,
     /// What the legacy streams' pumps and readers use.
     streams: Arc<LegacyStreams>,
@@ -116,6 +119,7 @@ impl Proxy {
         });
         Self {
             admission: admit::Admission::new(&config),
+            forwarded: forwarded::ForwardedPolicy::new(&config),
             config,
             manager,
             upstream,
@@ -132,6 +136,14 @@ impl Proxy {
     /// What this proxy lends its legacy streams' pumps and readers ([`pump::reader_body`]).
     pub fn legacy_streams(&self) -> &Arc<LegacyStreams> {
         &self.streams
+    }
+
+    /// The headers of a request toward the upstream on behalf of the client request `client`:
+    /// its end-to-end headers ([`headers::copy_end_to_end`]) with the forwarded ones as
+    /// `proxy.forwarded` says ([`forwarded::ForwardedPolicy::apply`]).
+    fn upstream_headers(&self, client: &http::request::Parts, upstream: &mut HeaderMap) {
+        headers::copy_end_to_end(&client.headers, upstream);
+        self.forwarded.apply(client, upstream);
     }
 
     /// The axum router: the MCP endpoint at the configured path.
@@ -154,7 +166,7 @@ impl Proxy {
         let mut ctx = self.resolve(request).await.map_err(fail)?;
         if let Some((session, last_event_id)) = ctx.stream_resumption() {
             return self
-                .resume(session, last_event_id, &ctx.request.parts.headers)
+                .resume(session, last_event_id, &ctx.request.parts)
                 .await
                 .map_err(fail);
         }

@@ -222,7 +222,7 @@ impl Proxy {
             http::Request::new(Full::new(std::mem::take(&mut ctx.request.body)));
         *upstream_request.method_mut() = method.clone();
         *upstream_request.uri_mut() = ctx.upstream.uri_for(parts.uri.query());
-        headers::copy_end_to_end(&parts.headers, upstream_request.headers_mut());
+        self.upstream_headers(parts, upstream_request.headers_mut());
         if let Some(s) = &ctx.session {
             upstream_request
                 .headers_mut()
@@ -420,7 +420,7 @@ impl Proxy {
                     .map_err(|e| Reject::Internal(e.to_string()))?;
                 self.manager.stream_changed(&tracker);
                 let mut resume_headers = HeaderMap::new();
-                headers::copy_end_to_end(&ctx.request.parts.headers, &mut resume_headers);
+                self.upstream_headers(&ctx.request.parts, &mut resume_headers);
                 headers::own_values(&mut resume_headers);
                 // The id whose response completes the stream: a POST's, not a batch's.
                 let request_id = ctx

@@ -32,7 +32,7 @@ impl Proxy {
         self: &Arc<Self>,
         session: &Arc<Session>,
         last_event_id: &HeaderValue,
-        request_headers: &HeaderMap,
+        request: &http::request::Parts,
     ) -> Result<Response, Reject> {
         let stats = &self.stats;
         let refuse = |reason: String| {
@@ -100,7 +100,7 @@ impl Proxy {
         };
 
         let mut resume_headers = HeaderMap::new();
-        headers::copy_end_to_end(request_headers, &mut resume_headers);
+        self.upstream_headers(request, &mut resume_headers);
         headers::own_values(&mut resume_headers);
         // A stream whose pump stopped is re-opened upstream from its last upstream id.
         let mut reopened = None;

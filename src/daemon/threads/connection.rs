@@ -32,7 +32,10 @@ use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 use super::{EdgeLimits, GRACEFUL_CLOSE};
-use crate::{counters::incr_sampled, proxy::stats::ProxyStats};
+use crate::{
+    counters::incr_sampled,
+    proxy::{forwarded::ClientAddr, stats::ProxyStats},
+};
 
 /// A connection's place in its thread's open count: counted when made, given back when
 /// dropped.
@@ -331,10 +334,12 @@ pub(super) async fn serve_connection(
         let conn_state = conn_state.clone();
         hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let in_flight = conn_state.enter();
-            let request = request.map(|inner| WatchedBody {
+            let mut request = request.map(|inner| WatchedBody {
                 inner,
                 conn: conn_state.clone(),
             });
+            // The peer, for the forwarded headers (`proxy/forwarded.rs`).
+            request.extensions_mut().insert(ClientAddr(peer));
             let mut router = router.clone();
             async move {
                 let response = match router.call(request).await {
