@@ -107,6 +107,8 @@ async fn a_silent_legacy_stream_gets_keep_alives_that_are_never_replayed() {
         "a comment after a second of silence"
     );
     assert!(sender.send(&event("e1", 2)).await);
+    // The upstream ends the stream after the answer: the stream is complete.
+    drop(sender);
     let second = reader.next_block().await.expect("the answer");
     assert!(String::from_utf8_lossy(&second).contains("\"id\":2"));
     drop(reader);

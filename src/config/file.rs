@@ -239,6 +239,55 @@ pub const MAX_DATA_THREADS: usize = 1024;
 /// Upper bound of `session.standalone_stream_wait_ms`.
 const MAX_STANDALONE_STREAM_WAIT: Duration = Duration::from_secs(10);
 
+/// The longest any duration setting may be: a year. No timeout, TTL, delay or period needs
+/// more, and deadlines (`now + d`) and store TTLs computed from a larger one could overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Refuses a duration setting longer than [`MAX_DURATION`], naming its key.
+fn check_durations(config: &Config) -> Result<(), ConfigError> {
+    let (p, s, w) = (&config.proxy, &config.session, &config.worker);
+    let durations = [
+        ("shutdown_grace_secs", config.shutdown_grace),
+        ("proxy.sse_keepalive_secs", p.sse_keepalive),
+        (
+            "proxy.upstream_connect_timeout_ms",
+            p.upstream_connect_timeout,
+        ),
+        (
+            "proxy.upstream_response_timeout_secs",
+            p.upstream_response_timeout,
+        ),
+        ("proxy.upstream_idle_timeout_ms", p.upstream_idle_timeout),
+        ("proxy.header_read_timeout_secs", p.header_read_timeout),
+        (
+            "proxy.keep_alive_idle_timeout_secs",
+            p.keep_alive_idle_timeout,
+        ),
+        ("proxy.request_body_timeout_secs", p.request_body_timeout),
+        ("session.idle_ttl_secs", s.idle_ttl),
+        ("session.linger_secs", s.linger),
+        ("session.reconnect_min_delay_ms", s.reconnect_min_delay),
+        ("session.reconnect_max_delay_ms", s.reconnect_max_delay),
+        (
+            "session.standalone_stream_wait_ms",
+            s.standalone_stream_wait,
+        ),
+        ("worker.flush_interval_ms", w.flush_interval),
+        ("worker.record_ttl_secs", w.record_ttl),
+        ("worker.max_backoff_ms", w.max_backoff),
+        ("store.timeout_ms", config.store.timeout),
+    ];
+    for (key, value) in durations {
+        if value > MAX_DURATION {
+            return Err(invalid(
+                key,
+                format!("must be at most a year ({} s)", MAX_DURATION.as_secs()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks what types cannot say, key by key in a fixed order (the first failure is the error),
 /// and returns the parsed upstream: `upstream` is `proxy.upstream` as written, if set.
 fn check(config: &Config, upstream: Option<&str>) -> Result<Uri, ConfigError> {
@@ -252,6 +301,7 @@ fn check(config: &Config, upstream: Option<&str>) -> Result<Uri, ConfigError> {
     {
         return Err(invalid("admin_token", "must not be empty when set"));
     }
+    check_durations(config)?;
     let upstream = check_proxy(config, upstream)?;
     check_session(config)?;
     check_worker(config)?;
@@ -646,5 +696,49 @@ mod tests {
             Some("http://********@h:1/p?q=a@b")
         );
         assert_eq!(redact_url("http://h:1/p?q=a@b"), None);
+    }
+
+    /// Every duration setting is bounded: a value that would overflow a deadline (`now + d`,
+    /// a store TTL) at run time is refused at load, naming its key, instead of accepted and
+    /// panicking later (seen: `session.linger_secs`, `worker.record_ttl_secs` at 2^63 - 1).
+    #[test]
+    fn durations_past_the_bound_are_refused_naming_their_key() {
+        const HUGE_SECS: u64 = i64::MAX as u64;
+        let keys = [
+            "shutdown_grace_secs",
+            "proxy.sse_keepalive_secs",
+            "proxy.upstream_connect_timeout_ms",
+            "proxy.upstream_response_timeout_secs",
+            "proxy.upstream_idle_timeout_ms",
+            "proxy.header_read_timeout_secs",
+            "proxy.keep_alive_idle_timeout_secs",
+            "proxy.request_body_timeout_secs",
+            "session.idle_ttl_secs",
+            "session.linger_secs",
+            "session.reconnect_min_delay_ms",
+            "session.reconnect_max_delay_ms",
+            "worker.flush_interval_ms",
+            "worker.record_ttl_secs",
+            "worker.max_backoff_ms",
+            "store.timeout_ms",
+        ];
+        for key in keys {
+            Jail::expect_with(|_| {
+                let mut flags = Overrides::default();
+                flags.set("proxy.upstream", "http://127.0.0.1:1/mcp");
+                flags.set(key, HUGE_SECS);
+                let err = load(&sources(None, flags)).expect_err(key).to_string();
+                assert!(err.contains(key), "{key}: {err}");
+                Ok(())
+            });
+        }
+        // The bound itself is accepted.
+        Jail::expect_with(|_| {
+            let mut flags = Overrides::default();
+            flags.set("proxy.upstream", "http://127.0.0.1:1/mcp");
+            flags.set("session.linger_secs", MAX_DURATION.as_secs());
+            load(&sources(None, flags)).expect("a year is allowed");
+            Ok(())
+        });
     }
 }
