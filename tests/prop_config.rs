@@ -7,7 +7,7 @@
 
 use std::{io::Write as _, time::Duration};
 
-use mcp_relay::config::file::{Loaded, Sources, load};
+use mcp_relay::config::file::{Loaded, MAX_DURATION, Sources, load};
 use proptest::prelude::*;
 
 /// Every key path of the file, with a valid value and the section it sits in.
@@ -23,6 +23,9 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("proxy", "allow_loopback_origins", "true"),
     ("proxy", "max_request_body_bytes", "4096"),
     ("proxy", "max_event_bytes", "65536"),
+    ("proxy", "sse_keepalive_secs", "5"),
+    ("proxy", "forwarded", "\"replace\""),
+    ("proxy", "trusted_proxies", "[\"10.0.0.0/8\", \"::1\"]"),
     ("proxy", "upstream_connect_timeout_ms", "100"),
     ("proxy", "upstream_response_timeout_secs", "30"),
     ("proxy", "threads", "2"),
@@ -142,11 +145,12 @@ proptest! {
     /// they load as, written back to a file, load as the same settings.
     #[test]
     fn valid_values_round_trip(
-        grace in 1u64..=i64::MAX as u64,
+        // Durations are valid up to a year (`file::MAX_DURATION`).
+        grace in 1u64..=MAX_DURATION.as_secs(),
         max_event_bytes in 1usize..=i64::MAX as usize,
         replay_events in 1usize..100_000,
         flush in 1u64..10_000,
-        backoff_extra in 0u64..=(i64::MAX as u64 - 10_000),
+        backoff_extra in 0u64..=(MAX_DURATION.as_millis() as u64 - 10_000),
         origins in prop::collection::vec("[a-z]{1,8}", 0..3),
         prefix in "[ -!#-\\[\\]-~]{0,12}",
         threads in 0usize..=1024,
