@@ -749,3 +749,23 @@ async fn an_upstream_connection_idle_past_the_idle_timeout_is_not_reused() {
         "the retired connection is counted"
     );
 }
+
+/// A path that names no MCP endpoint (paths match exactly: `/mcp/` is not `/mcp`) answers 404
+/// with a JSON-RPC error (-32600) the client can read, and nothing reaches the upstream.
+#[tokio::test]
+async fn a_path_that_names_no_endpoint_gets_404_with_a_json_rpc_error() {
+    let (upstream, proxy, _url, client) = proxied().await;
+    for path in ["/other", "/mcp/", "/mcp/x", "/"] {
+        let url = format!("http://{}{path}", proxy.data_addr());
+        let answer = client.post_read(&url, &[], INITIALIZE).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(
+            answer.header("content-type"),
+            Some("application/json"),
+            "{path}"
+        );
+        assert_eq!(error_code(&answer), -32600, "{path}: {}", answer.text());
+        assert_eq!(answer.json()["id"], serde_json::Value::Null, "{path}");
+    }
+    assert!(upstream.requests().is_empty(), "nothing was forwarded");
+}

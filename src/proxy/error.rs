@@ -47,6 +47,10 @@ pub enum Reject {
     /// `400` with `-32022` and `data.supported` (PROTOCOL.md, "Both eras").
     #[error("unsupported protocol version {0:?}")]
     UnsupportedProtocolVersion(String),
+    /// The path names no MCP endpoint (paths match exactly; the path, cut to 256
+    /// characters, is for the log): `404`/-32600.
+    #[error("no MCP endpoint at {0:?}")]
+    NoEndpoint(String),
     /// A method other than `POST`, `GET` and `DELETE`: `405`/-32600 with `Allow`.
     #[error("method {0} is not allowed on the MCP endpoint")]
     MethodNotAllowed(http::Method),
@@ -116,6 +120,7 @@ impl Reject {
             Self::UnsupportedProtocolVersion(_) => {
                 (StatusCode::BAD_REQUEST, UNSUPPORTED_PROTOCOL_VERSION)
             }
+            Self::NoEndpoint(_) => (StatusCode::NOT_FOUND, INVALID_REQUEST),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, INVALID_REQUEST),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, INVALID_REQUEST),
             Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, INVALID_REQUEST),
@@ -147,6 +152,7 @@ impl Reject {
             Self::MisdirectedRequest(_) => "misdirected_request",
             Self::RepeatedHeader(_) => "repeated_header",
             Self::UnsupportedProtocolVersion(_) => "unsupported_protocol_version",
+            Self::NoEndpoint(_) => "no_endpoint",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyTimeout(_) => "body_timeout",
@@ -177,6 +183,7 @@ impl Reject {
             Self::MisdirectedRequest(_) => "Host is not allowed".into(),
             Self::RepeatedHeader(name) => format!("header {name} appears more than once").into(),
             Self::UnsupportedProtocolVersion(_) => "Unsupported protocol version".into(),
+            Self::NoEndpoint(_) => "no MCP endpoint at this path".into(),
             Self::MethodNotAllowed(_) => "method not allowed on the MCP endpoint".into(),
             Self::BodyTooLarge { limit } => format!("request body exceeds {limit} bytes").into(),
             Self::BodyTimeout(_) => "request body not received in time".into(),

@@ -146,10 +146,14 @@ impl Proxy {
         self.forwarded.apply(client, upstream);
     }
 
-    /// The axum router: the MCP endpoint at the configured path.
+    /// The axum router: the MCP endpoint at the configured path (matched exactly); any other
+    /// path gets `404` with a JSON-RPC error ([`Reject::NoEndpoint`]).
     pub fn router(self: Arc<Self>) -> Router {
         let path = self.config.endpoint_path.clone();
-        Router::new().route(&path, any(handle)).with_state(self)
+        Router::new()
+            .route(&path, any(handle))
+            .fallback(no_endpoint)
+            .with_state(self)
     }
 
     /// Serves one request through the phases ([`phases`]): admit → resolve → forward →
@@ -226,6 +230,14 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
             reject.into_response_with_id(id.as_deref())
         }
     }
+}
+
+/// The answer on a path that names no MCP endpoint.
+async fn no_endpoint(request: Request) -> Response {
+    let path: String = request.uri().path().chars().take(256).collect();
+    let reject = Reject::NoEndpoint(path);
+    tracing::debug!(kind = reject.kind(), error = %reject, "request rejected by the proxy");
+    reject.into_response_with_id(None)
 }
 
 /// Headers every SSE answer carries: no buffering by intermediaries, no caching.
