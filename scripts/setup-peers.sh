@@ -36,7 +36,7 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
   fi
   sudo=()
   if [ "$(id -u)" -ne 0 ]; then
-    sudo=(sudo)
+    sudo=(sudo -n)  # never a password prompt inside the test command
   fi
   echo "setup-peers: installing nginx-light" >&2
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null

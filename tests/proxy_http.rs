@@ -769,3 +769,45 @@ async fn a_path_that_names_no_endpoint_gets_404_with_a_json_rpc_error() {
     }
     assert!(upstream.requests().is_empty(), "nothing was forwarded");
 }
+
+/// Address headers a client could spoof under other names never reach the upstream from an
+/// untrusted client: the other address headers upstream frameworks read (`X-Real-IP`,
+/// `True-Client-IP`, …) and underscore spellings of the forwarded ones (`x_forwarded_for`,
+/// which CGI-style upstreams read as `HTTP_X_FORWARDED_FOR`). A trusted proxy's are kept.
+#[tokio::test]
+async fn other_address_headers_and_underscore_spellings_are_not_spoofable() {
+    const ALIASES: [(&str, &str); 6] = [
+        ("x_forwarded_for", "6.6.6.6"),
+        ("x-real-ip", "6.6.6.6"),
+        ("true-client-ip", "6.6.6.6"),
+        ("x-client-ip", "6.6.6.6"),
+        ("x-forwarded-port", "443"),
+        ("x_real_ip", "6.6.6.6"),
+    ];
+    for trusted in [false, true] {
+        let upstream = TestUpstream::start().await;
+        let proxy = start_proxy_with(&upstream.url(), |c| {
+            if trusted {
+                c.proxy.trusted_proxies = vec!["127.0.0.1".into()];
+            }
+        })
+        .await;
+        let mut all = MODERN_HEADERS.to_vec();
+        all.extend_from_slice(&ALIASES);
+        let answer = Client::new()
+            .post_read(&proxy_url(&proxy), &all, MODERN_CALL)
+            .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let seen = &upstream.wait_for_requests(1).await[0];
+        for (name, value) in ALIASES {
+            let got = seen.header(name);
+            if trusted {
+                assert_eq!(got, Some(value), "a trusted proxy's {name} is kept");
+            } else {
+                assert_eq!(got, None, "an untrusted client's {name} is dropped");
+            }
+        }
+        // The underscore spelling is no part of the list the proxy writes.
+        assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    }
+}

@@ -67,7 +67,8 @@ async fn a_silent_modern_stream_gets_keep_alive_comments_that_are_not_events() {
         assert!(!text.contains("keep-alive"), "{text}");
         break;
     }
-    assert_eq!(comments, 2, "one per second of silence");
+    // One per second of silence (a third if the event is late on a loaded machine).
+    assert!((2..=3).contains(&comments), "{comments} comments in 2.5 s");
     assert_eq!(proxy.proxy_stats().snapshot().events_forwarded, 1);
 }
 
@@ -109,7 +110,13 @@ async fn a_silent_legacy_stream_gets_keep_alives_that_are_never_replayed() {
     assert!(sender.send(&event("e1", 2)).await);
     // The upstream ends the stream after the answer: the stream is complete.
     drop(sender);
-    let second = reader.next_block().await.expect("the answer");
+    // Skipping any further comment (the answer may come after the next period).
+    let second = loop {
+        let block = reader.next_block().await.expect("the answer");
+        if &block[..] != COMMENT {
+            break block;
+        }
+    };
     assert!(String::from_utf8_lossy(&second).contains("\"id\":2"));
     drop(reader);
     // Resumed after the first event: the answer again, and no comment from the window.

@@ -6,12 +6,19 @@
 //! kernel is in quick-ACK mode and nobody notices; on a pooled keep-alive connection the proxy's
 //! kernel delays its ACK of the head by up to 40 ms, and Nagle holds the event back until that
 //! ACK arrives. Quick ACKs on the proxy's side remove the stall without touching the upstream.
+//!
+//! Its sockets also probe an idle upstream (TCP keep-alive, [`TCP_KEEPALIVE_IDLE`]): an upstream
+//! host that died or a network that split leaves no FIN, and an SSE stream waiting on it would
+//! stay open for ever — the more so since the proxy keeps the client side alive with keep-alive
+//! comments. The probes end such a connection within about a minute; the stream then ends (or
+//! a legacy pump resumes it elsewhere) as after any broken upstream.
 
 use std::{
     future::Future,
     io,
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use http::Uri;
@@ -25,9 +32,32 @@ pub struct QuickAckConnector {
     inner: HttpConnector,
 }
 
+/// Idle time of an upstream connection before TCP keep-alive probes start.
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// Time between probes.
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes after which the connection is dropped (so a dead upstream is found
+/// about `30 + 3 × 10` s after it went silent).
+pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
+
 impl QuickAckConnector {
+    /// Wraps `inner` as it is.
     pub fn new(inner: HttpConnector) -> Self {
         Self { inner }
+    }
+
+    /// The upstream connector: plain `http://` only, TCP_NODELAY, `connect_timeout`, and TCP
+    /// keep-alive probes ([`TCP_KEEPALIVE_IDLE`], [`TCP_KEEPALIVE_INTERVAL`],
+    /// [`TCP_KEEPALIVE_RETRIES`]).
+    pub fn upstream(connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.enforce_http(true);
+        connector.set_keepalive(Some(TCP_KEEPALIVE_IDLE));
+        connector.set_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL));
+        connector.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
+        Self::new(connector)
     }
 }
 
@@ -112,5 +142,42 @@ impl Write for QuickAckStream {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Upstream connections probe an idle peer, so a dead upstream host is noticed.
+    #[tokio::test]
+    async fn upstream_connections_have_tcp_keep_alive_probes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let uri: Uri = format!("http://{}/mcp", listener.local_addr().expect("addr"))
+            .parse()
+            .expect("uri");
+        let mut connector = QuickAckConnector::upstream(Duration::from_secs(1));
+        let stream = tower_service::Service::call(&mut connector, uri)
+            .await
+            .expect("connect");
+        let socket = socket2::SockRef::from(stream.io.inner());
+        assert!(socket.keepalive().expect("SO_KEEPALIVE"));
+        #[cfg(target_os = "linux")]
+        {
+            assert_eq!(
+                socket.tcp_keepalive_time().expect("TCP_KEEPIDLE"),
+                TCP_KEEPALIVE_IDLE
+            );
+            assert_eq!(
+                socket.tcp_keepalive_interval().expect("TCP_KEEPINTVL"),
+                TCP_KEEPALIVE_INTERVAL
+            );
+            assert_eq!(
+                socket.tcp_keepalive_retries().expect("TCP_KEEPCNT"),
+                TCP_KEEPALIVE_RETRIES
+            );
+        }
     }
 }

@@ -34,6 +34,51 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 /// `X-Forwarded-Host`: the `Host` the original client asked for.
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Other headers upstream frameworks read a client's address or scheme from (Go chi's
+/// `RealIP` reads `True-Client-IP` and `X-Real-IP`; others `X-Client-IP`, `X-Forwarded-Port`,
+/// …): from an untrusted client they are dropped with the forwarded ones, lest its own values
+/// pass for the proxy's.
+const ADDRESS_ALIASES: [&str; 8] = [
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+];
+
+/// Drops from `upstream` the [`ADDRESS_ALIASES`], and any header whose name has an underscore
+/// and reads as a forwarded or alias header with `_` taken for `-` (`x_forwarded_for`:
+/// CGI-style upstreams see `HTTP_X_FORWARDED_FOR` for both spellings).
+fn strip_address_aliases(upstream: &mut HeaderMap) {
+    for name in ADDRESS_ALIASES {
+        upstream.remove(name);
+    }
+    let underscored: Vec<HeaderName> = upstream
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            name.contains('_') && {
+                let dashed = name.replace('_', "-");
+                ADDRESS_ALIASES.contains(&dashed.as_str())
+                    || [
+                        "forwarded",
+                        "x-forwarded-for",
+                        "x-forwarded-proto",
+                        "x-forwarded-host",
+                    ]
+                    .contains(&dashed.as_str())
+            }
+        })
+        .cloned()
+        .collect();
+    for name in underscored {
+        upstream.remove(name);
+    }
+}
+
 /// The scheme clients reach the data plane with (it serves plain HTTP and h2c).
 const PROTO: &str = "http";
 
@@ -169,6 +214,9 @@ impl ForwardedPolicy {
             .get::<ClientAddr>()
             .map(|a| a.0.ip().to_canonical());
         let keep = self.mode == ForwardedMode::Append && peer.is_some_and(|p| self.trusts(p));
+        if !keep {
+            strip_address_aliases(upstream);
+        }
         let host = client.headers.get(header::HOST).cloned().or_else(|| {
             client
                 .uri

@@ -34,7 +34,6 @@ use hyper::{
     body::Incoming,
     client::conn::http1::{self, SendRequest},
 };
-use hyper_util::client::legacy::connect::HttpConnector;
 use parking_lot::Mutex;
 use tower_service::Service as _;
 
@@ -175,17 +174,14 @@ impl Upstream {
         connections: Arc<UpstreamConnections>,
         stats: Arc<ProxyStats>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.upstream_connect_timeout));
-        connector.enforce_http(true);
+        let connector = QuickAckConnector::upstream(config.upstream_connect_timeout);
         let host = config
             .upstream
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .unwrap_or_else(|| HeaderValue::from_static("localhost"));
         Self {
-            connector: QuickAckConnector::new(connector),
+            connector,
             pool: Arc::new(Pool::new(config.upstream_idle_timeout, stats)),
             connections,
             endpoint: config.upstream.clone(),
