@@ -6,12 +6,13 @@
 //! each request's extensions (`daemon/threads/connection.rs`); a request without one (a unit
 //! test, a bench) gets no `for=`.
 //!
-//! This hop is `for=<peer address>;proto=http;host=<the client's Host>`. `Forwarded` and
-//! `X-Forwarded-For` are lists: kept values from a trusted proxy come first, this hop last, in
-//! one field line (several lines of one list are combined, so an upstream that reads only one
-//! line sees them all). `X-Forwarded-Proto` and `X-Forwarded-Host` name the original client's
-//! scheme and host, one value each: a trusted proxy's are kept as they are, else this hop's
-//! are set.
+//! This hop is `for=<peer address>;proto=http;host=<the request's authority, else its Host>`.
+//! `Forwarded` and `X-Forwarded-For` are lists: kept values from a trusted proxy come first,
+//! this hop last, in one field line (several lines of one list are combined, so an upstream
+//! that reads only one line sees them all). `X-Forwarded-Proto` and `X-Forwarded-Host` name
+//! the original client's scheme and host, one value each: a trusted proxy's are kept as they
+//! are, else this hop's are set. From an untrusted client, the other address headers upstreams
+//! read (`X-Real-IP`, `True-Client-IP`, …) and underscore spellings are dropped as well.
 
 use std::{
     fmt::Write as _,
@@ -217,12 +218,13 @@ impl ForwardedPolicy {
         if !keep {
             strip_address_aliases(upstream);
         }
-        let host = client.headers.get(header::HOST).cloned().or_else(|| {
-            client
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // The request's authority when it has one (absolute-form, h2 `:authority`: it wins
+        // over `Host`, RFC 9112 §3.2.2, RFC 9113 §8.3.1), else `Host`.
+        let host = client
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| client.headers.get(header::HOST).cloned());
         let mut text = IpText::default();
         let peer_text = peer.map(|peer| text.format(peer));
 
@@ -435,6 +437,29 @@ mod tests {
         ("x-forwarded-proto", "https"),
         ("x-forwarded-host", "evil.example"),
     ];
+
+    /// The host this hop names is the request's authority when it has one (absolute-form
+    /// HTTP/1.1, h2's `:authority`: RFC 9112 §3.2.2, RFC 9113 §8.3.1), else its `Host`.
+    #[test]
+    fn the_request_authority_wins_over_host() {
+        let policy = policy(ForwardedMode::Replace, &[]);
+        let (mut parts, ()) = http::Request::builder()
+            .uri("http://a.example/mcp")
+            .header("host", "b.example")
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts
+            .extensions
+            .insert(ClientAddr("192.0.2.1:5000".parse().unwrap()));
+        let mut upstream = HeaderMap::new();
+        policy.apply(&parts, &mut upstream);
+        assert_eq!(all(&upstream, "x-forwarded-host"), ["a.example"]);
+        assert_eq!(
+            all(&upstream, "forwarded"),
+            ["for=192.0.2.1;proto=http;host=a.example"]
+        );
+    }
 
     #[test]
     fn off_neither_adds_nor_strips() {

@@ -78,12 +78,17 @@ impl Nginx {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn nginx");
-        let nginx = Self {
+        let mut nginx = Self {
             child,
             listen,
             _prefix: prefix,
         };
         for _ in 0..200 {
+            // An nginx that exited (its port taken meanwhile, a bad configuration) fails the
+            // test with its log, rather than the test talking to whoever holds the port.
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                panic!("nginx exited ({status}) at start:\n{}", nginx.error_log());
+            }
             if tokio::net::TcpStream::connect(listen).await.is_ok() {
                 return nginx;
             }
