@@ -1,0 +1,242 @@
+//! What types cannot say about a configuration, checked key by key in a fixed order (the first
+//! failure is the error, naming its key): nonzero timeouts and sizes, bounds, the upstream URL,
+//! the origins and hosts, the trusted proxies.
+
+use super::*;
+
+/// The most data-plane threads `proxy.threads` may ask for (each is an OS thread with its own
+/// runtime).
+pub const MAX_DATA_THREADS: usize = 1024;
+
+/// Upper bound of `session.standalone_stream_wait_ms`.
+const MAX_STANDALONE_STREAM_WAIT: Duration = Duration::from_secs(10);
+
+/// The longest any duration setting may be: a year. No timeout, TTL, delay or period needs
+/// more, and deadlines (`now + d`) and store TTLs computed from a larger one could overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Refuses a duration setting longer than [`MAX_DURATION`], naming its key.
+fn check_durations(config: &Config) -> Result<(), ConfigError> {
+    let (p, s, w) = (&config.proxy, &config.session, &config.worker);
+    let durations = [
+        ("shutdown_grace_secs", config.shutdown_grace),
+        ("proxy.sse_keepalive_secs", p.sse_keepalive),
+        (
+            "proxy.upstream_connect_timeout_ms",
+            p.upstream_connect_timeout,
+        ),
+        (
+            "proxy.upstream_response_timeout_secs",
+            p.upstream_response_timeout,
+        ),
+        ("proxy.upstream_idle_timeout_ms", p.upstream_idle_timeout),
+        ("proxy.header_read_timeout_secs", p.header_read_timeout),
+        (
+            "proxy.keep_alive_idle_timeout_secs",
+            p.keep_alive_idle_timeout,
+        ),
+        ("proxy.request_body_timeout_secs", p.request_body_timeout),
+        ("session.idle_ttl_secs", s.idle_ttl),
+        ("session.linger_secs", s.linger),
+        ("session.reconnect_min_delay_ms", s.reconnect_min_delay),
+        ("session.reconnect_max_delay_ms", s.reconnect_max_delay),
+        (
+            "session.standalone_stream_wait_ms",
+            s.standalone_stream_wait,
+        ),
+        ("worker.flush_interval_ms", w.flush_interval),
+        ("worker.record_ttl_secs", w.record_ttl),
+        ("worker.max_backoff_ms", w.max_backoff),
+        ("store.timeout_ms", config.store.timeout),
+    ];
+    for (key, value) in durations {
+        if value > MAX_DURATION {
+            return Err(invalid(
+                key,
+                format!("must be at most a year ({} s)", MAX_DURATION.as_secs()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks what types cannot say, key by key in a fixed order (the first failure is the error),
+/// and returns the parsed upstream: `upstream` is `proxy.upstream` as written, if set.
+pub(super) fn check(config: &Config, upstream: Option<&str>) -> Result<Uri, ConfigError> {
+    if config.shutdown_grace.is_zero() {
+        return Err(invalid("shutdown_grace_secs", "must be at least 1"));
+    }
+    if config
+        .admin_token
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
+        return Err(invalid("admin_token", "must not be empty when set"));
+    }
+    check_durations(config)?;
+    let upstream = check_proxy(config, upstream)?;
+    check_session(config)?;
+    check_worker(config)?;
+    let store = &config.store;
+    nonzero("store.timeout_ms", store.timeout.is_zero())?;
+    store
+        .check()
+        .map_err(|(key, message)| invalid(key, message))?;
+    if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&config.log.filter) {
+        return Err(invalid("log.filter", err.to_string()));
+    }
+    if !config.listen.ip().is_loopback() && config.proxy.allowed_hosts.is_empty() {
+        return Err(invalid(
+            "proxy.allowed_hosts",
+            format!(
+                "required when listen ({}) is not loopback: list the host names clients \
+                 use (or `*` to allow any Host)",
+                config.listen
+            ),
+        ));
+    }
+    let mut addrs = vec![
+        ("listen", config.listen),
+        ("admin_listen", config.admin_listen),
+    ];
+    addrs.extend(config.metrics.address().map(|a| ("metrics.listen", a)));
+    for (i, (key, addr)) in addrs.iter().enumerate() {
+        if addr.port() != 0 && addrs[..i].iter().any(|(_, other)| other == addr) {
+            return Err(invalid(
+                key,
+                format!("{addr} is already used by another listener"),
+            ));
+        }
+    }
+    Ok(upstream)
+}
+
+/// `[proxy]`; returns the parsed upstream.
+fn check_proxy(config: &Config, upstream: Option<&str>) -> Result<Uri, ConfigError> {
+    let upstream = upstream.ok_or_else(|| {
+        invalid(
+            "proxy.upstream",
+            "required: set it in the file, with MCP_RELAY_UPSTREAM or with --upstream",
+        )
+    })?;
+    let upstream: Uri = upstream
+        .parse()
+        .map_err(|e| invalid("proxy.upstream", format!("not a URL: {e}")))?;
+    if upstream.scheme_str() != Some("http") || upstream.authority().is_none() {
+        return Err(invalid(
+            "proxy.upstream",
+            "must be an http:// URL with a host, e.g. http://127.0.0.1:3001/mcp",
+        ));
+    }
+    let p = &config.proxy;
+    if !p.endpoint_path.starts_with('/') {
+        return Err(invalid("proxy.endpoint_path", "must start with `/`"));
+    }
+    if p.threads > MAX_DATA_THREADS {
+        return Err(invalid(
+            "proxy.threads",
+            format!("at most {MAX_DATA_THREADS} (0: one per CPU)"),
+        ));
+    }
+    for origin in &p.allowed_origins {
+        crate::proxy::admit::check_origin_entry(origin)
+            .map_err(|e| invalid("proxy.allowed_origins", e))?;
+    }
+    for host in &p.allowed_hosts {
+        crate::proxy::admit::check_host_entry(host)
+            .map_err(|e| invalid("proxy.allowed_hosts", e))?;
+    }
+    for entry in &p.trusted_proxies {
+        crate::proxy::forwarded::IpRange::parse(entry)
+            .map_err(|e| invalid("proxy.trusted_proxies", e))?;
+    }
+    for (key, is_zero) in [
+        (
+            "proxy.max_request_body_bytes",
+            p.max_request_body_bytes == 0,
+        ),
+        ("proxy.max_event_bytes", p.max_event_bytes == 0),
+        (
+            "proxy.upstream_connect_timeout_ms",
+            p.upstream_connect_timeout.is_zero(),
+        ),
+        (
+            "proxy.upstream_response_timeout_secs",
+            p.upstream_response_timeout.is_zero(),
+        ),
+        (
+            "proxy.upstream_idle_timeout_ms",
+            p.upstream_idle_timeout.is_zero(),
+        ),
+        ("proxy.max_connections", p.max_connections == 0),
+        (
+            "proxy.header_read_timeout_secs",
+            p.header_read_timeout.is_zero(),
+        ),
+        (
+            "proxy.keep_alive_idle_timeout_secs",
+            p.keep_alive_idle_timeout.is_zero(),
+        ),
+        (
+            "proxy.h2_max_concurrent_streams",
+            p.h2_max_concurrent_streams == 0,
+        ),
+        (
+            "proxy.request_body_timeout_secs",
+            p.request_body_timeout.is_zero(),
+        ),
+    ] {
+        nonzero(key, is_zero)?;
+    }
+    Ok(upstream)
+}
+
+/// `[session]` and `[session.tracker]`.
+fn check_session(config: &Config) -> Result<(), ConfigError> {
+    let s = &config.session;
+    let t = &s.tracker_limits;
+    for (key, is_zero) in [
+        ("session.idle_ttl_secs", s.idle_ttl.is_zero()),
+        ("session.max_sessions", s.max_sessions == 0),
+        ("session.tracker.dedup_ids", t.dedup_ids == 0),
+        ("session.tracker.replay_events", t.replay_events == 0),
+        ("session.tracker.replay_bytes", t.replay_bytes == 0),
+    ] {
+        nonzero(key, is_zero)?;
+    }
+    if s.reconnect_max_delay < s.reconnect_min_delay {
+        return Err(invalid(
+            "session.reconnect_max_delay_ms",
+            "must be at least session.reconnect_min_delay_ms",
+        ));
+    }
+    if s.standalone_stream_wait > MAX_STANDALONE_STREAM_WAIT {
+        return Err(invalid(
+            "session.standalone_stream_wait_ms",
+            "must be at most 10000 (a longer hold stalls a client that opens no GET stream)",
+        ));
+    }
+    Ok(())
+}
+
+/// `[worker]`.
+fn check_worker(config: &Config) -> Result<(), ConfigError> {
+    let w = &config.worker;
+    nonzero("worker.flush_interval_ms", w.flush_interval.is_zero())?;
+    nonzero("worker.record_ttl_secs", w.record_ttl.is_zero())?;
+    if w.max_backoff < w.flush_interval {
+        return Err(invalid(
+            "worker.max_backoff_ms",
+            "must be at least worker.flush_interval_ms",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a zero count or duration at `key`.
+fn nonzero(key: &'static str, is_zero: bool) -> Result<(), ConfigError> {
+    if is_zero {
+        return Err(invalid(key, "must be at least 1"));
+    }
+    Ok(())
+}
