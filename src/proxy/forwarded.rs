@@ -83,14 +83,9 @@ fn strip_address_aliases(upstream: &mut HeaderMap) {
 /// The scheme clients reach the data plane with (it serves plain HTTP and h2c).
 const PROTO: &str = "http";
 
-/// An address range of `proxy.trusted_proxies`: an address and a prefix length.
+/// An address range of `proxy.trusted_proxies` (an `ipnet` network).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpRange {
-    /// The network address (host bits zero).
-    addr: IpAddr,
-    /// Prefix length in bits (at most 32 for IPv4, 128 for IPv6).
-    prefix: u8,
-}
+pub struct IpRange(ipnet::IpNet);
 
 impl IpRange {
     /// Parses an entry of `proxy.trusted_proxies`: an address (`10.1.2.3`, `::1`, one host) or
@@ -100,76 +95,32 @@ impl IpRange {
     /// # Errors
     /// A message naming the entry and what is accepted.
     pub fn parse(entry: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "{entry:?} is neither an IP address nor a CIDR range (e.g. `10.0.0.0/8`, `::1`)"
-            )
+        let net = match entry.parse::<ipnet::IpNet>() {
+            Ok(net) => net,
+            Err(_) => entry
+                .parse::<IpAddr>()
+                .map(ipnet::IpNet::from)
+                .map_err(|_| {
+                    format!(
+                        "{entry:?} is neither an IP address nor a CIDR range (e.g. `10.0.0.0/8`, \
+                     `::1`)"
+                    )
+                })?,
         };
-        let (addr, prefix) = match entry.split_once('/') {
-            Some((addr, prefix)) => {
-                let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-                // Digits only: `u8::from_str` would take a `+`.
-                if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(bad());
-                }
-                let prefix: u8 = prefix.parse().map_err(|_| bad())?;
-                (addr, prefix)
-            }
-            None => {
-                let addr: IpAddr = entry.parse().map_err(|_| bad())?;
-                (addr, bits(addr))
-            }
-        };
-        if prefix > bits(addr) {
+        if net.trunc() != net {
             return Err(format!(
-                "{entry:?}: the prefix length is at most {} for this address family",
-                bits(addr)
+                "{entry:?} has host bits set: write the network ({}) or one address",
+                net.trunc()
             ));
         }
-        let range = Self { addr, prefix };
-        if range.network() != addr {
-            return Err(format!(
-                "{entry:?} has host bits set: write the network ({}/{prefix}) or one address",
-                range.network()
-            ));
-        }
-        Ok(range)
-    }
-
-    /// The address with its host bits cleared.
-    fn network(&self) -> IpAddr {
-        match self.addr {
-            IpAddr::V4(a) => IpAddr::V4((u32::from(a) & mask32(self.prefix)).into()),
-            IpAddr::V6(a) => IpAddr::V6((u128::from(a) & mask128(self.prefix)).into()),
-        }
+        Ok(Self(net))
     }
 
     /// Whether `ip` is in the range (IPv4 ranges match IPv4 addresses only; an IPv4-mapped
     /// IPv6 address is matched as the IPv4 address it maps, see [`ClientAddr`]'s use).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                u32::from(ip) & mask32(self.prefix) == u32::from(net)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                u128::from(ip) & mask128(self.prefix) == u128::from(net)
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
-}
-
-/// Bits in an address of `addr`'s family.
-fn bits(addr: IpAddr) -> u8 {
-    if addr.is_ipv4() { 32 } else { 128 }
-}
-
-fn mask32(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
-}
-
-fn mask128(prefix: u8) -> u128 {
-    u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
 }
 
 /// What the proxy does with the forwarded headers of requests toward the upstream, from
