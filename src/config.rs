@@ -213,6 +213,14 @@ pub struct ProxyConfig {
     #[serde(rename = "upstream_idle_timeout_ms")]
     #[serde_as(as = "DurationMilliSeconds<u64>")]
     pub upstream_idle_timeout: Duration,
+    /// Seconds an upstream connection may carry nothing before TCP keep-alive probes start
+    /// (then every third of it, three unanswered ones end the connection): an upstream host
+    /// that died or a network that split leaves no FIN, and a stream waiting on it (kept alive
+    /// toward the client by its keep-alive comments) would wait for ever. A stream ended so is
+    /// counted in `mcp_relay_sse_upstream_broken_total`. 0: no probes. Default 30 s.
+    #[serde(rename = "upstream_tcp_keepalive_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub upstream_tcp_keepalive: Duration,
     /// Data-plane threads: each serves the client connections handed to it (a new one goes to
     /// the thread with the fewest open), with their upstream connections, on its own
     /// single-threaded runtime. Each thread keeps its own idle upstream pool (up to 512). 0: one
@@ -283,6 +291,7 @@ impl ProxyConfig {
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_response_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(4),
+            upstream_tcp_keepalive: Duration::from_secs(30),
             threads: 0,
             max_connections: 16384,
             max_upstream_connections: 0,

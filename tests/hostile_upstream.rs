@@ -361,3 +361,30 @@ async fn an_oversized_comment_ends_the_stream_and_is_counted() {
     assert_eq!(proxy.proxy_stats().snapshot().upstream_streams_malformed, 1);
     drop(events);
 }
+
+/// An upstream that dies mid-stream (its body ends before the length it announced) ends the
+/// client's stream cleanly after the events it did send, and is counted in
+/// `mcp_relay_sse_upstream_broken_total`, as is a connection the TCP keep-alive probes find
+/// dead (`proxy.upstream_tcp_keepalive_secs`).
+#[tokio::test]
+async fn an_upstream_that_dies_mid_stream_is_counted_as_broken() {
+    let upstream = TestUpstream::start().await;
+    let proxy = support::start_proxy(&upstream.url()).await;
+    let url = support::proxy_url(&proxy);
+    // Past the size read whole (BUFFERED_RESPONSE_BYTES): streamed, as any long SSE answer.
+    upstream.push(Reply::sse_cut_short(1 << 20, "data: before\n\n"));
+    let call = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "flood"),
+    ];
+    let response = Client::new().post(&url, &call, MODERN_CALL).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = tokio::time::timeout(PROC_WAIT, response.into_body().collect())
+        .await
+        .expect("the proxy ends the stream")
+        .expect("a clean end")
+        .to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("data: before\n\n"));
+    assert_eq!(proxy.proxy_stats().snapshot().upstream_streams_broken, 1);
+}

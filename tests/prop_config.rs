@@ -24,6 +24,7 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("proxy", "max_request_body_bytes", "4096"),
     ("proxy", "max_event_bytes", "65536"),
     ("proxy", "sse_keepalive_secs", "5"),
+    ("proxy", "upstream_tcp_keepalive_secs", "20"),
     ("proxy", "forwarded", "\"replace\""),
     ("proxy", "trusted_proxies", "[\"10.0.0.0/8\", \"::1\"]"),
     ("proxy", "upstream_connect_timeout_ms", "100"),

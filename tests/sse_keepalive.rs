@@ -30,6 +30,11 @@ const INITIALIZE_RESULT: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVe
 const LEGACY_CALL: &str =
     r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"slow","arguments":{}}}"#;
 
+/// mcp-relay in front of `upstream` with `proxy.sse_keepalive_secs` = `period`.
+async fn proxy_with_keepalive(upstream: &str, period: Duration) -> mcp_relay::daemon::Daemon {
+    start_proxy_with(upstream, |c| c.proxy.sse_keepalive = period).await
+}
+
 fn event(id: &str, rpc_id: u32) -> String {
     format!(
         "id: {id}\nevent: message\ndata: {{\"jsonrpc\":\"2.0\",\"id\":{rpc_id},\"result\":{{\"content\":[]}}}}\n\n"
@@ -41,10 +46,7 @@ fn event(id: &str, rpc_id: u32) -> String {
 #[tokio::test]
 async fn a_silent_modern_stream_gets_keep_alive_comments_that_are_not_events() {
     let upstream = TestUpstream::start().await;
-    let proxy = start_proxy_with(&upstream.url(), |c| {
-        c.proxy.sse_keepalive = Duration::from_secs(1);
-    })
-    .await;
+    let proxy = proxy_with_keepalive(&upstream.url(), Duration::from_secs(1)).await;
     let (reply, sender) = Reply::sse_stream();
     upstream.push(reply);
     let response = Client::new()
@@ -69,6 +71,7 @@ async fn a_silent_modern_stream_gets_keep_alive_comments_that_are_not_events() {
     }
     // One per second of silence (a third if the event is late on a loaded machine).
     assert!((2..=3).contains(&comments), "{comments} comments in 2.5 s");
+    assert_eq!(proxy.proxy_stats().snapshot().keepalives_sent, comments);
     assert_eq!(proxy.proxy_stats().snapshot().events_forwarded, 1);
 }
 
@@ -77,10 +80,7 @@ async fn a_silent_modern_stream_gets_keep_alive_comments_that_are_not_events() {
 #[tokio::test]
 async fn a_silent_legacy_stream_gets_keep_alives_that_are_never_replayed() {
     let upstream = TestUpstream::start().await;
-    let proxy = start_proxy_with(&upstream.url(), |c| {
-        c.proxy.sse_keepalive = Duration::from_secs(1);
-    })
-    .await;
+    let proxy = proxy_with_keepalive(&upstream.url(), Duration::from_secs(1)).await;
     let url = proxy_url(&proxy);
     let client = Client::new();
     upstream.push(Reply::json(INITIALIZE_RESULT).session_id("UP-1"));
@@ -107,6 +107,7 @@ async fn a_silent_legacy_stream_gets_keep_alives_that_are_never_replayed() {
         COMMENT,
         "a comment after a second of silence"
     );
+    assert!(proxy.proxy_stats().snapshot().keepalives_sent >= 1);
     assert!(sender.send(&event("e1", 2)).await);
     // The upstream ends the stream after the answer: the stream is complete.
     drop(sender);
@@ -143,10 +144,7 @@ async fn a_silent_legacy_stream_gets_keep_alives_that_are_never_replayed() {
 #[tokio::test]
 async fn keep_alives_off_send_nothing_during_silence() {
     let upstream = TestUpstream::start().await;
-    let proxy = start_proxy_with(&upstream.url(), |c| {
-        c.proxy.sse_keepalive = Duration::ZERO;
-    })
-    .await;
+    let proxy = proxy_with_keepalive(&upstream.url(), Duration::ZERO).await;
     let (reply, sender) = Reply::sse_stream();
     upstream.push(reply);
     let response = Client::new()
@@ -165,10 +163,7 @@ async fn keep_alives_off_send_nothing_during_silence() {
 #[tokio::test]
 async fn an_sdk_stream_behind_nginx_survives_a_20_s_silent_tool() {
     let server = Peer::py_server(&[]).await;
-    let proxy = start_proxy_with(&server.url(), |c| {
-        c.proxy.sse_keepalive = Duration::from_secs(2);
-    })
-    .await;
+    let proxy = proxy_with_keepalive(&server.url(), Duration::from_secs(2)).await;
     let nginx = Nginx::start(proxy.data_addr(), Duration::from_secs(5)).await;
     let summary = run_client(
         &nginx.url("/mcp"),
@@ -203,10 +198,7 @@ async fn an_sdk_stream_behind_nginx_survives_a_20_s_silent_tool() {
 #[tokio::test]
 async fn without_keep_alives_nginx_cuts_a_stream_silent_past_its_read_timeout() {
     let upstream = TestUpstream::start().await;
-    let proxy = start_proxy_with(&upstream.url(), |c| {
-        c.proxy.sse_keepalive = Duration::ZERO;
-    })
-    .await;
+    let proxy = proxy_with_keepalive(&upstream.url(), Duration::ZERO).await;
     let nginx = Nginx::start(proxy.data_addr(), Duration::from_secs(2)).await;
     let (reply, sender) = Reply::sse_stream();
     upstream.push(reply);

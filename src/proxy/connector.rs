@@ -7,7 +7,7 @@
 //! kernel delays its ACK of the head by up to 40 ms, and Nagle holds the event back until that
 //! ACK arrives. Quick ACKs on the proxy's side remove the stall without touching the upstream.
 //!
-//! Its sockets also probe an idle upstream (TCP keep-alive, [`TCP_KEEPALIVE_IDLE`]): an upstream
+//! Its sockets also probe an idle upstream (TCP keep-alive, `proxy.upstream_tcp_keepalive_secs`): an upstream
 //! host that died or a network that split leaves no FIN, and an SSE stream waiting on it would
 //! stay open for ever — the more so since the proxy keeps the client side alive with keep-alive
 //! comments. The probes end such a connection within about a minute; the stream then ends (or
@@ -32,12 +32,9 @@ pub struct QuickAckConnector {
     inner: HttpConnector,
 }
 
-/// Idle time of an upstream connection before TCP keep-alive probes start.
-pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
-/// Time between probes.
-pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// Unanswered probes after which the connection is dropped (so a dead upstream is found
-/// about `30 + 3 × 10` s after it went silent).
+/// Unanswered TCP keep-alive probes after which an upstream connection is dropped; probes go
+/// every third of `proxy.upstream_tcp_keepalive_secs`, so a dead upstream is found about twice
+/// that long after it went silent.
 pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
 
 impl QuickAckConnector {
@@ -47,16 +44,18 @@ impl QuickAckConnector {
     }
 
     /// The upstream connector: plain `http://` only, TCP_NODELAY, `connect_timeout`, and TCP
-    /// keep-alive probes ([`TCP_KEEPALIVE_IDLE`], [`TCP_KEEPALIVE_INTERVAL`],
-    /// [`TCP_KEEPALIVE_RETRIES`]).
-    pub fn upstream(connect_timeout: Duration) -> Self {
+    /// keep-alive probes after `keepalive` idle, every third of it (at least 1 s),
+    /// [`TCP_KEEPALIVE_RETRIES`] of them (zero `keepalive`: no probes).
+    pub fn upstream(connect_timeout: Duration, keepalive: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
         connector.enforce_http(true);
-        connector.set_keepalive(Some(TCP_KEEPALIVE_IDLE));
-        connector.set_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL));
-        connector.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
+        if !keepalive.is_zero() {
+            connector.set_keepalive(Some(keepalive));
+            connector.set_keepalive_interval(Some((keepalive / 3).max(Duration::from_secs(1))));
+            connector.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
+        }
         Self::new(connector)
     }
 }
@@ -158,7 +157,8 @@ mod tests {
         let uri: Uri = format!("http://{}/mcp", listener.local_addr().expect("addr"))
             .parse()
             .expect("uri");
-        let mut connector = QuickAckConnector::upstream(Duration::from_secs(1));
+        let mut connector =
+            QuickAckConnector::upstream(Duration::from_secs(1), Duration::from_secs(30));
         let stream = tower_service::Service::call(&mut connector, uri)
             .await
             .expect("connect");
@@ -168,11 +168,11 @@ mod tests {
         {
             assert_eq!(
                 socket.tcp_keepalive_time().expect("TCP_KEEPIDLE"),
-                TCP_KEEPALIVE_IDLE
+                Duration::from_secs(30)
             );
             assert_eq!(
                 socket.tcp_keepalive_interval().expect("TCP_KEEPINTVL"),
-                TCP_KEEPALIVE_INTERVAL
+                Duration::from_secs(10)
             );
             assert_eq!(
                 socket.tcp_keepalive_retries().expect("TCP_KEEPCNT"),

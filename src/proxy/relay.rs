@@ -205,6 +205,7 @@ impl Body for SseRelay {
                         error = %err,
                         "upstream SSE stream broke",
                     );
+                    ProxyStats::incr(&this.stats.upstream_streams_broken);
                     this.upstream_done = true;
                 }
                 Poll::Ready(None) => {
@@ -223,6 +224,7 @@ impl Body for SseRelay {
                     if let Some(keepalive) = &mut this.keepalive
                         && keepalive.poll_due(cx).is_ready()
                     {
+                        ProxyStats::incr(&this.stats.keepalives_sent);
                         return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
                             keepalive::COMMENT,
                         )))));

@@ -42,6 +42,19 @@ counters! {
             "mcp_relay_sse_upstream_malformed_total",
             "Upstream SSE streams ended because a block exceeded max_event_bytes.",
         ),
+        /// Upstream SSE streams whose read failed mid-stream (a reset, a connection the TCP
+        /// keep-alive probes found dead, `proxy.upstream_tcp_keepalive_secs`).
+        upstream_streams_broken: Counter(
+            "mcp_relay_sse_upstream_broken_total",
+            "Upstream SSE streams whose read failed mid-stream (reset, or found dead by TCP \
+             keep-alive probes).",
+        ),
+        /// Keep-alive comments sent to clients after `proxy.sse_keepalive_secs` of silence.
+        keepalives_sent: Counter(
+            "mcp_relay_sse_keepalives_total",
+            "Keep-alive comments sent on SSE streams to clients after proxy.sse_keepalive_secs \
+             of silence.",
+        ),
         /// SSE streams opened.
         streams_opened: Counter(
             "mcp_relay_sse_streams_opened_total",

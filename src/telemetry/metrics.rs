@@ -529,7 +529,7 @@ pub(crate) mod tests {
         let manager = Arc::new(SessionManager::new(SessionConfig::default(), handle));
         let p = ProxyStats::default();
         let s = manager.stats();
-        let proxy: [&AtomicU64; 18] = [
+        let proxy: [&AtomicU64; 20] = [
             &p.events_forwarded,
             &p.duplicates_dropped,
             &s.events_replayed,
@@ -548,6 +548,8 @@ pub(crate) mod tests {
             &s.sessions_refused,
             &p.standalone_waits,
             &p.standalone_wait_timeouts,
+            &p.upstream_streams_broken,
+            &p.keepalives_sent,
         ];
         for (i, counter) in (1001..).zip(proxy) {
             counter.store(i, Ordering::Relaxed);

@@ -136,6 +136,31 @@ impl Reply {
         }
     }
 
+    /// `200` `text/event-stream` announcing `Content-Length: declared` but sending only `sent`
+    /// (whole SSE blocks) before the connection ends: an upstream that dies mid-stream.
+    /// The connection ends once the head and `sent` have gone out (a moment later).
+    pub fn sse_cut_short(declared: usize, sent: &str) -> Self {
+        let (tx, rx) = mpsc::channel(1);
+        tx.try_send(Bytes::copy_from_slice(sent.as_bytes()))
+            .expect("room for one chunk");
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(tx);
+        });
+        Self {
+            status: StatusCode::OK,
+            headers: vec![
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/event-stream"),
+                ),
+                (header::CONTENT_LENGTH, HeaderValue::from(declared)),
+            ],
+            body: ReplyBody::Sse(rx),
+            held: None,
+        }
+    }
+
     /// Never answers: the connection stays open with no response head.
     pub fn stall() -> Self {
         Self {

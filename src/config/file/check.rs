@@ -30,6 +30,10 @@ fn check_durations(config: &Config) -> Result<(), ConfigError> {
             p.upstream_response_timeout,
         ),
         ("proxy.upstream_idle_timeout_ms", p.upstream_idle_timeout),
+        (
+            "proxy.upstream_tcp_keepalive_secs",
+            p.upstream_tcp_keepalive,
+        ),
         ("proxy.header_read_timeout_secs", p.header_read_timeout),
         (
             "proxy.keep_alive_idle_timeout_secs",

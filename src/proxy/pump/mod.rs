@@ -330,6 +330,7 @@ async fn run(ctx: PumpContext, mut body: UpstreamBody) {
                     error = %err,
                     "upstream SSE stream broke",
                 );
+                ProxyStats::incr(&ctx.streams.stats.upstream_streams_broken);
                 true
             }
             None => false,

@@ -125,6 +125,7 @@ pub fn reader_body(
                                 }
                                 () = keepalive => {
                                     st.ready.push_back(Bytes::from_static(keepalive::COMMENT));
+                                    ProxyStats::incr(&st.streams.stats.keepalives_sent);
                                 }
                             }
                         }
@@ -137,6 +138,7 @@ pub fn reader_body(
                                 }
                                 () = keepalive => {
                                     st.ready.push_back(Bytes::from_static(keepalive::COMMENT));
+                                    ProxyStats::incr(&st.streams.stats.keepalives_sent);
                                 }
                             }
                         }

@@ -174,7 +174,10 @@ impl Upstream {
         connections: Arc<UpstreamConnections>,
         stats: Arc<ProxyStats>,
     ) -> Self {
-        let connector = QuickAckConnector::upstream(config.upstream_connect_timeout);
+        let connector = QuickAckConnector::upstream(
+            config.upstream_connect_timeout,
+            config.upstream_tcp_keepalive,
+        );
         let host = config
             .upstream
             .authority()
