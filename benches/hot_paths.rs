@@ -256,7 +256,12 @@ fn manager_with_sessions(count: usize) -> (Arc<SessionManager>, Vec<Arc<Session>
     let sessions = (0..count as u64)
         .map(|n| {
             manager
-                .create_session(upstream_session_id(n), upstream.clone(), PROTOCOL_VERSION)
+                .create_session(
+                    upstream_session_id(n),
+                    "/mcp".into(),
+                    upstream.clone(),
+                    PROTOCOL_VERSION,
+                )
                 .expect("random")
         })
         .collect();
@@ -375,6 +380,7 @@ impl LegacyStream {
         let session = manager
             .create_session(
                 upstream_session_id(1),
+                "/mcp".into(),
                 UPSTREAM_URL.into(),
                 PROTOCOL_VERSION,
             )
@@ -790,7 +796,12 @@ fn bench_sessions(c: &mut Criterion) {
                 for _ in 0..n {
                     made.push(
                         manager
-                            .create_session(usid.clone(), upstream.clone(), PROTOCOL_VERSION)
+                            .create_session(
+                                usid.clone(),
+                                "/mcp".into(),
+                                upstream.clone(),
+                                PROTOCOL_VERSION,
+                            )
                             .expect("random"),
                     );
                 }

@@ -19,6 +19,9 @@
 //! `MCP_RELAY_…` environment < flags); tests build them directly.
 
 pub mod file;
+pub mod routes;
+
+pub use routes::{EndpointConfig, HealthCheck, ResolvedRoute, RouteConfig};
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -52,6 +55,11 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The data plane (`[proxy]`).
     pub proxy: ProxyConfig,
+    /// Routes (`[[routes]]`): endpoint paths, each with its pool of upstream endpoints and its
+    /// overrides of `[proxy]` keys. `proxy.upstream`, when set, is one more route at
+    /// `proxy.endpoint_path`. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
     /// The session core (`[session]`).
     pub session: SessionConfig,
     /// The persistence worker (`[worker]`).
@@ -274,6 +282,31 @@ pub struct ProxyConfig {
     /// addresses (`10.1.2.3`, `::1`) or CIDR ranges (`10.0.0.0/8`, `fd00::/8`), matched
     /// against the connection's peer address. Default: none.
     pub trusted_proxies: Vec<String>,
+    /// Consecutive failures of an upstream endpoint (no connection, a reset or broken
+    /// exchange, no answer in time, a `5xx`) after which it is ejected from its pool: it gets
+    /// no new work for `base_ejection_time_ms` times the number of times it was ejected, at
+    /// most `max_ejection_time_ms` (Envoy's outlier detection). 0: never ejected. Default 5.
+    pub eject_after_failures: u32,
+    /// The first ejection's length, in ms; each next one of the same endpoint is one more of
+    /// it. Default 30000.
+    #[serde(rename = "base_ejection_time_ms")]
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub base_ejection_time: Duration,
+    /// The longest ejection, in ms. Default 300000.
+    #[serde(rename = "max_ejection_time_ms")]
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub max_ejection_time: Duration,
+    /// Active health checks of every upstream endpoint: [`HealthCheck`]. A failed check
+    /// counts as a failure (above); a passed one ends an ejection at once. Default `none`.
+    pub health_check: HealthCheck,
+    /// Period of the active health checks, in ms (each check's timeout is the same, at most
+    /// `upstream_response_timeout_secs`). Default 10000.
+    #[serde(rename = "health_check_interval_ms")]
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub health_check_interval: Duration,
+    /// The path an `http` health check GETs on the endpoint's host; empty: the endpoint's own
+    /// path. Default empty.
+    pub health_check_path: String,
 }
 
 impl ProxyConfig {
@@ -301,6 +334,12 @@ impl ProxyConfig {
             request_body_timeout: Duration::from_secs(30),
             forwarded: ForwardedMode::Append,
             trusted_proxies: Vec::new(),
+            eject_after_failures: 5,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            health_check: HealthCheck::None,
+            health_check_interval: Duration::from_secs(10),
+            health_check_path: String::new(),
         }
     }
 }
@@ -314,6 +353,7 @@ impl Config {
             admin_socket: None,
             admin_token: None,
             proxy: ProxyConfig::new(upstream),
+            routes: Vec::new(),
             session: SessionConfig::default(),
             worker: WorkerConfig::default(),
             store: StoreConfig::default(),

@@ -32,13 +32,17 @@ use tokio_util::sync::CancellationToken;
 
 pub use drain::DrainLayer;
 use drain::finish;
-pub use service::{run, run_with};
+pub use service::{Reloader, run, run_with};
 pub use threads::{DataPlane, EdgeLimits, thread_count};
 
 use crate::{
-    config::{Config, file::redact_url},
+    config::Config,
     control::{self, BearerToken, ControlListener, ControlOptions},
-    proxy::{self, Proxy, stats::ProxyStats},
+    proxy::{
+        self,
+        route::{self, Routing, RoutingEnder, ThreadRoutes},
+        stats::ProxyStats,
+    },
     session::{
         PersistenceWorker, SessionManager, UpstreamSessionEnder, expiry,
         store::{MemoryStore, SessionStore, StoreError},
@@ -126,6 +130,8 @@ pub struct Daemon {
     data_shared: proxy::Shared,
     /// How sessions end upstream (idle expiry, `TerminateSession`).
     upstream_ender: Arc<dyn UpstreamSessionEnder>,
+    /// The routes and their pools, swapped on reload.
+    routing: Arc<Routing>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     /// Stops accepting and ends the planes.
@@ -223,15 +229,23 @@ impl Daemon {
         // One bound on upstream connections for the whole process (every data-plane thread's
         // client and the main runtime's), one set of data-plane counters, one set of pumps.
         let data_shared = proxy::Shared::new(limits.max_upstream_connections);
-        // The one path by which the proxy ends sessions upstream: idle expiry and the control
-        // plane's `TerminateSession`, through the main runtime's own upstream client.
-        let upstream_ender: Arc<dyn UpstreamSessionEnder> =
-            Arc::new(data_shared.upstream(&config.proxy));
         let observed = Observed {
             manager: manager.clone(),
             proxy: data_shared.stats.clone(),
         };
         let metrics = Metrics::new(observed.clone());
+        let routing = Routing::new(&config, metrics.latency_histograms());
+        metrics.watch_routing(routing.clone());
+        // The one path by which the proxy ends sessions upstream: idle expiry and the control
+        // plane's `TerminateSession`, at the session's endpoint, through the main runtime's
+        // own upstream client.
+        let upstream_ender: Arc<dyn UpstreamSessionEnder> =
+            Arc::new(RoutingEnder::new(routing.clone(), data_shared.clone()));
+        tokio::spawn(route::health::run(
+            routing.clone(),
+            data_shared.clone(),
+            shutdown.clone(),
+        ));
         // Histogram samples wait in the recorder until upkeep folds them into buckets; without
         // this, a daemon nobody scrapes would hold every request's sample.
         tokio::spawn({
@@ -274,15 +288,11 @@ impl Daemon {
             &data_shared.stats,
             |_| {
                 // Outermost first: the metrics layer also counts the drain layer's 503s.
-                Arc::new(Proxy::with_shared(
-                    config.proxy.clone(),
-                    manager.clone(),
-                    &data_shared,
-                ))
-                .router()
-                // A child token per thread: requests wait on it without sharing one lock.
-                .layer(DrainLayer::new(cut.child_token()))
-                .layer(metrics.layer())
+                ThreadRoutes::new(routing.clone(), manager.clone(), data_shared.clone())
+                    .router()
+                    // A child token per thread: requests wait on it without sharing one lock.
+                    .layer(DrainLayer::new(cut.child_token()))
+                    .layer(metrics.layer())
             },
             &shutdown,
         )
@@ -312,12 +322,20 @@ impl Daemon {
             })
         });
         readiness.set(true);
-        let upstream = config.proxy.upstream.to_string();
+        let table = routing.table();
+        let routes: Vec<String> = table
+            .routes()
+            .iter()
+            .map(|r| {
+                let urls: Vec<&str> = r.pool().iter().map(|e| &**e.url()).collect();
+                format!("{} -> {}", r.path(), urls.join(", "))
+            })
+            .collect();
         tracing::info!(
             listen = %data_addr,
             admin_listen = %admin_endpoint,
             metrics_listen = ?metrics_addr,
-            upstream = %redact_url(&upstream).unwrap_or(upstream),
+            routes = ?routes,
             grace_secs = config.shutdown_grace.as_secs_f64(),
             "mcp-relay is serving",
         );
@@ -329,6 +347,7 @@ impl Daemon {
             manager,
             data_shared,
             upstream_ender,
+            routing,
             metrics,
             readiness,
             shutdown,
@@ -388,6 +407,28 @@ impl Daemon {
     /// `TerminateSession`), for a control plane of one's own beside the daemon's.
     pub fn upstream_ender(&self) -> &Arc<dyn UpstreamSessionEnder> {
         &self.upstream_ender
+    }
+
+    /// The routes and their pools.
+    pub fn routing(&self) -> &Arc<Routing> {
+        &self.routing
+    }
+
+    /// Swaps in the routes of `config` (a reload: SIGHUP): new requests use them at once;
+    /// sessions keep their endpoint, kept (retired) while any session is pinned to it, and
+    /// open streams go on. Settings other than routes and their pools need a restart (a
+    /// changed one is logged, not applied).
+    pub fn reload(&self, config: &Config) -> route::Reloaded {
+        let pinned: std::collections::HashSet<(String, String)> = self
+            .manager
+            .sessions()
+            .iter()
+            .map(|s| (s.route().to_owned(), s.upstream().to_owned()))
+            .collect();
+        self.routing.reload(config, |route, url| {
+            pinned.contains(&(route.to_owned(), url.to_owned()))
+                || pinned.contains(&(String::new(), url.to_owned()))
+        })
     }
 
     /// The daemon's metrics (`render()` gives the Prometheus text `/metrics` serves).

@@ -8,7 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use mcp_relay::{
     config::{
-        Config, ForwardedMode, LogFormat, LogTarget,
+        Config, ForwardedMode, LogFormat, LogTarget, RouteConfig,
         file::{self, Loaded, Overrides, Sources},
     },
     daemon,
@@ -61,6 +61,11 @@ struct Flags {
     /// Upstream MCP endpoint URL (http), e.g. http://127.0.0.1:3001/mcp. [proxy.upstream]
     #[arg(long)]
     upstream: Option<String>,
+    /// A route: clients' requests on PATH go to the pool of upstream URLs (repeatable; adds to
+    /// the file's [[routes]]), e.g. --route /mcp/files=http://127.0.0.1:3001/mcp,http://127.0.0.1:3002/mcp.
+    /// [[routes]] path, upstreams]
+    #[arg(long = "route", value_name = "PATH=URL[,URL…]", value_parser = RouteConfig::parse_flag)]
+    routes: Vec<RouteConfig>,
     /// Data plane listen address. [listen; default 127.0.0.1:8080]
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -195,17 +200,25 @@ impl Flags {
         if !self.trusted_proxies.is_empty() {
             o.set("proxy.trusted_proxies", self.trusted_proxies);
         }
+        if !self.routes.is_empty() {
+            o.append("routes", self.routes);
+        }
         o
     }
 }
 
-fn load(config: Option<PathBuf>, flags: Flags) -> Result<Loaded, ExitCode> {
-    let sources = Sources {
+/// The layers the configuration is read from: the file named by flag or environment, the
+/// environment, the flags.
+fn sources(config: Option<PathBuf>, flags: Flags) -> Sources {
+    Sources {
         file: file::config_path(config.as_deref()),
         env: true,
         overrides: flags.overrides(),
-    };
-    file::load(&sources).map_err(|err| {
+    }
+}
+
+fn load(sources: &Sources) -> Result<Loaded, ExitCode> {
+    file::load(sources).map_err(|err| {
         eprintln!("mcp-relay: configuration: {err}");
         ExitCode::from(EXIT_CONFIG)
     })
@@ -218,7 +231,7 @@ fn main() -> ExitCode {
             file,
             config,
             flags,
-        } => match load(file.or(config), flags) {
+        } => match load(&sources(file.or(config), flags)) {
             Ok(loaded) => {
                 print!(
                     "# mcp-relay: effective configuration (defaults < file < MCP_RELAY_* \
@@ -238,16 +251,23 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            let config = match load(config, flags) {
+            let sources = sources(config, flags);
+            let config = match load(&sources) {
                 Ok(loaded) => loaded.config,
                 Err(code) => return code,
             };
-            serve(config, activated)
+            // SIGHUP reads the same layers again (the file may have changed).
+            let reload: daemon::Reloader = Box::new(move || {
+                file::load(&sources)
+                    .map(|loaded| loaded.config)
+                    .map_err(|err| err.to_string())
+            });
+            serve(config, activated, reload)
         }
     }
 }
 
-fn serve(config: Config, activated: Activated) -> ExitCode {
+fn serve(config: Config, activated: Activated, reload: daemon::Reloader) -> ExitCode {
     if let Err(err) = logging::init(&config.log) {
         eprintln!("mcp-relay: {err}");
         return ExitCode::from(EXIT_CONFIG);
@@ -259,7 +279,7 @@ fn serve(config: Config, activated: Activated) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(daemon::run_with(config, activated)) {
+    match runtime.block_on(daemon::run_with(config, activated, Some(reload))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "mcp-relay failed");

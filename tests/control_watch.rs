@@ -336,6 +336,7 @@ async fn a_session_watcher_that_falls_behind_is_reset_then_resynchronised() {
         let s = manager
             .create_session(
                 HeaderValue::from_static("up"),
+                "/mcp".into(),
                 server.url().into(),
                 "2025-11-25",
             )
@@ -481,6 +482,7 @@ async fn session_watchers_that_never_read_hold_bounded_memory_then_are_reset() {
         manager
             .create_session(
                 HeaderValue::from_static("up"),
+                "/mcp".into(),
                 upstream.clone(),
                 "2025-11-25",
             )
@@ -523,6 +525,7 @@ async fn session_watchers_that_never_read_hold_bounded_memory_then_are_reset() {
         let s = manager
             .create_session(
                 HeaderValue::from_static("up"),
+                "/mcp".into(),
                 upstream.clone(),
                 "2025-11-25",
             )

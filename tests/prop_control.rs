@@ -40,6 +40,7 @@ fn admin(n: usize) -> SessionAdmin {
         manager
             .create_session(
                 HeaderValue::from_static("up"),
+                "/mcp".into(),
                 Arc::from(UPSTREAMS[i % 2]),
                 VERSIONS[i % 3],
             )

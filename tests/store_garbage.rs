@@ -24,6 +24,7 @@ fn record(id: &str, upstream_session_id: &str, upstream: &str) -> SessionRecord 
         session_id: id.into(),
         upstream_session_id: upstream_session_id.into(),
         upstream: upstream.into(),
+        route: "/mcp".into(),
         protocol_version: "2025-11-25".into(),
         created: now,
         last_activity: now,

@@ -28,6 +28,7 @@ fn record(id: &str, last_activity: SystemTime) -> SessionRecord {
         session_id: id.into(),
         upstream_session_id: format!("UP:{id}:with:colons"),
         upstream: "http://127.0.0.1:1/mcp".into(),
+        route: "/mcp".into(),
         protocol_version: "2025-11-25".into(),
         created: ms(last_activity - Duration::from_secs(5)),
         last_activity: ms(last_activity),

@@ -103,13 +103,32 @@ pub struct Sources {
 /// Settings given on the command line: `(key path, value)` pairs such as
 /// `("proxy.upstream", "http://…")`, applied in order over every other layer.
 #[derive(Debug, Default, Clone)]
-pub struct Overrides(Vec<(&'static str, Value)>);
+pub struct Overrides(Vec<(&'static str, Value, Merge)>);
+
+/// How a flag's value meets the layers below it.
+#[derive(Debug, Clone, Copy)]
+enum Merge {
+    /// It replaces them.
+    Replace,
+    /// A list: its items are added to theirs (`--route`).
+    Append,
+}
 
 impl Overrides {
     /// Sets `key` (a dotted path, e.g. `session.idle_ttl_secs`) to `value`.
     pub fn set(&mut self, key: &'static str, value: impl Serialize) -> &mut Self {
+        self.push(key, value, Merge::Replace)
+    }
+
+    /// Adds the items of the list `value` to the list at `key` from the layers below (a
+    /// repeatable flag that adds to the file's entries, like `--route`).
+    pub fn append(&mut self, key: &'static str, value: impl Serialize) -> &mut Self {
+        self.push(key, value, Merge::Append)
+    }
+
+    fn push(&mut self, key: &'static str, value: impl Serialize, merge: Merge) -> &mut Self {
         match Value::serialize(value) {
-            Ok(value) => self.0.push((key, value)),
+            Ok(value) => self.0.push((key, value, merge)),
             // Only plain strings, numbers, booleans and lists are set here.
             Err(err) => unreachable!("a flag value serializes: {err}"),
         }
@@ -141,8 +160,12 @@ pub fn figment(sources: &Sources) -> Result<Figment, ConfigError> {
     if sources.env {
         figment = figment.merge(env_provider());
     }
-    for (key, value) in &sources.overrides.0 {
-        figment = figment.merge(Serialized::default(key, value.clone()));
+    for (key, value, merge) in &sources.overrides.0 {
+        let layer = Serialized::default(key, value.clone());
+        figment = match merge {
+            Merge::Replace => figment.merge(layer),
+            Merge::Append => figment.admerge(layer),
+        };
     }
     Ok(figment)
 }
@@ -195,7 +218,9 @@ impl Loaded {
             // `check_integers` refused every number TOML cannot hold.
             Err(err) => unreachable!("the configuration serializes to TOML: {err}"),
         };
-        if let Some(proxy) = value.get_mut("proxy").and_then(toml::Value::as_table_mut) {
+        if let Some(proxy) = value.get_mut("proxy").and_then(toml::Value::as_table_mut)
+            && !self.upstream.is_empty()
+        {
             proxy.insert("upstream".into(), self.upstream.clone().into());
         }
         mask(&mut value, "");

@@ -1,6 +1,7 @@
 //! The daemon as a process: bind (or take from systemd) its listeners, start it, tell systemd
-//! it is ready, keep the watchdog and `STATUS=` fed, and shut down gracefully on SIGTERM or
-//! SIGINT (a second signal exits at once).
+//! it is ready, keep the watchdog and `STATUS=` fed, reload its routes on SIGHUP
+//! (`systemctl reload`), and shut down gracefully on SIGTERM or SIGINT (a second signal exits
+//! at once).
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -64,16 +65,28 @@ async fn listener(
     Ok(activated)
 }
 
+/// Reads the configuration again for a reload (SIGHUP): the same layers the daemon started
+/// from. Errors: why the configuration cannot be used (for the log).
+pub type Reloader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
 /// Runs the daemon until SIGTERM or SIGINT, then shuts down gracefully; a second signal exits
-/// at once.
+/// at once. SIGHUP is logged and ignored (nothing to reload from).
 pub async fn run(config: Config) -> Result<(), DaemonError> {
-    run_with(config, Activated::default()).await
+    run_with(config, Activated::default(), None).await
 }
 
-/// [`run`], using the sockets systemd passed where it passed them.
-pub async fn run_with(config: Config, activated: Activated) -> Result<(), DaemonError> {
+/// [`run`], using the sockets systemd passed where it passed them; on SIGHUP, `reload` reads
+/// the configuration again and the routes are swapped ([`Daemon::reload`]); a configuration
+/// that does not load is refused and logged, and the old routes keep serving.
+pub async fn run_with(
+    config: Config,
+    activated: Activated,
+    reload: Option<Reloader>,
+) -> Result<(), DaemonError> {
     let notifier = Notifier::from_env();
     let mut signals = Signals::install()?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+    let mut current = config.clone();
     let data = listener("the data plane", activated.data, config.listen).await?;
     let admin: ControlListener = match &config.admin_socket {
         Some(path) => ControlListener::bind_unix(path).map_err(|source| DaemonError::BindUnix {
@@ -123,9 +136,22 @@ pub async fn run_with(config: Config, activated: Activated) -> Result<(), Daemon
         daemon.shutdown_token(),
     ));
 
-    tokio::select! {
-        name = signals.next() => tracing::info!(signal = name, "shutting down"),
-        () = daemon.stopped() => {}
+    loop {
+        tokio::select! {
+            name = signals.next() => {
+                tracing::info!(signal = name, "shutting down");
+                break;
+            }
+            () = daemon.stopped() => break,
+            _ = hangup.recv() => {
+                notifier.status("Reloading the configuration");
+                match &reload {
+                    Some(reload) => reload_routes(&daemon, reload, &mut current),
+                    None => tracing::warn!("SIGHUP: no configuration file to reload; ignored"),
+                }
+                notifier.status(&serving_status(&daemon));
+            }
+        }
     }
     let drain = grace + CUT_MARGIN + ABORT_MARGIN + Duration::from_secs(3);
     notifier.stopping(
@@ -150,6 +176,66 @@ pub async fn run_with(config: Config, activated: Activated) -> Result<(), Daemon
         "Stopped with an error"
     });
     result
+}
+
+/// One reload: the configuration read again, checked, and its routes swapped in; settings
+/// that need a restart are named in a warning. A configuration that fails to load or validate
+/// leaves everything as it was.
+fn reload_routes(daemon: &Daemon, reload: &Reloader, current: &mut Config) {
+    let config = match reload() {
+        Ok(config) => config,
+        Err(err) => {
+            tracing::error!(
+                error = %err,
+                "SIGHUP: the configuration was refused; the old routes keep serving",
+            );
+            return;
+        }
+    };
+    let reloaded = daemon.reload(&config);
+    let mut restart_only = Vec::new();
+    for (key, changed) in [
+        ("listen", config.listen != current.listen),
+        ("admin_listen", config.admin_listen != current.admin_listen),
+        ("admin_socket", config.admin_socket != current.admin_socket),
+        ("admin_token", config.admin_token != current.admin_token),
+        ("metrics", config.metrics != current.metrics),
+        ("session", config.session != current.session),
+        ("worker", config.worker != current.worker),
+        ("store", config.store != current.store),
+        ("log", config.log != current.log),
+        (
+            "proxy.threads",
+            config.proxy.threads != current.proxy.threads,
+        ),
+        (
+            "proxy.max_connections",
+            config.proxy.max_connections != current.proxy.max_connections,
+        ),
+        (
+            "proxy.max_upstream_connections",
+            config.proxy.max_upstream_connections != current.proxy.max_upstream_connections,
+        ),
+    ] {
+        if changed {
+            restart_only.push(key);
+        }
+    }
+    if !restart_only.is_empty() {
+        tracing::warn!(
+            keys = ?restart_only,
+            "SIGHUP: these settings changed and take effect only at a restart",
+        );
+    }
+    tracing::info!(
+        generation = reloaded.generation,
+        routes_added = ?reloaded.routes_added,
+        routes_removed = ?reloaded.routes_removed,
+        endpoints_added = reloaded.endpoints_added,
+        endpoints_removed = reloaded.endpoints_removed,
+        "SIGHUP: routes reloaded",
+    );
+    *current = config;
 }
 
 fn serving_status(daemon: &Daemon) -> String {

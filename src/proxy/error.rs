@@ -79,6 +79,16 @@ pub enum Reject {
     /// (SDK clients then start a new session).
     #[error("session not found")]
     SessionNotFound,
+    /// A legacy session's upstream endpoint is gone (ejected after failures, or it refused the
+    /// connection: the session cannot move to another endpoint, which does not know it); the
+    /// session is ended (the route's name, for the log): `404`/-32001, so the client starts a
+    /// new session (on an endpoint that is up), as the spec asks.
+    #[error("the session's upstream endpoint on route {0:?} is gone")]
+    SessionEndpointGone(std::sync::Arc<str>),
+    /// Every endpoint of the route's pool is ejected or drained (the route's name, for the
+    /// log): `503`/-32603 at once, with `Retry-After`, instead of waiting on timeouts.
+    #[error("no upstream endpoint of route {0:?} is available")]
+    NoEndpointAvailable(std::sync::Arc<str>),
     /// A mirrored header (modern era) disagrees with the body, or is repeated:
     /// `400`/-32020.
     #[error("header {header} does not match the request body")]
@@ -128,15 +138,18 @@ impl Reject {
             Self::BodyUnreadable(_) => (StatusCode::BAD_REQUEST, INVALID_REQUEST),
             Self::NotJson(_) => (StatusCode::BAD_REQUEST, PARSE_ERROR),
             Self::SessionNotFound => (StatusCode::NOT_FOUND, SESSION_NOT_FOUND),
+            Self::SessionEndpointGone(_) => (StatusCode::NOT_FOUND, SESSION_NOT_FOUND),
+            Self::NoEndpointAvailable(_) => (StatusCode::SERVICE_UNAVAILABLE, INTERNAL_ERROR),
             Self::HeaderMismatch { .. } => (StatusCode::BAD_REQUEST, HEADER_MISMATCH),
             Self::Upstream(err) => match err {
                 UpstreamError::TooManyConnections { .. } => {
                     (StatusCode::SERVICE_UNAVAILABLE, INTERNAL_ERROR)
                 }
                 UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, INTERNAL_ERROR),
-                UpstreamError::Connect(_) | UpstreamError::Exchange(_) | UpstreamError::Body(_) => {
-                    (StatusCode::BAD_GATEWAY, INTERNAL_ERROR)
-                }
+                UpstreamError::Connect(_)
+                | UpstreamError::Exchange(_)
+                | UpstreamError::Unsent(_)
+                | UpstreamError::Body(_) => (StatusCode::BAD_GATEWAY, INTERNAL_ERROR),
             },
             Self::LastEventId(_) => (StatusCode::BAD_REQUEST, INVALID_REQUEST),
             Self::ResumeFailed(_) => (StatusCode::BAD_GATEWAY, INTERNAL_ERROR),
@@ -160,13 +173,16 @@ impl Reject {
             Self::BodyUnreadable(_) => "body_unreadable",
             Self::NotJson(_) => "not_json",
             Self::SessionNotFound => "session_not_found",
+            Self::SessionEndpointGone(_) => "session_endpoint_gone",
+            Self::NoEndpointAvailable(_) => "no_endpoint_available",
             Self::HeaderMismatch { .. } => "header_mismatch",
             Self::Upstream(err) => match err {
                 UpstreamError::TooManyConnections { .. } => "upstream_connections_exhausted",
                 UpstreamError::Timeout(_) => "upstream_timeout",
-                UpstreamError::Connect(_) | UpstreamError::Exchange(_) | UpstreamError::Body(_) => {
-                    "upstream_unavailable"
-                }
+                UpstreamError::Connect(_)
+                | UpstreamError::Exchange(_)
+                | UpstreamError::Unsent(_)
+                | UpstreamError::Body(_) => "upstream_unavailable",
             },
             Self::LastEventId(_) => "last_event_id",
             Self::ResumeFailed(_) => "resume_failed",
@@ -190,7 +206,8 @@ impl Reject {
             Self::TooManySessions => "too many sessions; retry later".into(),
             Self::BodyUnreadable(_) => "request body could not be read".into(),
             Self::NotJson(_) => "request body is not a JSON-RPC message".into(),
-            Self::SessionNotFound => "session not found".into(),
+            Self::SessionNotFound | Self::SessionEndpointGone(_) => "session not found".into(),
+            Self::NoEndpointAvailable(_) => "no upstream MCP server available; retry later".into(),
             Self::HeaderMismatch { header } => {
                 format!("header {header} does not match the request body").into()
             }
@@ -199,9 +216,10 @@ impl Reject {
                     "too many upstream connections; retry later".into()
                 }
                 UpstreamError::Timeout(_) => "upstream MCP server did not answer in time".into(),
-                UpstreamError::Connect(_) | UpstreamError::Exchange(_) | UpstreamError::Body(_) => {
-                    "upstream MCP server unavailable".into()
-                }
+                UpstreamError::Connect(_)
+                | UpstreamError::Exchange(_)
+                | UpstreamError::Unsent(_)
+                | UpstreamError::Body(_) => "upstream MCP server unavailable".into(),
             },
             Self::LastEventId(_) => "Last-Event-ID cannot be resumed".into(),
             Self::ResumeFailed(_) => "the upstream MCP server could not resume the stream".into(),
@@ -242,6 +260,11 @@ impl Reject {
             Bytes::from(body),
         )
             .into_response();
+        if matches!(self, Self::NoEndpointAvailable(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if matches!(self, Self::BodyTimeout(_)) {
             response
                 .headers_mut()

@@ -22,6 +22,7 @@ mod phases;
 pub mod pump;
 pub mod relay;
 mod resume;
+pub mod route;
 pub mod stats;
 pub mod upstream;
 
@@ -80,13 +81,16 @@ impl Shared {
     }
 }
 
-/// The data plane's state on one thread: its upstream client (one pool per data-plane thread,
-/// so connections stay on the runtime that drives them) and what the threads share.
+/// The data plane's state for one route on one thread: the route (its settings and pool), an
+/// upstream client per endpoint (one connection pool per data-plane thread, so connections
+/// stay on the runtime that drives them) and what the threads share.
 #[derive(Debug)]
 pub struct Proxy {
     config: ProxyConfig,
     manager: Arc<SessionManager>,
-    upstream: Upstream,
+    route: Arc<route::Route>,
+    /// One client per endpoint of the route, in [`route::Route::endpoints`] order.
+    upstreams: Vec<Upstream>,
     admission: admit::Admission,
     /// `Forwarded` and `X-Forwarded-*` toward the upstream.
     forwarded: forwarded::ForwardedPolicy,
@@ -96,10 +100,10 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A data plane forwarding to `config.upstream`, with sessions held by `manager`, sharing
-    /// nothing with another proxy: its upstream connections are bounded by
-    /// `config.max_upstream_connections` alone. A daemon's threads share one [`Shared`]
-    /// ([`Proxy::with_shared`]).
+    /// A data plane forwarding `config.endpoint_path` to `config.upstream` (one route of one
+    /// endpoint), with sessions held by `manager`, sharing nothing with another proxy: its
+    /// upstream connections are bounded by `config.max_upstream_connections` alone. A daemon's
+    /// threads share one [`Shared`] and serve every route ([`route::ThreadRoutes`]).
     pub fn new(config: ProxyConfig, manager: Arc<SessionManager>) -> Self {
         let shared = Shared::new(config.max_upstream_connections);
         Self::with_shared(config, manager, &shared)
@@ -108,10 +112,31 @@ impl Proxy {
     /// [`Proxy::new`], its upstream connections counted in (and bounded by), its counters and
     /// pumps kept in, `shared`, as other proxies of the process do.
     pub fn with_shared(config: ProxyConfig, manager: Arc<SessionManager>, shared: &Shared) -> Self {
-        let upstream = shared.upstream(&config);
+        Self::for_route(route::Route::single(&config), manager, shared)
+    }
+
+    /// The proxy of `route` on one thread: a client per endpoint of the route, its connections
+    /// counted in (and bounded by), its counters and pumps kept in, `shared`.
+    pub fn for_route(
+        route: Arc<route::Route>,
+        manager: Arc<SessionManager>,
+        shared: &Shared,
+    ) -> Self {
+        let config = route.config().clone();
+        let upstreams = route
+            .endpoints()
+            .iter()
+            .map(|e| {
+                Upstream::for_endpoint(
+                    &config,
+                    e.uri().clone(),
+                    shared.connections.clone(),
+                    shared.stats.clone(),
+                )
+            })
+            .collect();
         let streams = Arc::new(LegacyStreams {
             manager: manager.clone(),
-            upstream: upstream.clone(),
             stats: shared.stats.clone(),
             pumps: shared.pumps.clone(),
             max_event_bytes: config.max_event_bytes,
@@ -122,10 +147,16 @@ impl Proxy {
             forwarded: forwarded::ForwardedPolicy::new(&config),
             config,
             manager,
-            upstream,
+            route,
+            upstreams,
             stats: shared.stats.clone(),
             streams,
         }
+    }
+
+    /// The route this proxy serves.
+    pub fn route(&self) -> &Arc<route::Route> {
+        &self.route
     }
 
     /// The data plane's counters.
@@ -168,9 +199,16 @@ impl Proxy {
             id: id.clone(),
         };
         let mut ctx = self.resolve(request).await.map_err(fail)?;
-        if let Some((session, last_event_id)) = ctx.stream_resumption() {
+        if let Some((session, last_event_id)) = ctx.stream_resumption()
+            && let Some(endpoint) = ctx.endpoint
+        {
             return self
-                .resume(session, last_event_id, &ctx.request.parts)
+                .resume(
+                    session,
+                    last_event_id,
+                    &ctx.request.parts,
+                    &self.upstreams[endpoint],
+                )
                 .await
                 .map_err(fail);
         }
@@ -199,7 +237,7 @@ impl Failure {
 pub const BUFFERED_RESPONSE_BYTES: u64 = 256 * 1024;
 
 /// The axum handler: serves the request, or answers with the proxy's own error.
-async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+pub(crate) async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     match proxy.serve(request).await {
         Ok(response) => response,
         Err(Failure { reject, id }) => {
@@ -233,7 +271,7 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
 }
 
 /// The answer on a path that names no MCP endpoint.
-async fn no_endpoint(request: Request) -> Response {
+pub(crate) async fn no_endpoint(request: Request) -> Response {
     let path: String = request.uri().path().chars().take(256).collect();
     let reject = Reject::NoEndpoint(path);
     tracing::debug!(kind = reject.kind(), error = %reject, "request rejected by the proxy");

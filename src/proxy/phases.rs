@@ -37,6 +37,7 @@ use super::{
     error::Reject,
     headers, pump,
     relay::SseRelay,
+    route::Failure,
     sse_headers,
     stats::ProxyStats,
     upstream::{ErrorChain, Upstream, UpstreamBody, UpstreamError},
@@ -74,7 +75,7 @@ impl AdmittedRequest {
 
 /// One request after the resolve phase: what the forward, account and respond phases share.
 #[derive(Debug)]
-pub struct RequestCtx<'p> {
+pub struct RequestCtx {
     /// The admitted request; [`Proxy::forward`] takes its body.
     pub request: AdmittedRequest,
     /// The request's protocol era (`era::detect`).
@@ -85,11 +86,12 @@ pub struct RequestCtx<'p> {
     /// Its legacy session: the one `Mcp-Session-Id` names (resolve), or the one an
     /// `initialize` created (account); `None` for modern and sessionless requests.
     pub session: Option<Arc<Session>>,
-    /// The upstream the request goes to. One per proxy today; route selection picks it here.
-    pub upstream: &'p Upstream,
+    /// The endpoint of the route (its index in [`super::route::Route::endpoints`]) the request
+    /// goes to: the session's (resolve), or the one the balancer picked (forward).
+    pub endpoint: Option<usize>,
 }
 
-impl RequestCtx<'_> {
+impl RequestCtx {
     /// A legacy client resuming a stream: a `GET` with `Last-Event-ID` in a session. It is
     /// served from the proxy's window by [`Proxy::resume`] (and the upstream only if the
     /// stream must be re-opened there) instead of the forward phase.
@@ -148,13 +150,18 @@ impl Proxy {
     /// ([`crate::session::SessionManager::resume`], else the store). No session is touched
     /// before the versions are checked.
     ///
+    /// A legacy session is served only on its route, by the endpoint it is pinned to; other
+    /// requests are balanced over the pool in the forward phase.
+    ///
     /// Rejections (with the request's id): an unknown `MCP-Protocol-Version` or `_meta`
     /// version `400`/-32022 (`data.supported`); a mirrored header that disagrees with the
-    /// body `400`/-32020; an `Mcp-Session-Id` not held here nor in the store `404`/-32001; a
+    /// body `400`/-32020; an `Mcp-Session-Id` not held here nor in the store, or of another
+    /// route, `404`/-32001; a session whose endpoint is gone (ejected, or removed with no
+    /// session pinned to it) `404`/-32001 (the session ends, counted); a
     /// store that cannot answer `503`/-32603 (logged); a legacy `initialize` without a
     /// session while `session.max_sessions` are live `503`/-32603 (counted), refused before
     /// the upstream makes a session for nothing.
-    pub(super) async fn resolve(&self, request: AdmittedRequest) -> Result<RequestCtx<'_>, Reject> {
+    pub(super) async fn resolve(&self, request: AdmittedRequest) -> Result<RequestCtx, Reject> {
         let headers = &request.parts.headers;
         let peek = request.peek.as_ref();
         let header_version = headers
@@ -169,19 +176,18 @@ impl Proxy {
             era::check_mirrored_headers(headers, peek)
                 .map_err(|header| Reject::HeaderMismatch { header })?;
         }
-        let upstream = &self.upstream;
-
-        // Legacy sessions: map the client's id to the upstream's.
-        let session = match (era, headers.get(&MCP_SESSION_ID)) {
+        // Legacy sessions: map the client's id to the upstream's, on the session's endpoint.
+        let (session, endpoint) = match (era, headers.get(&MCP_SESSION_ID)) {
             (Era::Legacy, Some(sid)) => {
                 let sid = sid.to_str().map_err(|_| Reject::SessionNotFound)?;
                 let session = match self.manager.resume(sid, header_version) {
                     Some(session) => session,
-                    None => self.restore_session(upstream, sid, header_version).await?,
+                    None => self.restore_session(sid, header_version).await?,
                 };
-                Some(session)
+                let endpoint = self.session_endpoint(&session)?;
+                (Some(session), Some(endpoint))
             }
-            _ => None,
+            _ => (None, None),
         };
 
         // A new session past the cap: refused before the upstream creates one for nothing.
@@ -197,8 +203,47 @@ impl Proxy {
             era,
             version,
             session,
-            upstream,
+            endpoint,
         })
+    }
+
+    /// The endpoint (index in the route's endpoints) `session` is pinned to. A session of
+    /// another route is not found here (`404`); one whose endpoint is gone ends (`404`, so the
+    /// client re-initializes on a live endpoint; counted at the endpoint and logged).
+    fn session_endpoint(&self, session: &Arc<Session>) -> Result<usize, Reject> {
+        let route = &self.route;
+        let ours = session.route().is_empty() || session.route() == &**route.name();
+        let found = route.endpoint_of(session.upstream());
+        match found {
+            Some(i) if ours && !route.endpoints()[i].is_ejected() => Ok(i),
+            // Another route's session (or a record naming none, for an endpoint not ours).
+            _ if !ours || (session.route().is_empty() && found.is_none()) => {
+                Err(Reject::SessionNotFound)
+            }
+            found => {
+                if let Some(i) = found {
+                    let endpoint = &route.endpoints()[i];
+                    endpoint
+                        .sessions_lost
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                self.end_lost_session(session, "ejected or removed");
+                Err(Reject::SessionEndpointGone(route.name().clone()))
+            }
+        }
+    }
+
+    /// Ends a session whose endpoint is gone (logged).
+    fn end_lost_session(&self, session: &Session, why: &str) {
+        if self.manager.end_session(session.id().as_str()).is_some() {
+            tracing::info!(
+                session = %session.id(),
+                route = %self.route.name(),
+                endpoint = %session.upstream(),
+                why,
+                "session ended: its upstream endpoint is gone; the client must re-initialize",
+            );
+        }
     }
 
     /// **Forward**: the one upstream request, and its response head. The request carries the
@@ -209,19 +254,125 @@ impl Proxy {
     /// upstream (at most `session.standalone_stream_wait`, once per session); a `GET`'s answer
     /// (or failure) releases that wait.
     ///
+    /// It goes to the session's endpoint, or to the one the balancer picks
+    /// ([`super::route::Route::pick`]). The outcome counts toward the endpoint's health
+    /// (a failure, a `5xx`, or a success), and the request stays outstanding there until its
+    /// answer's body ends. A request without a session that failed before the endpoint could
+    /// have seen it (no connection; closed before it was written) is sent once more, to
+    /// another endpoint; never after that (`tools/call` is not idempotent).
+    ///
     /// Rejections (with the request's id; detail at debug here, the warning is the edge's):
-    /// the [`UpstreamError`] kinds — no connection place `503`/-32603, no connection or a
-    /// failed exchange `502`/-32603, no head in time `504`/-32603.
+    /// every endpoint of the pool ejected or drained `503`/-32603; a session's endpoint that
+    /// refuses connections `404`/-32001 (the session ends: its endpoint is gone); the
+    /// [`UpstreamError`] kinds — no connection place `503`/-32603, no connection or a failed
+    /// exchange `502`/-32603, no head in time `504`/-32603.
     pub(super) async fn forward(
         &self,
-        ctx: &mut RequestCtx<'_>,
+        ctx: &mut RequestCtx,
     ) -> Result<http::Response<UpstreamBody>, Reject> {
+        let method = ctx.request.parts.method.clone();
+        let pinned = ctx.endpoint;
+        let mut index = match pinned {
+            Some(i) => i,
+            None => self
+                .route
+                .pick(None)
+                .ok_or_else(|| Reject::NoEndpointAvailable(self.route.name().clone()))?,
+        };
+        let body = std::mem::take(&mut ctx.request.body);
+
+        // A request of a session whose standalone stream is on its way upstream waits for it
+        // (at most the configured time, once per session): a server request sent without a
+        // related request goes on that stream only if the upstream has it already.
+        if let Some(s) = &ctx.session
+            && method == Method::POST
+            && ctx.request.peek.as_ref().is_some_and(is_gated_request)
+        {
+            self.await_standalone_stream(s, ctx.mcp_method()).await;
+        }
+
+        let mut retried = false;
+        let sent = loop {
+            let endpoint = &self.route.endpoints()[index];
+            let request = self.upstream_request(ctx, index, body.clone());
+            let outstanding = endpoint.begin();
+            let started = std::time::Instant::now();
+            match self.upstreams[index].send(request).await {
+                Ok(mut response) => {
+                    endpoint.latency.record(started.elapsed());
+                    if response.status().is_server_error() {
+                        endpoint.failed(Failure::ServerError);
+                    } else {
+                        endpoint.succeeded(false);
+                    }
+                    response.body_mut().hold(outstanding);
+                    break Ok(response);
+                }
+                Err(err) => {
+                    drop(outstanding);
+                    let unseen =
+                        matches!(err, UpstreamError::Connect(_) | UpstreamError::Unsent(_));
+                    match err {
+                        // The proxy's own bound: says nothing of the endpoint.
+                        UpstreamError::TooManyConnections { .. } => false,
+                        _ if unseen => endpoint.failed(Failure::Connect),
+                        _ => endpoint.failed(Failure::Exchange),
+                    };
+                    tracing::debug!(
+                        route = %self.route.name(),
+                        upstream = %endpoint.url(),
+                        method = %method,
+                        mcp_method = ctx.mcp_method(),
+                        error = %ErrorChain(&err),
+                        "upstream request failed",
+                    );
+                    if unseen
+                        && pinned.is_none()
+                        && !retried
+                        && let Some(next) = self.route.pick(Some(index))
+                    {
+                        endpoint
+                            .retried
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        retried = true;
+                        index = next;
+                        continue;
+                    }
+                    if unseen && let Some(s) = &ctx.session {
+                        // The session's endpoint refuses connections: it is gone, and no other
+                        // endpoint knows the session.
+                        endpoint
+                            .sessions_lost
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.end_lost_session(s, "refused the connection");
+                        break Err(Reject::SessionEndpointGone(self.route.name().clone()));
+                    }
+                    break Err(err.into());
+                }
+            }
+        };
+        ctx.endpoint = Some(index);
+        // The standalone stream's answer is in (any status, or none): the session's requests
+        // go on.
+        if method == Method::GET
+            && let Some(s) = &ctx.session
+        {
+            s.standalone().release();
+        }
+        sent
+    }
+
+    /// The request toward endpoint `index` for the client request of `ctx`, with `body`.
+    fn upstream_request(
+        &self,
+        ctx: &RequestCtx,
+        index: usize,
+        body: Bytes,
+    ) -> http::Request<Full<Bytes>> {
         let parts = &ctx.request.parts;
-        let method = parts.method.clone();
-        let mut upstream_request =
-            http::Request::new(Full::new(std::mem::take(&mut ctx.request.body)));
-        *upstream_request.method_mut() = method.clone();
-        *upstream_request.uri_mut() = ctx.upstream.uri_for(parts.uri.query());
+        let mut upstream_request = http::Request::new(Full::new(body));
+        *upstream_request.method_mut() = parts.method.clone();
+        *upstream_request.uri_mut() = self.upstreams[index].uri_for(parts.uri.query());
         self.upstream_headers(parts, upstream_request.headers_mut());
         if let Some(s) = &ctx.session {
             upstream_request
@@ -242,36 +393,7 @@ impl Proxy {
                 .headers_mut()
                 .insert(&LAST_EVENT_ID, upstream_id);
         }
-
-        // A request of a session whose standalone stream is on its way upstream waits for it
-        // (at most the configured time, once per session): a server request sent without a
-        // related request goes on that stream only if the upstream has it already.
-        if let Some(s) = &ctx.session
-            && method == Method::POST
-            && ctx.request.peek.as_ref().is_some_and(is_gated_request)
-        {
-            self.await_standalone_stream(s, ctx.mcp_method()).await;
-        }
-
-        let sent = ctx.upstream.send(upstream_request).await;
-        // The standalone stream's answer is in (any status, or none): the session's requests
-        // go on.
-        if method == Method::GET
-            && let Some(s) = &ctx.session
-        {
-            s.standalone().release();
-        }
-        sent.map_err(|err| {
-            // The warning, with the request id, is `handle`'s; this adds the request's context.
-            tracing::debug!(
-                upstream = %ctx.upstream.url(),
-                method = %method,
-                mcp_method = ctx.mcp_method(),
-                error = %ErrorChain(&err),
-                "upstream request failed",
-            );
-            err.into()
-        })
+        upstream_request
     }
 
     /// **Account**: the session bookkeeping the upstream's answer calls for, before the client
@@ -286,7 +408,7 @@ impl Proxy {
     /// (`DELETE`, best effort, logged).
     pub(super) async fn account(
         &self,
-        ctx: &mut RequestCtx<'_>,
+        ctx: &mut RequestCtx,
         response: http::Response<UpstreamBody>,
     ) -> Result<http::Response<UpstreamBody>, Reject> {
         let status = response.status();
@@ -318,9 +440,11 @@ impl Proxy {
                 .is_none_or(|s| s.upstream_session_id() != upstream_sid)
         {
             let upstream_sid = headers::owned_value(upstream_sid);
+            let endpoint = ctx.endpoint.unwrap_or_default();
             let created = match self.manager.create_session(
                 upstream_sid.clone(),
-                ctx.upstream.url().clone(),
+                self.route.name().clone(),
+                self.route.endpoints()[endpoint].url().clone(),
                 &ctx.version,
             ) {
                 Ok(created) => created,
@@ -328,7 +452,12 @@ impl Proxy {
                     // The upstream made a session the client will never use (the cap was
                     // reached while this `initialize` was upstream): end it there now.
                     drop(response);
-                    end_orphaned_upstream_session(ctx.upstream, &upstream_sid, &ctx.version).await;
+                    end_orphaned_upstream_session(
+                        &self.upstreams[endpoint],
+                        &upstream_sid,
+                        &ctx.version,
+                    )
+                    .await;
                     return Err(err.into());
                 }
             };
@@ -357,7 +486,7 @@ impl Proxy {
     /// a cut-off answer).
     pub(super) async fn respond(
         self: &Arc<Self>,
-        ctx: &RequestCtx<'_>,
+        ctx: &RequestCtx,
         response: http::Response<UpstreamBody>,
     ) -> Result<Response, Reject> {
         let (mut head, upstream_body) = response.into_parts();
@@ -397,7 +526,7 @@ impl Proxy {
     /// `live_session` (the request's session, unless it ended).
     fn stream_body(
         self: &Arc<Self>,
-        ctx: &RequestCtx<'_>,
+        ctx: &RequestCtx,
         live_session: Option<&Arc<Session>>,
         upstream_body: UpstreamBody,
     ) -> Result<Body, Reject> {
@@ -434,6 +563,7 @@ impl Proxy {
                         streams: self.streams.clone(),
                         session: s.clone(),
                         tracker: tracker.clone(),
+                        upstream: self.upstreams[ctx.endpoint.unwrap_or_default()].clone(),
                         resume_headers,
                         request_id,
                     },
@@ -502,13 +632,16 @@ impl Proxy {
     /// no live record of it; `503` when the store cannot answer (the client may retry).
     async fn restore_session(
         &self,
-        upstream: &Upstream,
         sid: &str,
         protocol_version: Option<&str>,
     ) -> Result<Arc<Session>, Reject> {
+        let route = &self.route;
         match self
             .manager
-            .restore_session(sid, protocol_version, upstream.url())
+            .restore_session(sid, protocol_version, route.name(), |url| {
+                let i = route.endpoint_of(url)?;
+                Some(route.endpoints()[i].url().clone())
+            })
             .await
         {
             Ok(Some(session)) => {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, header};
 
-use super::{Proxy, error::Reject, headers, pump, sse_headers, stats::ProxyStats};
+use super::{
+    Proxy, error::Reject, headers, pump, sse_headers, stats::ProxyStats, upstream::Upstream,
+};
 use crate::{
     protocol::ClientEventId,
     session::{Session, StreamRestoreError, UpstreamState},
@@ -33,6 +35,7 @@ impl Proxy {
         session: &Arc<Session>,
         last_event_id: &HeaderValue,
         request: &http::request::Parts,
+        upstream: &Upstream,
     ) -> Result<Response, Reject> {
         let stats = &self.stats;
         let refuse = |reason: String| {
@@ -109,7 +112,7 @@ impl Proxy {
             UpstreamState::Failed | UpstreamState::Stopped
         ) && let Some(last) = tracker.last_upstream_id()
         {
-            match pump::open_resumption(&self.upstream, session, &resume_headers, &last).await {
+            match pump::open_resumption(upstream, session, &resume_headers, &last).await {
                 Ok(body) => reopened = Some(body),
                 Err(pump::Resumption::Refused(status)) if tracker.last_seq() == at => {
                     return Err(Reject::ResumeFailed(format!(
@@ -136,6 +139,7 @@ impl Proxy {
                         streams: self.streams.clone(),
                         session: session.clone(),
                         tracker: tracker.clone(),
+                        upstream: upstream.clone(),
                         resume_headers,
                         request_id: None,
                     },

@@ -60,13 +60,15 @@ impl SessionManager {
             .fetch_add(events, Ordering::Relaxed);
     }
 
-    /// Records a new session for an upstream that assigned `upstream_session_id` on its
+    /// Records a new session on route `route` (its name), pinned to the endpoint `upstream`
+    /// (its URL, passwords masked) that assigned `upstream_session_id` on its
     /// `InitializeResult`, under a freshly minted proxy id. Errors: `session.max_sessions`
     /// sessions are live (counted and logged, see [`SessionManager::refuse_session`]), or no
     /// randomness for the id.
     pub fn create_session(
         &self,
         upstream_session_id: HeaderValue,
+        route: Arc<str>,
         upstream: Arc<str>,
         protocol_version: &str,
     ) -> Result<Arc<Session>, CreateSessionError> {
@@ -75,6 +77,7 @@ impl SessionManager {
             id: SessionId::mint()?,
             upstream_session_id,
             upstream,
+            route,
             protocol_version: Mutex::new(protocol_version.into()),
             created: now,
             last_activity_ms: AtomicU64::new(unix_ms(now)),

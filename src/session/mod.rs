@@ -54,6 +54,7 @@ pub struct Session {
     id: SessionId,
     upstream_session_id: HeaderValue,
     upstream: Arc<str>,
+    route: Arc<str>,
     protocol_version: Mutex<Arc<str>>,
     created: SystemTime,
     /// Last client activity, milliseconds since the Unix epoch.
@@ -89,9 +90,16 @@ impl Session {
         &self.upstream_session_id
     }
 
-    /// The upstream MCP endpoint URL.
+    /// The upstream MCP endpoint URL (passwords masked): the endpoint of its route's pool the
+    /// session is pinned to.
     pub fn upstream(&self) -> &str {
         &self.upstream
+    }
+
+    /// The name of the route the session was created on; empty for a session restored from a
+    /// record written before routes existed.
+    pub fn route(&self) -> &str {
+        &self.route
     }
 
     /// The negotiated protocol version, e.g. `2025-11-25`.
@@ -178,6 +186,7 @@ impl Session {
             id: SessionId::from(record.session_id.as_str()),
             upstream_session_id: HeaderValue::from_str(&record.upstream_session_id).ok()?,
             upstream,
+            route: record.route.as_str().into(),
             protocol_version: Mutex::new(record.protocol_version.as_str().into()),
             created: record.created,
             last_activity_ms: AtomicU64::new(unix_ms(record.last_activity)),
@@ -195,6 +204,7 @@ impl Session {
             upstream_session_id: String::from_utf8_lossy(self.upstream_session_id.as_bytes())
                 .into_owned(),
             upstream: self.upstream.to_string(),
+            route: self.route.to_string(),
             protocol_version: self.protocol_version().to_string(),
             created: self.created,
             last_activity: self.last_activity(),

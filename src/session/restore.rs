@@ -12,12 +12,16 @@ impl SessionManager {
     /// before a restart, or by another replica sharing the store), under the same proxy id, and
     /// marks it active. `Ok(None)` when the id is not one this proxy mints, the store has no
     /// record of it, its deletion is pending here, it was idle past the TTL (idle expiry ends
-    /// it), or it belongs to another upstream than `upstream`. Errors: the store did not answer.
+    /// it), or it belongs to another route than `route` or to no endpoint `endpoint` accepts.
+    /// `endpoint` maps the record's endpoint URL to the one the route holds (`None`: not one of
+    /// its endpoints). A record written before routes existed names no route: its endpoint
+    /// decides. Errors: the store did not answer.
     pub async fn restore_session(
         &self,
         id: &str,
         protocol_version: Option<&str>,
-        upstream: &Arc<str>,
+        route: &str,
+        endpoint: impl FnOnce(&str) -> Option<Arc<str>>,
     ) -> Result<Option<Arc<Session>>, StoreError> {
         if !is_session_id(id) || self.persistence.is_deleting(id) {
             return Ok(None);
@@ -32,22 +36,28 @@ impl SessionManager {
         let Some(record) = record else {
             return Ok(None);
         };
-        if record.upstream != **upstream {
-            tracing::warn!(
+        if !record.route.is_empty() && record.route != route {
+            tracing::debug!(
                 session = id,
-                "a stored session belongs to another upstream; not restored",
+                route,
+                "a stored session belongs to another route; not restored",
             );
             return Ok(None);
         }
+        let Some(upstream) = endpoint(&record.upstream) else {
+            tracing::warn!(
+                session = id,
+                route,
+                "a stored session belongs to an upstream this route does not have; not restored",
+            );
+            return Ok(None);
+        };
         if record.last_activity + self.config.idle_ttl < SystemTime::now() {
             return Ok(None);
         }
-        let Some(restored) = Session::from_record(
-            &record,
-            upstream.clone(),
-            self.streams_cancel.child_token(),
-            false,
-        ) else {
+        let Some(restored) =
+            Session::from_record(&record, upstream, self.streams_cancel.child_token(), false)
+        else {
             return Ok(None);
         };
         let restored = Arc::new(restored);

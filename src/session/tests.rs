@@ -7,6 +7,7 @@ use crate::session::store::MemoryStore;
 fn session(m: &SessionManager, upstream_session_id: &'static str) -> Arc<Session> {
     m.create_session(
         HeaderValue::from_static(upstream_session_id),
+        "/mcp".into(),
         "http://u/mcp".into(),
         "2025-11-25",
     )
@@ -31,6 +32,7 @@ fn sessions_map_proxy_ids_to_upstream_ids_and_end_once() {
     let s = m
         .create_session(
             HeaderValue::from_static("UP-1"),
+            "/mcp".into(),
             "http://u/mcp".into(),
             "2025-06-18",
         )
@@ -125,6 +127,7 @@ async fn unknown_sessions_and_streams_are_restored_from_the_store_only_under_the
     let s = a
         .create_session(
             HeaderValue::from_static("UP"),
+            "/mcp".into(),
             upstream.clone(),
             "2025-11-25",
         )
@@ -132,6 +135,7 @@ async fn unknown_sessions_and_streams_are_restored_from_the_store_only_under_the
     let other = a
         .create_session(
             HeaderValue::from_static("UP2"),
+            "/mcp".into(),
             upstream.clone(),
             "2025-11-25",
         )
@@ -145,7 +149,7 @@ async fn unknown_sessions_and_streams_are_restored_from_the_store_only_under_the
     let b = SessionManager::new(SessionConfig::default(), handle_b);
     assert!(b.resume(s.id().as_str(), None).is_none());
     let restored = b
-        .restore_session(s.id().as_str(), None, &upstream)
+        .restore_session(s.id().as_str(), None, "/mcp", accept(&upstream))
         .await
         .unwrap()
         .expect("restored");
@@ -157,13 +161,13 @@ async fn unknown_sessions_and_streams_are_restored_from_the_store_only_under_the
     );
     let other_upstream: Arc<str> = "http://elsewhere/mcp".into();
     assert!(
-        b.restore_session(other.id().as_str(), None, &other_upstream)
+        b.restore_session(other.id().as_str(), None, "/mcp", accept(&other_upstream))
             .await
             .unwrap()
             .is_none()
     );
     assert!(
-        b.restore_session("nope", None, &upstream)
+        b.restore_session("nope", None, "/mcp", accept(&upstream))
             .await
             .unwrap()
             .is_none()
@@ -193,7 +197,7 @@ async fn unknown_sessions_and_streams_are_restored_from_the_store_only_under_the
     assert_eq!(tracker.upstream(), UpstreamState::Stopped);
     // The same stream id under another session is refused: the cross-session guard.
     let other_here = b
-        .restore_session(other.id().as_str(), None, &upstream)
+        .restore_session(other.id().as_str(), None, "/mcp", accept(&upstream))
         .await
         .unwrap()
         .expect("restored");
@@ -307,4 +311,9 @@ async fn a_client_up_to_the_recorded_last_seq_is_served() {
         // Forget it again, as if it had left memory.
         *s.streams.lock() = StreamTable::default();
     }
+}
+
+/// What a route holding only `upstream` answers for a record's endpoint URL.
+fn accept(upstream: &Arc<str>) -> impl FnOnce(&str) -> Option<Arc<str>> + '_ {
+    move |url| (url == &**upstream).then(|| upstream.clone())
 }

@@ -55,6 +55,7 @@ use crate::{
 };
 
 mod layer;
+mod upstreams;
 pub use layer::{RequestMetrics, RequestMetricsFuture, RequestMetricsLayer};
 
 /// Where the daemon's numbers are read from: the session core (its sessions, its counters and
@@ -247,6 +248,8 @@ pub struct Metrics {
     /// thread, its open client connections with the gauge they are exported as.
     data_plane: parking_lot::Mutex<DataPlaneGauges>,
     series: RwLock<HashMap<SeriesKey, (Counter, Histogram)>>,
+    /// The routes whose endpoints are exported ([`Metrics::watch_routing`]).
+    routing: parking_lot::Mutex<Option<Arc<crate::proxy::route::Routing>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -263,6 +266,13 @@ impl Metrics {
         let builder = match builder
             .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), DURATION_BUCKETS)
         {
+            Ok(b) => b,
+            Err(err) => unreachable!("non-empty histogram buckets: {err}"),
+        };
+        let builder = match builder.set_buckets_for_metric(
+            Matcher::Full(upstreams::UPSTREAM_DURATION.to_owned()),
+            DURATION_BUCKETS,
+        ) {
             Ok(b) => b,
             Err(err) => unreachable!("non-empty histogram buckets: {err}"),
         };
@@ -311,6 +321,7 @@ impl Metrics {
             alive_tasks,
             data_plane: parking_lot::Mutex::new(DataPlaneGauges::default()),
             series: RwLock::new(HashMap::new()),
+            routing: parking_lot::Mutex::new(None),
         })
     }
 
@@ -362,6 +373,7 @@ impl Metrics {
             gauge.set(count.load(Ordering::Relaxed) as f64);
         }
         drop(data_plane);
+        self.set_upstreams();
         self.handle.run_upkeep();
         self.handle.render()
     }
@@ -556,7 +568,12 @@ pub(crate) mod tests {
         }
         for n in 0..3 {
             manager
-                .create_session(HeaderValue::from(n), "http://upstream".into(), "2025-06-18")
+                .create_session(
+                    HeaderValue::from(n),
+                    "/mcp".into(),
+                    "http://upstream".into(),
+                    "2025-06-18",
+                )
                 .expect("a session");
         }
         Observed {

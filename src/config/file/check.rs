@@ -3,6 +3,7 @@
 //! the origins and hosts, the trusted proxies.
 
 use super::*;
+use crate::config::ProxyConfig;
 
 /// The most data-plane threads `proxy.threads` may ask for (each is an OS thread with its own
 /// runtime).
@@ -15,11 +16,9 @@ const MAX_STANDALONE_STREAM_WAIT: Duration = Duration::from_secs(10);
 /// more, and deadlines (`now + d`) and store TTLs computed from a larger one could overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Refuses a duration setting longer than [`MAX_DURATION`], naming its key.
-fn check_durations(config: &Config) -> Result<(), ConfigError> {
-    let (p, s, w) = (&config.proxy, &config.session, &config.worker);
-    let durations = [
-        ("shutdown_grace_secs", config.shutdown_grace),
+/// The `[proxy]` durations of `p`, by key.
+fn proxy_durations(p: &ProxyConfig) -> [(&'static str, Duration); 11] {
+    [
         ("proxy.sse_keepalive_secs", p.sse_keepalive),
         (
             "proxy.upstream_connect_timeout_ms",
@@ -40,6 +39,17 @@ fn check_durations(config: &Config) -> Result<(), ConfigError> {
             p.keep_alive_idle_timeout,
         ),
         ("proxy.request_body_timeout_secs", p.request_body_timeout),
+        ("proxy.base_ejection_time_ms", p.base_ejection_time),
+        ("proxy.max_ejection_time_ms", p.max_ejection_time),
+        ("proxy.health_check_interval_ms", p.health_check_interval),
+    ]
+}
+
+/// Refuses a duration setting longer than [`MAX_DURATION`], naming its key.
+fn check_durations(config: &Config) -> Result<(), ConfigError> {
+    let (s, w) = (&config.session, &config.worker);
+    let durations = [
+        ("shutdown_grace_secs", config.shutdown_grace),
         ("session.idle_ttl_secs", s.idle_ttl),
         ("session.linger_secs", s.linger),
         ("session.reconnect_min_delay_ms", s.reconnect_min_delay),
@@ -53,15 +63,16 @@ fn check_durations(config: &Config) -> Result<(), ConfigError> {
         ("worker.max_backoff_ms", w.max_backoff),
         ("store.timeout_ms", config.store.timeout),
     ];
-    for (key, value) in durations {
+    for (key, value) in proxy_durations(&config.proxy).into_iter().chain(durations) {
         if value > MAX_DURATION {
-            return Err(invalid(
-                key,
-                format!("must be at most a year ({} s)", MAX_DURATION.as_secs()),
-            ));
+            return Err(invalid(key, too_long()));
         }
     }
     Ok(())
+}
+
+fn too_long() -> String {
+    format!("must be at most a year ({} s)", MAX_DURATION.as_secs())
 }
 
 /// Checks what types cannot say, key by key in a fixed order (the first failure is the error),
@@ -79,6 +90,7 @@ pub(super) fn check(config: &Config, upstream: Option<&str>) -> Result<Uri, Conf
     }
     check_durations(config)?;
     let upstream = check_proxy(config, upstream)?;
+    check_routes(config)?;
     check_session(config)?;
     check_worker(config)?;
     let store = &config.store;
@@ -115,23 +127,31 @@ pub(super) fn check(config: &Config, upstream: Option<&str>) -> Result<Uri, Conf
     Ok(upstream)
 }
 
-/// `[proxy]`; returns the parsed upstream.
+/// `[proxy]`; returns the parsed upstream (the placeholder `/` when unset and `[[routes]]`
+/// name the routes).
 fn check_proxy(config: &Config, upstream: Option<&str>) -> Result<Uri, ConfigError> {
-    let upstream = upstream.ok_or_else(|| {
-        invalid(
-            "proxy.upstream",
-            "required: set it in the file, with MCP_RELAY_UPSTREAM or with --upstream",
-        )
-    })?;
-    let upstream: Uri = upstream
-        .parse()
-        .map_err(|e| invalid("proxy.upstream", format!("not a URL: {e}")))?;
-    if upstream.scheme_str() != Some("http") || upstream.authority().is_none() {
-        return Err(invalid(
-            "proxy.upstream",
-            "must be an http:// URL with a host, e.g. http://127.0.0.1:3001/mcp",
-        ));
-    }
+    let upstream = match upstream {
+        Some(upstream) => {
+            let uri: Uri = upstream
+                .parse()
+                .map_err(|e| invalid("proxy.upstream", format!("not a URL: {e}")))?;
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                return Err(invalid(
+                    "proxy.upstream",
+                    "must be an http:// URL with a host, e.g. http://127.0.0.1:3001/mcp",
+                ));
+            }
+            uri
+        }
+        None if config.routes.is_empty() => {
+            return Err(invalid(
+                "proxy.upstream",
+                "required without [[routes]]: set it in the file, with MCP_RELAY_UPSTREAM or \
+                 with --upstream (or add routes with [[routes]] or --route)",
+            ));
+        }
+        None => Uri::default(),
+    };
     let p = &config.proxy;
     if !p.endpoint_path.starts_with('/') {
         return Err(invalid("proxy.endpoint_path", "must start with `/`"));
@@ -142,17 +162,46 @@ fn check_proxy(config: &Config, upstream: Option<&str>) -> Result<Uri, ConfigErr
             format!("at most {MAX_DATA_THREADS} (0: one per CPU)"),
         ));
     }
+    check_proxy_values(p).map_err(|(key, message)| invalid(key, message))?;
+    for (key, is_zero) in [
+        ("proxy.max_connections", p.max_connections == 0),
+        (
+            "proxy.header_read_timeout_secs",
+            p.header_read_timeout.is_zero(),
+        ),
+        (
+            "proxy.keep_alive_idle_timeout_secs",
+            p.keep_alive_idle_timeout.is_zero(),
+        ),
+        (
+            "proxy.h2_max_concurrent_streams",
+            p.h2_max_concurrent_streams == 0,
+        ),
+    ] {
+        nonzero(key, is_zero)?;
+    }
+    Ok(upstream)
+}
+
+/// The `[proxy]` keys a route may override, checked on `p` (the global section, or a route's
+/// effective one). Errors: the key (`proxy.…`) and what is wrong.
+fn check_proxy_values(p: &ProxyConfig) -> Result<(), (&'static str, String)> {
     for origin in &p.allowed_origins {
         crate::proxy::admit::check_origin_entry(origin)
-            .map_err(|e| invalid("proxy.allowed_origins", e))?;
+            .map_err(|e| ("proxy.allowed_origins", e.to_string()))?;
     }
     for host in &p.allowed_hosts {
         crate::proxy::admit::check_host_entry(host)
-            .map_err(|e| invalid("proxy.allowed_hosts", e))?;
+            .map_err(|e| ("proxy.allowed_hosts", e.to_string()))?;
     }
     for entry in &p.trusted_proxies {
         crate::proxy::forwarded::IpRange::parse(entry)
-            .map_err(|e| invalid("proxy.trusted_proxies", e))?;
+            .map_err(|e| ("proxy.trusted_proxies", e.to_string()))?;
+    }
+    for (key, value) in proxy_durations(p) {
+        if value > MAX_DURATION {
+            return Err((key, too_long()));
+        }
     }
     for (key, is_zero) in [
         (
@@ -172,27 +221,58 @@ fn check_proxy(config: &Config, upstream: Option<&str>) -> Result<Uri, ConfigErr
             "proxy.upstream_idle_timeout_ms",
             p.upstream_idle_timeout.is_zero(),
         ),
-        ("proxy.max_connections", p.max_connections == 0),
-        (
-            "proxy.header_read_timeout_secs",
-            p.header_read_timeout.is_zero(),
-        ),
-        (
-            "proxy.keep_alive_idle_timeout_secs",
-            p.keep_alive_idle_timeout.is_zero(),
-        ),
-        (
-            "proxy.h2_max_concurrent_streams",
-            p.h2_max_concurrent_streams == 0,
-        ),
         (
             "proxy.request_body_timeout_secs",
             p.request_body_timeout.is_zero(),
         ),
+        (
+            "proxy.base_ejection_time_ms",
+            p.base_ejection_time.is_zero(),
+        ),
+        (
+            "proxy.health_check_interval_ms",
+            p.health_check_interval.is_zero(),
+        ),
     ] {
-        nonzero(key, is_zero)?;
+        if is_zero {
+            return Err((key, "must be at least 1".into()));
+        }
     }
-    Ok(upstream)
+    if p.max_ejection_time < p.base_ejection_time {
+        return Err((
+            "proxy.max_ejection_time_ms",
+            "must be at least proxy.base_ejection_time_ms".into(),
+        ));
+    }
+    if !p.health_check_path.is_empty()
+        && (!p.health_check_path.starts_with('/')
+            || p.health_check_path
+                .parse::<http::uri::PathAndQuery>()
+                .is_err())
+    {
+        return Err((
+            "proxy.health_check_path",
+            "must be a path starting with `/`".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `[[routes]]`: their shapes ([`crate::config::routes`]), then each route's effective
+/// settings with the checks of the keys it overrides. Errors name the key `routes` and, in the
+/// message, the route and the overridden key.
+fn check_routes(config: &Config) -> Result<(), ConfigError> {
+    crate::config::routes::check_routes(config).map_err(|message| invalid("routes", message))?;
+    for route in &config.routes {
+        check_proxy_values(&route.apply(&config.proxy)).map_err(|(key, message)| {
+            let key = key.trim_start_matches("proxy.");
+            invalid(
+                "routes",
+                format!("route `{}`: `{key}` {message}", route.path),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// `[session]` and `[session.tracker]`.

@@ -67,8 +67,6 @@ pub const RESUME_RETRY_MS: u64 = 1000;
 pub struct LegacyStreams {
     /// The session core: stream bookkeeping, linger and reconnect settings.
     pub manager: Arc<SessionManager>,
-    /// Resumption `GET`s go out through it.
-    pub upstream: Upstream,
     /// The data plane's counters.
     pub stats: Arc<ProxyStats>,
     /// Where a pump no reader drives runs.
@@ -129,6 +127,8 @@ pub struct PumpContext {
     pub session: Arc<Session>,
     /// The stream.
     pub tracker: Arc<EventTracker>,
+    /// The client of the session's endpoint: resumption `GET`s go out through it.
+    pub upstream: Upstream,
     /// Headers to repeat on an upstream resumption `GET` (`Authorization`,
     /// `MCP-Protocol-Version`, …) — the opening request's end-to-end headers.
     pub resume_headers: HeaderMap,
@@ -408,10 +408,10 @@ async fn wait_interrupt(ctx: &PumpContext, consumed: &mut watch::Receiver<u64>) 
                     return Interrupt::LingerExpired;
                 }
             }
-            () = ctx.streams.upstream.connection_wanted(), if detached.is_some() => {
+            () = ctx.upstream.connection_wanted(), if detached.is_some() => {
                 // A notification stored while no pump lingered may be old: give way only
                 // while the bound is still reached.
-                if ctx.tracker.detached_since().is_some() && ctx.streams.upstream.at_bound() {
+                if ctx.tracker.detached_since().is_some() && ctx.upstream.at_bound() {
                     return Interrupt::GaveWay;
                 }
             }

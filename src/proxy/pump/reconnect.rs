@@ -39,14 +39,7 @@ pub(super) async fn resume_upstream(
             () = tokio::time::sleep(delay) => {}
         }
         ProxyStats::incr(&ctx.streams.stats.upstream_reconnects);
-        match open_resumption(
-            &ctx.streams.upstream,
-            &ctx.session,
-            &ctx.resume_headers,
-            &last_id,
-        )
-        .await
-        {
+        match open_resumption(&ctx.upstream, &ctx.session, &ctx.resume_headers, &last_id).await {
             Ok(body) => {
                 tracing::info!(
                     session = %ctx.session.id(),

@@ -174,12 +174,22 @@ impl Upstream {
         connections: Arc<UpstreamConnections>,
         stats: Arc<ProxyStats>,
     ) -> Self {
+        Self::for_endpoint(config, config.upstream.clone(), connections, stats)
+    }
+
+    /// [`Upstream::new`] for the endpoint `endpoint` (an `http://` URL) of a route whose
+    /// settings are `config`.
+    pub fn for_endpoint(
+        config: &ProxyConfig,
+        endpoint: Uri,
+        connections: Arc<UpstreamConnections>,
+        stats: Arc<ProxyStats>,
+    ) -> Self {
         let connector = QuickAckConnector::upstream(
             config.upstream_connect_timeout,
             config.upstream_tcp_keepalive,
         );
-        let host = config
-            .upstream
+        let host = endpoint
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .unwrap_or_else(|| HeaderValue::from_static("localhost"));
@@ -187,12 +197,12 @@ impl Upstream {
             connector,
             pool: Arc::new(Pool::new(config.upstream_idle_timeout, stats)),
             connections,
-            endpoint: config.upstream.clone(),
             host,
             url: {
-                let url = config.upstream.to_string();
+                let url = endpoint.to_string();
                 crate::config::file::redact_url(&url).unwrap_or(url).into()
             },
+            endpoint,
             response_timeout: config.upstream_response_timeout,
         }
     }
@@ -280,11 +290,14 @@ impl Upstream {
                         inner: body,
                         conn: Some(conn),
                         pool,
+                        outstanding: None,
                     }));
                 }
                 Err(mut err) => match err.take_message() {
                     Some(unsent) if reused => request = unsent,
-                    _ => {
+                    // Not written on a new connection: the upstream cannot have seen it.
+                    Some(_) => return Err(UpstreamError::Unsent(err.into_error())),
+                    None => {
                         return Err(UpstreamError::Exchange(err.into_error()));
                     }
                 },
@@ -386,10 +399,14 @@ pub enum UpstreamError {
     #[error("cannot connect to the upstream MCP server")]
     Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The HTTP/1.1 exchange failed before a response head: the handshake, a connection that
-    /// closed or reset, a request that could not be written, a head that is not HTTP. The
-    /// request may have reached the upstream. Client: `502`.
+    /// closed or reset, a head that is not HTTP. The request may have reached the upstream.
+    /// Client: `502`.
     #[error("the exchange with the upstream MCP server failed")]
     Exchange(#[source] hyper::Error),
+    /// A new connection closed or reset before the request was written: the upstream cannot
+    /// have seen it (it may be retried elsewhere). Client: `502`.
+    #[error("the upstream MCP server closed the connection before the request was sent")]
+    Unsent(#[source] hyper::Error),
     /// No response head within `proxy.upstream_response_timeout` (the duration carried), or a
     /// small answer read whole ([`super::BUFFERED_RESPONSE_BYTES`]) not complete within it.
     /// Client: `504`.
@@ -442,6 +459,7 @@ mod tests {
         let session = manager
             .create_session(
                 HeaderValue::from_static("up-1"),
+                "/mcp".into(),
                 "http://ops:hunter2@elsewhere:9/mcp".into(),
                 "2025-11-25",
             )

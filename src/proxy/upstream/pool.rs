@@ -176,6 +176,8 @@ pub struct UpstreamBody {
     pub(super) inner: Incoming,
     pub(super) conn: Option<Conn>,
     pub(super) pool: Arc<Pool>,
+    /// The request outstanding at its endpoint until this body is read to its end or dropped.
+    pub(super) outstanding: Option<crate::proxy::route::Outstanding>,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -185,6 +187,11 @@ impl std::fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// Keeps `outstanding` (the request counted at its endpoint) until the body ends.
+    pub fn hold(&mut self, outstanding: crate::proxy::route::Outstanding) {
+        self.outstanding = Some(outstanding);
+    }
+
     fn release(&mut self, cx: &mut Context<'_>) {
         if let Some(mut conn) = self.conn.take() {
             conn.poll_driver(cx);
@@ -211,6 +218,7 @@ impl Body for UpstreamBody {
             }
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(None) => {
+                    this.outstanding = None;
                     this.release(cx);
                     return Poll::Ready(None);
                 }

@@ -33,8 +33,12 @@ pub struct SessionRecord {
     pub session_id: String,
     /// The upstream server's session id.
     pub upstream_session_id: String,
-    /// The upstream MCP endpoint URL.
+    /// The upstream MCP endpoint URL (passwords masked): the endpoint of its route's pool the
+    /// session is pinned to.
     pub upstream: String,
+    /// The name of the route the session was created on (`[[routes]]`); empty in a record
+    /// written before routes existed (then any route with its endpoint accepts it).
+    pub route: String,
     /// The negotiated protocol version, e.g. `2025-11-25`.
     pub protocol_version: String,
     /// When the session was created (millisecond precision once stored).

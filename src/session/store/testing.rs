@@ -80,6 +80,7 @@ pub(crate) fn record(id: &str, last_activity: SystemTime) -> SessionRecord {
         session_id: id.into(),
         upstream_session_id: format!("up-{id}"),
         upstream: "http://127.0.0.1:1/mcp".into(),
+        route: "/mcp".into(),
         protocol_version: "2025-11-25".into(),
         created: last_activity,
         last_activity,

@@ -210,6 +210,7 @@ mod tests {
             session_id: id.into(),
             upstream_session_id: format!("up-{id}"),
             upstream: "http://127.0.0.1:1/mcp".into(),
+            route: "/mcp".into(),
             protocol_version: protocol_version.into(),
             created: now,
             last_activity: now,

@@ -23,6 +23,7 @@ fn record(id: &str) -> SessionRecord {
         session_id: id.into(),
         upstream_session_id: format!("up-{id}"),
         upstream: "http://127.0.0.1:1/mcp".into(),
+        route: "/mcp".into(),
         protocol_version: "2025-11-25".into(),
         created: now,
         last_activity: now,

@@ -14,13 +14,13 @@ for _, id in ipairs(ids) do
   local rec = {false}
   local rkind = redis.call('TYPE', key).ok
   if rkind == 'hash' then
-    rec = redis.call('HMGET', key, 'upstream_session_id', 'upstream', 'protocol_version', 'created_ms')
+    rec = redis.call('HMGET', key, 'upstream_session_id', 'upstream', 'protocol_version', 'created_ms', 'route')
   elseif rkind ~= 'none' then
     bad = bad + 1
   end
   redis.call('DEL', key, ARGV[3] .. 'streams:' .. id)
   if rec[1] then
-    table.insert(out, {id, rec[1], rec[2] or '', rec[3] or '', rec[4] or '0', score or '0'})
+    table.insert(out, {id, rec[1], rec[2] or '', rec[3] or '', rec[4] or '0', score or '0', rec[5] or ''})
   end
 end
 return {out, bad}

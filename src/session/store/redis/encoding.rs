@@ -65,14 +65,22 @@ pub(super) fn ttl_ms(ttl: Duration) -> u64 {
 }
 
 /// A row of the claim script (`[id, upstream_session_id, upstream, protocol_version,
-/// created_ms, last_activity_ms]`) as a record; `None` for a row of another length.
+/// created_ms, last_activity_ms, route]`) as a record; `None` for a row of another length.
 pub(super) fn claimed_record(row: Vec<String>) -> Option<SessionRecord> {
-    let [id, upstream_sid, upstream, version, created, activity]: [String; 6] =
-        row.try_into().ok()?;
+    let [
+        id,
+        upstream_sid,
+        upstream,
+        version,
+        created,
+        activity,
+        route,
+    ]: [String; 7] = row.try_into().ok()?;
     Some(SessionRecord {
         session_id: id,
         upstream_session_id: upstream_sid,
         upstream,
+        route,
         protocol_version: version,
         created: from_unix_ms(parse_ms(&created)),
         last_activity: from_unix_ms(parse_ms(&activity)),
@@ -119,15 +127,25 @@ mod tests {
 
     #[test]
     fn a_claimed_row_reads_as_a_record_and_a_short_one_as_none() {
-        let row = ["id", "UP", "http://u/mcp", "2025-11-25", "1000", "2.5e3"].map(String::from);
+        let row = [
+            "id",
+            "UP",
+            "http://u/mcp",
+            "2025-11-25",
+            "1000",
+            "2.5e3",
+            "files",
+        ]
+        .map(String::from);
         let record = claimed_record(row.to_vec()).expect("a record");
         assert_eq!(record.session_id, "id");
         assert_eq!(record.upstream_session_id, "UP");
         assert_eq!(record.upstream, "http://u/mcp");
         assert_eq!(record.protocol_version, "2025-11-25");
+        assert_eq!(record.route, "files");
         assert_eq!(record.created, from_unix_ms(1000));
         assert_eq!(record.last_activity, from_unix_ms(2500));
-        assert_eq!(claimed_record(row[..5].to_vec()), None);
+        assert_eq!(claimed_record(row[..6].to_vec()), None);
     }
 
     #[test]

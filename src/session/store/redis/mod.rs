@@ -5,7 +5,8 @@
 //! Keys (all under the configured prefix `P`, every one with a TTL refreshed on each write):
 //!
 //! - `P session:<proxy session id>`: a hash `upstream_session_id`, `upstream`,
-//!   `protocol_version`, `created_ms`;
+//!   `protocol_version`, `created_ms`, `route` (the route's name; absent in a record of a
+//!   version before routes: read as empty);
 //! - `P streams:<proxy session id>`: a hash of stream positions, field `pos:<stream id>` →
 //!   `<seq>:<upstream event id>` (the last upstream event id and the proxy sequence number of
 //!   the event that carried it), field `last:<stream id>` → the stream's last sequence number
@@ -57,7 +58,7 @@ const BACKEND: &str = "redis";
 
 /// Claims idle sessions atomically. KEYS[1]: the activity index; ARGV: cutoff (ms, exclusive),
 /// limit, key prefix. Returns `[rows, wrong_typed]`: rows are `[id, upstream_session_id,
-/// upstream, protocol_version, created_ms, last_activity_ms]` per claimed session whose record
+/// upstream, protocol_version, created_ms, last_activity_ms, route]` per claimed session whose record
 /// still existed; `wrong_typed` counts keys that were not of the proxy's type (deleted).
 const CLAIM_SCRIPT: &str = include_str!("claim.lua");
 
@@ -282,6 +283,8 @@ impl SessionStore for RedisStore {
                 .arg(&r.upstream_session_id)
                 .arg("upstream")
                 .arg(&r.upstream)
+                .arg("route")
+                .arg(&r.route)
                 .arg("protocol_version")
                 .arg(&r.protocol_version)
                 .arg("created_ms")
@@ -347,7 +350,8 @@ impl SessionStore for RedisStore {
                 .arg("upstream_session_id")
                 .arg("upstream")
                 .arg("protocol_version")
-                .arg("created_ms");
+                .arg("created_ms")
+                .arg("route");
             pipe.cmd("ZSCORE").arg(&activity).arg(id);
         }
         // A wrong-typed key fails its own command only, not the whole read.
@@ -382,8 +386,8 @@ impl SessionStore for RedisStore {
             };
             let mut fields = fields.into_iter();
             let mut next = || fields.next().flatten();
-            let (Some(upstream_session_id), upstream, protocol_version, created) =
-                (next(), next(), next(), next())
+            let (Some(upstream_session_id), upstream, protocol_version, created, route) =
+                (next(), next(), next(), next(), next())
             else {
                 out.push(None);
                 continue;
@@ -401,6 +405,7 @@ impl SessionStore for RedisStore {
                 session_id: id.clone(),
                 upstream_session_id,
                 upstream: upstream.unwrap_or_default(),
+                route: route.unwrap_or_default(),
                 protocol_version: protocol_version.unwrap_or_default(),
                 created,
                 last_activity,

@@ -1,0 +1,555 @@
+//! Routes and their pools (DESIGN.md, "The gateway around the core"): which endpoint path goes
+//! to which pool of upstream endpoints, how a request picks one (power of two choices over
+//! outstanding requests, by weight), and the table swapped whole on reload.
+//!
+//! - [`Route`]: a path, its effective settings, its pool of [`Endpoint`]s (shared by every
+//!   data-plane thread), and the endpoints a reload removed that sessions are still pinned to
+//!   (retired: they get no new work).
+//! - [`RouteTable`]: every route of one configuration generation, by path.
+//! - [`Routing`]: the current table, swapped atomically ([`Routing::reload`]); each data-plane
+//!   thread builds its [`super::Proxy`] per route from it when its generation changes
+//!   ([`ThreadRoutes`]).
+
+mod ender;
+pub mod endpoint;
+pub mod health;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use arc_swap::ArcSwap;
+use axum::{
+    Router,
+    extract::{Request, State},
+    response::Response,
+};
+use http::Uri;
+use parking_lot::Mutex;
+
+pub use ender::RoutingEnder;
+pub use endpoint::{EjectionPolicy, Endpoint, Failure, Outstanding};
+
+use super::{Proxy, Shared};
+use crate::{
+    config::{Config, ProxyConfig, ResolvedRoute},
+    session::SessionManager,
+};
+
+/// One route of a generation: its name, exact path, effective settings and endpoints.
+#[derive(Debug)]
+pub struct Route {
+    name: Arc<str>,
+    path: String,
+    config: ProxyConfig,
+    /// The pool (`pool` of them, in configuration order), then retired endpoints.
+    endpoints: Vec<Arc<Endpoint>>,
+    pool: usize,
+}
+
+impl Route {
+    /// A route with a fresh pool for `resolved`.
+    fn new(resolved: &ResolvedRoute, latency: &LatencyHistograms) -> Self {
+        let name: Arc<str> = resolved.name.as_str().into();
+        let policy = EjectionPolicy::of(&resolved.proxy);
+        let endpoints: Vec<_> = resolved
+            .endpoints
+            .iter()
+            .map(|(uri, weight)| {
+                Endpoint::with_latency(
+                    name.clone(),
+                    uri.clone(),
+                    *weight,
+                    policy,
+                    latency.histogram(&name, uri),
+                )
+            })
+            .collect();
+        Self {
+            name,
+            path: resolved.path.clone(),
+            config: resolved.proxy.clone(),
+            pool: endpoints.len(),
+            endpoints,
+        }
+    }
+
+    /// A route of one endpoint at `config.upstream`, served at `config.endpoint_path` and
+    /// named after it: the `proxy.upstream` shorthand, and what [`Proxy::new`] serves.
+    pub fn single(config: &ProxyConfig) -> Arc<Self> {
+        let resolved = ResolvedRoute {
+            name: config.endpoint_path.clone(),
+            path: config.endpoint_path.clone(),
+            endpoints: vec![(config.upstream.clone(), 1)],
+            proxy: config.clone(),
+        };
+        Arc::new(Self::new(&resolved, &LatencyHistograms::default()))
+    }
+
+    /// Its name (the path unless configured).
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Its endpoint path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Its effective settings (`upstream` is its first endpoint).
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
+    }
+
+    /// Its pool's endpoints, then the retired ones (see [`Route::pool`]).
+    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
+    }
+
+    /// Its pool: the endpoints that may get new work.
+    pub fn pool(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints[..self.pool]
+    }
+
+    /// The index (in [`Route::endpoints`]) of the endpoint whose URL, as sessions record it, is
+    /// `url`: in the pool or retired.
+    pub fn endpoint_of(&self, url: &str) -> Option<usize> {
+        self.endpoints.iter().position(|e| &**e.url() == url)
+    }
+
+    /// Picks the pool endpoint for new work: of two distinct endpoints drawn at random among
+    /// the available ones (not drained, not ejected; not `exclude`), the one with fewer
+    /// outstanding requests per unit of weight (power of two choices, as linkerd and Envoy's
+    /// least-request balancer). `None` when none is available.
+    pub fn pick(&self, exclude: Option<usize>) -> Option<usize> {
+        let pool = self.pool();
+        let usable = |i: usize| Some(i) != exclude && pool[i].is_available();
+        match pool.len() {
+            0 => return None,
+            1 => return usable(0).then_some(0),
+            _ => {}
+        }
+        // The common case: two draws among all, both usable.
+        let n = pool.len();
+        let a = fastrand::usize(..n);
+        let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+        if usable(a) && usable(b) {
+            return Some(self.lighter(a, b));
+        }
+        // Some are not: draw among the usable ones (at most MAX_ENDPOINTS).
+        let mut candidates = [0usize; crate::config::routes::MAX_ENDPOINTS];
+        let mut len = 0;
+        for i in (0..n).filter(|&i| usable(i)) {
+            candidates[len] = i;
+            len += 1;
+        }
+        match len {
+            0 => None,
+            1 => Some(candidates[0]),
+            _ => {
+                let a = fastrand::usize(..len);
+                let b = (a + 1 + fastrand::usize(..len - 1)) % len;
+                Some(self.lighter(candidates[a], candidates[b]))
+            }
+        }
+    }
+
+    /// Of endpoints `a` and `b`, the one with fewer outstanding requests per unit of weight.
+    fn lighter(&self, a: usize, b: usize) -> usize {
+        let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);
+        // outstanding_a / weight_a <= outstanding_b / weight_b, without division.
+        let la = ea.outstanding() as u64 * u64::from(eb.weight());
+        let lb = eb.outstanding() as u64 * u64::from(ea.weight());
+        if la <= lb { a } else { b }
+    }
+}
+
+/// Every route of one configuration generation.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    generation: u64,
+    routes: Vec<Arc<Route>>,
+    by_path: HashMap<String, usize>,
+}
+
+impl RouteTable {
+    fn new(generation: u64, routes: Vec<Arc<Route>>) -> Self {
+        let by_path = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.path.clone(), i))
+            .collect();
+        Self {
+            generation,
+            routes,
+            by_path,
+        }
+    }
+
+    /// The generation: 1 for the first table, one more at each reload.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The routes, in configuration order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    /// The route served at exactly `path`.
+    pub fn by_path(&self, path: &str) -> Option<&Arc<Route>> {
+        self.by_path.get(path).map(|&i| &self.routes[i])
+    }
+
+    /// The route named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| &*r.name == name)
+    }
+
+    /// Every endpoint of every route (pools and retired).
+    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
+        self.routes.iter().flat_map(|r| r.endpoints.iter())
+    }
+}
+
+/// Makes the latency histogram of each endpoint (label set `route`, `endpoint`: bounded by the
+/// configuration); the default records nowhere.
+#[derive(Clone, Default)]
+pub struct LatencyHistograms(Option<Arc<MakeHistogram>>);
+
+/// Makes the histogram of one endpoint: `(route, endpoint URL)`.
+type MakeHistogram = dyn Fn(&str, &str) -> metrics::Histogram + Send + Sync;
+
+impl LatencyHistograms {
+    /// Histograms made by `make(route, endpoint URL)`.
+    pub fn new(make: impl Fn(&str, &str) -> metrics::Histogram + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(make)))
+    }
+
+    fn histogram(&self, route: &str, uri: &Uri) -> metrics::Histogram {
+        match &self.0 {
+            Some(make) => {
+                let text = uri.to_string();
+                let url = crate::config::file::redact_url(&text).unwrap_or(text);
+                make(route, &url)
+            }
+            None => metrics::Histogram::noop(),
+        }
+    }
+}
+
+impl std::fmt::Debug for LatencyHistograms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LatencyHistograms")
+    }
+}
+
+/// The daemon's routes: the current [`RouteTable`], replaced whole by [`Routing::reload`].
+/// Readers load it without a lock; a request keeps the generation it started with.
+#[derive(Debug)]
+pub struct Routing {
+    table: ArcSwap<RouteTable>,
+    latency: LatencyHistograms,
+    /// Serializes reloads.
+    reloading: Mutex<()>,
+    /// Bumped when an endpoint's state changes through the control plane or a reload.
+    changes: AtomicU64,
+}
+
+/// What a reload changed, for its log line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The new generation.
+    pub generation: u64,
+    /// Routes (by name) in the new table and not the old.
+    pub routes_added: Vec<String>,
+    /// Routes (by name) in the old table and not the new.
+    pub routes_removed: Vec<String>,
+    /// Endpoints new to their route.
+    pub endpoints_added: usize,
+    /// Endpoints removed from their route's pool (retired while sessions are pinned to them).
+    pub endpoints_removed: usize,
+}
+
+impl Routing {
+    /// The routes of `config` ([`Config::resolved_routes`]), generation 1.
+    pub fn new(config: &Config, latency: LatencyHistograms) -> Arc<Self> {
+        let routes = config
+            .resolved_routes()
+            .iter()
+            .map(|r| Arc::new(Route::new(r, &latency)))
+            .collect();
+        Arc::new(Self {
+            table: ArcSwap::from_pointee(RouteTable::new(1, routes)),
+            latency,
+            reloading: Mutex::new(()),
+            changes: AtomicU64::new(0),
+        })
+    }
+
+    /// The current table.
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.table.load_full()
+    }
+
+    /// The current generation (cheaper than [`Routing::table`]).
+    pub fn generation(&self) -> u64 {
+        self.table.load().generation
+    }
+
+    /// A counter of state changes (reloads, drains) plus every endpoint's own, for watchers:
+    /// it moves when anything they show may have.
+    pub fn version(&self) -> u64 {
+        let table = self.table.load();
+        table.endpoints().fold(
+            self.changes.load(Ordering::Relaxed) + table.generation,
+            |v, e| v.wrapping_add(e.version()),
+        )
+    }
+
+    /// Swaps in the routes of `config`. A route keeps its name's endpoints whose URL stays in
+    /// its pool (counters, health and outstanding requests go on; weight and ejection policy
+    /// are the new ones); an endpoint removed from its pool is kept as retired while
+    /// `pinned(route, endpoint URL)` says sessions are still pinned to it, so they keep their
+    /// endpoint until they end; new requests use the new table at once.
+    pub fn reload(&self, config: &Config, pinned: impl Fn(&str, &str) -> bool) -> Reloaded {
+        let _one_at_a_time = self.reloading.lock();
+        let old = self.table.load_full();
+        let generation = old.generation + 1;
+        let mut reloaded = Reloaded {
+            generation,
+            ..Reloaded::default()
+        };
+        let mut routes = Vec::new();
+        for resolved in config.resolved_routes() {
+            let Some(previous) = old.by_name(&resolved.name) else {
+                reloaded.routes_added.push(resolved.name.clone());
+                reloaded.endpoints_added += resolved.endpoints.len();
+                routes.push(Arc::new(Route::new(&resolved, &self.latency)));
+                continue;
+            };
+            let name = previous.name.clone();
+            let policy = EjectionPolicy::of(&resolved.proxy);
+            let mut endpoints: Vec<Arc<Endpoint>> = resolved
+                .endpoints
+                .iter()
+                .map(
+                    |(uri, weight)| match previous.endpoints.iter().find(|e| e.uri() == uri) {
+                        Some(kept) => {
+                            kept.set_weight(*weight);
+                            kept.set_policy(policy);
+                            kept.set_retired(false);
+                            kept.clone()
+                        }
+                        None => {
+                            reloaded.endpoints_added += 1;
+                            Endpoint::with_latency(
+                                name.clone(),
+                                uri.clone(),
+                                *weight,
+                                policy,
+                                self.latency.histogram(&name, uri),
+                            )
+                        }
+                    },
+                )
+                .collect();
+            let pool = endpoints.len();
+            for gone in previous
+                .endpoints
+                .iter()
+                .filter(|e| !resolved.endpoints.iter().any(|(uri, _)| e.uri() == uri))
+            {
+                if !gone.is_retired() {
+                    reloaded.endpoints_removed += 1;
+                }
+                if pinned(&name, gone.url()) {
+                    gone.set_retired(true);
+                    endpoints.push(gone.clone());
+                }
+            }
+            routes.push(Arc::new(Route {
+                name,
+                path: resolved.path.clone(),
+                config: resolved.proxy.clone(),
+                endpoints,
+                pool,
+            }));
+        }
+        for route in old.routes() {
+            if !routes.iter().any(|r| r.name == route.name) {
+                reloaded.routes_removed.push(route.name.to_string());
+            }
+        }
+        self.table
+            .store(Arc::new(RouteTable::new(generation, routes)));
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        reloaded
+    }
+
+    /// The endpoint named by a session: of route `route` (any route when empty, for a record
+    /// written before routes existed) with URL `url`, in the current table.
+    pub fn find_endpoint(&self, route: &str, url: &str) -> Option<(Arc<Route>, Arc<Endpoint>)> {
+        let table = self.table();
+        table
+            .routes()
+            .iter()
+            .filter(|r| route.is_empty() || &*r.name == route)
+            .find_map(|r| {
+                let i = r.endpoint_of(url)?;
+                Some((r.clone(), r.endpoints[i].clone()))
+            })
+    }
+
+    /// Notes a change watchers should see (a drain through the control plane).
+    pub fn touch(&self) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One data-plane thread's proxies, one per route of the current generation, rebuilt when the
+/// generation changes (each thread keeps its own upstream connections).
+#[derive(Debug)]
+pub struct ThreadRoutes {
+    routing: Arc<Routing>,
+    manager: Arc<SessionManager>,
+    shared: Shared,
+    built: ArcSwap<ThreadTable>,
+}
+
+#[derive(Debug, Default)]
+struct ThreadTable {
+    generation: u64,
+    proxies: HashMap<String, Arc<Proxy>>,
+}
+
+impl ThreadRoutes {
+    /// The routes of `routing` on this thread, with sessions in `manager` and what the threads
+    /// share in `shared`.
+    pub fn new(routing: Arc<Routing>, manager: Arc<SessionManager>, shared: Shared) -> Arc<Self> {
+        Arc::new(Self {
+            routing,
+            manager,
+            shared,
+            built: ArcSwap::from_pointee(ThreadTable::default()),
+        })
+    }
+
+    /// The proxy serving `path` in the current generation.
+    fn proxy_for(&self, path: &str) -> Option<Arc<Proxy>> {
+        let generation = self.routing.generation();
+        let built = self.built.load();
+        if built.generation == generation {
+            return built.proxies.get(path).cloned();
+        }
+        drop(built);
+        let table = self.routing.table();
+        let proxies = table
+            .routes()
+            .iter()
+            .map(|route| {
+                let proxy = Proxy::for_route(route.clone(), self.manager.clone(), &self.shared);
+                (route.path.clone(), Arc::new(proxy))
+            })
+            .collect::<HashMap<_, _>>();
+        let found = proxies.get(path).cloned();
+        self.built.store(Arc::new(ThreadTable {
+            generation: table.generation,
+            proxies,
+        }));
+        found
+    }
+
+    /// The axum router of this thread: every route's path, matched exactly at each request
+    /// against the current generation; any other path gets `404` with a JSON-RPC error.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new().fallback(dispatch).with_state(self)
+    }
+}
+
+async fn dispatch(State(routes): State<Arc<ThreadRoutes>>, request: Request) -> Response {
+    match routes.proxy_for(request.uri().path()) {
+        Some(proxy) => super::handle(State(proxy), request).await,
+        None => super::no_endpoint(request).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RouteConfig;
+
+    fn config(routes: &[(&str, &[&str])]) -> Config {
+        let mut config = Config::new(Uri::default());
+        config.routes = routes
+            .iter()
+            .map(|(path, urls)| RouteConfig::new(*path, urls.iter().map(|u| u.to_string())))
+            .collect();
+        config
+    }
+
+    #[test]
+    fn power_of_two_choices_prefers_the_less_loaded_and_skips_the_unavailable() {
+        let routing = Routing::new(
+            &config(&[("/a", &["http://h:1/", "http://h:2/", "http://h:3/"])]),
+            LatencyHistograms::default(),
+        );
+        let table = routing.table();
+        let route = table.by_path("/a").unwrap();
+        let pool = route.pool();
+        // Endpoint 0 is loaded: it is never the lighter of a pair that includes another.
+        let _held: Vec<_> = (0..5).map(|_| pool[0].begin()).collect();
+        let mut counts = [0; 3];
+        for _ in 0..3000 {
+            counts[route.pick(None).unwrap()] += 1;
+        }
+        assert_eq!(counts[0], 0, "{counts:?}");
+        assert!(counts[1] > 1000 && counts[2] > 1000, "{counts:?}");
+        // Drained and ejected endpoints get nothing; none available: None.
+        pool[1].set_drained(true);
+        assert!((0..100).all(|_| route.pick(None) != Some(1)));
+        assert_eq!(
+            route.pick(Some(2)),
+            Some(0),
+            "only 0 is left besides the excluded"
+        );
+        pool[0].set_drained(true);
+        pool[2].set_drained(true);
+        assert_eq!(route.pick(None), None);
+    }
+
+    #[test]
+    fn a_reload_keeps_endpoints_by_url_and_retires_pinned_ones() {
+        let routing = Routing::new(
+            &config(&[("/a", &["http://h:1/", "http://h:2/"])]),
+            LatencyHistograms::default(),
+        );
+        let before = routing.table();
+        let kept = before.by_path("/a").unwrap().pool()[0].clone();
+        kept.begin(); // dropped at once: counted in requests
+        let reloaded = routing.reload(
+            &config(&[("/a", &["http://h:1/"]), ("/b", &["http://h:3/"])]),
+            |_, url| url == "http://h:2/",
+        );
+        assert_eq!(reloaded.generation, 2);
+        assert_eq!(reloaded.routes_added, ["/b"]);
+        assert_eq!(reloaded.endpoints_removed, 1);
+        let after = routing.table();
+        let a = after.by_path("/a").unwrap();
+        assert!(Arc::ptr_eq(&a.pool()[0], &kept), "same endpoint state");
+        assert_eq!(a.pool().len(), 1);
+        assert_eq!(a.endpoints().len(), 2, "the pinned one is retired, kept");
+        assert!(a.endpoints()[1].is_retired() && !a.endpoints()[1].is_available());
+        assert!(after.by_path("/b").is_some());
+        // Not pinned any more: dropped at the next reload.
+        routing.reload(
+            &config(&[("/a", &["http://h:1/"]), ("/b", &["http://h:3/"])]),
+            |_, _| false,
+        );
+        assert_eq!(routing.table().by_path("/a").unwrap().endpoints().len(), 1);
+    }
+}

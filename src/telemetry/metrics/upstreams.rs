@@ -1,0 +1,123 @@
+//! Per route and endpoint series, copied at scrape time from the endpoints' atomics
+//! ([`crate::proxy::route::Endpoint`]), labelled `route` (its name) and `endpoint` (its URL,
+//! passwords masked): label sets bounded by the configuration, never by client input. The
+//! latency histogram is recorded by the data plane itself (its handles are made here,
+//! [`Metrics::latency_histograms`]).
+
+use super::*;
+use crate::proxy::route::{LatencyHistograms, Routing};
+
+/// Time from an upstream request sent to its response head, per endpoint.
+pub(super) const UPSTREAM_DURATION: &str = "mcp_relay_upstream_request_duration_seconds";
+
+/// Counters per endpoint: name, help, read.
+type Read = fn(&crate::proxy::route::Endpoint) -> u64;
+
+const COUNTERS: &[(&str, &str, Read)] = &[
+    (
+        "mcp_relay_upstream_requests_total",
+        "Requests sent to each upstream endpoint (each attempt; a retry counts at both), by route and endpoint.",
+        |e| e.requests.load(Ordering::Relaxed),
+    ),
+    (
+        "mcp_relay_upstream_failures_total",
+        "Failures of each upstream endpoint: no connection, a broken exchange, no answer in time, a 5xx, a failed health check.",
+        |e| e.failures.load(Ordering::Relaxed),
+    ),
+    (
+        "mcp_relay_upstream_ejections_total",
+        "Times each upstream endpoint was ejected from its pool after consecutive failures.",
+        |e| u64::from(e.ejections()),
+    ),
+    (
+        "mcp_relay_upstream_retries_total",
+        "Requests that failed on this endpoint before it could have seen them and were sent once more to another.",
+        |e| e.retried.load(Ordering::Relaxed),
+    ),
+    (
+        "mcp_relay_upstream_sessions_lost_total",
+        "Legacy sessions answered 404 (and ended) because their endpoint was gone; their clients re-initialize.",
+        |e| e.sessions_lost.load(Ordering::Relaxed),
+    ),
+];
+
+const GAUGES: &[(&str, &str, Read)] = &[
+    (
+        "mcp_relay_upstream_outstanding_requests",
+        "Requests outstanding at each upstream endpoint (an SSE stream counts until it ends): what the balancer compares.",
+        |e| e.outstanding() as u64,
+    ),
+    (
+        "mcp_relay_upstream_ejected",
+        "1 while an upstream endpoint is ejected from its pool, else 0.",
+        |e| u64::from(e.is_ejected()),
+    ),
+    (
+        "mcp_relay_upstream_drained",
+        "1 while an operator has drained an upstream endpoint (DrainEndpoint), else 0.",
+        |e| u64::from(e.is_drained()),
+    ),
+];
+
+impl Metrics {
+    /// Exports `routing`'s endpoints at each render.
+    pub fn watch_routing(&self, routing: Arc<Routing>) {
+        for (name, help, _) in COUNTERS {
+            self.recorder
+                .describe_counter(KeyName::from_const_str(name), None, (*help).into());
+        }
+        for (name, help, _) in GAUGES {
+            self.recorder
+                .describe_gauge(KeyName::from_const_str(name), None, (*help).into());
+        }
+        self.recorder.describe_histogram(
+            KeyName::from_const_str(UPSTREAM_DURATION),
+            Some(Unit::Seconds),
+            "Time from a request sent to an upstream endpoint to its response head, by route and endpoint."
+                .into(),
+        );
+        *self.routing.lock() = Some(routing);
+    }
+
+    /// The latency histograms of endpoints, registered with this recorder.
+    pub fn latency_histograms(self: &Arc<Self>) -> LatencyHistograms {
+        let metrics = Arc::downgrade(self);
+        LatencyHistograms::new(move |route, endpoint| match metrics.upgrade() {
+            Some(metrics) => metrics.recorder.register_histogram(
+                &Key::from_parts(UPSTREAM_DURATION, labels(route, endpoint)),
+                &METADATA,
+            ),
+            None => Histogram::noop(),
+        })
+    }
+
+    /// Copies every endpoint's numbers into its series.
+    pub(super) fn set_upstreams(&self) {
+        let Some(routing) = self.routing.lock().clone() else {
+            return;
+        };
+        let table = routing.table();
+        for endpoint in table.endpoints() {
+            let labels = labels(endpoint.route(), endpoint.url());
+            for (name, _, read) in COUNTERS {
+                let key = Key::from_parts(*name, labels.clone());
+                self.recorder
+                    .register_counter(&key, &METADATA)
+                    .absolute(read(endpoint));
+            }
+            for (name, _, read) in GAUGES {
+                let key = Key::from_parts(*name, labels.clone());
+                self.recorder
+                    .register_gauge(&key, &METADATA)
+                    .set(read(endpoint) as f64);
+            }
+        }
+    }
+}
+
+fn labels(route: &str, endpoint: &str) -> Vec<Label> {
+    vec![
+        Label::new("route", route.to_owned()),
+        Label::new("endpoint", endpoint.to_owned()),
+    ]
+}
