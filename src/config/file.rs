@@ -490,6 +490,134 @@ mod tests {
         assert_eq!(redact_url("http://h:1/p?q=a@b"), None);
     }
 
+    /// `[[routes]]` in the exact shape operators write, alone (no `proxy.upstream`), resolve
+    /// to routes with their overrides; `--route` adds to the file's routes.
+    #[test]
+    fn a_file_with_only_routes_is_valid_and_flags_add_routes() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "relay.toml",
+                r#"
+                    [proxy]
+                    upstream_response_timeout_secs = 9
+                    [[routes]]
+                    name = "files"
+                    path = "/mcp/files"
+                    upstreams = ["http://127.0.0.1:3001/mcp", "http://127.0.0.1:3002/mcp"]
+                    [[routes]]
+                    path = "/mcp/git"
+                    upstreams = [{ url = "http://127.0.0.1:3003/mcp", weight = 3 }]
+                    upstream_response_timeout_secs = 30
+                    max_request_body_bytes = 1024
+                "#,
+            )?;
+            let mut flags = Overrides::default();
+            flags.append(
+                "routes",
+                vec![
+                    crate::config::RouteConfig::parse_flag("/mcp/x=http://127.0.0.1:3004/mcp")
+                        .unwrap(),
+                ],
+            );
+            let loaded = load(&sources(Some("relay.toml"), flags)).unwrap();
+            let routes = loaded.config.resolved_routes();
+            let names: Vec<_> = routes.iter().map(|r| r.name.as_str()).collect();
+            assert_eq!(names, ["files", "/mcp/git", "/mcp/x"]);
+            assert_eq!(routes[0].endpoints.len(), 2);
+            assert_eq!(
+                routes[0].proxy.upstream_response_timeout,
+                Duration::from_secs(9)
+            );
+            assert_eq!(routes[1].endpoints[0].1, 3);
+            assert_eq!(
+                routes[1].proxy.upstream_response_timeout,
+                Duration::from_secs(30)
+            );
+            assert_eq!(routes[1].proxy.max_request_body_bytes, 1024);
+            assert!(!loaded.to_masked_toml().contains("upstream = \"\""));
+            Ok(())
+        });
+    }
+
+    /// Each mistake in `[[routes]]` is refused naming the route.
+    #[test]
+    fn bad_routes_are_refused_naming_the_route() {
+        let cases = [
+            (
+                r#"path = "mcp"
+                upstreams = ["http://h:1/mcp"]"#,
+                "start with `/`",
+            ),
+            (
+                r#"path = "/a"
+                upstreams = []"#,
+                "1 to 64",
+            ),
+            (
+                r#"path = "/a"
+                upstreams = ["https://h:1/mcp"]"#,
+                "http:// URL",
+            ),
+            (
+                r#"path = "/a"
+                upstreams = ["http://h:1/mcp", "http://h:1/mcp"]"#,
+                "named twice",
+            ),
+            (
+                r#"path = "/a"
+                upstreams = [{ url = "http://h:1/mcp", weight = 0 }]"#,
+                "weight",
+            ),
+            (
+                r#"path = "/a"
+                upstreams = ["http://h:1/mcp"]
+                upstream_response_timeout_secs = 0"#,
+                "upstream_response_timeout_secs",
+            ),
+            (
+                r#"path = "/a"
+                upstreams = ["http://h:1/mcp"]
+                allowed_origins = ["not an origin"]"#,
+                "allowed_origins",
+            ),
+        ];
+        for (route, expected) in cases {
+            Jail::expect_with(|jail| {
+                jail.create_file("relay.toml", &format!("[[routes]]\n{route}\n"))?;
+                let err = load(&sources(Some("relay.toml"), Overrides::default()))
+                    .expect_err(route)
+                    .to_string();
+                assert!(
+                    err.contains("routes") && err.contains(expected),
+                    "{route}: {err}"
+                );
+                Ok(())
+            });
+        }
+        // A path served twice (here: the shorthand's), and an unknown key.
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "relay.toml",
+                "[proxy]\nupstream = \"http://h:1/mcp\"\n[[routes]]\npath = \"/mcp\"\nupstreams = [\"http://h:2/mcp\"]\n",
+            )?;
+            let err = load(&sources(Some("relay.toml"), Overrides::default())).unwrap_err();
+            assert!(err.to_string().contains("served twice"), "{err}");
+            jail.create_file(
+                "relay.toml",
+                "[[routes]]\npath = \"/a\"\nupstreams = [\"http://h:2/mcp\"]\nupstream = \"x\"\n",
+            )?;
+            let err = load(&sources(Some("relay.toml"), Overrides::default())).unwrap_err();
+            assert!(err.to_string().contains("upstream"), "{err}");
+            // `/a/` is another path than `/a`: both may be routes.
+            jail.create_file(
+                "relay.toml",
+                "[[routes]]\npath = \"/a\"\nupstreams = [\"http://h:2/mcp\"]\n[[routes]]\npath = \"/a/\"\nupstreams = [\"http://h:3/mcp\"]\n",
+            )?;
+            load(&sources(Some("relay.toml"), Overrides::default())).expect("distinct paths");
+            Ok(())
+        });
+    }
+
     /// Every duration setting is bounded: a value that would overflow a deadline (`now + d`,
     /// a store TTL) at run time is refused at load, naming its key, instead of accepted and
     /// panicking later (seen: `session.linger_secs`, `worker.record_ttl_secs` at 2^63 - 1).
@@ -505,6 +633,9 @@ mod tests {
             "proxy.header_read_timeout_secs",
             "proxy.keep_alive_idle_timeout_secs",
             "proxy.request_body_timeout_secs",
+            "proxy.base_ejection_time_ms",
+            "proxy.max_ejection_time_ms",
+            "proxy.health_check_interval_ms",
             "session.idle_ttl_secs",
             "session.linger_secs",
             "session.reconnect_min_delay_ms",
