@@ -1,7 +1,10 @@
 //! The proxy under test: the release `mcp-relay` binary Cargo built for this bench, launched as
 //! an operator would (`mcp-relay serve` with flags), in its own process:
 //!
-//! - `--upstream http://<upstream>/mcp`, `--listen` and `--admin-listen` on free loopback ports;
+//! - `--upstream http://<upstream>/mcp` (or, with `LOAD_POOL=N` above 1, `--route
+//!   /mcp=http://<upstream>/mcp,http://<upstream>/mcp/1,…`: one route whose pool has N endpoints,
+//!   all the same upstream under other paths, so the balancer's cost is measured against the
+//!   same upstream), `--listen` and `--admin-listen` on free loopback ports;
 //! - `--metrics-listen` on another, scraped for `mcp_relay_runtime_alive_tasks` (tokio tasks)
 //!   and `mcp_relay_sessions`;
 //! - the memory session store, a one-day idle TTL (no session expires during the run), and
@@ -38,8 +41,23 @@ pub async fn start(upstream: SocketAddr, dir: &Path, tag: &str, linger_secs: u64
             cmd.env_remove(&k);
         }
     }
-    cmd.args(["serve", "--upstream", &format!("http://{upstream}/mcp")])
-        .args(["--listen", &addr.to_string()])
+    let pool: usize = std::env::var("LOAD_POOL")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    cmd.arg("serve");
+    if pool > 1 {
+        let urls: Vec<String> = (0..pool)
+            .map(|i| match i {
+                0 => format!("http://{upstream}/mcp"),
+                i => format!("http://{upstream}/mcp/{i}"),
+            })
+            .collect();
+        cmd.args(["--route", &format!("/mcp={}", urls.join(","))]);
+    } else {
+        cmd.args(["--upstream", &format!("http://{upstream}/mcp")]);
+    }
+    cmd.args(["--listen", &addr.to_string()])
         .args(["--admin-listen", &admin.to_string()])
         .args(["--metrics-listen", &metrics.to_string()])
         .args(["--session-idle-ttl-secs", "86400"])
