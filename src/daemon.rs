@@ -278,6 +278,7 @@ impl Daemon {
             let options = ControlOptions {
                 bearer_token: config.admin_token.as_deref().and_then(BearerToken::new),
                 upstream_ender: Some(upstream_ender.clone()),
+                routing: Some(routing.clone()),
             };
             async move { Ok(control::serve_with(admin, observed, options, shutdown).await?) }
         });

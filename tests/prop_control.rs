@@ -30,8 +30,10 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 
 const UPSTREAMS: [&str; 2] = ["http://a/mcp", "http://b:9/mcp"];
 const VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
+/// Route names; `""` is a session restored from a record written before routes existed.
+const ROUTES: [&str; 3] = ["/mcp", "/other", ""];
 
-/// A SessionService over `n` sessions with mixed upstreams and versions.
+/// A SessionService over `n` sessions with mixed routes, upstreams and versions.
 fn admin(n: usize) -> SessionAdmin {
     let (_worker, handle) =
         PersistenceWorker::new(Arc::new(MemoryStore::new()), WorkerConfig::default());
@@ -40,7 +42,7 @@ fn admin(n: usize) -> SessionAdmin {
         manager
             .create_session(
                 HeaderValue::from_static("up"),
-                "/mcp".into(),
+                ROUTES[i % 3].into(),
                 Arc::from(UPSTREAMS[i % 2]),
                 VERSIONS[i % 3],
             )
@@ -68,7 +70,7 @@ fn list(
 fn filter_text() -> impl Strategy<Value = String> {
     let term = prop_oneof![
         "[ -~]{0,24}",
-        "(state|era|upstream|protocol_version|x)[ ]{0,2}=[ ]{0,2}\"?[A-Z_a-z0-9:/.-]{0,12}\"?",
+        "(state|era|route|upstream|protocol_version|x)[ ]{0,2}=[ ]{0,2}\"?[A-Z_a-z0-9:/.-]{0,12}\"?",
         ".{0,12}",
     ];
     prop::collection::vec(term, 0..4).prop_map(|t| t.join(" AND "))
@@ -120,6 +122,7 @@ proptest! {
     #[test]
     fn a_valid_filter_keeps_exactly_the_matching_sessions(
         upstream in proptest::option::of(0usize..3),
+        route in proptest::option::of(0usize..4),
         version in proptest::option::of(0usize..4),
         era in proptest::option::of(prop_oneof![Just("LEGACY"), Just("MODERN")]),
         quoted in any::<bool>(),
@@ -128,10 +131,13 @@ proptest! {
         let q = |v: &str| if quoted { format!("\"{v}\"") } else { v.to_owned() };
         let upstream = upstream.map(|i| UPSTREAMS.get(i).copied().unwrap_or("http://none/"));
         let version = version.map(|i| VERSIONS.get(i).copied().unwrap_or("2026-07-28"));
+        let route = route.map(|i| ROUTES.get(i).copied().unwrap_or("/none"));
         let mut terms = Vec::new();
         if let Some(u) = upstream { terms.push(format!("upstream = {}", q(u))); }
         if let Some(v) = version { terms.push(format!("protocol_version={}", q(v))); }
         if let Some(e) = era { terms.push(format!("era = {}", q(e))); }
+        // An empty value is only expressible quoted.
+        if let Some(r) = route { terms.push(format!("route = \"{r}\"")); }
         let admin = admin(n);
         let all = list(&admin, 1000, "", "").expect("unfiltered").sessions;
         let got = list(&admin, 1000, "", &terms.join(" AND ")).expect("valid filter").sessions;
@@ -139,6 +145,7 @@ proptest! {
             .iter()
             .filter(|s| upstream.is_none_or(|u| s.upstream == u))
             .filter(|s| version.is_none_or(|v| s.protocol_version == v))
+            .filter(|s| route.is_none_or(|r| s.route == r))
             // Every test session is of a legacy version.
             .filter(|_| era != Some("MODERN"))
             .collect();

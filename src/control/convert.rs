@@ -1,13 +1,16 @@
-//! Domain → proto: sessions, streams and their states as the admin API shows them, and the
-//! resource names (`sessions/{session}[/streams/{stream}[/lastEventId]]`) parsed back.
+//! Domain → proto: sessions, streams and their states as the admin API shows them, routes and
+//! their endpoints, and the resource names (`sessions/{session}[/streams/{stream}[/lastEventId]]`)
+//! parsed back.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tonic::Status;
 
 use super::pb;
 use crate::{
+    config::HealthCheck,
     protocol::Era,
+    proxy::route::{Endpoint, Route},
     session::{EventTracker, Session, StreamKind, UpstreamState},
 };
 
@@ -26,6 +29,7 @@ pub fn session_to_pb(s: &Session) -> pb::Session {
         last_activity_time: Some(s.last_activity().into()),
         state: state_of(s, &streams) as i32,
         streams: streams.iter().map(|t| stream_to_pb(s, t)).collect(),
+        route: s.route().to_owned(),
     }
 }
 
@@ -74,6 +78,92 @@ fn upstream_state_to_pb(state: UpstreamState) -> pb::UpstreamState {
         UpstreamState::Complete => pb::UpstreamState::Complete,
         UpstreamState::Failed => pb::UpstreamState::Failed,
         UpstreamState::Stopped => pb::UpstreamState::Stopped,
+    }
+}
+
+/// A duration as the API carries it (`None` past what `google.protobuf.Duration` holds).
+fn duration(d: Duration) -> Option<prost_types::Duration> {
+    prost_types::Duration::try_from(d).ok()
+}
+
+/// A route of generation `generation` as the API shows it, with its effective settings.
+pub fn route_to_pb(route: &Route, generation: u64) -> pb::Route {
+    let config = route.config();
+    let pool = route.pool();
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let checks = config.health_check != HealthCheck::None;
+    pb::Route {
+        name: route.name().to_string(),
+        path: route.path().to_owned(),
+        generation,
+        endpoint_count: count(pool.len()),
+        available_endpoint_count: count(pool.iter().filter(|e| e.is_available()).count()),
+        retired_endpoint_count: count(route.endpoints().len() - pool.len()),
+        response_timeout: duration(config.upstream_response_timeout),
+        connect_timeout: duration(config.upstream_connect_timeout),
+        health_check: match config.health_check {
+            HealthCheck::None => pb::HealthCheckKind::None,
+            HealthCheck::Ping => pb::HealthCheckKind::Ping,
+            HealthCheck::Http => pb::HealthCheckKind::Http,
+        } as i32,
+        health_check_interval: checks
+            .then(|| duration(config.health_check_interval))
+            .flatten(),
+        health_check_path: config.health_check_path.clone(),
+        eject_after_failures: config.eject_after_failures,
+        base_ejection_time: duration(config.base_ejection_time),
+        max_ejection_time: duration(config.max_ejection_time),
+    }
+}
+
+/// Live sessions per pinned endpoint: endpoint URL → route name → count. A session of no route
+/// (restored from a record written before routes existed) is under the empty name.
+pub type PinnedSessions = HashMap<Arc<str>, HashMap<Arc<str>, u64>>;
+
+/// Counts the live `sessions` per endpoint they are pinned to.
+pub fn pinned_sessions(sessions: &[Arc<Session>]) -> PinnedSessions {
+    let mut pinned = PinnedSessions::new();
+    for s in sessions.iter().filter(|s| !s.is_ended()) {
+        *pinned
+            .entry(Arc::from(s.upstream()))
+            .or_default()
+            .entry(Arc::from(s.route()))
+            .or_default() += 1;
+    }
+    pinned
+}
+
+/// An endpoint as the API shows it; its pinned sessions are those of its route and those of no
+/// route with its URL.
+pub fn endpoint_to_pb(endpoint: &Endpoint, pinned: &PinnedSessions) -> pb::Endpoint {
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let sessions_pinned = pinned.get(&**endpoint.url()).map_or(0, |by_route| {
+        [&**endpoint.route(), ""]
+            .iter()
+            .filter_map(|route| by_route.get(*route))
+            .sum()
+    });
+    let ejected_for = endpoint.ejected_for();
+    pb::Endpoint {
+        route: endpoint.route().to_string(),
+        url: endpoint.url().to_string(),
+        weight: endpoint.weight(),
+        health: if ejected_for.is_some() {
+            pb::EndpointHealth::Ejected
+        } else {
+            pb::EndpointHealth::Healthy
+        } as i32,
+        drained: endpoint.is_drained(),
+        retired: endpoint.is_retired(),
+        ejected_remaining: ejected_for.and_then(duration),
+        consecutive_failures: endpoint.consecutive_failures(),
+        outstanding_requests: endpoint.outstanding() as u64,
+        ejections: u64::from(endpoint.ejections()),
+        requests: load(&endpoint.requests),
+        failures: load(&endpoint.failures),
+        retries: load(&endpoint.retried),
+        sessions_lost: load(&endpoint.sessions_lost),
+        sessions_pinned,
     }
 }
 

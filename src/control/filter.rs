@@ -1,5 +1,6 @@
 //! The `filter` of `ListSessions` and `WatchSessions`: a small subset of AIP-160 — terms
-//! `field = "value"` joined by `AND`, over `state`, `era`, `upstream` and `protocol_version`.
+//! `field = "value"` joined by `AND`, over `state`, `era`, `route`, `upstream` and
+//! `protocol_version`.
 
 use super::{
     convert::{era_to_pb, state_of},
@@ -12,6 +13,10 @@ use crate::session::Session;
 pub struct SessionFilter {
     pub state: Option<pb::SessionState>,
     pub era: Option<pb::ProtocolEra>,
+    /// The route's name, exactly (a session restored from a record written before routes
+    /// existed has none, and matches no route).
+    pub route: Option<String>,
+    /// The endpoint the session is pinned to (its masked URL).
     pub upstream: Option<String>,
     pub protocol_version: Option<String>,
 }
@@ -51,11 +56,12 @@ impl SessionFilter {
                         .ok_or_else(|| format!("era must be LEGACY or MODERN, not {value:?}"))?;
                     out.era = Some(era);
                 }
+                "route" => out.route = Some(value),
                 "upstream" => out.upstream = Some(value),
                 "protocol_version" => out.protocol_version = Some(value),
                 other => {
                     return Err(format!(
-                        "unknown filter field {other:?}; use state, era, upstream or \
+                        "unknown filter field {other:?}; use state, era, route, upstream or \
                          protocol_version"
                     ));
                 }
@@ -68,6 +74,7 @@ impl SessionFilter {
     pub fn matches(&self, s: &Session) -> bool {
         let version = s.protocol_version();
         self.era.is_none_or(|e| e == era_to_pb(s.era()))
+            && self.route.as_deref().is_none_or(|r| r == s.route())
             && self.upstream.as_deref().is_none_or(|u| u == s.upstream())
             && self
                 .protocol_version
@@ -86,9 +93,10 @@ mod tests {
     #[test]
     fn parses_conjunctions_and_rejects_unknown_fields_and_values() {
         let f = SessionFilter::parse(
-            r#"era = "LEGACY" AND upstream="http://a/mcp" AND state = STREAMING"#,
+            r#"era = "LEGACY" AND upstream="http://a/mcp" AND state = STREAMING AND route = "/mcp/a""#,
         )
         .unwrap();
+        assert_eq!(f.route.as_deref(), Some("/mcp/a"));
         assert_eq!(f.era, Some(pb::ProtocolEra::Legacy));
         assert_eq!(f.upstream.as_deref(), Some("http://a/mcp"));
         assert_eq!(f.state, Some(pb::SessionState::Streaming));

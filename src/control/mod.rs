@@ -1,8 +1,10 @@
 //! The control plane: a tonic gRPC server over the daemon's session core (the same
 //! `Arc<SessionManager>` as the data plane) and its counters ([`Observed`]); it ends sessions
-//! upstream through the daemon's one [`UpstreamSessionEnder`] when given it.
-//! Serves `mcprelay.admin.v1` (SessionService, MetricsService), gRPC reflection (v1 and v1alpha,
-//! so old and new grpcurl both work) and `grpc.health.v1` with a status per service.
+//! upstream through the daemon's one [`UpstreamSessionEnder`] when given it, and reads (and
+//! drains endpoints of) the daemon's route table ([`Routing`]) when given it.
+//! Serves `mcprelay.admin.v1` (SessionService, MetricsService, UpstreamService), gRPC
+//! reflection (v1 and v1alpha, so old and new grpcurl both work) and `grpc.health.v1` with a
+//! status per service.
 //!
 //! It listens on TCP (loopback by default) or a Unix socket ([`ControlListener`]); with a
 //! [`BearerToken`] configured, every call must present it. When `shutdown` fires, health turns
@@ -15,6 +17,7 @@ mod health;
 mod listener;
 mod metrics;
 mod sessions;
+mod upstreams;
 mod watch;
 
 use std::sync::Arc;
@@ -24,12 +27,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::{server::NamedService, service::InterceptorLayer};
 use tonic_health::pb::health_server::HealthServer;
 
-use crate::{session::UpstreamSessionEnder, telemetry::metrics::Observed};
+use crate::{proxy::route::Routing, session::UpstreamSessionEnder, telemetry::metrics::Observed};
 
 pub use auth::BearerToken;
 pub use listener::{ControlListener, UNIX_SOCKET_MODE};
 pub use metrics::MetricsAdmin;
 pub use sessions::SessionAdmin;
+pub use upstreams::UpstreamAdmin;
 
 /// Generated protobuf and gRPC code of `proto/mcprelay/admin/v1/admin.proto`.
 pub mod pb {
@@ -43,6 +47,7 @@ pub mod pb {
 
 type SessionServer = pb::session_service_server::SessionServiceServer<SessionAdmin>;
 type MetricsServer = pb::metrics_service_server::MetricsServiceServer<MetricsAdmin>;
+type UpstreamServer = pb::upstream_service_server::UpstreamServiceServer<UpstreamAdmin>;
 
 /// Settings of the control plane beyond its listener.
 #[derive(Debug, Clone, Default)]
@@ -54,6 +59,9 @@ pub struct ControlOptions {
     /// expiry ends sessions through the same). Without one, sessions end here only and the
     /// answer's `upstream_error` says so.
     pub upstream_ender: Option<Arc<dyn UpstreamSessionEnder>>,
+    /// The daemon's routes and their pools, which UpstreamService shows and drains endpoints
+    /// of. Without them UpstreamService answers FAILED_PRECONDITION (its health: NOT_SERVING).
+    pub routing: Option<Arc<Routing>>,
 }
 
 /// The control plane could not start.
@@ -103,9 +111,13 @@ pub async fn serve_with(
     let stop = CancellationToken::new();
     let reporter = tonic_health::server::HealthReporter::new();
     for service in SERVICES {
-        reporter
-            .set_service_status(service, tonic_health::ServingStatus::Serving)
-            .await;
+        let status =
+            if service == <UpstreamServer as NamedService>::NAME && options.routing.is_none() {
+                tonic_health::ServingStatus::NotServing
+            } else {
+                tonic_health::ServingStatus::Serving
+            };
+        reporter.set_service_status(service, status).await;
     }
     let health = HealthServer::new(health::ShutdownAwareHealth::new(
         reporter.clone(),
@@ -134,6 +146,11 @@ pub async fn serve_with(
             SessionAdmin::new(observed.manager.clone(), stop.clone())
                 .with_upstream_ender(options.upstream_ender.clone()),
         ))
+        .add_service(UpstreamServer::new(UpstreamAdmin::new(
+            observed.manager.clone(),
+            options.routing.clone(),
+            stop.clone(),
+        )))
         .add_service(MetricsServer::new(MetricsAdmin::new(observed, stop)));
 
     tracing::info!(
@@ -161,7 +178,8 @@ pub async fn serve_with(
 }
 
 /// The services whose health is reported by name.
-const SERVICES: [&str; 2] = [
+const SERVICES: [&str; 3] = [
     <SessionServer as NamedService>::NAME,
     <MetricsServer as NamedService>::NAME,
+    <UpstreamServer as NamedService>::NAME,
 ];

@@ -12,8 +12,13 @@
 //!   HTTP/2 flow control lets tonic and h2 buffer (a window and one encoded chunk).
 //! - [`metrics`]: a full snapshot now and every interval. A slow reader skips snapshots (they
 //!   are complete, so nothing but resolution is lost) and the next one counts them.
+//! - [`endpoints`]: every watched endpoint now, then again whenever their state changes. The
+//!   routes' state has no change feed: the watch compares [`Routing::version`] and each
+//!   endpoint's ejection (which runs out with no version bump) every [`ENDPOINT_POLL`] while
+//!   tonic waits for its next message. Each message is complete and made only when tonic asks
+//!   for it, so a reader that stops reading holds nothing but the last state it was sent.
 //!
-//! Both end when `stop` fires (daemon shutdown), with `UNAVAILABLE`, since tonic's graceful
+//! All end when `stop` fires (daemon shutdown), with `UNAVAILABLE`, since tonic's graceful
 //! shutdown waits for every open stream.
 
 use std::{
@@ -28,7 +33,10 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use super::{convert::session_to_pb, filter::SessionFilter, metrics::snapshot, pb};
+use super::{
+    convert::session_to_pb, filter::SessionFilter, metrics::snapshot, pb, upstreams::endpoints_of,
+};
+use crate::proxy::route::Routing;
 use crate::session::{Session, SessionChange, SessionChangeKind, SessionManager};
 use crate::telemetry::metrics::Observed;
 
@@ -38,6 +46,9 @@ pub type SessionWatch =
 /// The stream `WatchMetrics` answers with.
 pub type MetricsWatch =
     Pin<Box<dyn Stream<Item = Result<pb::WatchMetricsResponse, Status>> + Send>>;
+/// The stream `WatchEndpoints` answers with.
+pub type EndpointWatch =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchEndpointsResponse, Status>> + Send>>;
 
 fn shutting_down() -> Status {
     Status::unavailable("mcp-relay is shutting down; watch again on another instance")
@@ -264,9 +275,160 @@ pub fn metrics(observed: Observed, interval: Duration, stop: CancellationToken) 
     }))
 }
 
+/// How often an endpoint watch looks for a change.
+pub const ENDPOINT_POLL: Duration = Duration::from_millis(200);
+
+struct EndpointsState {
+    routing: Arc<Routing>,
+    manager: Arc<SessionManager>,
+    /// The watched route's name; empty: every route.
+    route: String,
+    /// What the last message showed: [`Routing::version`] then, and which endpoints were
+    /// ejected (in table order). `None` before the first message.
+    sent: Option<(u64, Vec<bool>)>,
+    stop: CancellationToken,
+    done: bool,
+}
+
+impl EndpointsState {
+    /// The state a message shows, when it differs from the last one sent.
+    fn changed(&self) -> Option<(u64, Vec<bool>)> {
+        // The version first: a change after it is read moves it, so the next look sends again.
+        let version = self.routing.version();
+        let ejected = self
+            .routing
+            .table()
+            .routes()
+            .iter()
+            .filter(|r| self.route.is_empty() || **r.name() == *self.route)
+            .flat_map(|r| r.endpoints())
+            .map(|e| e.is_ejected())
+            .collect();
+        let now = (version, ejected);
+        (self.sent.as_ref() != Some(&now)).then_some(now)
+    }
+}
+
+/// `WatchEndpoints`: the endpoints of `routing` (of the route named `route`, unless empty) now,
+/// then whenever their state changes, until `stop`.
+pub fn endpoints(
+    routing: Arc<Routing>,
+    manager: Arc<SessionManager>,
+    route: String,
+    stop: CancellationToken,
+) -> EndpointWatch {
+    let state = EndpointsState {
+        routing,
+        manager,
+        route,
+        sent: None,
+        stop,
+        done: false,
+    };
+    Box::pin(stream::unfold(state, |mut st| async move {
+        loop {
+            if st.done {
+                return None;
+            }
+            if st.stop.is_cancelled() {
+                st.done = true;
+                return Some((Err(shutting_down()), st));
+            }
+            if let Some(now) = st.changed() {
+                st.sent = Some(now);
+                let table = st.routing.table();
+                let message = pb::WatchEndpointsResponse {
+                    endpoints: endpoints_of(&table, &st.route, &st.manager),
+                    generation: table.generation(),
+                    observe_time: Some(SystemTime::now().into()),
+                };
+                return Some((Ok(message), st));
+            }
+            tokio::select! {
+                biased;
+                () = st.stop.cancelled() => {}
+                () = tokio::time::sleep(ENDPOINT_POLL) => {}
+            }
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The next message of `watch`, within 5 s.
+    async fn next_endpoints(watch: &mut EndpointWatch) -> pb::WatchEndpointsResponse {
+        use futures_util::StreamExt as _;
+        tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("the watch goes on")
+            .expect("a message, not an error")
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_watch_sends_drains_ejections_and_ejections_that_ran_out() {
+        use crate::{
+            config::{Config, RouteConfig},
+            proxy::route::{Failure, LatencyHistograms},
+            session::{PersistenceWorker, SessionConfig, WorkerConfig, store::MemoryStore},
+        };
+        let mut route =
+            RouteConfig::new("/a", ["http://h:1/".to_owned(), "http://h:2/".to_owned()]);
+        route.eject_after_failures = Some(1);
+        route.base_ejection_time = Some(Duration::from_millis(300));
+        let mut config = Config::new(http::Uri::default());
+        config.routes = vec![route, RouteConfig::new("/b", ["http://h:3/".to_owned()])];
+        let routing = Routing::new(&config, LatencyHistograms::default());
+        let (_worker, handle) =
+            PersistenceWorker::new(Arc::new(MemoryStore::new()), WorkerConfig::default());
+        let manager = Arc::new(SessionManager::new(SessionConfig::default(), handle));
+        let stop = CancellationToken::new();
+        let mut watch = endpoints(routing.clone(), manager, "/a".to_owned(), stop.clone());
+        let health = |m: &pb::WatchEndpointsResponse| -> Vec<(pb::EndpointHealth, bool)> {
+            m.endpoints
+                .iter()
+                .map(|e| (e.health(), e.drained))
+                .collect()
+        };
+        use pb::EndpointHealth::{Ejected, Healthy};
+
+        let first = next_endpoints(&mut watch).await;
+        assert_eq!(first.generation, 1);
+        assert_eq!(
+            health(&first),
+            [(Healthy, false), (Healthy, false)],
+            "only /a's"
+        );
+
+        let pool = routing.table().by_name("/a").unwrap().pool().to_vec();
+        pool[1].set_drained(true);
+        routing.touch();
+        assert_eq!(
+            health(&next_endpoints(&mut watch).await),
+            [(Healthy, false), (Healthy, true)]
+        );
+
+        assert!(pool[0].failed(Failure::Connect), "one failure ejects");
+        let ejected = next_endpoints(&mut watch).await;
+        assert_eq!(health(&ejected), [(Ejected, false), (Healthy, true)]);
+        assert!(ejected.endpoints[0].ejected_remaining.is_some());
+        // The ejection runs out with no version bump: the watch still tells.
+        let recovered = next_endpoints(&mut watch).await;
+        assert_eq!(health(&recovered), [(Healthy, false), (Healthy, true)]);
+        assert_eq!(recovered.endpoints[0].ejections, 1);
+
+        stop.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(5), {
+            use futures_util::StreamExt as _;
+            watch.next()
+        })
+        .await
+        .expect("the watch ends promptly")
+        .expect("a last message");
+        assert_eq!(ended.unwrap_err().code(), tonic::Code::Unavailable);
+    }
 
     #[test]
     fn intervals_are_bounded_and_default_to_one_second() {

@@ -86,6 +86,7 @@ impl UnixControl {
         let options = ControlOptions {
             bearer_token: token.and_then(BearerToken::new),
             upstream_ender: Some(daemon.upstream_ender().clone()),
+            routing: Some(daemon.routing().clone()),
         };
         let task = tokio::spawn(control::serve_with(
             listener,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +20,11 @@ from google.protobuf import duration_pb2
 from mcp_relay_admin import connect, pb
 
 PROTOCOL = "2025-11-25"
+INITIALIZE = {
+    "jsonrpc": "2.0", "id": 0, "method": "initialize",
+    "params": {"protocolVersion": PROTOCOL, "capabilities": {},
+               "clientInfo": {"name": "admin-client-test", "version": "1"}},
+}
 
 
 class McpSession:
@@ -26,12 +32,8 @@ class McpSession:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        init = {
-            "jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": PROTOCOL, "capabilities": {},
-                       "clientInfo": {"name": "admin-client-test", "version": "1"}},
-        }
-        status, headers, _ = self.post(init)
+        self.session_id = None
+        status, headers, _ = self.post(INITIALIZE)
         assert status == 200
         self.session_id = headers["mcp-session-id"]
         self.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
@@ -42,7 +44,7 @@ class McpSession:
             "accept": "application/json, text/event-stream",
             "mcp-protocol-version": PROTOCOL,
         }
-        if getattr(self, "session_id", None):
+        if self.session_id:
             headers["mcp-session-id"] = self.session_id
         request = urllib.request.Request(
             self.url, data=json.dumps(message).encode(), headers=headers, method="POST"
@@ -62,6 +64,13 @@ class McpSession:
         })
         assert status == 200, body
         return body
+
+
+def post_without_session(url: str, message: dict) -> tuple[int, dict[str, str], str]:
+    """One request outside any session (e.g. an ``initialize``), not checked."""
+    client = McpSession.__new__(McpSession)
+    client.url, client.session_id = url, None
+    return client.post(message)
 
 
 @pytest.fixture
@@ -164,6 +173,47 @@ def test_session_watch_then_terminate(daemon, admin) -> None:
     assert status == 404, "the client's next request after termination"
 
 
+def test_routes_endpoints_and_drains(daemon, admin) -> None:
+    mcp = McpSession(daemon.url)
+    path = urllib.parse.urlparse(daemon.url).path
+    routes = admin.upstreams.ListRoutes(pb.ListRoutesRequest())
+    assert routes.generation >= 1
+    route = next(r for r in routes.routes if r.path == path)
+    assert route.name == path  # the `--upstream` shorthand: named after its path
+    assert route.endpoint_count == 1 and route.available_endpoint_count == 1
+    assert route.response_timeout.seconds > 0
+    assert route.health_check == pb.HEALTH_CHECK_KIND_NONE
+    endpoints = admin.upstreams.ListEndpoints(pb.ListEndpointsRequest(route=route.name)).endpoints
+    assert len(endpoints) == 1
+    endpoint = endpoints[0]
+    session = admin.sessions.GetSession(pb.GetSessionRequest(name=name(mcp)))
+    assert (session.route, session.upstream) == (route.name, endpoint.url)
+    assert endpoint.health == pb.ENDPOINT_HEALTH_HEALTHY and not endpoint.drained
+    assert endpoint.requests >= 2  # at least this session's initialize and notification
+    assert endpoint.sessions_pinned >= 1
+    listed = admin.sessions.ListSessions(pb.ListSessionsRequest(filter=f'route = "{route.name}"'))
+    assert name(mcp) in [s.name for s in listed.sessions]
+    assert not admin.sessions.ListSessions(pb.ListSessionsRequest(filter='route = "/nope"')).sessions
+    with pytest.raises(grpc.RpcError) as err:
+        admin.upstreams.ListEndpoints(pb.ListEndpointsRequest(route="/nope"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+    # Drained: the pinned session goes on, a new one finds no endpoint (503) until undrained.
+    target = {"route": route.name, "url": endpoint.url}
+    assert admin.upstreams.DrainEndpoint(pb.DrainEndpointRequest(**target)).drained
+    try:
+        assert mcp.post({"jsonrpc": "2.0", "id": 2, "method": "ping"})[0] == 200
+        status, _, body = post_without_session(daemon.url, INITIALIZE)
+        assert status == 503, body
+    finally:
+        undrained = admin.upstreams.UndrainEndpoint(pb.UndrainEndpointRequest(**target))
+    assert not undrained.drained
+    McpSession(daemon.url)
+    with pytest.raises(grpc.RpcError) as err:
+        admin.upstreams.DrainEndpoint(pb.DrainEndpointRequest(route=route.name, url="http://nope/"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 def test_unix_socket_requires_the_bearer_token(daemon) -> None:
     if not daemon.socket:
         pytest.skip("the standalone daemon has no Unix socket; run via cargo test")
@@ -193,5 +243,12 @@ def test_example_cli_prints_json(daemon) -> None:
     out = run("watch-metrics", "--interval", "0.1", "--count", "2")
     assert out.returncode == 0, out.stderr
     assert len(out.stdout.splitlines()) == 2
+    out = run("endpoints")
+    assert out.returncode == 0, out.stderr
+    endpoint = json.loads(out.stdout.splitlines()[0])
+    assert endpoint["health"] == "ENDPOINT_HEALTH_HEALTHY"
+    out = run("watch-endpoints", "--count", "1")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["endpoints"][0]["url"] == endpoint["url"]
     out = run("session", "sessions/nope")
     assert out.returncode == 1 and out.stderr.startswith("NOT_FOUND"), out.stderr

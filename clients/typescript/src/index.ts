@@ -15,7 +15,7 @@ import * as net from "node:net";
 import { type Client, type Interceptor, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 
-import { MetricsService, SessionService } from "./gen/mcprelay/admin/v1/admin_pb.js";
+import { MetricsService, SessionService, UpstreamService } from "./gen/mcprelay/admin/v1/admin_pb.js";
 
 export * from "./gen/mcprelay/admin/v1/admin_pb.js";
 
@@ -28,10 +28,12 @@ export type AdminOptions = (
   token?: string;
 };
 
-/** The control plane's two services, on one HTTP/2 connection. */
+/** The control plane's services, on one HTTP/2 connection. */
 export interface AdminClient {
   sessions: Client<typeof SessionService>;
   metrics: Client<typeof MetricsService>;
+  /** Routes, their endpoints, drains and the endpoint watch. */
+  upstreams: Client<typeof UpstreamService>;
 }
 
 /** Creates clients of the control plane described by `options`. */
@@ -56,5 +58,6 @@ export function createAdminClient(options: AdminOptions): AdminClient {
   return {
     sessions: createClient(SessionService, transport),
     metrics: createClient(MetricsService, transport),
+    upstreams: createClient(UpstreamService, transport),
   };
 }

@@ -9,6 +9,8 @@ import { test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 
 import {
+  EndpointHealth,
+  HealthCheckKind,
   SessionChangeType,
   SessionState,
   StreamKind,
@@ -83,12 +85,41 @@ test("sessions, streams and last event ids", async () => {
   assert.notEqual(last.upstreamEventId, "");
 });
 
+test("routes, endpoints and pinned sessions", async () => {
+  const sid = await openSession();
+  const path = new URL(mcpUrl).pathname;
+  const { routes, generation } = await admin.upstreams.listRoutes({});
+  assert.ok(generation >= 1n);
+  const route = routes.find((r) => r.path === path);
+  assert.ok(route, `a route at ${path}`);
+  assert.equal(route.endpointCount, 1);
+  assert.equal(route.healthCheck, HealthCheckKind.NONE);
+  const { endpoints } = await admin.upstreams.listEndpoints({ route: route.name });
+  assert.equal(endpoints.length, 1);
+  const [endpoint] = endpoints;
+  assert.equal(endpoint.health, EndpointHealth.HEALTHY);
+  assert.equal(endpoint.drained, false);
+  assert.ok(endpoint.requests >= 2n);
+  assert.ok(endpoint.sessionsPinned >= 1n);
+  const session = await admin.sessions.getSession({ name: `sessions/${sid}` });
+  assert.equal(session.route, route.name);
+  assert.equal(session.upstream, endpoint.url);
+  const { sessions } = await admin.sessions.listSessions({ filter: `route = "${route.name}"` });
+  assert.ok(sessions.some((s) => s.name === `sessions/${sid}`));
+  await assert.rejects(
+    () => admin.upstreams.listEndpoints({ route: "/nope" }),
+    (err: unknown) => ConnectError.from(err).code === Code.NotFound,
+  );
+});
+
 test("errors carry their gRPC codes", async () => {
   const cases: Array<[() => Promise<unknown>, Code]> = [
     [() => admin.sessions.getSession({ name: "sessions/nope" }), Code.NotFound],
     [() => admin.sessions.getSession({ name: "nope" }), Code.InvalidArgument],
     [() => admin.sessions.forceReplay({ name: "sessions/a/streams/b", afterEventId: "bad" }), Code.InvalidArgument],
     [() => admin.sessions.listSessions({ pageSize: -1 }), Code.InvalidArgument],
+    [() => admin.upstreams.drainEndpoint({ route: "", url: "" }), Code.InvalidArgument],
+    [() => admin.upstreams.undrainEndpoint({ route: "/nope", url: "http://nope/" }), Code.NotFound],
   ];
   for (const [call, code] of cases) {
     await assert.rejects(call, (err: unknown) => ConnectError.from(err).code === code);

@@ -5,7 +5,9 @@
 
 Commands: ``sessions [--filter F] [--page-size N]``, ``session NAME``, ``last-event-id NAME``,
 ``replay STREAM AFTER_EVENT_ID``, ``terminate NAME``, ``metrics``,
-``watch-metrics [--interval S] [--count N]``, ``watch-sessions [--filter F] [--count N]``.
+``watch-metrics [--interval S] [--count N]``, ``watch-sessions [--filter F] [--count N]``,
+``routes``, ``endpoints [--route R]``, ``drain ROUTE URL``, ``undrain ROUTE URL``,
+``watch-endpoints [--route R] [--count N]``.
 The token may also come from ``MCP_RELAY_ADMIN_TOKEN``.
 """
 
@@ -30,10 +32,13 @@ def _json(message: Message) -> str:
 
 
 def _take(stream: Iterable[Message], count: int | None) -> Iterator[Message]:
-    for i, message in enumerate(stream):
+    """The first ``count`` messages (all when ``None``), without waiting for one more."""
+    if count is not None and count <= 0:
+        return
+    for i, message in enumerate(stream, 1):
+        yield message
         if count is not None and i >= count:
             return
-        yield message
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,13 +62,22 @@ def _parser() -> argparse.ArgumentParser:
     ws = sub.add_parser("watch-sessions", help="WatchSessions")
     ws.add_argument("--filter", default="")
     ws.add_argument("--count", type=int, default=None)
+    sub.add_parser("routes", help="ListRoutes")
+    sub.add_parser("endpoints", help="ListEndpoints").add_argument("--route", default="")
+    for command in ("drain", "undrain"):
+        d = sub.add_parser(command, help=f"{command.capitalize()}Endpoint")
+        d.add_argument("route", help="the route's name")
+        d.add_argument("url", help="the endpoint's URL as `endpoints` shows it")
+    we = sub.add_parser("watch-endpoints", help="WatchEndpoints")
+    we.add_argument("--route", default="")
+    we.add_argument("--count", type=int, default=None)
     return p
 
 
 def run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     with connect(args.target, token=args.token) as admin:
-        s, m = admin.sessions, admin.metrics
+        s, m, u = admin.sessions, admin.metrics, admin.upstreams
         if args.command == "sessions":
             token = ""
             while True:
@@ -97,6 +111,22 @@ def run(argv: list[str]) -> int:
             stream.cancel()
         elif args.command == "watch-sessions":
             stream = s.WatchSessions(pb.WatchSessionsRequest(filter=args.filter))
+            for message in _take(stream, args.count):
+                print(_json(message), flush=True)
+            stream.cancel()
+        elif args.command == "routes":
+            for route in u.ListRoutes(pb.ListRoutesRequest()).routes:
+                print(_json(route))
+        elif args.command == "endpoints":
+            for endpoint in u.ListEndpoints(pb.ListEndpointsRequest(route=args.route)).endpoints:
+                print(_json(endpoint))
+        elif args.command == "drain":
+            print(_json(u.DrainEndpoint(pb.DrainEndpointRequest(route=args.route, url=args.url))))
+        elif args.command == "undrain":
+            request = pb.UndrainEndpointRequest(route=args.route, url=args.url)
+            print(_json(u.UndrainEndpoint(request)))
+        elif args.command == "watch-endpoints":
+            stream = u.WatchEndpoints(pb.WatchEndpointsRequest(route=args.route))
             for message in _take(stream, args.count):
                 print(_json(message), flush=True)
             stream.cancel()

@@ -47,13 +47,15 @@ class _BearerToken(
 
 
 class AdminClient:
-    """The control plane's services on one channel: ``sessions`` (SessionService) and
-    ``metrics`` (MetricsService). Close it, or use it as a context manager."""
+    """The control plane's services on one channel: ``sessions`` (SessionService), ``metrics``
+    (MetricsService) and ``upstreams`` (UpstreamService: routes, endpoints, drains). Close it,
+    or use it as a context manager."""
 
     def __init__(self, channel: grpc.Channel) -> None:
         self.channel = channel
         self.sessions = admin_pb2_grpc.SessionServiceStub(channel)
         self.metrics = admin_pb2_grpc.MetricsServiceStub(channel)
+        self.upstreams = admin_pb2_grpc.UpstreamServiceStub(channel)
 
     def close(self) -> None:
         self.channel.close()

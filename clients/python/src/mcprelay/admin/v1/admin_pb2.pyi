@@ -49,6 +49,19 @@ class SessionChangeType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SESSION_CHANGE_TYPE_UPDATED: _ClassVar[SessionChangeType]
     SESSION_CHANGE_TYPE_ENDED: _ClassVar[SessionChangeType]
     SESSION_CHANGE_TYPE_RESET: _ClassVar[SessionChangeType]
+
+class HealthCheckKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HEALTH_CHECK_KIND_UNSPECIFIED: _ClassVar[HealthCheckKind]
+    HEALTH_CHECK_KIND_NONE: _ClassVar[HealthCheckKind]
+    HEALTH_CHECK_KIND_PING: _ClassVar[HealthCheckKind]
+    HEALTH_CHECK_KIND_HTTP: _ClassVar[HealthCheckKind]
+
+class EndpointHealth(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENDPOINT_HEALTH_UNSPECIFIED: _ClassVar[EndpointHealth]
+    ENDPOINT_HEALTH_HEALTHY: _ClassVar[EndpointHealth]
+    ENDPOINT_HEALTH_EJECTED: _ClassVar[EndpointHealth]
 PROTOCOL_ERA_UNSPECIFIED: ProtocolEra
 PROTOCOL_ERA_LEGACY: ProtocolEra
 PROTOCOL_ERA_MODERN: ProtocolEra
@@ -73,9 +86,16 @@ SESSION_CHANGE_TYPE_CREATED: SessionChangeType
 SESSION_CHANGE_TYPE_UPDATED: SessionChangeType
 SESSION_CHANGE_TYPE_ENDED: SessionChangeType
 SESSION_CHANGE_TYPE_RESET: SessionChangeType
+HEALTH_CHECK_KIND_UNSPECIFIED: HealthCheckKind
+HEALTH_CHECK_KIND_NONE: HealthCheckKind
+HEALTH_CHECK_KIND_PING: HealthCheckKind
+HEALTH_CHECK_KIND_HTTP: HealthCheckKind
+ENDPOINT_HEALTH_UNSPECIFIED: EndpointHealth
+ENDPOINT_HEALTH_HEALTHY: EndpointHealth
+ENDPOINT_HEALTH_EJECTED: EndpointHealth
 
 class Session(_message.Message):
-    __slots__ = ("name", "upstream_session_id", "upstream", "protocol_version", "era", "create_time", "last_activity_time", "streams", "state")
+    __slots__ = ("name", "upstream_session_id", "upstream", "protocol_version", "era", "create_time", "last_activity_time", "streams", "state", "route")
     NAME_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +105,7 @@ class Session(_message.Message):
     LAST_ACTIVITY_TIME_FIELD_NUMBER: _ClassVar[int]
     STREAMS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
     name: str
     upstream_session_id: str
     upstream: str
@@ -94,7 +115,8 @@ class Session(_message.Message):
     last_activity_time: _timestamp_pb2.Timestamp
     streams: _containers.RepeatedCompositeFieldContainer[Stream]
     state: SessionState
-    def __init__(self, name: _Optional[str] = ..., upstream_session_id: _Optional[str] = ..., upstream: _Optional[str] = ..., protocol_version: _Optional[str] = ..., era: _Optional[_Union[ProtocolEra, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_activity_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., streams: _Optional[_Iterable[_Union[Stream, _Mapping]]] = ..., state: _Optional[_Union[SessionState, str]] = ...) -> None: ...
+    route: str
+    def __init__(self, name: _Optional[str] = ..., upstream_session_id: _Optional[str] = ..., upstream: _Optional[str] = ..., protocol_version: _Optional[str] = ..., era: _Optional[_Union[ProtocolEra, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_activity_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., streams: _Optional[_Iterable[_Union[Stream, _Mapping]]] = ..., state: _Optional[_Union[SessionState, str]] = ..., route: _Optional[str] = ...) -> None: ...
 
 class Stream(_message.Message):
     __slots__ = ("name", "kind", "create_time", "events_forwarded", "duplicates_dropped", "client_connected", "upstream_state", "replay_window_bytes", "last_client_event_id")
@@ -285,3 +307,127 @@ class WorkerMetrics(_message.Message):
     retries: int
     shed: int
     def __init__(self, pending: _Optional[int] = ..., updates: _Optional[int] = ..., stream_writes: _Optional[int] = ..., session_writes: _Optional[int] = ..., batches: _Optional[int] = ..., coalesce_ratio: _Optional[float] = ..., last_flush_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., errors: _Optional[int] = ..., retries: _Optional[int] = ..., shed: _Optional[int] = ...) -> None: ...
+
+class ListRoutesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListRoutesResponse(_message.Message):
+    __slots__ = ("routes", "generation")
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    routes: _containers.RepeatedCompositeFieldContainer[Route]
+    generation: int
+    def __init__(self, routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class Route(_message.Message):
+    __slots__ = ("name", "path", "generation", "endpoint_count", "available_endpoint_count", "retired_endpoint_count", "response_timeout", "connect_timeout", "health_check", "health_check_interval", "health_check_path", "eject_after_failures", "base_ejection_time", "max_ejection_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_ENDPOINT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_ENDPOINT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    CONNECT_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_CHECK_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_CHECK_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_CHECK_PATH_FIELD_NUMBER: _ClassVar[int]
+    EJECT_AFTER_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    BASE_EJECTION_TIME_FIELD_NUMBER: _ClassVar[int]
+    MAX_EJECTION_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    path: str
+    generation: int
+    endpoint_count: int
+    available_endpoint_count: int
+    retired_endpoint_count: int
+    response_timeout: _duration_pb2.Duration
+    connect_timeout: _duration_pb2.Duration
+    health_check: HealthCheckKind
+    health_check_interval: _duration_pb2.Duration
+    health_check_path: str
+    eject_after_failures: int
+    base_ejection_time: _duration_pb2.Duration
+    max_ejection_time: _duration_pb2.Duration
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., generation: _Optional[int] = ..., endpoint_count: _Optional[int] = ..., available_endpoint_count: _Optional[int] = ..., retired_endpoint_count: _Optional[int] = ..., response_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., connect_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., health_check: _Optional[_Union[HealthCheckKind, str]] = ..., health_check_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., health_check_path: _Optional[str] = ..., eject_after_failures: _Optional[int] = ..., base_ejection_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_ejection_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class Endpoint(_message.Message):
+    __slots__ = ("route", "url", "weight", "health", "drained", "retired", "ejected_remaining", "consecutive_failures", "outstanding_requests", "ejections", "requests", "failures", "retries", "sessions_lost", "sessions_pinned")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_FIELD_NUMBER: _ClassVar[int]
+    EJECTED_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    OUTSTANDING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    EJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_LOST_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_PINNED_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    url: str
+    weight: int
+    health: EndpointHealth
+    drained: bool
+    retired: bool
+    ejected_remaining: _duration_pb2.Duration
+    consecutive_failures: int
+    outstanding_requests: int
+    ejections: int
+    requests: int
+    failures: int
+    retries: int
+    sessions_lost: int
+    sessions_pinned: int
+    def __init__(self, route: _Optional[str] = ..., url: _Optional[str] = ..., weight: _Optional[int] = ..., health: _Optional[_Union[EndpointHealth, str]] = ..., drained: _Optional[bool] = ..., retired: _Optional[bool] = ..., ejected_remaining: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., consecutive_failures: _Optional[int] = ..., outstanding_requests: _Optional[int] = ..., ejections: _Optional[int] = ..., requests: _Optional[int] = ..., failures: _Optional[int] = ..., retries: _Optional[int] = ..., sessions_lost: _Optional[int] = ..., sessions_pinned: _Optional[int] = ...) -> None: ...
+
+class ListEndpointsRequest(_message.Message):
+    __slots__ = ("route",)
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    def __init__(self, route: _Optional[str] = ...) -> None: ...
+
+class ListEndpointsResponse(_message.Message):
+    __slots__ = ("endpoints", "generation")
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
+    generation: int
+    def __init__(self, endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class DrainEndpointRequest(_message.Message):
+    __slots__ = ("route", "url")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    url: str
+    def __init__(self, route: _Optional[str] = ..., url: _Optional[str] = ...) -> None: ...
+
+class UndrainEndpointRequest(_message.Message):
+    __slots__ = ("route", "url")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    url: str
+    def __init__(self, route: _Optional[str] = ..., url: _Optional[str] = ...) -> None: ...
+
+class WatchEndpointsRequest(_message.Message):
+    __slots__ = ("route",)
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    def __init__(self, route: _Optional[str] = ...) -> None: ...
+
+class WatchEndpointsResponse(_message.Message):
+    __slots__ = ("endpoints", "generation", "observe_time")
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    OBSERVE_TIME_FIELD_NUMBER: _ClassVar[int]
+    endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
+    generation: int
+    observe_time: _timestamp_pb2.Timestamp
+    def __init__(self, endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., generation: _Optional[int] = ..., observe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -461,3 +461,289 @@ class MetricsService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class UpstreamServiceStub:
+    """The routes of the current route table and their pools of upstream endpoints: what the
+    balancer sees (health, drains, outstanding requests, counters), and operator drains.
+    Routes and endpoints are named as the configuration names them: a route by its `name` (its
+    path unless configured), an endpoint by its route and its `url` (passwords masked, as logs,
+    metrics and sessions show it). Listings are bounded by the configuration (at most 256 routes
+    of at most 64 endpoints), so they are not paged.
+    Errors of every method: FAILED_PRECONDITION when this control plane was started without the
+    daemon's route table.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListRoutes = channel.unary_unary(
+                '/mcprelay.admin.v1.UpstreamService/ListRoutes',
+                request_serializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.ListRoutesRequest.SerializeToString,
+                response_deserializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.ListRoutesResponse.FromString,
+                _registered_method=True)
+        self.ListEndpoints = channel.unary_unary(
+                '/mcprelay.admin.v1.UpstreamService/ListEndpoints',
+                request_serializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.ListEndpointsRequest.SerializeToString,
+                response_deserializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.ListEndpointsResponse.FromString,
+                _registered_method=True)
+        self.DrainEndpoint = channel.unary_unary(
+                '/mcprelay.admin.v1.UpstreamService/DrainEndpoint',
+                request_serializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.DrainEndpointRequest.SerializeToString,
+                response_deserializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.Endpoint.FromString,
+                _registered_method=True)
+        self.UndrainEndpoint = channel.unary_unary(
+                '/mcprelay.admin.v1.UpstreamService/UndrainEndpoint',
+                request_serializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.UndrainEndpointRequest.SerializeToString,
+                response_deserializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.Endpoint.FromString,
+                _registered_method=True)
+        self.WatchEndpoints = channel.unary_stream(
+                '/mcprelay.admin.v1.UpstreamService/WatchEndpoints',
+                request_serializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.WatchEndpointsRequest.SerializeToString,
+                response_deserializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.WatchEndpointsResponse.FromString,
+                _registered_method=True)
+
+
+class UpstreamServiceServicer:
+    """The routes of the current route table and their pools of upstream endpoints: what the
+    balancer sees (health, drains, outstanding requests, counters), and operator drains.
+    Routes and endpoints are named as the configuration names them: a route by its `name` (its
+    path unless configured), an endpoint by its route and its `url` (passwords masked, as logs,
+    metrics and sessions show it). Listings are bounded by the configuration (at most 256 routes
+    of at most 64 endpoints), so they are not paged.
+    Errors of every method: FAILED_PRECONDITION when this control plane was started without the
+    daemon's route table.
+    """
+
+    def ListRoutes(self, request, context):
+        """Lists every route of the current route table, in configuration order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEndpoints(self, request, context):
+        """Lists the endpoints of every route (or of one route), in configuration order: each route's
+        pool, then its retired endpoints.
+        Errors: NOT_FOUND for a `route` the current table does not hold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainEndpoint(self, request, context):
+        """Drains an endpoint: it gets no new sessions and no new sessionless requests; the sessions
+        pinned to it go on until they end. Idempotent. A drain lasts until `UndrainEndpoint` or the
+        daemon restarts (a reload that keeps the endpoint keeps its drain).
+        Errors: INVALID_ARGUMENT for an empty `route` or `url`; NOT_FOUND for a route the current
+        table does not hold or a `url` that is none of its endpoints.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UndrainEndpoint(self, request, context):
+        """Ends an endpoint's drain: it gets new work again (unless ejected or retired). Idempotent.
+        Errors: as `DrainEndpoint`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchEndpoints(self, request, context):
+        """Streams the endpoints (of every route, or of one) now, then again whenever their state
+        changes: a drain or undrain, an ejection, an ejection that ended (run out or ended by a
+        passed health check), a reload. Each message is complete, so a consumer that reads too
+        slowly is sent the current state when it reads again, never a backlog. Changes of counters
+        alone (requests, outstanding requests, pinned sessions) send nothing. The stream ends with
+        UNAVAILABLE when the daemon shuts down.
+        Errors: NOT_FOUND for a `route` the current table does not hold when the watch starts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_UpstreamServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListRoutes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRoutes,
+                    request_deserializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.ListRoutesRequest.FromString,
+                    response_serializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.ListRoutesResponse.SerializeToString,
+            ),
+            'ListEndpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEndpoints,
+                    request_deserializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.ListEndpointsRequest.FromString,
+                    response_serializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.ListEndpointsResponse.SerializeToString,
+            ),
+            'DrainEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainEndpoint,
+                    request_deserializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.DrainEndpointRequest.FromString,
+                    response_serializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.Endpoint.SerializeToString,
+            ),
+            'UndrainEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndrainEndpoint,
+                    request_deserializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.UndrainEndpointRequest.FromString,
+                    response_serializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.Endpoint.SerializeToString,
+            ),
+            'WatchEndpoints': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEndpoints,
+                    request_deserializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.WatchEndpointsRequest.FromString,
+                    response_serializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.WatchEndpointsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'mcprelay.admin.v1.UpstreamService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('mcprelay.admin.v1.UpstreamService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class UpstreamService:
+    """The routes of the current route table and their pools of upstream endpoints: what the
+    balancer sees (health, drains, outstanding requests, counters), and operator drains.
+    Routes and endpoints are named as the configuration names them: a route by its `name` (its
+    path unless configured), an endpoint by its route and its `url` (passwords masked, as logs,
+    metrics and sessions show it). Listings are bounded by the configuration (at most 256 routes
+    of at most 64 endpoints), so they are not paged.
+    Errors of every method: FAILED_PRECONDITION when this control plane was started without the
+    daemon's route table.
+    """
+
+    @staticmethod
+    def ListRoutes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mcprelay.admin.v1.UpstreamService/ListRoutes',
+            mcprelay_dot_admin_dot_v1_dot_admin__pb2.ListRoutesRequest.SerializeToString,
+            mcprelay_dot_admin_dot_v1_dot_admin__pb2.ListRoutesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mcprelay.admin.v1.UpstreamService/ListEndpoints',
+            mcprelay_dot_admin_dot_v1_dot_admin__pb2.ListEndpointsRequest.SerializeToString,
+            mcprelay_dot_admin_dot_v1_dot_admin__pb2.ListEndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mcprelay.admin.v1.UpstreamService/DrainEndpoint',
+            mcprelay_dot_admin_dot_v1_dot_admin__pb2.DrainEndpointRequest.SerializeToString,
+            mcprelay_dot_admin_dot_v1_dot_admin__pb2.Endpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndrainEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mcprelay.admin.v1.UpstreamService/UndrainEndpoint',
+            mcprelay_dot_admin_dot_v1_dot_admin__pb2.UndrainEndpointRequest.SerializeToString,
+            mcprelay_dot_admin_dot_v1_dot_admin__pb2.Endpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mcprelay.admin.v1.UpstreamService/WatchEndpoints',
+            mcprelay_dot_admin_dot_v1_dot_admin__pb2.WatchEndpointsRequest.SerializeToString,
+            mcprelay_dot_admin_dot_v1_dot_admin__pb2.WatchEndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

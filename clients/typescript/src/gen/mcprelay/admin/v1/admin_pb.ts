@@ -1,5 +1,6 @@
 // The mcp-relay control plane: operators inspect, replay, end and watch the live sessions and
-// streams the data plane holds, and watch the proxy's and the persistence worker's metrics.
+// streams the data plane holds, watch the proxy's and the persistence worker's metrics, and
+// inspect, drain and watch the routes' pools of upstream endpoints.
 //
 // Follows Google's API design guides (https://google.aip.dev): resource names
 // `sessions/{session}` and `sessions/{session}/streams/{stream}`, standard `List`/`Get` methods
@@ -25,7 +26,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mcprelay/admin/v1/admin.proto.
  */
 export const file_mcprelay_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Ch1tY3ByZWxheS9hZG1pbi92MS9hZG1pbi5wcm90bxIRbWNwcmVsYXkuYWRtaW4udjEi0gIKB1Nlc3Npb24SDAoEbmFtZRgBIAEoCRIbChN1cHN0cmVhbV9zZXNzaW9uX2lkGAIgASgJEhAKCHVwc3RyZWFtGAMgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YBCABKAkSKwoDZXJhGAUgASgOMh4ubWNwcmVsYXkuYWRtaW4udjEuUHJvdG9jb2xFcmESLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEmxhc3RfYWN0aXZpdHlfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoHc3RyZWFtcxgIIAMoCzIZLm1jcHJlbGF5LmFkbWluLnYxLlN0cmVhbRIuCgVzdGF0ZRgJIAEoDjIfLm1jcHJlbGF5LmFkbWluLnYxLlNlc3Npb25TdGF0ZSK5AgoGU3RyZWFtEgwKBG5hbWUYASABKAkSKwoEa2luZBgCIAEoDjIdLm1jcHJlbGF5LmFkbWluLnYxLlN0cmVhbUtpbmQSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGV2ZW50c19mb3J3YXJkZWQYBCABKAQSGgoSZHVwbGljYXRlc19kcm9wcGVkGAUgASgEEhgKEGNsaWVudF9jb25uZWN0ZWQYBiABKAgSOAoOdXBzdHJlYW1fc3RhdGUYByABKA4yIC5tY3ByZWxheS5hZG1pbi52MS5VcHN0cmVhbVN0YXRlEhsKE3JlcGxheV93aW5kb3dfYnl0ZXMYCCABKAQSHAoUbGFzdF9jbGllbnRfZXZlbnRfaWQYCSABKAkiTAoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIOCgZmaWx0ZXIYAyABKAkiXQoUTGlzdFNlc3Npb25zUmVzcG9uc2USLAoIc2Vzc2lvbnMYASADKAsyGi5tY3ByZWxheS5hZG1pbi52MS5TZXNzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIhChFHZXRTZXNzaW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJIiUKFUdldExhc3RFdmVudElkUmVxdWVzdBIMCgRuYW1lGAEgASgJIqYBCgtMYXN0RXZlbnRJZBIMCgRuYW1lGAEgASgJEhcKD2NsaWVudF9ldmVudF9pZBgCIAEoCRIZChF1cHN0cmVhbV9ldmVudF9pZBgDIAEoCRIjChtwZXJzaXN0ZWRfdXBzdHJlYW1fZXZlbnRfaWQYBCABKAkSMAoMcGVyc2lzdF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI6ChJGb3JjZVJlcGxheVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIWCg5hZnRlcl9ldmVudF9pZBgCIAEoCSIuChNGb3JjZVJlcGxheVJlc3BvbnNlEhcKD2V2ZW50c19yZXBsYXllZBgBIAEoBCInChdUZXJtaW5hdGVTZXNzaW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJIngKGFRlcm1pbmF0ZVNlc3Npb25SZXNwb25zZRIrCgdzZXNzaW9uGAEgASgLMhoubWNwcmVsYXkuYWRtaW4udjEuU2Vzc2lvbhIXCg91cHN0cmVhbV9zdGF0dXMYAiABKAUSFgoOdXBzdHJlYW1fZXJyb3IYAyABKAkiJgoUV2F0Y2hTZXNzaW9uc1JlcXVlc3QSDgoGZmlsdGVyGAEgASgJIsgBChVXYXRjaFNlc3Npb25zUmVzcG9uc2USOQoLY2hhbmdlX3R5cGUYASABKA4yJC5tY3ByZWxheS5hZG1pbi52MS5TZXNzaW9uQ2hhbmdlVHlwZRIrCgdzZXNzaW9uGAIgASgLMhoubWNwcmVsYXkuYWRtaW4udjEuU2Vzc2lvbhIvCgtjaGFuZ2VfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoObWlzc2VkX2NoYW5nZXMYBCABKAQiEwoRR2V0TWV0cmljc1JlcXVlc3QiQgoTV2F0Y2hNZXRyaWNzUmVxdWVzdBIrCghpbnRlcnZhbBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKCAQoUV2F0Y2hNZXRyaWNzUmVzcG9uc2USNAoIc25hcHNob3QYASABKAsyIi5tY3ByZWxheS5hZG1pbi52MS5NZXRyaWNzU25hcHNob3QSGQoRc2tpcHBlZF9zbmFwc2hvdHMYAiABKAQSGQoRZXZlbnRzX3Blcl9zZWNvbmQYAyABKAEipQEKD01ldHJpY3NTbmFwc2hvdBIwCgxvYnNlcnZlX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KBXByb3h5GAIgASgLMh8ubWNwcmVsYXkuYWRtaW4udjEuUHJveHlNZXRyaWNzEjAKBndvcmtlchgDIAEoCzIgLm1jcHJlbGF5LmFkbWluLnYxLldvcmtlck1ldHJpY3Mi7AEKDFByb3h5TWV0cmljcxIQCghzZXNzaW9ucxgBIAEoBBIUCgxzdHJlYW1zX29wZW4YAiABKAQSFgoOc3RyZWFtc19vcGVuZWQYAyABKAQSGAoQZXZlbnRzX2ZvcndhcmRlZBgEIAEoBBIaChJkdXBsaWNhdGVzX2Ryb3BwZWQYBSABKAQSFwoPZXZlbnRzX3JlcGxheWVkGAYgASgEEhMKC3Jlc3VtcHRpb25zGAcgASgEEhsKE3Jlc3VtcHRpb25zX3JlZnVzZWQYCCABKAQSGwoTdXBzdHJlYW1fcmVjb25uZWN0cxgJIAEoBCLwAQoNV29ya2VyTWV0cmljcxIPCgdwZW5kaW5nGAEgASgEEg8KB3VwZGF0ZXMYAiABKAQSFQoNc3RyZWFtX3dyaXRlcxgDIAEoBBIWCg5zZXNzaW9uX3dyaXRlcxgEIAEoBBIPCgdiYXRjaGVzGAUgASgEEhYKDmNvYWxlc2NlX3JhdGlvGAYgASgBEjYKE2xhc3RfZmx1c2hfZHVyYXRpb24YByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGZXJyb3JzGAggASgEEg8KB3JldHJpZXMYCSABKAQSDAoEc2hlZBgKIAEoBCpdCgtQcm90b2NvbEVyYRIcChhQUk9UT0NPTF9FUkFfVU5TUEVDSUZJRUQQABIXChNQUk9UT0NPTF9FUkFfTEVHQUNZEAESFwoTUFJPVE9DT0xfRVJBX01PREVSThACKpgBCgxTZXNzaW9uU3RhdGUSHQoZU0VTU0lPTl9TVEFURV9VTlNQRUNJRklFRBAAEhYKElNFU1NJT05fU1RBVEVfSURMRRABEhsKF1NFU1NJT05fU1RBVEVfU1RSRUFNSU5HEAISGwoXU0VTU0lPTl9TVEFURV9MSU5HRVJJTkcQAxIXChNTRVNTSU9OX1NUQVRFX0VOREVEEAQqVAoKU3RyZWFtS2luZBIbChdTVFJFQU1fS0lORF9VTlNQRUNJRklFRBAAEhQKEFNUUkVBTV9LSU5EX1BPU1QQARITCg9TVFJFQU1fS0lORF9HRVQQAiq9AQoNVXBzdHJlYW1TdGF0ZRIeChpVUFNUUkVBTV9TVEFURV9VTlNQRUNJRklFRBAAEhcKE1VQU1RSRUFNX1NUQVRFX0xJVkUQARIfChtVUFNUUkVBTV9TVEFURV9SRUNPTk5FQ1RJTkcQAhIbChdVUFNUUkVBTV9TVEFURV9DT01QTEVURRADEhkKFVVQU1RSRUFNX1NUQVRFX0ZBSUxFRBAEEhoKFlVQU1RSRUFNX1NUQVRFX1NUT1BQRUQQBSr6AQoRU2Vzc2lvbkNoYW5nZVR5cGUSIwofU0VTU0lPTl9DSEFOR0VfVFlQRV9VTlNQRUNJRklFRBAAEiAKHFNFU1NJT05fQ0hBTkdFX1RZUEVfRVhJU1RJTkcQARIeChpTRVNTSU9OX0NIQU5HRV9UWVBFX1NZTkNFRBACEh8KG1NFU1NJT05fQ0hBTkdFX1RZUEVfQ1JFQVRFRBADEh8KG1NFU1NJT05fQ0hBTkdFX1RZUEVfVVBEQVRFRBAEEh0KGVNFU1NJT05fQ0hBTkdFX1RZUEVfRU5ERUQQBRIdChlTRVNTSU9OX0NIQU5HRV9UWVBFX1JFU0VUEAYyzgQKDlNlc3Npb25TZXJ2aWNlEl8KDExpc3RTZXNzaW9ucxImLm1jcHJlbGF5LmFkbWluLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaJy5tY3ByZWxheS5hZG1pbi52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZRJOCgpHZXRTZXNzaW9uEiQubWNwcmVsYXkuYWRtaW4udjEuR2V0U2Vzc2lvblJlcXVlc3QaGi5tY3ByZWxheS5hZG1pbi52MS5TZXNzaW9uEloKDkdldExhc3RFdmVudElkEigubWNwcmVsYXkuYWRtaW4udjEuR2V0TGFzdEV2ZW50SWRSZXF1ZXN0Gh4ubWNwcmVsYXkuYWRtaW4udjEuTGFzdEV2ZW50SWQSXAoLRm9yY2VSZXBsYXkSJS5tY3ByZWxheS5hZG1pbi52MS5Gb3JjZVJlcGxheVJlcXVlc3QaJi5tY3ByZWxheS5hZG1pbi52MS5Gb3JjZVJlcGxheVJlc3BvbnNlEmsKEFRlcm1pbmF0ZVNlc3Npb24SKi5tY3ByZWxheS5hZG1pbi52MS5UZXJtaW5hdGVTZXNzaW9uUmVxdWVzdBorLm1jcHJlbGF5LmFkbWluLnYxLlRlcm1pbmF0ZVNlc3Npb25SZXNwb25zZRJkCg1XYXRjaFNlc3Npb25zEicubWNwcmVsYXkuYWRtaW4udjEuV2F0Y2hTZXNzaW9uc1JlcXVlc3QaKC5tY3ByZWxheS5hZG1pbi52MS5XYXRjaFNlc3Npb25zUmVzcG9uc2UwATLLAQoOTWV0cmljc1NlcnZpY2USVgoKR2V0TWV0cmljcxIkLm1jcHJlbGF5LmFkbWluLnYxLkdldE1ldHJpY3NSZXF1ZXN0GiIubWNwcmVsYXkuYWRtaW4udjEuTWV0cmljc1NuYXBzaG90EmEKDFdhdGNoTWV0cmljcxImLm1jcHJlbGF5LmFkbWluLnYxLldhdGNoTWV0cmljc1JlcXVlc3QaJy5tY3ByZWxheS5hZG1pbi52MS5XYXRjaE1ldHJpY3NSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch1tY3ByZWxheS9hZG1pbi92MS9hZG1pbi5wcm90bxIRbWNwcmVsYXkuYWRtaW4udjEi4QIKB1Nlc3Npb24SDAoEbmFtZRgBIAEoCRIbChN1cHN0cmVhbV9zZXNzaW9uX2lkGAIgASgJEhAKCHVwc3RyZWFtGAMgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YBCABKAkSKwoDZXJhGAUgASgOMh4ubWNwcmVsYXkuYWRtaW4udjEuUHJvdG9jb2xFcmESLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEmxhc3RfYWN0aXZpdHlfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoHc3RyZWFtcxgIIAMoCzIZLm1jcHJlbGF5LmFkbWluLnYxLlN0cmVhbRIuCgVzdGF0ZRgJIAEoDjIfLm1jcHJlbGF5LmFkbWluLnYxLlNlc3Npb25TdGF0ZRINCgVyb3V0ZRgKIAEoCSK5AgoGU3RyZWFtEgwKBG5hbWUYASABKAkSKwoEa2luZBgCIAEoDjIdLm1jcHJlbGF5LmFkbWluLnYxLlN0cmVhbUtpbmQSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGV2ZW50c19mb3J3YXJkZWQYBCABKAQSGgoSZHVwbGljYXRlc19kcm9wcGVkGAUgASgEEhgKEGNsaWVudF9jb25uZWN0ZWQYBiABKAgSOAoOdXBzdHJlYW1fc3RhdGUYByABKA4yIC5tY3ByZWxheS5hZG1pbi52MS5VcHN0cmVhbVN0YXRlEhsKE3JlcGxheV93aW5kb3dfYnl0ZXMYCCABKAQSHAoUbGFzdF9jbGllbnRfZXZlbnRfaWQYCSABKAkiTAoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIOCgZmaWx0ZXIYAyABKAkiXQoUTGlzdFNlc3Npb25zUmVzcG9uc2USLAoIc2Vzc2lvbnMYASADKAsyGi5tY3ByZWxheS5hZG1pbi52MS5TZXNzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIhChFHZXRTZXNzaW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJIiUKFUdldExhc3RFdmVudElkUmVxdWVzdBIMCgRuYW1lGAEgASgJIqYBCgtMYXN0RXZlbnRJZBIMCgRuYW1lGAEgASgJEhcKD2NsaWVudF9ldmVudF9pZBgCIAEoCRIZChF1cHN0cmVhbV9ldmVudF9pZBgDIAEoCRIjChtwZXJzaXN0ZWRfdXBzdHJlYW1fZXZlbnRfaWQYBCABKAkSMAoMcGVyc2lzdF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI6ChJGb3JjZVJlcGxheVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIWCg5hZnRlcl9ldmVudF9pZBgCIAEoCSIuChNGb3JjZVJlcGxheVJlc3BvbnNlEhcKD2V2ZW50c19yZXBsYXllZBgBIAEoBCInChdUZXJtaW5hdGVTZXNzaW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJIngKGFRlcm1pbmF0ZVNlc3Npb25SZXNwb25zZRIrCgdzZXNzaW9uGAEgASgLMhoubWNwcmVsYXkuYWRtaW4udjEuU2Vzc2lvbhIXCg91cHN0cmVhbV9zdGF0dXMYAiABKAUSFgoOdXBzdHJlYW1fZXJyb3IYAyABKAkiJgoUV2F0Y2hTZXNzaW9uc1JlcXVlc3QSDgoGZmlsdGVyGAEgASgJIsgBChVXYXRjaFNlc3Npb25zUmVzcG9uc2USOQoLY2hhbmdlX3R5cGUYASABKA4yJC5tY3ByZWxheS5hZG1pbi52MS5TZXNzaW9uQ2hhbmdlVHlwZRIrCgdzZXNzaW9uGAIgASgLMhoubWNwcmVsYXkuYWRtaW4udjEuU2Vzc2lvbhIvCgtjaGFuZ2VfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoObWlzc2VkX2NoYW5nZXMYBCABKAQiEwoRR2V0TWV0cmljc1JlcXVlc3QiQgoTV2F0Y2hNZXRyaWNzUmVxdWVzdBIrCghpbnRlcnZhbBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKCAQoUV2F0Y2hNZXRyaWNzUmVzcG9uc2USNAoIc25hcHNob3QYASABKAsyIi5tY3ByZWxheS5hZG1pbi52MS5NZXRyaWNzU25hcHNob3QSGQoRc2tpcHBlZF9zbmFwc2hvdHMYAiABKAQSGQoRZXZlbnRzX3Blcl9zZWNvbmQYAyABKAEipQEKD01ldHJpY3NTbmFwc2hvdBIwCgxvYnNlcnZlX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KBXByb3h5GAIgASgLMh8ubWNwcmVsYXkuYWRtaW4udjEuUHJveHlNZXRyaWNzEjAKBndvcmtlchgDIAEoCzIgLm1jcHJlbGF5LmFkbWluLnYxLldvcmtlck1ldHJpY3Mi7AEKDFByb3h5TWV0cmljcxIQCghzZXNzaW9ucxgBIAEoBBIUCgxzdHJlYW1zX29wZW4YAiABKAQSFgoOc3RyZWFtc19vcGVuZWQYAyABKAQSGAoQZXZlbnRzX2ZvcndhcmRlZBgEIAEoBBIaChJkdXBsaWNhdGVzX2Ryb3BwZWQYBSABKAQSFwoPZXZlbnRzX3JlcGxheWVkGAYgASgEEhMKC3Jlc3VtcHRpb25zGAcgASgEEhsKE3Jlc3VtcHRpb25zX3JlZnVzZWQYCCABKAQSGwoTdXBzdHJlYW1fcmVjb25uZWN0cxgJIAEoBCLwAQoNV29ya2VyTWV0cmljcxIPCgdwZW5kaW5nGAEgASgEEg8KB3VwZGF0ZXMYAiABKAQSFQoNc3RyZWFtX3dyaXRlcxgDIAEoBBIWCg5zZXNzaW9uX3dyaXRlcxgEIAEoBBIPCgdiYXRjaGVzGAUgASgEEhYKDmNvYWxlc2NlX3JhdGlvGAYgASgBEjYKE2xhc3RfZmx1c2hfZHVyYXRpb24YByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGZXJyb3JzGAggASgEEg8KB3JldHJpZXMYCSABKAQSDAoEc2hlZBgKIAEoBCITChFMaXN0Um91dGVzUmVxdWVzdCJSChJMaXN0Um91dGVzUmVzcG9uc2USKAoGcm91dGVzGAEgAygLMhgubWNwcmVsYXkuYWRtaW4udjEuUm91dGUSEgoKZ2VuZXJhdGlvbhgCIAEoBCKUBAoFUm91dGUSDAoEbmFtZRgBIAEoCRIMCgRwYXRoGAIgASgJEhIKCmdlbmVyYXRpb24YAyABKAQSFgoOZW5kcG9pbnRfY291bnQYBCABKA0SIAoYYXZhaWxhYmxlX2VuZHBvaW50X2NvdW50GAUgASgNEh4KFnJldGlyZWRfZW5kcG9pbnRfY291bnQYBiABKA0SMwoQcmVzcG9uc2VfdGltZW91dBgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIyCg9jb25uZWN0X3RpbWVvdXQYCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SOAoMaGVhbHRoX2NoZWNrGAkgASgOMiIubWNwcmVsYXkuYWRtaW4udjEuSGVhbHRoQ2hlY2tLaW5kEjgKFWhlYWx0aF9jaGVja19pbnRlcnZhbBgKIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIZChFoZWFsdGhfY2hlY2tfcGF0aBgLIAEoCRIcChRlamVjdF9hZnRlcl9mYWlsdXJlcxgMIAEoDRI1ChJiYXNlX2VqZWN0aW9uX3RpbWUYDSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNAoRbWF4X2VqZWN0aW9uX3RpbWUYDiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i9QIKCEVuZHBvaW50Eg0KBXJvdXRlGAEgASgJEgsKA3VybBgCIAEoCRIOCgZ3ZWlnaHQYAyABKA0SMQoGaGVhbHRoGAQgASgOMiEubWNwcmVsYXkuYWRtaW4udjEuRW5kcG9pbnRIZWFsdGgSDwoHZHJhaW5lZBgFIAEoCBIPCgdyZXRpcmVkGAYgASgIEjQKEWVqZWN0ZWRfcmVtYWluaW5nGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhwKFGNvbnNlY3V0aXZlX2ZhaWx1cmVzGAggASgNEhwKFG91dHN0YW5kaW5nX3JlcXVlc3RzGAkgASgEEhEKCWVqZWN0aW9ucxgKIAEoBBIQCghyZXF1ZXN0cxgLIAEoBBIQCghmYWlsdXJlcxgMIAEoBBIPCgdyZXRyaWVzGA0gASgEEhUKDXNlc3Npb25zX2xvc3QYDiABKAQSFwoPc2Vzc2lvbnNfcGlubmVkGA8gASgEIiUKFExpc3RFbmRwb2ludHNSZXF1ZXN0Eg0KBXJvdXRlGAEgASgJIlsKFUxpc3RFbmRwb2ludHNSZXNwb25zZRIuCgllbmRwb2ludHMYASADKAsyGy5tY3ByZWxheS5hZG1pbi52MS5FbmRwb2ludBISCgpnZW5lcmF0aW9uGAIgASgEIjIKFERyYWluRW5kcG9pbnRSZXF1ZXN0Eg0KBXJvdXRlGAEgASgJEgsKA3VybBgCIAEoCSI0ChZVbmRyYWluRW5kcG9pbnRSZXF1ZXN0Eg0KBXJvdXRlGAEgASgJEgsKA3VybBgCIAEoCSImChVXYXRjaEVuZHBvaW50c1JlcXVlc3QSDQoFcm91dGUYASABKAkijgEKFldhdGNoRW5kcG9pbnRzUmVzcG9uc2USLgoJZW5kcG9pbnRzGAEgAygLMhsubWNwcmVsYXkuYWRtaW4udjEuRW5kcG9pbnQSEgoKZ2VuZXJhdGlvbhgCIAEoBBIwCgxvYnNlcnZlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKl0KC1Byb3RvY29sRXJhEhwKGFBST1RPQ09MX0VSQV9VTlNQRUNJRklFRBAAEhcKE1BST1RPQ09MX0VSQV9MRUdBQ1kQARIXChNQUk9UT0NPTF9FUkFfTU9ERVJOEAIqmAEKDFNlc3Npb25TdGF0ZRIdChlTRVNTSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSU0VTU0lPTl9TVEFURV9JRExFEAESGwoXU0VTU0lPTl9TVEFURV9TVFJFQU1JTkcQAhIbChdTRVNTSU9OX1NUQVRFX0xJTkdFUklORxADEhcKE1NFU1NJT05fU1RBVEVfRU5ERUQQBCpUCgpTdHJlYW1LaW5kEhsKF1NUUkVBTV9LSU5EX1VOU1BFQ0lGSUVEEAASFAoQU1RSRUFNX0tJTkRfUE9TVBABEhMKD1NUUkVBTV9LSU5EX0dFVBACKr0BCg1VcHN0cmVhbVN0YXRlEh4KGlVQU1RSRUFNX1NUQVRFX1VOU1BFQ0lGSUVEEAASFwoTVVBTVFJFQU1fU1RBVEVfTElWRRABEh8KG1VQU1RSRUFNX1NUQVRFX1JFQ09OTkVDVElORxACEhsKF1VQU1RSRUFNX1NUQVRFX0NPTVBMRVRFEAMSGQoVVVBTVFJFQU1fU1RBVEVfRkFJTEVEEAQSGgoWVVBTVFJFQU1fU1RBVEVfU1RPUFBFRBAFKvoBChFTZXNzaW9uQ2hhbmdlVHlwZRIjCh9TRVNTSU9OX0NIQU5HRV9UWVBFX1VOU1BFQ0lGSUVEEAASIAocU0VTU0lPTl9DSEFOR0VfVFlQRV9FWElTVElORxABEh4KGlNFU1NJT05fQ0hBTkdFX1RZUEVfU1lOQ0VEEAISHwobU0VTU0lPTl9DSEFOR0VfVFlQRV9DUkVBVEVEEAMSHwobU0VTU0lPTl9DSEFOR0VfVFlQRV9VUERBVEVEEAQSHQoZU0VTU0lPTl9DSEFOR0VfVFlQRV9FTkRFRBAFEh0KGVNFU1NJT05fQ0hBTkdFX1RZUEVfUkVTRVQQBiqIAQoPSGVhbHRoQ2hlY2tLaW5kEiEKHUhFQUxUSF9DSEVDS19LSU5EX1VOU1BFQ0lGSUVEEAASGgoWSEVBTFRIX0NIRUNLX0tJTkRfTk9ORRABEhoKFkhFQUxUSF9DSEVDS19LSU5EX1BJTkcQAhIaChZIRUFMVEhfQ0hFQ0tfS0lORF9IVFRQEAMqawoORW5kcG9pbnRIZWFsdGgSHwobRU5EUE9JTlRfSEVBTFRIX1VOU1BFQ0lGSUVEEAASGwoXRU5EUE9JTlRfSEVBTFRIX0hFQUxUSFkQARIbChdFTkRQT0lOVF9IRUFMVEhfRUpFQ1RFRBACMs4ECg5TZXNzaW9uU2VydmljZRJfCgxMaXN0U2Vzc2lvbnMSJi5tY3ByZWxheS5hZG1pbi52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GicubWNwcmVsYXkuYWRtaW4udjEuTGlzdFNlc3Npb25zUmVzcG9uc2USTgoKR2V0U2Vzc2lvbhIkLm1jcHJlbGF5LmFkbWluLnYxLkdldFNlc3Npb25SZXF1ZXN0GhoubWNwcmVsYXkuYWRtaW4udjEuU2Vzc2lvbhJaCg5HZXRMYXN0RXZlbnRJZBIoLm1jcHJlbGF5LmFkbWluLnYxLkdldExhc3RFdmVudElkUmVxdWVzdBoeLm1jcHJlbGF5LmFkbWluLnYxLkxhc3RFdmVudElkElwKC0ZvcmNlUmVwbGF5EiUubWNwcmVsYXkuYWRtaW4udjEuRm9yY2VSZXBsYXlSZXF1ZXN0GiYubWNwcmVsYXkuYWRtaW4udjEuRm9yY2VSZXBsYXlSZXNwb25zZRJrChBUZXJtaW5hdGVTZXNzaW9uEioubWNwcmVsYXkuYWRtaW4udjEuVGVybWluYXRlU2Vzc2lvblJlcXVlc3QaKy5tY3ByZWxheS5hZG1pbi52MS5UZXJtaW5hdGVTZXNzaW9uUmVzcG9uc2USZAoNV2F0Y2hTZXNzaW9ucxInLm1jcHJlbGF5LmFkbWluLnYxLldhdGNoU2Vzc2lvbnNSZXF1ZXN0GigubWNwcmVsYXkuYWRtaW4udjEuV2F0Y2hTZXNzaW9uc1Jlc3BvbnNlMAEyywEKDk1ldHJpY3NTZXJ2aWNlElYKCkdldE1ldHJpY3MSJC5tY3ByZWxheS5hZG1pbi52MS5HZXRNZXRyaWNzUmVxdWVzdBoiLm1jcHJlbGF5LmFkbWluLnYxLk1ldHJpY3NTbmFwc2hvdBJhCgxXYXRjaE1ldHJpY3MSJi5tY3ByZWxheS5hZG1pbi52MS5XYXRjaE1ldHJpY3NSZXF1ZXN0GicubWNwcmVsYXkuYWRtaW4udjEuV2F0Y2hNZXRyaWNzUmVzcG9uc2UwATLrAwoPVXBzdHJlYW1TZXJ2aWNlElkKCkxpc3RSb3V0ZXMSJC5tY3ByZWxheS5hZG1pbi52MS5MaXN0Um91dGVzUmVxdWVzdBolLm1jcHJlbGF5LmFkbWluLnYxLkxpc3RSb3V0ZXNSZXNwb25zZRJiCg1MaXN0RW5kcG9pbnRzEicubWNwcmVsYXkuYWRtaW4udjEuTGlzdEVuZHBvaW50c1JlcXVlc3QaKC5tY3ByZWxheS5hZG1pbi52MS5MaXN0RW5kcG9pbnRzUmVzcG9uc2USVQoNRHJhaW5FbmRwb2ludBInLm1jcHJlbGF5LmFkbWluLnYxLkRyYWluRW5kcG9pbnRSZXF1ZXN0GhsubWNwcmVsYXkuYWRtaW4udjEuRW5kcG9pbnQSWQoPVW5kcmFpbkVuZHBvaW50EikubWNwcmVsYXkuYWRtaW4udjEuVW5kcmFpbkVuZHBvaW50UmVxdWVzdBobLm1jcHJlbGF5LmFkbWluLnYxLkVuZHBvaW50EmcKDldhdGNoRW5kcG9pbnRzEigubWNwcmVsYXkuYWRtaW4udjEuV2F0Y2hFbmRwb2ludHNSZXF1ZXN0GikubWNwcmVsYXkuYWRtaW4udjEuV2F0Y2hFbmRwb2ludHNSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A legacy MCP session the proxy holds: the client knows it by the proxy's `Mcp-Session-Id`
@@ -49,7 +50,9 @@ export type Session = Message<"mcprelay.admin.v1.Session"> & {
   upstreamSessionId: string;
 
   /**
-   * The upstream MCP endpoint URL, e.g. `http://127.0.0.1:3001/mcp`.
+   * The upstream endpoint the session is pinned to: its URL (passwords masked), e.g.
+   * `http://127.0.0.1:3001/mcp`, the `url` of an `Endpoint` of the session's `route`. Every
+   * request of the session goes there.
    *
    * @generated from field: string upstream = 3;
    */
@@ -91,6 +94,14 @@ export type Session = Message<"mcprelay.admin.v1.Session"> & {
    * @generated from field: mcprelay.admin.v1.SessionState state = 9;
    */
   state: SessionState;
+
+  /**
+   * The name of the route the session was created on (`Route.name`); empty for a session
+   * restored from a record written before routes existed.
+   *
+   * @generated from field: string route = 10;
+   */
+  route: string;
 };
 
 /**
@@ -197,8 +208,9 @@ export type ListSessionsRequest = Message<"mcprelay.admin.v1.ListSessionsRequest
 
   /**
    * Optional filter (AIP-160 subset): conjunctions with `AND` of `field = "value"` terms over
-   * `state` (`IDLE`, `STREAMING`, `LINGERING`), `era` (`LEGACY`, `MODERN`), `upstream` and
-   * `protocol_version`.
+   * `state` (`IDLE`, `STREAMING`, `LINGERING`), `era` (`LEGACY`, `MODERN`), `route` (a route's
+   * name), `upstream` (the endpoint a session is pinned to, its masked URL) and
+   * `protocol_version`. Values compare exactly.
    *
    * @generated from field: string filter = 3;
    */
@@ -739,6 +751,436 @@ export const WorkerMetricsSchema: GenMessage<WorkerMetrics> = /*@__PURE__*/
   messageDesc(file_mcprelay_admin_v1_admin, 18);
 
 /**
+ * @generated from message mcprelay.admin.v1.ListRoutesRequest
+ */
+export type ListRoutesRequest = Message<"mcprelay.admin.v1.ListRoutesRequest"> & {
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.ListRoutesRequest.
+ * Use `create(ListRoutesRequestSchema)` to create a new message.
+ */
+export const ListRoutesRequestSchema: GenMessage<ListRoutesRequest> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 19);
+
+/**
+ * @generated from message mcprelay.admin.v1.ListRoutesResponse
+ */
+export type ListRoutesResponse = Message<"mcprelay.admin.v1.ListRoutesResponse"> & {
+  /**
+   * Every route of the current table, in configuration order.
+   *
+   * @generated from field: repeated mcprelay.admin.v1.Route routes = 1;
+   */
+  routes: Route[];
+
+  /**
+   * The generation of the current table: 1 at start, one more at each reload.
+   *
+   * @generated from field: uint64 generation = 2;
+   */
+  generation: bigint;
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.ListRoutesResponse.
+ * Use `create(ListRoutesResponseSchema)` to create a new message.
+ */
+export const ListRoutesResponseSchema: GenMessage<ListRoutesResponse> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 20);
+
+/**
+ * A route: an endpoint path the data plane serves and its pool of upstream endpoints, with its
+ * effective settings (the `[proxy]` keys with the route's overrides applied).
+ *
+ * @generated from message mcprelay.admin.v1.Route
+ */
+export type Route = Message<"mcprelay.admin.v1.Route"> & {
+  /**
+   * The route's name in logs, metrics, sessions and this API: its path unless configured.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The endpoint path clients use, matched exactly, e.g. `/mcp`.
+   *
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * The generation of the route table this route belongs to.
+   *
+   * @generated from field: uint64 generation = 3;
+   */
+  generation: bigint;
+
+  /**
+   * Endpoints in the route's pool (those a request may be sent to).
+   *
+   * @generated from field: uint32 endpoint_count = 4;
+   */
+  endpointCount: number;
+
+  /**
+   * Endpoints of the pool that may get new work now: neither drained nor ejected.
+   *
+   * @generated from field: uint32 available_endpoint_count = 5;
+   */
+  availableEndpointCount: number;
+
+  /**
+   * Endpoints a reload removed from the pool that are kept while sessions are pinned to them.
+   *
+   * @generated from field: uint32 retired_endpoint_count = 6;
+   */
+  retiredEndpointCount: number;
+
+  /**
+   * How long the proxy waits for an upstream's response head (`upstream_response_timeout_secs`).
+   *
+   * @generated from field: google.protobuf.Duration response_timeout = 7;
+   */
+  responseTimeout?: Duration;
+
+  /**
+   * How long the proxy waits for a connection to an upstream (`upstream_connect_timeout_ms`).
+   *
+   * @generated from field: google.protobuf.Duration connect_timeout = 8;
+   */
+  connectTimeout?: Duration;
+
+  /**
+   * Active health checks of the route's endpoints (`health_check`).
+   *
+   * @generated from field: mcprelay.admin.v1.HealthCheckKind health_check = 9;
+   */
+  healthCheck: HealthCheckKind;
+
+  /**
+   * Time between two active checks of an endpoint (`health_check_interval_ms`); unset when
+   * `health_check` is `NONE`.
+   *
+   * @generated from field: google.protobuf.Duration health_check_interval = 10;
+   */
+  healthCheckInterval?: Duration;
+
+  /**
+   * The path an `HTTP` check gets (`health_check_path`); empty: the endpoint's own path.
+   *
+   * @generated from field: string health_check_path = 11;
+   */
+  healthCheckPath: string;
+
+  /**
+   * Consecutive failures that eject an endpoint (`eject_after_failures`); 0: never ejected.
+   *
+   * @generated from field: uint32 eject_after_failures = 12;
+   */
+  ejectAfterFailures: number;
+
+  /**
+   * The length of an endpoint's first ejection (`base_ejection_time_ms`); the n-th lasts n
+   * times as long, at most `max_ejection_time`.
+   *
+   * @generated from field: google.protobuf.Duration base_ejection_time = 13;
+   */
+  baseEjectionTime?: Duration;
+
+  /**
+   * The longest ejection (`max_ejection_time_ms`).
+   *
+   * @generated from field: google.protobuf.Duration max_ejection_time = 14;
+   */
+  maxEjectionTime?: Duration;
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.Route.
+ * Use `create(RouteSchema)` to create a new message.
+ */
+export const RouteSchema: GenMessage<Route> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 21);
+
+/**
+ * One upstream endpoint of a route. Counters are monotonic over the endpoint's life, which
+ * spans the reloads that keep it in its route.
+ *
+ * @generated from message mcprelay.admin.v1.Endpoint
+ */
+export type Endpoint = Message<"mcprelay.admin.v1.Endpoint"> & {
+  /**
+   * The name of its route (`Route.name`).
+   *
+   * @generated from field: string route = 1;
+   */
+  route: string;
+
+  /**
+   * Its URL, passwords masked: what `DrainEndpoint` and sessions' `upstream` name it by.
+   *
+   * @generated from field: string url = 2;
+   */
+  url: string;
+
+  /**
+   * Its weight (1 to 100): the balancer compares outstanding requests divided by weight.
+   *
+   * @generated from field: uint32 weight = 3;
+   */
+  weight: number;
+
+  /**
+   * Its passive health.
+   *
+   * @generated from field: mcprelay.admin.v1.EndpointHealth health = 4;
+   */
+  health: EndpointHealth;
+
+  /**
+   * Whether an operator drained it (`DrainEndpoint`): no new work.
+   *
+   * @generated from field: bool drained = 5;
+   */
+  drained: boolean;
+
+  /**
+   * Whether a reload removed it from its route's pool: kept only for the sessions pinned to it.
+   *
+   * @generated from field: bool retired = 6;
+   */
+  retired: boolean;
+
+  /**
+   * Time left of its current ejection; unset when `health` is not `EJECTED`.
+   *
+   * @generated from field: google.protobuf.Duration ejected_remaining = 7;
+   */
+  ejectedRemaining?: Duration;
+
+  /**
+   * Failures in a row since its last success (reset when it is ejected).
+   *
+   * @generated from field: uint32 consecutive_failures = 8;
+   */
+  consecutiveFailures: number;
+
+  /**
+   * Requests sent to it whose answer has not ended (an SSE stream counts until it ends): what
+   * the balancer compares (gauge).
+   *
+   * @generated from field: uint64 outstanding_requests = 9;
+   */
+  outstandingRequests: bigint;
+
+  /**
+   * Times it was ejected.
+   *
+   * @generated from field: uint64 ejections = 10;
+   */
+  ejections: bigint;
+
+  /**
+   * Requests sent to it (each attempt: a retried request counts here and at the other endpoint).
+   *
+   * @generated from field: uint64 requests = 11;
+   */
+  requests: bigint;
+
+  /**
+   * Requests to it that failed (no connection, a broken exchange, no answer in time, a 5xx) and
+   * failed active health checks.
+   *
+   * @generated from field: uint64 failures = 12;
+   */
+  failures: bigint;
+
+  /**
+   * Requests that failed here before it could have seen them and were sent once more to
+   * another endpoint.
+   *
+   * @generated from field: uint64 retries = 13;
+   */
+  retries: bigint;
+
+  /**
+   * Legacy sessions answered 404 (and ended) because this endpoint was gone.
+   *
+   * @generated from field: uint64 sessions_lost = 14;
+   */
+  sessionsLost: bigint;
+
+  /**
+   * Live sessions pinned to it: of its route (or of no route, restored from an older record)
+   * with this `url` as their `upstream` (gauge).
+   *
+   * @generated from field: uint64 sessions_pinned = 15;
+   */
+  sessionsPinned: bigint;
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.Endpoint.
+ * Use `create(EndpointSchema)` to create a new message.
+ */
+export const EndpointSchema: GenMessage<Endpoint> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 22);
+
+/**
+ * @generated from message mcprelay.admin.v1.ListEndpointsRequest
+ */
+export type ListEndpointsRequest = Message<"mcprelay.admin.v1.ListEndpointsRequest"> & {
+  /**
+   * Optional: the name of one route (`Route.name`) whose endpoints to list; empty lists every
+   * route's.
+   *
+   * @generated from field: string route = 1;
+   */
+  route: string;
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.ListEndpointsRequest.
+ * Use `create(ListEndpointsRequestSchema)` to create a new message.
+ */
+export const ListEndpointsRequestSchema: GenMessage<ListEndpointsRequest> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 23);
+
+/**
+ * @generated from message mcprelay.admin.v1.ListEndpointsResponse
+ */
+export type ListEndpointsResponse = Message<"mcprelay.admin.v1.ListEndpointsResponse"> & {
+  /**
+   * The endpoints, route by route in configuration order, each route's pool then its retired
+   * endpoints.
+   *
+   * @generated from field: repeated mcprelay.admin.v1.Endpoint endpoints = 1;
+   */
+  endpoints: Endpoint[];
+
+  /**
+   * The generation of the route table they were read from.
+   *
+   * @generated from field: uint64 generation = 2;
+   */
+  generation: bigint;
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.ListEndpointsResponse.
+ * Use `create(ListEndpointsResponseSchema)` to create a new message.
+ */
+export const ListEndpointsResponseSchema: GenMessage<ListEndpointsResponse> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 24);
+
+/**
+ * @generated from message mcprelay.admin.v1.DrainEndpointRequest
+ */
+export type DrainEndpointRequest = Message<"mcprelay.admin.v1.DrainEndpointRequest"> & {
+  /**
+   * The name of the endpoint's route (`Route.name`).
+   *
+   * @generated from field: string route = 1;
+   */
+  route: string;
+
+  /**
+   * The endpoint's URL as this API shows it (`Endpoint.url`, passwords masked).
+   *
+   * @generated from field: string url = 2;
+   */
+  url: string;
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.DrainEndpointRequest.
+ * Use `create(DrainEndpointRequestSchema)` to create a new message.
+ */
+export const DrainEndpointRequestSchema: GenMessage<DrainEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 25);
+
+/**
+ * @generated from message mcprelay.admin.v1.UndrainEndpointRequest
+ */
+export type UndrainEndpointRequest = Message<"mcprelay.admin.v1.UndrainEndpointRequest"> & {
+  /**
+   * The name of the endpoint's route (`Route.name`).
+   *
+   * @generated from field: string route = 1;
+   */
+  route: string;
+
+  /**
+   * The endpoint's URL as this API shows it (`Endpoint.url`, passwords masked).
+   *
+   * @generated from field: string url = 2;
+   */
+  url: string;
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.UndrainEndpointRequest.
+ * Use `create(UndrainEndpointRequestSchema)` to create a new message.
+ */
+export const UndrainEndpointRequestSchema: GenMessage<UndrainEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 26);
+
+/**
+ * @generated from message mcprelay.admin.v1.WatchEndpointsRequest
+ */
+export type WatchEndpointsRequest = Message<"mcprelay.admin.v1.WatchEndpointsRequest"> & {
+  /**
+   * Optional: the name of one route (`Route.name`) whose endpoints to watch; empty watches
+   * every route's. A route a later reload removes is watched with no endpoints.
+   *
+   * @generated from field: string route = 1;
+   */
+  route: string;
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.WatchEndpointsRequest.
+ * Use `create(WatchEndpointsRequestSchema)` to create a new message.
+ */
+export const WatchEndpointsRequestSchema: GenMessage<WatchEndpointsRequest> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 27);
+
+/**
+ * @generated from message mcprelay.admin.v1.WatchEndpointsResponse
+ */
+export type WatchEndpointsResponse = Message<"mcprelay.admin.v1.WatchEndpointsResponse"> & {
+  /**
+   * Every watched endpoint as it is when the message is made, as `ListEndpoints` lists them.
+   *
+   * @generated from field: repeated mcprelay.admin.v1.Endpoint endpoints = 1;
+   */
+  endpoints: Endpoint[];
+
+  /**
+   * The generation of the route table they were read from.
+   *
+   * @generated from field: uint64 generation = 2;
+   */
+  generation: bigint;
+
+  /**
+   * When the message was made.
+   *
+   * @generated from field: google.protobuf.Timestamp observe_time = 3;
+   */
+  observeTime?: Timestamp;
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.WatchEndpointsResponse.
+ * Use `create(WatchEndpointsResponseSchema)` to create a new message.
+ */
+export const WatchEndpointsResponseSchema: GenMessage<WatchEndpointsResponse> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 28);
+
+/**
  * The MCP protocol generation a session or request follows.
  *
  * @generated from enum mcprelay.admin.v1.ProtocolEra
@@ -965,6 +1407,78 @@ export const SessionChangeTypeSchema: GenEnum<SessionChangeType> = /*@__PURE__*/
   enumDesc(file_mcprelay_admin_v1_admin, 4);
 
 /**
+ * How a route checks its endpoints actively (besides the passive check of real requests).
+ *
+ * @generated from enum mcprelay.admin.v1.HealthCheckKind
+ */
+export enum HealthCheckKind {
+  /**
+   * @generated from enum value: HEALTH_CHECK_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * No active checks: only failures of real requests eject an endpoint.
+   *
+   * @generated from enum value: HEALTH_CHECK_KIND_NONE = 1;
+   */
+  NONE = 1,
+
+  /**
+   * A JSON-RPC `ping` posted to the endpoint: any answer below 500 passes.
+   *
+   * @generated from enum value: HEALTH_CHECK_KIND_PING = 2;
+   */
+  PING = 2,
+
+  /**
+   * A `GET` of `health_check_path` on the endpoint's host: a 2xx passes.
+   *
+   * @generated from enum value: HEALTH_CHECK_KIND_HTTP = 3;
+   */
+  HTTP = 3,
+}
+
+/**
+ * Describes the enum mcprelay.admin.v1.HealthCheckKind.
+ */
+export const HealthCheckKindSchema: GenEnum<HealthCheckKind> = /*@__PURE__*/
+  enumDesc(file_mcprelay_admin_v1_admin, 5);
+
+/**
+ * The passive health of an endpoint.
+ *
+ * @generated from enum mcprelay.admin.v1.EndpointHealth
+ */
+export enum EndpointHealth {
+  /**
+   * @generated from enum value: ENDPOINT_HEALTH_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Not ejected: it may get new work unless drained or retired.
+   *
+   * @generated from enum value: ENDPOINT_HEALTH_HEALTHY = 1;
+   */
+  HEALTHY = 1,
+
+  /**
+   * Ejected after consecutive failures, for `ejected_remaining` more: it gets no new work
+   * (sessions pinned to it still send their requests there).
+   *
+   * @generated from enum value: ENDPOINT_HEALTH_EJECTED = 2;
+   */
+  EJECTED = 2,
+}
+
+/**
+ * Describes the enum mcprelay.admin.v1.EndpointHealth.
+ */
+export const EndpointHealthSchema: GenEnum<EndpointHealth> = /*@__PURE__*/
+  enumDesc(file_mcprelay_admin_v1_admin, 6);
+
+/**
  * Sessions and streams held by the proxy's SessionManager.
  *
  * @generated from service mcprelay.admin.v1.SessionService
@@ -1083,4 +1597,83 @@ export const MetricsService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mcprelay_admin_v1_admin, 1);
+
+/**
+ * The routes of the current route table and their pools of upstream endpoints: what the
+ * balancer sees (health, drains, outstanding requests, counters), and operator drains.
+ * Routes and endpoints are named as the configuration names them: a route by its `name` (its
+ * path unless configured), an endpoint by its route and its `url` (passwords masked, as logs,
+ * metrics and sessions show it). Listings are bounded by the configuration (at most 256 routes
+ * of at most 64 endpoints), so they are not paged.
+ * Errors of every method: FAILED_PRECONDITION when this control plane was started without the
+ * daemon's route table.
+ *
+ * @generated from service mcprelay.admin.v1.UpstreamService
+ */
+export const UpstreamService: GenService<{
+  /**
+   * Lists every route of the current route table, in configuration order.
+   *
+   * @generated from rpc mcprelay.admin.v1.UpstreamService.ListRoutes
+   */
+  listRoutes: {
+    methodKind: "unary";
+    input: typeof ListRoutesRequestSchema;
+    output: typeof ListRoutesResponseSchema;
+  },
+  /**
+   * Lists the endpoints of every route (or of one route), in configuration order: each route's
+   * pool, then its retired endpoints.
+   * Errors: NOT_FOUND for a `route` the current table does not hold.
+   *
+   * @generated from rpc mcprelay.admin.v1.UpstreamService.ListEndpoints
+   */
+  listEndpoints: {
+    methodKind: "unary";
+    input: typeof ListEndpointsRequestSchema;
+    output: typeof ListEndpointsResponseSchema;
+  },
+  /**
+   * Drains an endpoint: it gets no new sessions and no new sessionless requests; the sessions
+   * pinned to it go on until they end. Idempotent. A drain lasts until `UndrainEndpoint` or the
+   * daemon restarts (a reload that keeps the endpoint keeps its drain).
+   * Errors: INVALID_ARGUMENT for an empty `route` or `url`; NOT_FOUND for a route the current
+   * table does not hold or a `url` that is none of its endpoints.
+   *
+   * @generated from rpc mcprelay.admin.v1.UpstreamService.DrainEndpoint
+   */
+  drainEndpoint: {
+    methodKind: "unary";
+    input: typeof DrainEndpointRequestSchema;
+    output: typeof EndpointSchema;
+  },
+  /**
+   * Ends an endpoint's drain: it gets new work again (unless ejected or retired). Idempotent.
+   * Errors: as `DrainEndpoint`.
+   *
+   * @generated from rpc mcprelay.admin.v1.UpstreamService.UndrainEndpoint
+   */
+  undrainEndpoint: {
+    methodKind: "unary";
+    input: typeof UndrainEndpointRequestSchema;
+    output: typeof EndpointSchema;
+  },
+  /**
+   * Streams the endpoints (of every route, or of one) now, then again whenever their state
+   * changes: a drain or undrain, an ejection, an ejection that ended (run out or ended by a
+   * passed health check), a reload. Each message is complete, so a consumer that reads too
+   * slowly is sent the current state when it reads again, never a backlog. Changes of counters
+   * alone (requests, outstanding requests, pinned sessions) send nothing. The stream ends with
+   * UNAVAILABLE when the daemon shuts down.
+   * Errors: NOT_FOUND for a `route` the current table does not hold when the watch starts.
+   *
+   * @generated from rpc mcprelay.admin.v1.UpstreamService.WatchEndpoints
+   */
+  watchEndpoints: {
+    methodKind: "server_streaming";
+    input: typeof WatchEndpointsRequestSchema;
+    output: typeof WatchEndpointsResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_mcprelay_admin_v1_admin, 2);
 
