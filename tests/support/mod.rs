@@ -9,6 +9,7 @@ pub mod durable;
 pub mod http;
 pub mod nginx;
 pub mod peers;
+pub mod pool;
 pub mod resumable;
 pub mod standalone;
 pub mod stream_client;

@@ -66,6 +66,15 @@ impl Peer {
         Self::spawn(cmd, "py_server").await
     }
 
+    /// The official Python SDK server on `port` of 127.0.0.1 (e.g. the port of one killed
+    /// before, to bring it back at the same URL).
+    pub async fn py_server_on(port: u16) -> Self {
+        let port = port.to_string();
+        let mut cmd = Command::new(python());
+        cmd.arg(peer_script("py_server.py")).args(["--port", &port]);
+        Self::spawn(cmd, "py_server").await
+    }
+
     /// `@modelcontextprotocol/server-everything streamableHttp`, pinned to 127.0.0.1.
     pub async fn everything() -> Self {
         require(repo_root().join("node_modules/@modelcontextprotocol/server-everything"));
