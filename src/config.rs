@@ -299,8 +299,9 @@ pub struct ProxyConfig {
     /// Active health checks of every upstream endpoint: [`HealthCheck`]. A failed check
     /// counts as a failure (above); a passed one ends an ejection at once. Default `none`.
     pub health_check: HealthCheck,
-    /// Period of the active health checks, in ms (each check's timeout is the same, at most
-    /// `upstream_response_timeout_secs`). Default 10000.
+    /// Period of the active health checks, in ms (each check's timeout is the same, but at
+    /// least 2 s and at most `upstream_response_timeout_secs`; checks of one endpoint never
+    /// overlap). Default 10000.
     #[serde(rename = "health_check_interval_ms")]
     #[serde_as(as = "DurationMilliSeconds<u64>")]
     pub health_check_interval: Duration,

@@ -225,3 +225,65 @@ async fn a_drained_endpoint_gets_no_new_requests() {
     }
     assert!(!a.requests().is_empty(), "undrained: it gets work again");
 }
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"failover-test","version":"0"}}}"#;
+const LEGACY_CALL: &str =
+    r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#;
+
+/// Ejection keeps new work away from an endpoint, not its sessions: it may only be slow, and
+/// it still knows them. Once it refuses connections it is gone: the session ends, `404`.
+#[tokio::test]
+async fn an_ejected_endpoint_still_serves_its_sessions_until_it_refuses_connections() {
+    let a = TestUpstream::start().await;
+    let daemon = pool(&[a.url()], |r| r.eject_after_failures = Some(2)).await;
+    let client = Client::new();
+    a.push(support::upstream::Reply::json(
+        r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"t","version":"0"}}}"#,
+    ).session_id("UP-1"));
+    let init = client.post_read(&url(&daemon), &[], INITIALIZE).await;
+    assert_eq!(init.status, StatusCode::OK, "{init:?}");
+    let sid = init.headers["mcp-session-id"]
+        .to_str()
+        .expect("id")
+        .to_owned();
+    let endpoint = daemon
+        .routing()
+        .table()
+        .by_path("/mcp")
+        .expect("route")
+        .pool()[0]
+        .clone();
+    endpoint.failed(mcp_relay::proxy::route::Failure::Exchange);
+    endpoint.failed(mcp_relay::proxy::route::Failure::Exchange);
+    assert!(endpoint.is_ejected());
+    let headers = [
+        ("mcp-session-id", sid.as_str()),
+        ("mcp-protocol-version", "2025-11-25"),
+    ];
+    let answer = client.post_read(&url(&daemon), &headers, LEGACY_CALL).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "served by its ejected endpoint: {answer:?}"
+    );
+    assert_eq!(
+        a.requests()
+            .last()
+            .and_then(|r| r.header("mcp-session-id").map(str::to_owned))
+            .as_deref(),
+        Some("UP-1")
+    );
+    // New work is refused at once: the pool's only endpoint is ejected.
+    assert_eq!(
+        call(&client, &daemon).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // Gone: the session ends with a 404 the SDKs re-initialize on.
+    drop(a);
+    let gone = client.post_read(&url(&daemon), &headers, LEGACY_CALL).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{gone:?}");
+    let body: serde_json::Value = serde_json::from_slice(&gone.body).expect("JSON");
+    assert_eq!(body["error"]["code"], -32001, "{body}");
+    assert_eq!(daemon.manager().len(), 0, "the session ended");
+    assert_eq!(endpoint.sessions_lost.load(Ordering::Relaxed), 1);
+}

@@ -79,8 +79,9 @@ pub enum Reject {
     /// (SDK clients then start a new session).
     #[error("session not found")]
     SessionNotFound,
-    /// A legacy session's upstream endpoint is gone (ejected after failures, or it refused the
-    /// connection: the session cannot move to another endpoint, which does not know it); the
+    /// A legacy session's upstream endpoint is gone (it refused the connection, or closed it
+    /// before the request was written: the session cannot move to another endpoint, which
+    /// does not know it); the
     /// session is ended (the route's name, for the log): `404`/-32001, so the client starts a
     /// new session (on an endpoint that is up), as the spec asks.
     #[error("the session's upstream endpoint on route {0:?} is gone")]

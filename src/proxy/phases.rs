@@ -156,8 +156,7 @@ impl Proxy {
     /// Rejections (with the request's id): an unknown `MCP-Protocol-Version` or `_meta`
     /// version `400`/-32022 (`data.supported`); a mirrored header that disagrees with the
     /// body `400`/-32020; an `Mcp-Session-Id` not held here nor in the store, or of another
-    /// route, `404`/-32001; a session whose endpoint is gone (ejected, or removed with no
-    /// session pinned to it) `404`/-32001 (the session ends, counted); a
+    /// route or endpoint, `404`/-32001; a
     /// store that cannot answer `503`/-32603 (logged); a legacy `initialize` without a
     /// session while `session.max_sessions` are live `503`/-32603 (counted), refused before
     /// the upstream makes a session for nothing.
@@ -207,29 +206,16 @@ impl Proxy {
         })
     }
 
-    /// The endpoint (index in the route's endpoints) `session` is pinned to. A session of
-    /// another route is not found here (`404`); one whose endpoint is gone ends (`404`, so the
-    /// client re-initializes on a live endpoint; counted at the endpoint and logged).
+    /// The endpoint (index in the route's endpoints) `session` is pinned to, ejected or not: an
+    /// ejected endpoint may only be slow, and still knows its sessions (one that refuses
+    /// connections is gone: the forward phase ends its sessions). A session of another route,
+    /// or whose endpoint this route does not have, is not found here (`404`).
     fn session_endpoint(&self, session: &Arc<Session>) -> Result<usize, Reject> {
         let route = &self.route;
         let ours = session.route().is_empty() || session.route() == &**route.name();
-        let found = route.endpoint_of(session.upstream());
-        match found {
-            Some(i) if ours && !route.endpoints()[i].is_ejected() => Ok(i),
-            // Another route's session (or a record naming none, for an endpoint not ours).
-            _ if !ours || (session.route().is_empty() && found.is_none()) => {
-                Err(Reject::SessionNotFound)
-            }
-            found => {
-                if let Some(i) = found {
-                    let endpoint = &route.endpoints()[i];
-                    endpoint
-                        .sessions_lost
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                self.end_lost_session(session, "ejected or removed");
-                Err(Reject::SessionEndpointGone(route.name().clone()))
-            }
+        match route.endpoint_of(session.upstream()) {
+            Some(i) if ours => Ok(i),
+            _ => Err(Reject::SessionNotFound),
         }
     }
 

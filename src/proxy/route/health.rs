@@ -84,12 +84,23 @@ pub async fn run(routing: Arc<Routing>, shared: Shared, stop: CancellationToken)
     }
 }
 
+/// How long a check may take: its interval, at least [`MIN_CHECK_TIMEOUT`] (a short interval
+/// must not eject a live server that is briefly short of CPU), at most the route's
+/// `upstream_response_timeout`. Checks of one endpoint never overlap.
+fn check_timeout(config: &crate::config::ProxyConfig) -> Duration {
+    config
+        .health_check_interval
+        .max(MIN_CHECK_TIMEOUT)
+        .min(config.upstream_response_timeout)
+}
+
+/// The shortest time a health check is given.
+pub const MIN_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// One check of `endpoint` (of `route`), its outcome applied to the endpoint's health.
 async fn check_once(route: &Route, endpoint: &Endpoint, client: &Upstream) {
     let config = route.config();
-    let timeout = config
-        .health_check_interval
-        .min(config.upstream_response_timeout);
+    let timeout = check_timeout(config);
     let request = match config.health_check {
         HealthCheck::None => return,
         HealthCheck::Ping => {
