@@ -22,13 +22,37 @@ use serde_json::Value;
 use support::{
     daemon_proc::{NotifySocket, PROC_WAIT, RelayProcess, addrs_of_ready_status, status_of},
     http::{Client, read_full},
-    peers::{Peer, hold_client, hold_script, run_client},
+    peers::{Peer, grpcurl_json, hold_client, hold_script, run_client},
     pool::{
         metric, modern_echo, poll_until, route, run_ts_client, session_endpoint, start_routes,
         tool_names, url_of,
     },
     stream_client::{Event, EventReader, Session as StreamSession, progress_values, responses_to},
 };
+
+/// The health of endpoint `url` of route `route` as an operator reads it with grpcurl
+/// (`UpstreamService/ListEndpoints`): `ENDPOINT_HEALTH_HEALTHY` or `ENDPOINT_HEALTH_EJECTED`.
+async fn grpcurl_health(daemon: &Daemon, route: &str, url: &str) -> String {
+    let admin = daemon.admin_addr().expect("admin address").to_string();
+    let listed = grpcurl_json(
+        &admin,
+        &[
+            "-emit-defaults",
+            "-d",
+            &serde_json::json!({ "route": route }).to_string(),
+            "--",
+            "mcprelay.admin.v1.UpstreamService/ListEndpoints",
+        ],
+    )
+    .await;
+    let endpoint = listed["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .find(|e| e["url"] == url)
+        .unwrap_or_else(|| panic!("{url} not listed: {listed}"));
+    endpoint["health"].as_str().expect("health").to_owned()
+}
 
 /// Upper bound of any wait on a condition; never a performance assertion.
 const WAIT: Duration = Duration::from_secs(60);
@@ -264,6 +288,11 @@ async fn three_sdk_servers_share_modern_load_and_one_killed_mid_run_loses_nothin
     })
     .await;
     assert!(series(&daemon, EJECTIONS, &victim_url) >= 1.0);
+    assert_eq!(
+        grpcurl_health(&daemon, "/mcp/pool", &victim_url).await,
+        "ENDPOINT_HEALTH_EJECTED",
+        "grpcurl shows the ejection"
+    );
     // Reported, not asserted: a live server starved of CPU for two check intervals (each
     // check's timeout is the interval) is ejected too, until its next passed check.
     for live in [&urls[0], &urls[2]] {
@@ -282,6 +311,11 @@ async fn three_sdk_servers_share_modern_load_and_one_killed_mid_run_loses_nothin
         series(&daemon, EJECTED, &victim_url) == 0.0
     })
     .await;
+    assert_eq!(
+        grpcurl_health(&daemon, "/mcp/pool", &victim_url).await,
+        "ENDPOINT_HEALTH_HEALTHY",
+        "grpcurl shows the recovery"
+    );
     let requests_before = series(&daemon, REQUESTS, &victim_url);
     let outcomes = Load::start(&url, 20_001, 300, WORKERS, &no_kill)
         .finish()
@@ -510,7 +544,22 @@ async fn drain_moves_new_sessions_away_while_an_open_stream_finishes() {
         "before the drain a new session goes to the less loaded X"
     );
 
-    assert!(endpoint.set_drained(true), "X was not drained before");
+    // The operator drains X with grpcurl.
+    assert!(!endpoint.is_drained(), "X was not drained before");
+    let admin = daemon.admin_addr().expect("admin address").to_string();
+    let drained = grpcurl_json(
+        &admin,
+        &[
+            "-emit-defaults",
+            "-d",
+            &serde_json::json!({ "route": "/mcp", "url": x }).to_string(),
+            "--",
+            "mcprelay.admin.v1.UpstreamService/DrainEndpoint",
+        ],
+    )
+    .await;
+    assert_eq!(drained["drained"], true, "{drained}");
+    assert!(endpoint.is_drained());
     assert!(endpoint.outstanding() >= 1, "the stream is open at X");
     assert_eq!(
         metric(
