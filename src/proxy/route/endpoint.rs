@@ -354,6 +354,63 @@ mod tests {
         assert_eq!(e.failures.load(Ordering::Relaxed), 10);
     }
 
+    /// Failures that race on several threads (a killed endpoint fails every request in flight
+    /// at once) eject it once: one ejection counted, one deadline of the first length.
+    #[test]
+    fn failures_racing_on_threads_eject_once() {
+        const THREADS: usize = 8;
+        for round in 0..3000 {
+            let e = endpoint(1);
+            let start = Arc::new(std::sync::Barrier::new(THREADS));
+            let ejected: usize = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..THREADS)
+                    .map(|_| {
+                        let (e, start) = (e.clone(), start.clone());
+                        s.spawn(move || {
+                            start.wait();
+                            usize::from(e.failed(Failure::Connect))
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("thread")).sum()
+            });
+            assert_eq!(
+                ejected, 1,
+                "round {round}: failed() said `ejected` {ejected} times"
+            );
+            assert_eq!(e.ejections(), 1, "round {round}: one ejection counted");
+            assert!(
+                e.ejected_for().expect("ejected") <= Duration::from_secs(30),
+                "round {round}: the first ejection's length"
+            );
+        }
+    }
+
+    /// A reload that turns ejection off (`eject_after_failures = 0`) ends a current ejection:
+    /// the operator said failures no longer keep the endpoint out; and a shorter
+    /// `max_ejection_time` caps one running.
+    #[test]
+    fn a_policy_without_ejection_ends_a_current_one_and_a_shorter_max_caps_it() {
+        let e = endpoint(1);
+        assert!(e.failed(Failure::Connect));
+        assert!(e.is_ejected());
+        e.set_policy(EjectionPolicy {
+            after_failures: 1,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(5),
+        });
+        assert!(
+            e.ejected_for().expect("still ejected") <= Duration::from_secs(5),
+            "capped by the new max"
+        );
+        e.set_policy(EjectionPolicy {
+            after_failures: 0,
+            base: Duration::from_secs(30),
+            max: Duration::from_secs(70),
+        });
+        assert!(e.is_available(), "ejection is off: the endpoint is back");
+    }
+
     #[test]
     fn no_ejection_when_off_and_outstanding_follows_guards() {
         let e = endpoint(0);

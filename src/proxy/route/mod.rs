@@ -522,6 +522,52 @@ mod tests {
         assert_eq!(route.pick(None), None);
     }
 
+    /// `Routing::version` is what `WatchEndpoints` compares: a reload must move it. Here the
+    /// reload swaps an endpoint whose own version was 2 (an operator drained and undrained it)
+    /// for a new one: the generation and the change counter add 2, the dropped endpoint takes
+    /// 2 away, and without care the sum is the same.
+    #[test]
+    fn a_reload_always_moves_the_version() {
+        let routing = Routing::new(
+            &config(&[("/a", &["http://h:1/", "http://h:2/"])]),
+            LatencyHistograms::default(),
+        );
+        let gone = routing.table().by_path("/a").unwrap().pool()[1].clone();
+        gone.set_drained(true);
+        gone.set_drained(false);
+        let before = routing.version();
+        routing.reload(
+            &config(&[("/a", &["http://h:1/", "http://h:3/"])]),
+            |_, _| false,
+        );
+        assert_ne!(
+            routing.version(),
+            before,
+            "a watcher comparing versions would not see the new table"
+        );
+    }
+
+    /// A pool of more than `MAX_ENDPOINTS` (a `Config` built by code: `Daemon::start_with`
+    /// does not run the file checks) with one endpoint unavailable is still balanced.
+    #[test]
+    fn a_pool_past_max_endpoints_with_one_unavailable_does_not_panic() {
+        let urls: Vec<String> = (0..crate::config::routes::MAX_ENDPOINTS + 2)
+            .map(|i| format!("http://h:{}/", i + 1))
+            .collect();
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        let routing = Routing::new(
+            &config(&[("/a", urls.as_slice())]),
+            LatencyHistograms::default(),
+        );
+        let table = routing.table();
+        let route = table.by_path("/a").unwrap();
+        route.pool()[0].set_drained(true);
+        for _ in 0..2000 {
+            let picked = route.pick(None).expect("an endpoint");
+            assert_ne!(picked, 0, "the drained one");
+        }
+    }
+
     #[test]
     fn a_reload_keeps_endpoints_by_url_and_retires_pinned_ones() {
         let routing = Routing::new(
