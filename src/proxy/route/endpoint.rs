@@ -199,9 +199,25 @@ impl Endpoint {
         }
     }
 
-    /// Replaces its ejection policy (a reload that keeps it with other settings).
+    /// Replaces its ejection policy (a reload that keeps it with other settings). A policy
+    /// that never ejects ends a current ejection; a shorter `max` caps it.
     pub fn set_policy(&self, policy: EjectionPolicy) {
         *self.policy.write() = policy;
+        let now = now_ms();
+        let cap = if policy.after_failures == 0 {
+            0
+        } else {
+            now.saturating_add(policy.max.as_millis() as u64)
+        };
+        let capped =
+            self.ejected_until_ms
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |until| {
+                    (until > now && until > cap).then_some(cap)
+                });
+        if capped.is_ok() {
+            self.bump();
+            tracing::info!(route = %self.route, endpoint = %self.url, "ejection shortened by the reloaded policy");
+        }
     }
 
     /// Time left of its current ejection; `None` when it is not ejected.
@@ -266,14 +282,32 @@ impl Endpoint {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let policy = *self.policy.read();
         let consecutive = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if policy.after_failures == 0 || consecutive < policy.after_failures || self.is_ejected() {
+        if policy.after_failures == 0 || consecutive < policy.after_failures {
             return false;
         }
-        self.consecutive_failures.store(0, Ordering::Relaxed);
-        let n = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+        // Failures racing on several threads eject once: only the one that moves the deadline
+        // from "not ejected" ejects, and counts.
+        let now = now_ms();
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        if until > now {
+            return false;
+        }
+        let n = self.ejections.load(Ordering::Relaxed) + 1;
         let length = policy.length(n);
-        self.ejected_until_ms
-            .store(now_ms() + length.as_millis() as u64, Ordering::Relaxed);
+        if self
+            .ejected_until_ms
+            .compare_exchange(
+                until,
+                now + length.as_millis() as u64,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+        self.consecutive_failures.store(0, Ordering::Relaxed);
         self.bump();
         tracing::warn!(
             route = %self.route,
