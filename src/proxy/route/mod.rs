@@ -140,20 +140,17 @@ impl Route {
         if usable(a) && usable(b) {
             return Some(self.lighter(a, b));
         }
-        // Some are not: draw among the usable ones (at most MAX_ENDPOINTS).
-        let mut candidates = [0usize; crate::config::routes::MAX_ENDPOINTS];
-        let mut len = 0;
-        for i in (0..n).filter(|&i| usable(i)) {
-            candidates[len] = i;
-            len += 1;
-        }
+        // Some are not: draw two among the usable ones, by their rank among them (no bound on
+        // the pool's size: a `Config` built by code skips the file's checks).
+        let len = (0..n).filter(|&i| usable(i)).count();
+        let nth_usable = |k: usize| (0..n).filter(|&i| usable(i)).nth(k);
         match len {
             0 => None,
-            1 => Some(candidates[0]),
+            1 => nth_usable(0),
             _ => {
                 let a = fastrand::usize(..len);
                 let b = (a + 1 + fastrand::usize(..len - 1)) % len;
-                Some(self.lighter(candidates[a], candidates[b]))
+                Some(self.lighter(nth_usable(a)?, nth_usable(b)?))
             }
         }
     }
@@ -385,9 +382,20 @@ impl Routing {
                 reloaded.routes_removed.push(route.name.to_string());
             }
         }
+        // `version` sums the endpoints' own versions: those the new table drops take theirs
+        // away, so the change counter takes them in, and the version still moves.
+        let kept: std::collections::HashSet<*const Endpoint> = routes
+            .iter()
+            .flat_map(|r| r.endpoints.iter().map(Arc::as_ptr))
+            .collect();
+        let dropped = old
+            .endpoints()
+            .filter(|e| !kept.contains(&Arc::as_ptr(e)))
+            .fold(0u64, |v, e| v.wrapping_add(e.version()));
         self.table
             .store(Arc::new(RouteTable::new(generation, routes)));
-        self.changes.fetch_add(1, Ordering::Relaxed);
+        self.changes
+            .fetch_add(dropped.wrapping_add(1), Ordering::Relaxed);
         reloaded
     }
 
