@@ -332,7 +332,9 @@ impl Proxy {
                         index = next;
                         continue;
                     }
-                    if unseen && let Some(s) = &ctx.session {
+                    if endpoint_gone(&err)
+                        && let Some(s) = &ctx.session
+                    {
                         // The session's endpoint refuses connections: it is gone, and no other
                         // endpoint knows the session.
                         endpoint
@@ -670,6 +672,27 @@ async fn end_orphaned_upstream_session(
             error = %ErrorChain(&err),
             "could not end upstream a session the proxy refused",
         ),
+    }
+}
+
+/// Whether `err` shows a session's endpoint gone: it refused the connection, or a fresh
+/// connection closed before the request was written. A connect that timed out (a live endpoint
+/// short of CPU, its accept queue full) or a name that did not resolve says nothing of the
+/// sessions the endpoint holds: those get the error, and keep their session.
+fn endpoint_gone(err: &UpstreamError) -> bool {
+    match err {
+        UpstreamError::Unsent(_) => true,
+        UpstreamError::Connect(source) => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&**source);
+            while let Some(e) = cause {
+                if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                    return io.kind() == std::io::ErrorKind::ConnectionRefused;
+                }
+                cause = e.source();
+            }
+            false
+        }
+        _ => false,
     }
 }
 
