@@ -490,6 +490,25 @@ mod tests {
         assert_eq!(redact_url("http://h:1/p?q=a@b"), None);
     }
 
+    /// A value of the wrong type is quoted in figment's error, which goes to stderr at start
+    /// and to the log at every SIGHUP: a password in a URL there is masked like everywhere
+    /// else.
+    #[test]
+    fn a_url_quoted_in_a_type_error_has_its_password_masked() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "relay.toml",
+                "[[routes]]\npath = \"/a\"\nupstreams = \"http://ops:hunter2@127.0.0.1:3001/mcp\"\n",
+            )?;
+            let err = load(&sources(Some("relay.toml"), Overrides::default()))
+                .expect_err("a string where a list goes")
+                .to_string();
+            assert!(err.contains("upstreams"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+            Ok(())
+        });
+    }
+
     /// `[[routes]]` in the exact shape operators write, alone (no `proxy.upstream`), resolve
     /// to routes with their overrides; `--route` adds to the file's routes.
     #[test]
