@@ -278,8 +278,23 @@ async fn an_ejected_endpoint_still_serves_its_sessions_until_it_refuses_connecti
         call(&client, &daemon).await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
-    // Gone: the session ends with a 404 the SDKs re-initialize on.
+    // Gone: the session ends with a 404 the SDKs re-initialize on. Dropping the upstream only
+    // asks its task to stop: wait until its port refuses connections (and its connections are
+    // closed), or a request racing the stop breaks mid-exchange (502, rightly not "gone").
+    let addr = a.authority();
     drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        // A sleep first: the aborted tasks (listener, then connections) are dropped meanwhile.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if tokio::net::TcpStream::connect(&addr).await.is_err() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream still accepts"
+        );
+    }
     let gone = client.post_read(&url(&daemon), &headers, LEGACY_CALL).await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND, "{gone:?}");
     let body: serde_json::Value = serde_json::from_slice(&gone.body).expect("JSON");

@@ -62,7 +62,7 @@ pub enum ConfigError {
     },
     /// A layer could not be read, or a value has the wrong type, or a key is unknown. The
     /// message names the key and the layer it came from.
-    #[error("{0}")]
+    #[error("{}", redact_urls_in(&.0.to_string()))]
     Layers(Box<figment::Error>),
     /// Every key has a value of its type, but one is out of bounds or inconsistent with another
     /// (checked in a fixed order; the first failure is reported).
@@ -302,6 +302,28 @@ pub fn redact_url(url: &str) -> Option<String> {
     Some(format!("{}{shown}{}", &url[..scheme_end], &rest[at..]))
 }
 
+/// `text` with every URL in it (`scheme://…`, up to a space or a quote) passed through
+/// [`redact_url`]: for messages that quote values, such as figment's type errors.
+pub fn redact_urls_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        // The URL starts at its scheme: the letters before `://`.
+        let start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`'))
+            .map_or(rest.len(), |i| at + i);
+        out.push_str(&rest[..start]);
+        let url = &rest[start..end];
+        out.push_str(&redact_url(url).unwrap_or_else(|| url.to_owned()));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Where the configuration file is, when given by flag or `MCP_RELAY_CONFIG`.
 pub fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
     flag.map(Path::to_path_buf)
@@ -488,6 +510,25 @@ mod tests {
             Some("http://********@h:1/p?q=a@b")
         );
         assert_eq!(redact_url("http://h:1/p?q=a@b"), None);
+    }
+
+    /// A value of the wrong type is quoted in figment's error, which goes to stderr at start
+    /// and to the log at every SIGHUP: a password in a URL there is masked like everywhere
+    /// else.
+    #[test]
+    fn a_url_quoted_in_a_type_error_has_its_password_masked() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "relay.toml",
+                "[[routes]]\npath = \"/a\"\nupstreams = \"http://ops:hunter2@127.0.0.1:3001/mcp\"\n",
+            )?;
+            let err = load(&sources(Some("relay.toml"), Overrides::default()))
+                .expect_err("a string where a list goes")
+                .to_string();
+            assert!(err.contains("upstreams"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+            Ok(())
+        });
     }
 
     /// `[[routes]]` in the exact shape operators write, alone (no `proxy.upstream`), resolve

@@ -179,11 +179,19 @@ impl Proxy {
         let (session, endpoint) = match (era, headers.get(&MCP_SESSION_ID)) {
             (Era::Legacy, Some(sid)) => {
                 let sid = sid.to_str().map_err(|_| Reject::SessionNotFound)?;
-                let session = match self.manager.resume(sid, header_version) {
+                // A session of another route or endpoint is refused before it is touched.
+                let mut endpoint = 0;
+                let session = match self.manager.resume_if(sid, header_version, |s| {
+                    endpoint = self.session_endpoint(s)?;
+                    Ok::<_, Reject>(())
+                })? {
                     Some(session) => session,
-                    None => self.restore_session(sid, header_version).await?,
+                    None => {
+                        let session = self.restore_session(sid, header_version).await?;
+                        endpoint = self.session_endpoint(&session)?;
+                        session
+                    }
                 };
-                let endpoint = self.session_endpoint(&session)?;
                 (Some(session), Some(endpoint))
             }
             _ => (None, None),
@@ -210,7 +218,7 @@ impl Proxy {
     /// ejected endpoint may only be slow, and still knows its sessions (one that refuses
     /// connections is gone: the forward phase ends its sessions). A session of another route,
     /// or whose endpoint this route does not have, is not found here (`404`).
-    fn session_endpoint(&self, session: &Arc<Session>) -> Result<usize, Reject> {
+    fn session_endpoint(&self, session: &Session) -> Result<usize, Reject> {
         let route = &self.route;
         let ours = session.route().is_empty() || session.route() == &**route.name();
         match route.endpoint_of(session.upstream()) {
@@ -324,7 +332,9 @@ impl Proxy {
                         index = next;
                         continue;
                     }
-                    if unseen && let Some(s) = &ctx.session {
+                    if endpoint_gone(&err)
+                        && let Some(s) = &ctx.session
+                    {
                         // The session's endpoint refuses connections: it is gone, and no other
                         // endpoint knows the session.
                         endpoint
@@ -662,6 +672,27 @@ async fn end_orphaned_upstream_session(
             error = %ErrorChain(&err),
             "could not end upstream a session the proxy refused",
         ),
+    }
+}
+
+/// Whether `err` shows a session's endpoint gone: it refused the connection, or a fresh
+/// connection closed before the request was written. A connect that timed out (a live endpoint
+/// short of CPU, its accept queue full) or a name that did not resolve says nothing of the
+/// sessions the endpoint holds: those get the error, and keep their session.
+fn endpoint_gone(err: &UpstreamError) -> bool {
+    match err {
+        UpstreamError::Unsent(_) => true,
+        UpstreamError::Connect(source) => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&**source);
+            while let Some(e) = cause {
+                if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                    return io.kind() == std::io::ErrorKind::ConnectionRefused;
+                }
+                cause = e.source();
+            }
+            false
+        }
+        _ => false,
     }
 }
 

@@ -123,7 +123,25 @@ impl SessionManager {
     /// client names a newer `MCP-Protocol-Version`, the session records it. The store's copy
     /// of the record is refreshed at most once per [`activity_refresh`] (through the worker).
     pub fn resume(&self, id: &str, protocol_version: Option<&str>) -> Option<Arc<Session>> {
-        let session = self.sessions.read().get(id).cloned()?;
+        self.resume_if(id, protocol_version, |_| {
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .unwrap_or_else(|never| match never {})
+    }
+
+    /// [`SessionManager::resume`] of a live session that `accept` takes; one it refuses (a
+    /// session of another route) is left as it was, neither marked active nor given the
+    /// protocol version, and its refusal returned.
+    pub fn resume_if<E>(
+        &self,
+        id: &str,
+        protocol_version: Option<&str>,
+        accept: impl FnOnce(&Session) -> Result<(), E>,
+    ) -> Result<Option<Arc<Session>>, E> {
+        let Some(session) = self.sessions.read().get(id).cloned() else {
+            return Ok(None);
+        };
+        accept(&session)?;
         let now = SystemTime::now();
         session.touch(now);
         let mut version_changed = false;
@@ -137,7 +155,7 @@ impl SessionManager {
         if session.activity_due(now, activity_refresh(self.config.idle_ttl)) || version_changed {
             self.persistence.session_saved(session.record());
         }
-        Some(session)
+        Ok(Some(session))
     }
 
     /// Looks up a live session without touching it (for the control plane).

@@ -199,9 +199,25 @@ impl Endpoint {
         }
     }
 
-    /// Replaces its ejection policy (a reload that keeps it with other settings).
+    /// Replaces its ejection policy (a reload that keeps it with other settings). A policy
+    /// that never ejects ends a current ejection; a shorter `max` caps it.
     pub fn set_policy(&self, policy: EjectionPolicy) {
         *self.policy.write() = policy;
+        let now = now_ms();
+        let cap = if policy.after_failures == 0 {
+            0
+        } else {
+            now.saturating_add(policy.max.as_millis() as u64)
+        };
+        let capped =
+            self.ejected_until_ms
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |until| {
+                    (until > now && until > cap).then_some(cap)
+                });
+        if capped.is_ok() {
+            self.bump();
+            tracing::info!(route = %self.route, endpoint = %self.url, "ejection shortened by the reloaded policy");
+        }
     }
 
     /// Time left of its current ejection; `None` when it is not ejected.
@@ -266,14 +282,32 @@ impl Endpoint {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let policy = *self.policy.read();
         let consecutive = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if policy.after_failures == 0 || consecutive < policy.after_failures || self.is_ejected() {
+        if policy.after_failures == 0 || consecutive < policy.after_failures {
             return false;
         }
-        self.consecutive_failures.store(0, Ordering::Relaxed);
-        let n = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+        // Failures racing on several threads eject once: only the one that moves the deadline
+        // from "not ejected" ejects, and counts.
+        let now = now_ms();
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        if until > now {
+            return false;
+        }
+        let n = self.ejections.load(Ordering::Relaxed) + 1;
         let length = policy.length(n);
-        self.ejected_until_ms
-            .store(now_ms() + length.as_millis() as u64, Ordering::Relaxed);
+        if self
+            .ejected_until_ms
+            .compare_exchange(
+                until,
+                now + length.as_millis() as u64,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+        self.consecutive_failures.store(0, Ordering::Relaxed);
         self.bump();
         tracing::warn!(
             route = %self.route,
@@ -352,6 +386,63 @@ mod tests {
         );
         assert_eq!(e.ejections(), 3);
         assert_eq!(e.failures.load(Ordering::Relaxed), 10);
+    }
+
+    /// Failures that race on several threads (a killed endpoint fails every request in flight
+    /// at once) eject it once: one ejection counted, one deadline of the first length.
+    #[test]
+    fn failures_racing_on_threads_eject_once() {
+        const THREADS: usize = 8;
+        for round in 0..3000 {
+            let e = endpoint(1);
+            let start = Arc::new(std::sync::Barrier::new(THREADS));
+            let ejected: usize = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..THREADS)
+                    .map(|_| {
+                        let (e, start) = (e.clone(), start.clone());
+                        s.spawn(move || {
+                            start.wait();
+                            usize::from(e.failed(Failure::Connect))
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("thread")).sum()
+            });
+            assert_eq!(
+                ejected, 1,
+                "round {round}: failed() said `ejected` {ejected} times"
+            );
+            assert_eq!(e.ejections(), 1, "round {round}: one ejection counted");
+            assert!(
+                e.ejected_for().expect("ejected") <= Duration::from_secs(30),
+                "round {round}: the first ejection's length"
+            );
+        }
+    }
+
+    /// A reload that turns ejection off (`eject_after_failures = 0`) ends a current ejection:
+    /// the operator said failures no longer keep the endpoint out; and a shorter
+    /// `max_ejection_time` caps one running.
+    #[test]
+    fn a_policy_without_ejection_ends_a_current_one_and_a_shorter_max_caps_it() {
+        let e = endpoint(1);
+        assert!(e.failed(Failure::Connect));
+        assert!(e.is_ejected());
+        e.set_policy(EjectionPolicy {
+            after_failures: 1,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(5),
+        });
+        assert!(
+            e.ejected_for().expect("still ejected") <= Duration::from_secs(5),
+            "capped by the new max"
+        );
+        e.set_policy(EjectionPolicy {
+            after_failures: 0,
+            base: Duration::from_secs(30),
+            max: Duration::from_secs(70),
+        });
+        assert!(e.is_available(), "ejection is off: the endpoint is back");
     }
 
     #[test]

@@ -140,20 +140,17 @@ impl Route {
         if usable(a) && usable(b) {
             return Some(self.lighter(a, b));
         }
-        // Some are not: draw among the usable ones (at most MAX_ENDPOINTS).
-        let mut candidates = [0usize; crate::config::routes::MAX_ENDPOINTS];
-        let mut len = 0;
-        for i in (0..n).filter(|&i| usable(i)) {
-            candidates[len] = i;
-            len += 1;
-        }
+        // Some are not: draw two among the usable ones, by their rank among them (no bound on
+        // the pool's size: a `Config` built by code skips the file's checks).
+        let len = (0..n).filter(|&i| usable(i)).count();
+        let nth_usable = |k: usize| (0..n).filter(|&i| usable(i)).nth(k);
         match len {
             0 => None,
-            1 => Some(candidates[0]),
+            1 => nth_usable(0),
             _ => {
                 let a = fastrand::usize(..len);
                 let b = (a + 1 + fastrand::usize(..len - 1)) % len;
-                Some(self.lighter(candidates[a], candidates[b]))
+                Some(self.lighter(nth_usable(a)?, nth_usable(b)?))
             }
         }
     }
@@ -385,9 +382,20 @@ impl Routing {
                 reloaded.routes_removed.push(route.name.to_string());
             }
         }
+        // `version` sums the endpoints' own versions: those the new table drops take theirs
+        // away, so the change counter takes them in, and the version still moves.
+        let kept: std::collections::HashSet<*const Endpoint> = routes
+            .iter()
+            .flat_map(|r| r.endpoints.iter().map(Arc::as_ptr))
+            .collect();
+        let dropped = old
+            .endpoints()
+            .filter(|e| !kept.contains(&Arc::as_ptr(e)))
+            .fold(0u64, |v, e| v.wrapping_add(e.version()));
         self.table
             .store(Arc::new(RouteTable::new(generation, routes)));
-        self.changes.fetch_add(1, Ordering::Relaxed);
+        self.changes
+            .fetch_add(dropped.wrapping_add(1), Ordering::Relaxed);
         reloaded
     }
 
@@ -520,6 +528,52 @@ mod tests {
         pool[0].set_drained(true);
         pool[2].set_drained(true);
         assert_eq!(route.pick(None), None);
+    }
+
+    /// `Routing::version` is what `WatchEndpoints` compares: a reload must move it. Here the
+    /// reload swaps an endpoint whose own version was 2 (an operator drained and undrained it)
+    /// for a new one: the generation and the change counter add 2, the dropped endpoint takes
+    /// 2 away, and without care the sum is the same.
+    #[test]
+    fn a_reload_always_moves_the_version() {
+        let routing = Routing::new(
+            &config(&[("/a", &["http://h:1/", "http://h:2/"])]),
+            LatencyHistograms::default(),
+        );
+        let gone = routing.table().by_path("/a").unwrap().pool()[1].clone();
+        gone.set_drained(true);
+        gone.set_drained(false);
+        let before = routing.version();
+        routing.reload(
+            &config(&[("/a", &["http://h:1/", "http://h:3/"])]),
+            |_, _| false,
+        );
+        assert_ne!(
+            routing.version(),
+            before,
+            "a watcher comparing versions would not see the new table"
+        );
+    }
+
+    /// A pool of more than `MAX_ENDPOINTS` (a `Config` built by code: `Daemon::start_with`
+    /// does not run the file checks) with one endpoint unavailable is still balanced.
+    #[test]
+    fn a_pool_past_max_endpoints_with_one_unavailable_does_not_panic() {
+        let urls: Vec<String> = (0..crate::config::routes::MAX_ENDPOINTS + 2)
+            .map(|i| format!("http://h:{}/", i + 1))
+            .collect();
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        let routing = Routing::new(
+            &config(&[("/a", urls.as_slice())]),
+            LatencyHistograms::default(),
+        );
+        let table = routing.table();
+        let route = table.by_path("/a").unwrap();
+        route.pool()[0].set_drained(true);
+        for _ in 0..2000 {
+            let picked = route.pick(None).expect("an endpoint");
+            assert_ne!(picked, 0, "the drained one");
+        }
     }
 
     #[test]
