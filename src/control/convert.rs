@@ -137,8 +137,9 @@ pub fn pinned_sessions(sessions: &[Arc<Session>]) -> PinnedSessions {
 /// route with its URL.
 pub fn endpoint_to_pb(endpoint: &Endpoint, pinned: &PinnedSessions) -> pb::Endpoint {
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let route = endpoint.route();
     let sessions_pinned = pinned.get(&**endpoint.url()).map_or(0, |by_route| {
-        [&**endpoint.route(), ""]
+        [&*route, ""]
             .iter()
             .filter_map(|route| by_route.get(*route))
             .sum()

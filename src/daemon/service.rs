@@ -193,34 +193,37 @@ fn reload_routes(daemon: &Daemon, reload: &Reloader, current: &mut Config) {
         }
     };
     let reloaded = daemon.reload(&config);
+    // Settings read only at start: a change is named in a warning, and `current` keeps what
+    // the daemon runs with, so the next reload compares against that.
     let mut restart_only = Vec::new();
-    for (key, changed) in [
-        ("listen", config.listen != current.listen),
-        ("admin_listen", config.admin_listen != current.admin_listen),
-        ("admin_socket", config.admin_socket != current.admin_socket),
-        ("admin_token", config.admin_token != current.admin_token),
-        ("metrics", config.metrics != current.metrics),
-        ("session", config.session != current.session),
-        ("worker", config.worker != current.worker),
-        ("store", config.store != current.store),
-        ("log", config.log != current.log),
-        (
-            "proxy.threads",
-            config.proxy.threads != current.proxy.threads,
-        ),
-        (
-            "proxy.max_connections",
-            config.proxy.max_connections != current.proxy.max_connections,
-        ),
-        (
-            "proxy.max_upstream_connections",
-            config.proxy.max_upstream_connections != current.proxy.max_upstream_connections,
-        ),
-    ] {
-        if changed {
-            restart_only.push(key);
-        }
+    let mut running = config;
+    macro_rules! restart_only {
+        ($($key:literal => $($field:ident).+),* $(,)?) => {$(
+            if running.$($field).+ != current.$($field).+ {
+                restart_only.push($key);
+                running.$($field).+ = current.$($field).+.clone();
+            }
+        )*};
     }
+    restart_only!(
+        "listen" => listen,
+        "admin_listen" => admin_listen,
+        "admin_socket" => admin_socket,
+        "admin_token" => admin_token,
+        "shutdown_grace_secs" => shutdown_grace,
+        "metrics" => metrics,
+        "session" => session,
+        "worker" => worker,
+        "store" => store,
+        "log" => log,
+        "systemd" => systemd,
+        "proxy.threads" => proxy.threads,
+        "proxy.max_connections" => proxy.max_connections,
+        "proxy.max_upstream_connections" => proxy.max_upstream_connections,
+        "proxy.header_read_timeout_secs" => proxy.header_read_timeout,
+        "proxy.keep_alive_idle_timeout_secs" => proxy.keep_alive_idle_timeout,
+        "proxy.h2_max_concurrent_streams" => proxy.h2_max_concurrent_streams,
+    );
     if !restart_only.is_empty() {
         tracing::warn!(
             keys = ?restart_only,
@@ -235,7 +238,7 @@ fn reload_routes(daemon: &Daemon, reload: &Reloader, current: &mut Config) {
         endpoints_removed = reloaded.endpoints_removed,
         "SIGHUP: routes reloaded",
     );
-    *current = config;
+    *current = running;
 }
 
 fn serving_status(daemon: &Daemon) -> String {

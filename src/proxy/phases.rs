@@ -220,7 +220,7 @@ impl Proxy {
     /// or whose endpoint this route does not have, is not found here (`404`).
     fn session_endpoint(&self, session: &Session) -> Result<usize, Reject> {
         let route = &self.route;
-        let ours = session.route().is_empty() || session.route() == &**route.name();
+        let ours = session.route().is_empty() || route.answers_to(session.route());
         match route.endpoint_of(session.upstream()) {
             Some(i) if ours => Ok(i),
             _ => Err(Reject::SessionNotFound),

@@ -373,9 +373,8 @@ impl Metrics {
             gauge.set(count.load(Ordering::Relaxed) as f64);
         }
         drop(data_plane);
-        self.set_upstreams();
         self.handle.run_upkeep();
-        self.handle.render()
+        self.with_upstreams(self.handle.render())
     }
 
     /// Folds the histogram samples recorded since the last upkeep into their buckets, so

@@ -69,7 +69,7 @@ pub enum Failure {
 #[derive(Debug)]
 pub struct Endpoint {
     /// The name of its route.
-    route: Arc<str>,
+    route: parking_lot::RwLock<Arc<str>>,
     /// Its URL.
     uri: Uri,
     /// Its URL as sessions record it and logs, metrics and the control plane show it: any
@@ -122,7 +122,7 @@ impl Endpoint {
             .unwrap_or(text)
             .into();
         Arc::new(Self {
-            route,
+            route: parking_lot::RwLock::new(route),
             uri,
             url,
             weight: AtomicU32::new(weight.max(1)),
@@ -142,9 +142,14 @@ impl Endpoint {
         })
     }
 
-    /// The name of its route.
-    pub fn route(&self) -> &Arc<str> {
-        &self.route
+    /// The name of its route (its current name, after a reload that renamed the route).
+    pub fn route(&self) -> Arc<str> {
+        self.route.read().clone()
+    }
+
+    /// Renames its route (a reload that named or renamed the route at its path).
+    pub fn set_route(&self, route: Arc<str>) {
+        *self.route.write() = route;
     }
 
     /// Its URL.
@@ -182,7 +187,7 @@ impl Endpoint {
         let changed = self.drained.swap(drained, Ordering::Relaxed) != drained;
         if changed {
             self.bump();
-            tracing::info!(route = %self.route, endpoint = %self.url, drained, "endpoint drain changed");
+            tracing::info!(route = %self.route(), endpoint = %self.url, drained, "endpoint drain changed");
         }
         changed
     }
@@ -216,7 +221,7 @@ impl Endpoint {
                 });
         if capped.is_ok() {
             self.bump();
-            tracing::info!(route = %self.route, endpoint = %self.url, "ejection shortened by the reloaded policy");
+            tracing::info!(route = %self.route(), endpoint = %self.url, "ejection shortened by the reloaded policy");
         }
     }
 
@@ -272,7 +277,7 @@ impl Endpoint {
         }
         if active && self.ejected_until_ms.swap(0, Ordering::Relaxed) > now_ms() {
             self.bump();
-            tracing::info!(route = %self.route, endpoint = %self.url, "endpoint passed its health check; ejection ended");
+            tracing::info!(route = %self.route(), endpoint = %self.url, "endpoint passed its health check; ejection ended");
         }
     }
 
@@ -310,7 +315,7 @@ impl Endpoint {
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.bump();
         tracing::warn!(
-            route = %self.route,
+            route = %self.route(),
             endpoint = %self.url,
             failure = ?failure,
             consecutive,

@@ -44,6 +44,9 @@ use crate::{
 #[derive(Debug)]
 pub struct Route {
     name: Arc<str>,
+    /// Names it had before reloads renamed it (most recent first, at most [`MAX_ALIASES`]):
+    /// sessions created under them are still its own.
+    aliases: Vec<Arc<str>>,
     path: String,
     config: ProxyConfig,
     /// The pool (`pool` of them, in configuration order), then retired endpoints.
@@ -71,6 +74,7 @@ impl Route {
             .collect();
         Self {
             name,
+            aliases: Vec::new(),
             path: resolved.path.clone(),
             config: resolved.proxy.clone(),
             pool: endpoints.len(),
@@ -93,6 +97,12 @@ impl Route {
     /// Its name (the path unless configured).
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// Whether a session recorded under route name `name` is this route's: its name, or one
+    /// it had before a reload renamed it.
+    pub fn answers_to(&self, name: &str) -> bool {
+        &*self.name == name || self.aliases.iter().any(|a| &**a == name)
     }
 
     /// Its endpoint path.
@@ -164,6 +174,9 @@ impl Route {
         if la <= lb { a } else { b }
     }
 }
+
+/// Most earlier names a route remembers ([`Route::answers_to`]).
+pub const MAX_ALIASES: usize = 8;
 
 /// Every route of one configuration generation.
 #[derive(Debug, Default)]
@@ -321,15 +334,32 @@ impl Routing {
             generation,
             ..Reloaded::default()
         };
+        let resolved_routes = config.resolved_routes();
         let mut routes = Vec::new();
-        for resolved in config.resolved_routes() {
-            let Some(previous) = old.by_name(&resolved.name) else {
+        for resolved in &resolved_routes {
+            // The same route: by name, or by path when it was (re)named and its old name is
+            // not another route's now.
+            let previous = old.by_name(&resolved.name).or_else(|| {
+                old.by_path(&resolved.path)
+                    .filter(|p| !resolved_routes.iter().any(|r| *r.name == *p.name))
+            });
+            let Some(previous) = previous else {
                 reloaded.routes_added.push(resolved.name.clone());
                 reloaded.endpoints_added += resolved.endpoints.len();
-                routes.push(Arc::new(Route::new(&resolved, &self.latency)));
+                routes.push(Arc::new(Route::new(resolved, &self.latency)));
                 continue;
             };
-            let name = previous.name.clone();
+            let mut aliases = previous.aliases.clone();
+            let name: Arc<str> = if *previous.name == *resolved.name {
+                previous.name.clone()
+            } else {
+                aliases.insert(0, previous.name.clone());
+                aliases.truncate(MAX_ALIASES);
+                for e in &previous.endpoints {
+                    e.set_route(resolved.name.as_str().into());
+                }
+                resolved.name.as_str().into()
+            };
             let policy = EjectionPolicy::of(&resolved.proxy);
             let mut endpoints: Vec<Arc<Endpoint>> = resolved
                 .endpoints
@@ -364,13 +394,15 @@ impl Routing {
                 if !gone.is_retired() {
                     reloaded.endpoints_removed += 1;
                 }
-                if pinned(&name, gone.url()) {
+                let names = std::iter::once(&name).chain(&aliases);
+                if names.into_iter().any(|n| pinned(n, gone.url())) {
                     gone.set_retired(true);
                     endpoints.push(gone.clone());
                 }
             }
             routes.push(Arc::new(Route {
                 name,
+                aliases,
                 path: resolved.path.clone(),
                 config: resolved.proxy.clone(),
                 endpoints,
@@ -406,7 +438,7 @@ impl Routing {
         table
             .routes()
             .iter()
-            .filter(|r| route.is_empty() || &*r.name == route)
+            .filter(|r| route.is_empty() || r.answers_to(route))
             .find_map(|r| {
                 let i = r.endpoint_of(url)?;
                 Some((r.clone(), r.endpoints[i].clone()))

@@ -62,14 +62,6 @@ const GAUGES: &[(&str, &str, Read)] = &[
 impl Metrics {
     /// Exports `routing`'s endpoints at each render.
     pub fn watch_routing(&self, routing: Arc<Routing>) {
-        for (name, help, _) in COUNTERS {
-            self.recorder
-                .describe_counter(KeyName::from_const_str(name), None, (*help).into());
-        }
-        for (name, help, _) in GAUGES {
-            self.recorder
-                .describe_gauge(KeyName::from_const_str(name), None, (*help).into());
-        }
         self.recorder.describe_histogram(
             KeyName::from_const_str(UPSTREAM_DURATION),
             Some(Unit::Seconds),
@@ -91,28 +83,61 @@ impl Metrics {
         })
     }
 
-    /// Copies every endpoint's numbers into its series.
-    pub(super) fn set_upstreams(&self) {
+    /// `rendered` (the recorder's text) with the endpoints of the current route table: their
+    /// counters and gauges written here from their atomics, and the latency histograms of
+    /// endpoints no longer in the table left out. The recorder never forgets a series, so
+    /// these are not registered with it: an endpoint a reload removed must not stay exported
+    /// (an `ejected` 1 alerting for ever, label sets growing with every URL ever configured).
+    pub(super) fn with_upstreams(&self, rendered: String) -> String {
         let Some(routing) = self.routing.lock().clone() else {
-            return;
+            return rendered;
         };
         let table = routing.table();
-        for endpoint in table.endpoints() {
-            let labels = labels(endpoint.route(), endpoint.url());
-            for (name, _, read) in COUNTERS {
-                let key = Key::from_parts(*name, labels.clone());
-                self.recorder
-                    .register_counter(&key, &METADATA)
-                    .absolute(read(endpoint));
-            }
-            for (name, _, read) in GAUGES {
-                let key = Key::from_parts(*name, labels.clone());
-                self.recorder
-                    .register_gauge(&key, &METADATA)
-                    .set(read(endpoint) as f64);
+        let current: std::collections::HashSet<String> = table
+            .endpoints()
+            .map(|e| format!("endpoint=\"{}\"", escape(e.url())))
+            .collect();
+        let mut out = String::with_capacity(rendered.len() + 4096);
+        for line in rendered.lines() {
+            let stale = line.starts_with(UPSTREAM_DURATION)
+                && line
+                    .find("endpoint=\"")
+                    .and_then(|at| {
+                        let rest = &line[at + 10..];
+                        let end = rest.find("\",").or_else(|| rest.find("\"}"))?;
+                        Some(&line[at..at + 10 + end + 1])
+                    })
+                    .is_some_and(|label| !current.contains(label));
+            if !stale {
+                out.push_str(line);
+                out.push('\n');
             }
         }
+        let endpoints: Vec<_> = table.endpoints().collect();
+        for (kind, rows) in [("counter", COUNTERS), ("gauge", GAUGES)] {
+            for (name, help, read) in rows {
+                out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+                for e in &endpoints {
+                    out.push_str(&format!(
+                        "{name}{{route=\"{}\",endpoint=\"{}\"}} {}\n",
+                        escape(&e.route()),
+                        escape(e.url()),
+                        read(e)
+                    ));
+                }
+                out.push('\n');
+            }
+        }
+        out
     }
+}
+
+/// A label value as the Prometheus text format writes it.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn labels(route: &str, endpoint: &str) -> Vec<Label> {
