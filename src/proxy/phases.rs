@@ -460,7 +460,8 @@ impl Proxy {
     /// **Respond**: the client's answer from the upstream's. The head carries the upstream's
     /// status and end-to-end headers, `Mcp-Session-Id` rewritten to the proxy's session id
     /// (removed when the session ended), a `401`/`403`'s `WWW-Authenticate`
-    /// `resource_metadata` rewritten to the relay's metadata URL ([`oauth::rewrite_challenges`]). A `text/event-stream` body gets a tracker
+    /// `resource_metadata` rewritten to the relay's metadata URL
+    /// ([`oauth::rewrite_challenges`]). A `text/event-stream` body gets a tracker
     /// ([`crate::session::SessionManager::open_stream`]) and the SSE headers, and is relayed:
     /// by a pump into the window and a reader of it for a legacy stream in a session, by an
     /// [`SseRelay`] otherwise. Any other body is read whole first when its `Content-Length` is
