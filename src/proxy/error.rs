@@ -286,15 +286,15 @@ impl Reject {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if matches!(self, Self::MethodNotAllowed(_)) {
+        let allow = match self {
+            Self::MethodNotAllowed(_) => Some("GET, POST, DELETE"),
+            Self::WellKnownMethod(_) => Some("GET, OPTIONS"),
+            _ => None,
+        };
+        if let Some(allow) = allow {
             response
                 .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
-        }
-        if matches!(self, Self::WellKnownMethod(_)) {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, OPTIONS"));
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         response
     }

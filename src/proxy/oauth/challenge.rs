@@ -10,6 +10,8 @@
 //! only at the start of an item (after the scheme's space or a comma), so a token68 that
 //! merely contains the word is left alone.
 
+use crate::proxy::headers::{is_tchar, push_quoted_string};
+
 /// The auth-param name whose value is rewritten (compared case-insensitively, as auth-param
 /// names are).
 const RESOURCE_METADATA: &[u8] = b"resource_metadata";
@@ -40,7 +42,7 @@ pub fn rewrite_resource_metadata(value: &[u8], url: &str) -> Option<Vec<u8>> {
                     out.reserve(value.len() + url.len());
                 }
                 out.extend_from_slice(&value[copied..from]);
-                push_quoted(&mut out, url);
+                push_quoted_string(&mut out, url.as_bytes());
                 copied = to;
                 i = to;
             }
@@ -96,22 +98,6 @@ fn skip_ws(value: &[u8], mut i: usize) -> usize {
         i += 1;
     }
     i
-}
-
-/// RFC 9110 `tchar`.
-fn is_tchar(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
-}
-
-fn push_quoted(out: &mut Vec<u8>, text: &str) {
-    out.push(b'"');
-    for &c in text.as_bytes() {
-        if c == b'"' || c == b'\\' {
-            out.push(b'\\');
-        }
-        out.push(c);
-    }
-    out.push(b'"');
 }
 
 #[cfg(test)]

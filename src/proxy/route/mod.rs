@@ -463,25 +463,25 @@ impl ThreadRoutes {
 
     /// The proxy serving `path` in the current generation.
     fn proxy_for(&self, path: &str) -> Option<Arc<Proxy>> {
-        let generation = self.routing.generation();
-        let built = self.built.load();
-        if built.generation == generation {
-            return built.proxies.get(path).cloned();
-        }
-        drop(built);
-        self.rebuild().proxies.get(path).cloned()
+        self.find(|built| built.proxies.get(path))
     }
 
     /// The proxy answering the discovery documents of the resource at `path` (`""`: the
     /// root form) in the current generation.
     fn discovery_for(&self, path: &str) -> Option<Arc<Proxy>> {
+        self.find(|built| built.discovery.get(path))
+    }
+
+    /// What `pick` finds in this thread's table of the current generation (rebuilt first when
+    /// the generation moved).
+    fn find(&self, pick: impl Fn(&ThreadTable) -> Option<&Arc<Proxy>>) -> Option<Arc<Proxy>> {
         let generation = self.routing.generation();
         let built = self.built.load();
         if built.generation == generation {
-            return built.discovery.get(path).cloned();
+            return pick(&built).cloned();
         }
         drop(built);
-        self.rebuild().discovery.get(path).cloned()
+        pick(&self.rebuild()).cloned()
     }
 
     /// This thread's proxies for the current table, stored for the next requests.
