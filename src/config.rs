@@ -308,6 +308,15 @@ pub struct ProxyConfig {
     /// The path an `http` health check GETs on the endpoint's host; empty: the endpoint's own
     /// path. Default empty.
     pub health_check_path: String,
+    /// The public URL of the MCP endpoint at `endpoint_path` (the `upstream` route) as clients
+    /// reach it, e.g. `https://mcp.example.com/mcp` behind a TLS terminator: the `resource` of
+    /// its OAuth protected-resource metadata (RFC 9728) and the origin and path of the
+    /// `resource_metadata` URL in its `401`/`403` challenges (`proxy::oauth`). An absolute
+    /// `http(s)://` URL without user info, query or fragment. Not inherited by `[[routes]]`: a
+    /// URL names one resource, so each route sets its own `public_url`. Default: none
+    /// (`http://` + the request's validated `Host` + the route's path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 impl ProxyConfig {
@@ -341,6 +350,7 @@ impl ProxyConfig {
             health_check: HealthCheck::None,
             health_check_interval: Duration::from_secs(10),
             health_check_path: String::new(),
+            public_url: None,
         }
     }
 }

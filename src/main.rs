@@ -87,6 +87,11 @@ struct Flags {
     /// Path of the MCP endpoint clients use. [proxy.endpoint_path; default /mcp]
     #[arg(long)]
     endpoint_path: Option<String>,
+    /// The public URL clients use for the --upstream route (e.g. behind a TLS terminator,
+    /// https://mcp.example.com/mcp): the `resource` of its OAuth protected-resource metadata.
+    /// [proxy.public_url; default http:// + the request's Host + the path]
+    #[arg(long)]
+    public_url: Option<String>,
     /// An Origin to allow besides loopback ones (repeatable; `*` allows any); replaces the
     /// configured list. [proxy.allowed_origins]
     #[arg(long = "allow-origin")]
@@ -173,6 +178,7 @@ impl Flags {
             )
             .set_opt("metrics.listen", self.metrics_listen.map(|a| a.to_string()))
             .set_opt("proxy.endpoint_path", self.endpoint_path)
+            .set_opt("proxy.public_url", self.public_url)
             .set_opt("proxy.max_request_body_bytes", self.max_request_body_bytes)
             .set_opt("session.idle_ttl_secs", self.session_idle_ttl_secs)
             .set_opt(

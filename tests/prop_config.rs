@@ -30,6 +30,7 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("proxy", "upstream_connect_timeout_ms", "100"),
     ("proxy", "upstream_response_timeout_secs", "30"),
     ("proxy", "threads", "2"),
+    ("proxy", "public_url", "\"https://mcp.example.com/mcp\""),
     ("session", "idle_ttl_secs", "60"),
     ("session", "closed_streams_kept", "4"),
     ("session", "linger_secs", "3"),

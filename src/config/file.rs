@@ -621,6 +621,17 @@ mod tests {
                 allowed_origins = ["not an origin"]"#,
                 "allowed_origins",
             ),
+            (
+                r#"path = "/.well-known/oauth-protected-resource"
+                upstreams = ["http://h:1/mcp"]"#,
+                "/.well-known/",
+            ),
+            (
+                r#"path = "/a"
+                upstreams = ["http://h:1/mcp"]
+                public_url = "https://u:p@mcp.example/a""#,
+                "public_url",
+            ),
         ];
         for (route, expected) in cases {
             Jail::expect_with(|jail| {
@@ -655,6 +666,56 @@ mod tests {
                 "[[routes]]\npath = \"/a\"\nupstreams = [\"http://h:2/mcp\"]\n[[routes]]\npath = \"/a/\"\nupstreams = [\"http://h:3/mcp\"]\n",
             )?;
             load(&sources(Some("relay.toml"), Overrides::default())).expect("distinct paths");
+            Ok(())
+        });
+    }
+
+    /// `public_url`: the shorthand's names the `proxy.upstream` route (refused without one);
+    /// a route's is its own, never the global one.
+    #[test]
+    fn public_urls_belong_to_one_route() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "relay.toml",
+                r#"
+                    [proxy]
+                    upstream = "http://127.0.0.1:3001/mcp"
+                    public_url = "https://mcp.example/mcp"
+                    [[routes]]
+                    path = "/mcp/a"
+                    upstreams = ["http://127.0.0.1:3002/mcp"]
+                    [[routes]]
+                    path = "/mcp/b"
+                    upstreams = ["http://127.0.0.1:3003/mcp"]
+                    public_url = "https://mcp.example/b"
+                "#,
+            )?;
+            let loaded = load(&sources(Some("relay.toml"), Overrides::default())).unwrap();
+            let urls: Vec<_> = loaded
+                .config
+                .resolved_routes()
+                .into_iter()
+                .map(|r| r.proxy.public_url)
+                .collect();
+            assert_eq!(
+                urls,
+                [
+                    Some("https://mcp.example/mcp".to_owned()),
+                    None,
+                    Some("https://mcp.example/b".to_owned())
+                ]
+            );
+            jail.create_file(
+                "relay.toml",
+                "[proxy]\npublic_url = \"https://mcp.example/mcp\"\n[[routes]]\npath = \"/a\"\nupstreams = [\"http://h:2/mcp\"]\n",
+            )?;
+            let err = load(&sources(Some("relay.toml"), Overrides::default())).unwrap_err();
+            assert!(err.to_string().contains("proxy.public_url"), "{err}");
+            let mut flags = Overrides::default();
+            flags.set("proxy.upstream", "http://127.0.0.1:1/mcp");
+            flags.set("proxy.public_url", "mcp.example/mcp");
+            let err = load(&sources(None, flags)).unwrap_err();
+            assert!(err.to_string().contains("proxy.public_url"), "{err}");
             Ok(())
         });
     }

@@ -27,6 +27,9 @@ pub const MAX_ROUTES: usize = 256;
 pub const MAX_ENDPOINTS: usize = 64;
 /// Largest endpoint weight.
 pub const MAX_WEIGHT: u32 = 100;
+/// The well-known URI prefix (RFC 8615): no route may be served under it, where the OAuth
+/// discovery documents of the routes are (`proxy::oauth`).
+pub const WELL_KNOWN: &str = "/.well-known/";
 
 /// Active health checks of upstream endpoints (`proxy.health_check`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -175,6 +178,11 @@ pub struct RouteConfig {
     /// Overrides `proxy.health_check_path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_path: Option<String>,
+    /// The route's public URL as clients reach it (`proxy.public_url` for this route; never
+    /// inherited from `[proxy]`): the `resource` of its protected-resource metadata. Default:
+    /// none (`http://` + the request's `Host` + `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 impl RouteConfig {
@@ -204,6 +212,7 @@ impl RouteConfig {
             health_check: None,
             health_check_interval: None,
             health_check_path: None,
+            public_url: None,
         }
     }
 
@@ -224,10 +233,12 @@ impl RouteConfig {
         Ok(Self::new(path.trim(), urls))
     }
 
-    /// `global` with this route's overrides applied, its endpoint path set to the route's.
+    /// `global` with this route's overrides applied, its endpoint path set to the route's and
+    /// its `public_url` to the route's own (a URL names one resource: never the global one).
     pub fn apply(&self, global: &ProxyConfig) -> ProxyConfig {
         let mut p = global.clone();
         p.endpoint_path = self.path.clone();
+        p.public_url = self.public_url.clone();
         macro_rules! over {
             ($($field:ident),* $(,)?) => {
                 $(if let Some(v) = &self.$field { p.$field = v.clone(); })*
@@ -331,6 +342,11 @@ pub(super) fn check_routes(config: &Config) -> Result<(), String> {
         if path.len() > 1024 || path.contains(['?', '#']) || path.chars().any(char::is_whitespace) {
             return Err(format!(
                 "{at}: path must be a plain URL path (no query, fragment or spaces)"
+            ));
+        }
+        if path.starts_with(WELL_KNOWN) {
+            return Err(format!(
+                "{at}: paths under {WELL_KNOWN} are the OAuth discovery documents'"
             ));
         }
         if paths.contains(&path) {

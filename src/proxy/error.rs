@@ -54,6 +54,15 @@ pub enum Reject {
     /// A method other than `POST`, `GET` and `DELETE`: `405`/-32600 with `Allow`.
     #[error("method {0} is not allowed on the MCP endpoint")]
     MethodNotAllowed(http::Method),
+    /// A method other than `GET` and `OPTIONS` on a well-known discovery document
+    /// (`proxy::oauth`): `405`/-32600 with `Allow`.
+    #[error("method {0} is not allowed on a discovery document")]
+    WellKnownMethod(http::Method),
+    /// The upstream's discovery document cannot be served (larger than the bound, broken off,
+    /// compressed, or a protected-resource document that is not a JSON object; why, for the
+    /// log): `502`/-32603.
+    #[error("{0}")]
+    BadMetadata(String),
     /// The body is larger than `proxy.max_request_body_bytes`: `413`/-32600.
     #[error("request body exceeds {limit} bytes")]
     BodyTooLarge {
@@ -132,7 +141,10 @@ impl Reject {
                 (StatusCode::BAD_REQUEST, UNSUPPORTED_PROTOCOL_VERSION)
             }
             Self::NoEndpoint(_) => (StatusCode::NOT_FOUND, INVALID_REQUEST),
-            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, INVALID_REQUEST),
+            Self::MethodNotAllowed(_) | Self::WellKnownMethod(_) => {
+                (StatusCode::METHOD_NOT_ALLOWED, INVALID_REQUEST)
+            }
+            Self::BadMetadata(_) => (StatusCode::BAD_GATEWAY, INTERNAL_ERROR),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, INVALID_REQUEST),
             Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, INVALID_REQUEST),
             Self::TooManySessions => (StatusCode::SERVICE_UNAVAILABLE, INTERNAL_ERROR),
@@ -167,7 +179,8 @@ impl Reject {
             Self::RepeatedHeader(_) => "repeated_header",
             Self::UnsupportedProtocolVersion(_) => "unsupported_protocol_version",
             Self::NoEndpoint(_) => "no_endpoint",
-            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::MethodNotAllowed(_) | Self::WellKnownMethod(_) => "method_not_allowed",
+            Self::BadMetadata(_) => "bad_metadata",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyTimeout(_) => "body_timeout",
             Self::TooManySessions => "too_many_sessions",
@@ -202,6 +215,8 @@ impl Reject {
             Self::UnsupportedProtocolVersion(_) => "Unsupported protocol version".into(),
             Self::NoEndpoint(_) => "no MCP endpoint at this path".into(),
             Self::MethodNotAllowed(_) => "method not allowed on the MCP endpoint".into(),
+            Self::WellKnownMethod(_) => "method not allowed on a discovery document".into(),
+            Self::BadMetadata(_) => "upstream discovery document unusable".into(),
             Self::BodyTooLarge { limit } => format!("request body exceeds {limit} bytes").into(),
             Self::BodyTimeout(_) => "request body not received in time".into(),
             Self::TooManySessions => "too many sessions; retry later".into(),
@@ -271,10 +286,15 @@ impl Reject {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if matches!(self, Self::MethodNotAllowed(_)) {
+        let allow = match self {
+            Self::MethodNotAllowed(_) => Some("GET, POST, DELETE"),
+            Self::WellKnownMethod(_) => Some("GET, OPTIONS"),
+            _ => None,
+        };
+        if let Some(allow) = allow {
             response
                 .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         response
     }

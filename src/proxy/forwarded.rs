@@ -21,6 +21,7 @@ use std::{
 
 use http::{HeaderMap, HeaderName, HeaderValue, header, request::Parts};
 
+use super::headers::is_tchar;
 use crate::config::{ForwardedMode, ProxyConfig};
 
 /// The address of the client connection a request came on (its direct peer: the client, or
@@ -309,11 +310,6 @@ fn append_list(
     }
 }
 
-/// Whether `b` is an RFC 9110 token character.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 /// The length of `value` written by [`push_value`].
 fn value_len(value: &[u8]) -> usize {
     if !value.is_empty() && value.iter().all(|&b| is_tchar(b)) {
@@ -329,15 +325,7 @@ fn push_value(out: &mut Vec<u8>, value: &[u8]) {
         out.extend_from_slice(value);
         return;
     }
-    out.push(b'"');
-    for &b in value {
-        // A header value's bytes are visible ASCII, space, tab or obs-text: qdtext but these.
-        if b == b'"' || b == b'\\' {
-            out.push(b'\\');
-        }
-        out.push(b);
-    }
-    out.push(b'"');
+    super::headers::push_quoted_string(out, value);
 }
 
 #[cfg(test)]

@@ -71,6 +71,24 @@ pub fn copy_end_to_end(src: &HeaderMap, dst: &mut HeaderMap) {
     }
 }
 
+/// Whether `b` is an RFC 9110 token character (`tchar`).
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Appends `value` to `out` as an RFC 9110 quoted-string: `"` and `\` escaped. A header
+/// value's bytes are visible ASCII, space, tab or obs-text: qdtext but these two.
+pub fn push_quoted_string(out: &mut Vec<u8>, value: &[u8]) {
+    out.push(b'"');
+    for &b in value {
+        if b == b'"' || b == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
 /// A copy of `value` that owns its bytes. hyper parses header values as slices of the
 /// connection's read buffer, so keeping one keeps that whole buffer (kilobytes) alive: what the
 /// proxy keeps past the request (a session's upstream id, a stream's resumption headers) is

@@ -18,6 +18,7 @@ pub mod error;
 pub mod forwarded;
 pub mod headers;
 pub mod keepalive;
+pub mod oauth;
 mod phases;
 pub mod pump;
 pub mod relay;
@@ -242,31 +243,37 @@ pub(crate) async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) ->
         Ok(response) => response,
         Err(Failure { reject, id }) => {
             // The client reads a short message; the detail is logged here, with the request id.
-            let request_id = id.as_deref().map(RawValue::get);
-            if let Reject::Upstream(UpstreamError::TooManyConnections { max }) = &reject {
-                if let Some(total) = incr_sampled(&proxy.stats.upstream_connections_refused) {
-                    tracing::warn!(
-                        max_upstream_connections = max,
-                        total,
-                        request_id,
-                        "upstream connection bound reached (proxy.max_upstream_connections); \
-                         refusing requests that need a new one",
-                    );
-                }
-            } else if reject.is_server_side() {
-                let error = ErrorChain(&reject);
-                tracing::warn!(kind = reject.kind(), request_id, error = %error, "request failed");
-            } else {
-                let error = ErrorChain(&reject);
-                tracing::debug!(
-                    kind = reject.kind(),
-                    request_id,
-                    error = %error,
-                    "request rejected by the proxy"
-                );
-            }
+            log_reject(&proxy, &reject, id.as_deref().map(RawValue::get));
             reject.into_response_with_id(id.as_deref())
         }
+    }
+}
+
+/// Logs a refusal once, with the request's JSON-RPC id when known: a warning with the cause
+/// chain when it is the proxy's or the upstream's fault (the upstream connection bound at
+/// powers of two), at debug otherwise.
+fn log_reject(proxy: &Proxy, reject: &Reject, request_id: Option<&str>) {
+    if let Reject::Upstream(UpstreamError::TooManyConnections { max }) = reject {
+        if let Some(total) = incr_sampled(&proxy.stats.upstream_connections_refused) {
+            tracing::warn!(
+                max_upstream_connections = max,
+                total,
+                request_id,
+                "upstream connection bound reached (proxy.max_upstream_connections); \
+                 refusing requests that need a new one",
+            );
+        }
+    } else if reject.is_server_side() {
+        let error = ErrorChain(reject);
+        tracing::warn!(kind = reject.kind(), request_id, error = %error, "request failed");
+    } else {
+        let error = ErrorChain(reject);
+        tracing::debug!(
+            kind = reject.kind(),
+            request_id,
+            error = %error,
+            "request rejected by the proxy"
+        );
     }
 }
 

@@ -35,7 +35,7 @@ use serde_json::value::RawValue;
 use super::{
     BUFFERED_RESPONSE_BYTES, Proxy,
     error::Reject,
-    headers, pump,
+    headers, oauth, pump,
     relay::SseRelay,
     route::Failure,
     sse_headers,
@@ -469,7 +469,9 @@ impl Proxy {
 
     /// **Respond**: the client's answer from the upstream's. The head carries the upstream's
     /// status and end-to-end headers, `Mcp-Session-Id` rewritten to the proxy's session id
-    /// (removed when the session ended). A `text/event-stream` body gets a tracker
+    /// (removed when the session ended), a `401`/`403`'s `WWW-Authenticate`
+    /// `resource_metadata` rewritten to the relay's metadata URL
+    /// ([`oauth::rewrite_challenges`]). A `text/event-stream` body gets a tracker
     /// ([`crate::session::SessionManager::open_stream`]) and the SSE headers, and is relayed:
     /// by a pump into the window and a reader of it for a legacy stream in a session, by an
     /// [`SseRelay`] otherwise. Any other body is read whole first when its `Content-Length` is
@@ -488,6 +490,13 @@ impl Proxy {
         let (mut head, upstream_body) = response.into_parts();
         let mut client_headers = HeaderMap::with_capacity(head.headers.len() + 1);
         headers::copy_end_to_end(&head.headers, &mut client_headers);
+        // A 401/403 names the relay's metadata URL, not the upstream's.
+        oauth::rewrite_challenges(
+            head.status,
+            &self.route,
+            &ctx.request.parts,
+            &mut client_headers,
+        );
         let live_session = ctx.session.as_ref().filter(|s| !s.is_ended());
         if head.headers.contains_key(&MCP_SESSION_ID)
             && let Some(s) = live_session

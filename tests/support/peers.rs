@@ -75,6 +75,16 @@ impl Peer {
         Self::spawn(cmd, "py_server").await
     }
 
+    /// The official Python SDK server that requires OAuth bearer tokens
+    /// (`tests/peers/py_auth_server.py`) with `args` (`--token` is required).
+    pub async fn py_auth_server(args: &[&str]) -> Self {
+        let mut cmd = Command::new(python());
+        cmd.arg(peer_script("py_auth_server.py"))
+            .args(["--port", "0"])
+            .args(args);
+        Self::spawn(cmd, "py_auth_server").await
+    }
+
     /// `@modelcontextprotocol/server-everything streamableHttp`, pinned to 127.0.0.1.
     pub async fn everything() -> Self {
         require(repo_root().join("node_modules/@modelcontextprotocol/server-everything"));

@@ -156,6 +156,21 @@ fn check_proxy(config: &Config, upstream: Option<&str>) -> Result<Uri, ConfigErr
     if !p.endpoint_path.starts_with('/') {
         return Err(invalid("proxy.endpoint_path", "must start with `/`"));
     }
+    if p.endpoint_path
+        .starts_with(crate::config::routes::WELL_KNOWN)
+    {
+        return Err(invalid(
+            "proxy.endpoint_path",
+            "paths under /.well-known/ are the OAuth discovery documents'",
+        ));
+    }
+    if p.public_url.is_some() && upstream.authority().is_none() {
+        return Err(invalid(
+            "proxy.public_url",
+            "names the route of proxy.upstream, which is not set: give each [[routes]] entry \
+             its own public_url",
+        ));
+    }
     if p.threads > MAX_DATA_THREADS {
         return Err(invalid(
             "proxy.threads",
@@ -197,6 +212,9 @@ fn check_proxy_values(p: &ProxyConfig) -> Result<(), (&'static str, String)> {
     for entry in &p.trusted_proxies {
         crate::proxy::forwarded::IpRange::parse(entry)
             .map_err(|e| ("proxy.trusted_proxies", e.to_string()))?;
+    }
+    if let Some(url) = &p.public_url {
+        crate::proxy::oauth::PublicUrl::parse(url).map_err(|e| ("proxy.public_url", e))?;
     }
     for (key, value) in proxy_durations(p) {
         if value > MAX_DURATION {

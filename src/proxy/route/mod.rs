@@ -184,19 +184,28 @@ pub struct RouteTable {
     generation: u64,
     routes: Vec<Arc<Route>>,
     by_path: HashMap<String, usize>,
+    /// The route at `proxy.endpoint_path`, else the only one: see [`RouteTable::root`].
+    root: Option<usize>,
 }
 
 impl RouteTable {
-    fn new(generation: u64, routes: Vec<Arc<Route>>) -> Self {
-        let by_path = routes
+    /// The table of `routes`, its root route the one at `endpoint_path` (`proxy.endpoint_path`)
+    /// or the only one.
+    fn new(generation: u64, routes: Vec<Arc<Route>>, endpoint_path: &str) -> Self {
+        let by_path: HashMap<String, usize> = routes
             .iter()
             .enumerate()
             .map(|(i, r)| (r.path.clone(), i))
             .collect();
+        let root = by_path
+            .get(endpoint_path)
+            .copied()
+            .or((routes.len() == 1).then_some(0));
         Self {
             generation,
             routes,
             by_path,
+            root,
         }
     }
 
@@ -213,6 +222,13 @@ impl RouteTable {
     /// The route served at exactly `path`.
     pub fn by_path(&self, path: &str) -> Option<&Arc<Route>> {
         self.by_path.get(path).map(|&i| &self.routes[i])
+    }
+
+    /// The route whose discovery documents the relay's root well-known URLs answer (the
+    /// root form of RFC 9728 §3.1, `proxy::oauth`): the route at `proxy.endpoint_path`, else
+    /// the only route; `None` when there are several and none is there.
+    pub fn root(&self) -> Option<&Arc<Route>> {
+        self.root.map(|i| &self.routes[i])
     }
 
     /// The route named `name`.
@@ -294,7 +310,7 @@ impl Routing {
             .map(|r| Arc::new(Route::new(r, &latency)))
             .collect();
         Arc::new(Self {
-            table: ArcSwap::from_pointee(RouteTable::new(1, routes)),
+            table: ArcSwap::from_pointee(RouteTable::new(1, routes, &config.proxy.endpoint_path)),
             latency,
             reloading: Mutex::new(()),
             changes: AtomicU64::new(0),
@@ -424,8 +440,11 @@ impl Routing {
             .endpoints()
             .filter(|e| !kept.contains(&Arc::as_ptr(e)))
             .fold(0u64, |v, e| v.wrapping_add(e.version()));
-        self.table
-            .store(Arc::new(RouteTable::new(generation, routes)));
+        self.table.store(Arc::new(RouteTable::new(
+            generation,
+            routes,
+            &config.proxy.endpoint_path,
+        )));
         self.changes
             .fetch_add(dropped.wrapping_add(1), Ordering::Relaxed);
         reloaded
@@ -465,6 +484,9 @@ pub struct ThreadRoutes {
 struct ThreadTable {
     generation: u64,
     proxies: HashMap<String, Arc<Proxy>>,
+    /// The proxy answering the discovery documents of each resource path
+    /// ([`super::oauth::discovery_paths`]).
+    discovery: HashMap<String, Arc<Proxy>>,
 }
 
 impl ThreadRoutes {
@@ -481,12 +503,29 @@ impl ThreadRoutes {
 
     /// The proxy serving `path` in the current generation.
     fn proxy_for(&self, path: &str) -> Option<Arc<Proxy>> {
+        self.find(|built| built.proxies.get(path))
+    }
+
+    /// The proxy answering the discovery documents of the resource at `path` (`""`: the
+    /// root form) in the current generation.
+    fn discovery_for(&self, path: &str) -> Option<Arc<Proxy>> {
+        self.find(|built| built.discovery.get(path))
+    }
+
+    /// What `pick` finds in this thread's table of the current generation (rebuilt first when
+    /// the generation moved).
+    fn find(&self, pick: impl Fn(&ThreadTable) -> Option<&Arc<Proxy>>) -> Option<Arc<Proxy>> {
         let generation = self.routing.generation();
         let built = self.built.load();
         if built.generation == generation {
-            return built.proxies.get(path).cloned();
+            return pick(&built).cloned();
         }
         drop(built);
+        pick(&self.rebuild()).cloned()
+    }
+
+    /// This thread's proxies for the current table, stored for the next requests.
+    fn rebuild(&self) -> Arc<ThreadTable> {
         let table = self.routing.table();
         let proxies = table
             .routes()
@@ -496,22 +535,31 @@ impl ThreadRoutes {
                 (route.path.clone(), Arc::new(proxy))
             })
             .collect::<HashMap<_, _>>();
-        let found = proxies.get(path).cloned();
-        self.built.store(Arc::new(ThreadTable {
+        let built = Arc::new(ThreadTable {
             generation: table.generation,
+            discovery: super::oauth::discovery_paths(&table, &proxies),
             proxies,
-        }));
-        found
+        });
+        self.built.store(built.clone());
+        built
     }
 
     /// The axum router of this thread: every route's path, matched exactly at each request
-    /// against the current generation; any other path gets `404` with a JSON-RPC error.
+    /// against the current generation, and each route's OAuth discovery documents under
+    /// `/.well-known/` ([`super::oauth`]); any other path gets `404` with a JSON-RPC error.
     pub fn router(self: Arc<Self>) -> Router {
         Router::new().fallback(dispatch).with_state(self)
     }
 }
 
 async fn dispatch(State(routes): State<Arc<ThreadRoutes>>, request: Request) -> Response {
+    let well_known = super::oauth::WellKnown::parse(request.uri().path())
+        .map(|(document, path)| (document, routes.discovery_for(path)));
+    match well_known {
+        Some((document, Some(proxy))) => return proxy.serve_well_known(document, request).await,
+        Some((_, None)) => return super::no_endpoint(request).await,
+        None => {}
+    }
     match routes.proxy_for(request.uri().path()) {
         Some(proxy) => super::handle(State(proxy), request).await,
         None => super::no_endpoint(request).await,
