@@ -1020,12 +1020,53 @@ fn bench_pump(c: &mut Criterion) {
     g.finish();
 }
 
+/// What routing adds to each request (issue 13): the route table loaded, a pick (power of two
+/// choices; a pool of one is not drawn from), the request counted outstanding at its endpoint,
+/// its latency recorded in the endpoint's Prometheus histogram, its outcome counted, the guard
+/// dropped.
+fn bench_routing(c: &mut Criterion) {
+    use mcp_relay::{
+        config::{Config, RouteConfig},
+        proxy::route::Routing,
+        telemetry::metrics::{Metrics, Observed},
+    };
+    let (manager, _) = manager_with_sessions(1);
+    let metrics = Metrics::new(Observed {
+        manager,
+        proxy: Arc::default(),
+    });
+    let mut g = c.benchmark_group("routing");
+    g.throughput(Throughput::Elements(1));
+    for n in [1usize, 3] {
+        let mut config = Config::new(Uri::default());
+        config.routes = vec![RouteConfig::new(
+            "/mcp",
+            (0..n).map(|i| format!("http://127.0.0.1:{}/mcp", 3001 + i)),
+        )];
+        let routing = Routing::new(&config, metrics.latency_histograms());
+        g.bench_function(format!("pick_and_account/{n}_endpoints"), |b| {
+            b.iter(|| {
+                let table = routing.table();
+                let route = table.by_path(black_box("/mcp")).expect("route");
+                let i = route.pick(None).expect("an endpoint");
+                let endpoint = &route.endpoints()[i];
+                let outstanding = endpoint.begin();
+                let started = Instant::now();
+                endpoint.latency.record(started.elapsed());
+                endpoint.succeeded(false);
+                drop(black_box(outstanding));
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2))
         .sample_size(60);
-    targets = bench_tracker, bench_sse, bench_sessions, bench_headers, bench_pump
+    targets = bench_tracker, bench_sse, bench_sessions, bench_headers, bench_pump, bench_routing
 }
 criterion_main!(benches);
