@@ -202,6 +202,11 @@ async fn a_pool_with_every_endpoint_ejected_answers_503_at_once() {
         attempts,
         "no endpoint was tried"
     );
+    assert_eq!(
+        daemon.proxy_stats().snapshot().no_endpoint_available,
+        1,
+        "the refusal is counted (mcp_relay_no_endpoint_available_total)"
+    );
 }
 
 /// A drained endpoint gets no new requests; undrained, it gets them again.

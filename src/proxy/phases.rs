@@ -268,10 +268,10 @@ impl Proxy {
         let pinned = ctx.endpoint;
         let mut index = match pinned {
             Some(i) => i,
-            None => self
-                .route
-                .pick(None)
-                .ok_or_else(|| Reject::NoEndpointAvailable(self.route.name().clone()))?,
+            None => self.route.pick(None).ok_or_else(|| {
+                ProxyStats::incr(&self.stats.no_endpoint_available);
+                Reject::NoEndpointAvailable(self.route.name().clone())
+            })?,
         };
         let body = std::mem::take(&mut ctx.request.body);
 

@@ -115,6 +115,12 @@ counters! {
             "mcp_relay_standalone_stream_wait_timeouts_total",
             "Waits for a session's standalone GET stream that ran out of time.",
         ),
+        /// Requests answered `503` at once because every endpoint of their route's pool was
+        /// ejected or drained.
+        no_endpoint_available: Counter(
+            "mcp_relay_no_endpoint_available_total",
+            "Requests answered 503 at once because every upstream endpoint of their route was ejected or drained.",
+        ),
     }
 }
 

@@ -540,7 +540,7 @@ pub(crate) mod tests {
         let manager = Arc::new(SessionManager::new(SessionConfig::default(), handle));
         let p = ProxyStats::default();
         let s = manager.stats();
-        let proxy: [&AtomicU64; 20] = [
+        let proxy: [&AtomicU64; 21] = [
             &p.events_forwarded,
             &p.duplicates_dropped,
             &s.events_replayed,
@@ -561,6 +561,7 @@ pub(crate) mod tests {
             &p.standalone_wait_timeouts,
             &p.upstream_streams_broken,
             &p.keepalives_sent,
+            &p.no_endpoint_available,
         ];
         for (i, counter) in (1001..).zip(proxy) {
             counter.store(i, Ordering::Relaxed);

@@ -13,7 +13,7 @@ use mcp_relay::{
     daemon::Daemon,
 };
 use serde_json::Value;
-use tokio::{net::TcpListener, process::Command};
+use tokio::process::Command;
 
 use super::{
     http::{Answer, Client},
@@ -31,19 +31,12 @@ pub fn route(path: &str, urls: &[String]) -> RouteConfig {
 /// Starts mcp-relay on `127.0.0.1:0` (both planes) serving only `routes` (no
 /// `proxy.upstream`), letting `tune` adjust the configuration first.
 pub async fn start_routes(routes: Vec<RouteConfig>, tune: impl FnOnce(&mut Config)) -> Daemon {
-    let mut config = Config::new(Uri::default());
-    config.shutdown_grace = Duration::from_secs(2);
-    config.routes = routes;
-    tune(&mut config);
-    let data = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind data plane");
-    let admin = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind control plane");
-    Daemon::start(config, data, admin)
-        .await
-        .expect("start mcp-relay")
+    super::start_proxy_with("http://127.0.0.1:1/mcp", |config| {
+        config.proxy.upstream = Uri::default();
+        config.routes = routes;
+        tune(config);
+    })
+    .await
 }
 
 /// The URL of `path` on a running proxy's data plane.
