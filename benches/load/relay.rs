@@ -11,6 +11,11 @@
 //!   `session.linger_secs` from the settings (how long a legacy stream's pump keeps reading
 //!   after its client left: the held-streams phase waits it out before its "after" reading);
 //! - `RUST_LOG=warn` to a log file (shown if it fails); no inherited `MCP_RELAY_*` variables.
+//!
+//! `LOAD_RELAY_BIN=PATH` runs another build of mcp-relay instead (an older tree's release
+//! binary, for an A/B of two trees with one harness: each run's rows still compare with the
+//! upstream reached directly in the same run). It must take the flags above; `LOAD_POOL` needs
+//! a build with `--route`.
 
 use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
 
@@ -35,7 +40,10 @@ pub async fn start(upstream: SocketAddr, dir: &Path, tag: &str, linger_secs: u64
     );
     let log = dir.join(format!("mcp-relay-{tag}.log"));
     let stderr = std::fs::File::create(&log).context("creating the mcp-relay log")?;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-relay"));
+    let bin = std::env::var_os("LOAD_RELAY_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_mcp-relay").into());
+    let mut cmd = std::process::Command::new(&bin);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("MCP_RELAY_") {
             cmd.env_remove(&k);
@@ -70,7 +78,7 @@ pub async fn start(upstream: SocketAddr, dir: &Path, tag: &str, linger_secs: u64
         .stderr(stderr);
     let child = cmd
         .spawn()
-        .context(concat!("starting ", env!("CARGO_BIN_EXE_mcp-relay")))?;
+        .with_context(|| format!("starting {}", bin.display()))?;
     let mut guard = ChildGuard::new("mcp-relay", child, Some(log));
     guard.wait_listening(addr, Duration::from_secs(15)).await?;
     guard
