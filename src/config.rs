@@ -18,9 +18,15 @@
 //! Operators set them through the layers in [`file`](mod@file) (embedded defaults < TOML file <
 //! `MCP_RELAY_…` environment < flags); tests build them directly.
 
+pub mod cache;
 pub mod file;
+pub mod policy;
+pub mod rate_limit;
 pub mod routes;
 
+pub use cache::CacheConfig;
+pub use policy::PolicyConfig;
+pub use rate_limit::{RateLimitConfig, ToolRateLimit};
 pub use routes::{EndpointConfig, HealthCheck, ResolvedRoute, RouteConfig};
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -317,6 +323,19 @@ pub struct ProxyConfig {
     /// (`http://` + the request's validated `Host` + the route's path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
+    /// Which tools, resources and prompts clients may list and use: [`PolicyConfig`]
+    /// (`[proxy.policy]`; a route's `[routes.policy]` replaces it whole). Default: all.
+    #[serde(default, skip_serializing_if = "PolicyConfig::is_empty")]
+    pub policy: PolicyConfig,
+    /// Token-bucket rate limits per client, per route, per client and tool:
+    /// [`RateLimitConfig`] (`[proxy.rate_limit]`; a route's `[routes.rate_limit]` replaces it
+    /// whole). Default: none.
+    #[serde(default, skip_serializing_if = "RateLimitConfig::is_default")]
+    pub rate_limit: RateLimitConfig,
+    /// Result caching of what 2026-07-28 servers mark cacheable: [`CacheConfig`]
+    /// (`[proxy.cache]`; a route's `[routes.cache]` replaces it whole). Default: off.
+    #[serde(default, skip_serializing_if = "CacheConfig::is_default")]
+    pub cache: CacheConfig,
 }
 
 impl ProxyConfig {
@@ -351,6 +370,9 @@ impl ProxyConfig {
             health_check_interval: Duration::from_secs(10),
             health_check_path: String::new(),
             public_url: None,
+            policy: PolicyConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }

@@ -217,6 +217,56 @@ impl SseBlock {
     }
 }
 
+impl SseBlock {
+    /// The block with its event data replaced by `data`: one `data: ` line per line of `data`,
+    /// where the block's first `data` line was, its other `data` lines left out; every other
+    /// line (`id`, `event`, `retry`, comments) and the line ends around them pass unchanged.
+    /// What the proxy sends on when an interceptor changed the event's message
+    /// (`proxy::intercept`). A block without `data` is returned as it is.
+    pub fn with_data(&self, data: &[u8]) -> SseBlock {
+        if !self.noted.has_data {
+            return self.clone();
+        }
+        let raw = &self.raw[..];
+        let mut out = BytesMut::with_capacity(raw.len() + data.len() + 16);
+        let mut at = if self.noted.bom {
+            out.put_slice(BOM);
+            BOM.len()
+        } else {
+            0
+        };
+        let mut written = false;
+        while at < raw.len() {
+            let (end, next) = match find_line_end(raw, at) {
+                Ok(found) => found,
+                Err(cr) if cr < raw.len() => (cr, raw.len()),
+                Err(_) => (raw.len(), raw.len()),
+            };
+            let line = &raw[at..end];
+            if line.first().is_some_and(|&b| b != b':') && field_name(line) == b"data" {
+                if !written {
+                    for part in data.split(|&b| b == b'\n') {
+                        out.put_slice(b"data: ");
+                        out.put_slice(part.strip_suffix(b"\r").unwrap_or(part));
+                        out.put_u8(b'\n');
+                    }
+                    written = true;
+                }
+            } else {
+                out.put_slice(&raw[at..next]);
+            }
+            at = next;
+        }
+        let mut parser = SseParser::new(usize::MAX);
+        parser.push(&out);
+        match parser.next_block() {
+            Ok(Some(block)) => block,
+            // Not reached: the block's own lines and its blank line are all still there.
+            _ => self.clone(),
+        }
+    }
+}
+
 /// The parser gave up on the stream.
 #[derive(Debug, thiserror::Error)]
 pub enum SseError {
@@ -397,6 +447,21 @@ fn field_name(line: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_data_replaces_the_data_lines_only() {
+        let block = &blocks(&[b"\xEF\xBB\xBF: c\r\nid: 7\r\nevent: message\r\ndata: {\"a\":\r\ndata: 1}\r\nretry: 5\r\n\r\n"])[0];
+        let changed = block.with_data(b"{\"b\":2}\nsecond");
+        assert_eq!(
+            &changed.raw()[..],
+            b"\xEF\xBB\xBF: c\r\nid: 7\r\nevent: message\r\ndata: {\"b\":2}\ndata: second\nretry: 5\r\n\r\n"
+        );
+        assert_eq!(changed.id(), Some("7"));
+        assert_eq!(&changed.data()[..], b"{\"b\":2}\nsecond");
+        assert_eq!(changed.retry_ms(), Some(5));
+        let comment = &blocks(&[b": only\n\n"])[0];
+        assert_eq!(comment.with_data(b"x").raw(), comment.raw());
+    }
 
     fn blocks(input: &[&[u8]]) -> Vec<SseBlock> {
         let mut p = SseParser::new(1 << 20);

@@ -183,6 +183,15 @@ pub struct RouteConfig {
     /// none (`http://` + the request's `Host` + `path`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
+    /// Overrides `proxy.policy` (`[routes.policy]`), whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<super::PolicyConfig>,
+    /// Overrides `proxy.rate_limit` (`[routes.rate_limit]`), whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<super::RateLimitConfig>,
+    /// Overrides `proxy.cache` (`[routes.cache]`), whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<super::CacheConfig>,
 }
 
 impl RouteConfig {
@@ -213,6 +222,9 @@ impl RouteConfig {
             health_check_interval: None,
             health_check_path: None,
             public_url: None,
+            policy: None,
+            rate_limit: None,
+            cache: None,
         }
     }
 
@@ -264,6 +276,9 @@ impl RouteConfig {
             health_check,
             health_check_interval,
             health_check_path,
+            policy,
+            rate_limit,
+            cache,
         );
         p
     }

@@ -189,6 +189,115 @@ impl pb::upstream_service_server::UpstreamService for UpstreamAdmin {
             self.stop.clone(),
         )))
     }
+
+    async fn get_route_policy(
+        &self,
+        request: Request<pb::GetRoutePolicyRequest>,
+    ) -> Result<Response<pb::RoutePolicy>, Status> {
+        let route = request.into_inner().route;
+        if route.is_empty() {
+            return Err(Status::invalid_argument(
+                "route is required (a route's name)",
+            ));
+        }
+        let table = self.routing()?.table();
+        let found = table
+            .by_name(&route)
+            .ok_or_else(|| route_not_found(&table, &route))?;
+        Ok(Response::new(route_policy_to_pb(found)))
+    }
+
+    async fn invalidate_cache(
+        &self,
+        request: Request<pb::InvalidateCacheRequest>,
+    ) -> Result<Response<pb::InvalidateCacheResponse>, Status> {
+        let route = request.into_inner().route;
+        if route.is_empty() {
+            return Err(Status::invalid_argument(
+                "route is required (a route's name)",
+            ));
+        }
+        let table = self.routing()?.table();
+        let found = table
+            .by_name(&route)
+            .ok_or_else(|| route_not_found(&table, &route))?;
+        let cache = found.chain().and_then(|c| c.cache()).ok_or_else(|| {
+            Status::failed_precondition(format!("route {route:?} has no cache (cache.enabled)"))
+        })?;
+        let invalidated = cache.clear() as u64;
+        tracing::info!(route = %route, invalidated, "cache invalidated through the control plane");
+        Ok(Response::new(pb::InvalidateCacheResponse { invalidated }))
+    }
+}
+
+/// A route's interceptors as the API shows them.
+fn route_policy_to_pb(route: &crate::proxy::route::Route) -> pb::RoutePolicy {
+    let config = route.config();
+    let policy = &config.policy;
+    let limits = &config.rate_limit;
+    let chain = route.chain();
+    let rate_limit = (!limits.is_empty()).then(|| pb::RateLimits {
+        client_requests_per_second: limits.client_requests_per_second,
+        client_burst: limits.client_burst,
+        route_requests_per_second: limits.route_requests_per_second,
+        route_burst: limits.route_burst,
+        tools: limits
+            .tools
+            .iter()
+            .map(|t| pb::ToolRateLimit {
+                name: t.name.clone(),
+                requests_per_second: t.requests_per_second,
+                burst: t.burst,
+            })
+            .collect(),
+        max_clients: limits.max_clients as u64,
+        client_buckets: chain.map_or(0, |c| c.buckets() as u64),
+    });
+    pb::RoutePolicy {
+        route: route.name().to_string(),
+        allow_tools: policy.allow_tools.clone(),
+        deny_tools: policy.deny_tools.clone(),
+        allow_resources: policy.allow_resources.clone(),
+        deny_resources: policy.deny_resources.clone(),
+        allow_prompts: policy.allow_prompts.clone(),
+        deny_prompts: policy.deny_prompts.clone(),
+        rate_limit,
+        cache: chain.and_then(|c| c.cache()).map(|cache| {
+            let (entries, bytes) = cache.size();
+            let stats = &cache.stats;
+            let read =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            pb::CacheState {
+                max_entries: config.cache.max_entries as u64,
+                max_bytes: config.cache.max_bytes as u64,
+                max_ttl: Some(prost_types::Duration {
+                    seconds: (config.cache.max_ttl_ms / 1000) as i64,
+                    nanos: ((config.cache.max_ttl_ms % 1000) * 1_000_000) as i32,
+                }),
+                entries: entries as u64,
+                bytes: bytes as u64,
+                hits: read(&stats.hits),
+                misses: read(&stats.misses),
+                stores: read(&stats.stores),
+                evictions: read(&stats.evictions),
+                invalidations: read(&stats.invalidations),
+            }
+        }),
+        interceptors: chain
+            .into_iter()
+            .flat_map(|c| c.decisions())
+            .map(|(name, d)| {
+                let [passed, changed, answered, dropped] = d.counts().map(|(_, n)| n);
+                pb::InterceptorDecisions {
+                    name: name.to_owned(),
+                    passed,
+                    changed,
+                    answered,
+                    dropped,
+                }
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]

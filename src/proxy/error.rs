@@ -63,6 +63,13 @@ pub enum Reject {
     /// log): `502`/-32603.
     #[error("{0}")]
     BadMetadata(String),
+    /// An upstream answer the route's interceptors must read is larger than
+    /// `proxy.max_event_bytes`: it is neither read whole nor passed unjudged.
+    #[error("upstream answer exceeds {limit} bytes, the most the route's interceptors read")]
+    AnswerTooLarge {
+        /// `proxy.max_event_bytes`.
+        limit: usize,
+    },
     /// The body is larger than `proxy.max_request_body_bytes`: `413`/-32600.
     #[error("request body exceeds {limit} bytes")]
     BodyTooLarge {
@@ -145,6 +152,7 @@ impl Reject {
                 (StatusCode::METHOD_NOT_ALLOWED, INVALID_REQUEST)
             }
             Self::BadMetadata(_) => (StatusCode::BAD_GATEWAY, INTERNAL_ERROR),
+            Self::AnswerTooLarge { .. } => (StatusCode::BAD_GATEWAY, INTERNAL_ERROR),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, INVALID_REQUEST),
             Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, INVALID_REQUEST),
             Self::TooManySessions => (StatusCode::SERVICE_UNAVAILABLE, INTERNAL_ERROR),
@@ -181,6 +189,7 @@ impl Reject {
             Self::NoEndpoint(_) => "no_endpoint",
             Self::MethodNotAllowed(_) | Self::WellKnownMethod(_) => "method_not_allowed",
             Self::BadMetadata(_) => "bad_metadata",
+            Self::AnswerTooLarge { .. } => "answer_too_large",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyTimeout(_) => "body_timeout",
             Self::TooManySessions => "too_many_sessions",
@@ -217,6 +226,7 @@ impl Reject {
             Self::MethodNotAllowed(_) => "method not allowed on the MCP endpoint".into(),
             Self::WellKnownMethod(_) => "method not allowed on a discovery document".into(),
             Self::BadMetadata(_) => "upstream discovery document unusable".into(),
+            Self::AnswerTooLarge { .. } => "upstream answer too large".into(),
             Self::BodyTooLarge { limit } => format!("request body exceeds {limit} bytes").into(),
             Self::BodyTimeout(_) => "request body not received in time".into(),
             Self::TooManySessions => "too many sessions; retry later".into(),

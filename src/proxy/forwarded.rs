@@ -151,6 +151,55 @@ impl ForwardedPolicy {
         self.trusted.iter().any(|range| range.contains(peer))
     }
 
+    /// The address of the client a request is from, as far as this proxy can trust it (what
+    /// rate limits key on): the connection's peer; when that is one of the trusted proxies,
+    /// the `X-Forwarded-For` entries (all its field lines, as one list) read from the right,
+    /// each trusted one skipped, the first other one taken; an entry that is no address stops
+    /// the walk at the last trusted hop. Without `X-Forwarded-For`, `Forwarded`'s `for=`
+    /// nodes the same way. `None` without a [`ClientAddr`] (a request not from the data
+    /// plane's listener).
+    pub fn client_ip(&self, client: &Parts) -> Option<IpAddr> {
+        let peer = client.extensions.get::<ClientAddr>()?.0.ip().to_canonical();
+        if !self.trusts(peer) {
+            return Some(peer);
+        }
+        let mut hops: Vec<&str> = client
+            .headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .collect();
+        if hops.is_empty() {
+            hops = client
+                .headers
+                .get_all(header::FORWARDED)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|element| {
+                    element.split(';').find_map(|pair| {
+                        let (name, value) = pair.trim().split_once('=')?;
+                        name.eq_ignore_ascii_case("for").then(|| value.trim())
+                    })
+                })
+                .collect();
+        }
+        let mut client_ip = peer;
+        for hop in hops.iter().rev() {
+            let Some(ip) = parse_node(hop) else {
+                break;
+            };
+            client_ip = ip;
+            if !self.trusts(ip) {
+                break;
+            }
+        }
+        Some(client_ip)
+    }
+
     /// Sets the forwarded headers of `upstream` (the headers of the request toward the
     /// upstream, with the client's end-to-end ones already copied in, forwarded ones included)
     /// for the client request `client`: nothing in [`ForwardedMode::Off`]; else the incoming
@@ -229,6 +278,25 @@ impl ForwardedPolicy {
             }
         }
     }
+}
+
+/// The address of a forwarded node: `1.2.3.4`, `1.2.3.4:80`, `::1`, `"[::1]:80"`, `[::1]`.
+fn parse_node(node: &str) -> Option<IpAddr> {
+    let node = node.trim_matches('"');
+    if let Ok(ip) = node.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Some(rest) = node.strip_prefix('[') {
+        return rest
+            .split(']')
+            .next()?
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| ip.to_canonical());
+    }
+    node.parse::<SocketAddr>()
+        .ok()
+        .map(|a| a.ip().to_canonical())
 }
 
 /// An IP address's text, formatted on the stack (the longest, an IPv6 address with an
@@ -331,6 +399,57 @@ fn push_value(out: &mut Vec<u8>, value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_ip_is_the_peer_unless_a_trusted_proxy_forwarded_for_another() {
+        let mut config = ProxyConfig::new(http::Uri::default());
+        config.trusted_proxies = vec!["127.0.0.1".into(), "10.0.0.0/8".into()];
+        let policy = ForwardedPolicy::new(&config);
+        let parts = |peer: &str, headers: &[(&str, &str)]| {
+            let mut request = http::Request::builder().uri("/mcp");
+            for (k, v) in headers {
+                request = request.header(*k, *v);
+            }
+            let (mut parts, ()) = request.body(()).unwrap().into_parts();
+            parts
+                .extensions
+                .insert(ClientAddr(format!("{peer}:1000").parse().unwrap()));
+            parts
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // An untrusted peer's claim is ignored.
+        let p = parts("192.0.2.1", &[("x-forwarded-for", "203.0.113.9")]);
+        assert_eq!(policy.client_ip(&p), Some(ip("192.0.2.1")));
+        // A trusted peer: the nearest untrusted hop, trusted hops skipped, lists joined.
+        let p = parts(
+            "127.0.0.1",
+            &[
+                ("x-forwarded-for", "198.51.100.7, 203.0.113.9"),
+                ("x-forwarded-for", "10.1.2.3"),
+            ],
+        );
+        assert_eq!(policy.client_ip(&p), Some(ip("203.0.113.9")));
+        // Garbage stops the walk at the last trusted hop.
+        let p = parts(
+            "127.0.0.1",
+            &[("x-forwarded-for", "203.0.113.9, junk, 10.1.2.3")],
+        );
+        assert_eq!(policy.client_ip(&p), Some(ip("10.1.2.3")));
+        // Forwarded when there is no X-Forwarded-For; IPv6 nodes quoted with a port.
+        let p = parts(
+            "127.0.0.1",
+            &[(
+                "forwarded",
+                "for=\"[2001:db8::1]:4711\";proto=http, for=10.0.0.2",
+            )],
+        );
+        assert_eq!(policy.client_ip(&p), Some(ip("2001:db8::1")));
+        // Nothing forwarded: the trusted peer itself.
+        assert_eq!(
+            policy.client_ip(&parts("127.0.0.1", &[])),
+            Some(ip("127.0.0.1"))
+        );
+    }
     use http::Uri;
 
     fn policy(mode: ForwardedMode, trusted: &[&str]) -> ForwardedPolicy {

@@ -7,7 +7,7 @@
 //! the client sees only the proxy's `Mcp-Session-Id`, the upstream only its own.
 //!
 //! A request passes named phases over one per-request context (`phases.rs`, DESIGN.md
-//! "Request phases"): admit → resolve → forward → account → respond; a legacy stream
+//! "Request phases"): admit → resolve → intercept → forward → account → respond; a legacy stream
 //! resumption leaves after resolve for `resume.rs`. `Proxy::serve` is that sequence; the axum
 //! handler logs and answers a phase's refusal ([`error::Reject`]) once, with the request's id.
 
@@ -17,6 +17,7 @@ mod connector;
 pub mod error;
 pub mod forwarded;
 pub mod headers;
+pub mod intercept;
 pub mod keepalive;
 pub mod oauth;
 mod phases;
@@ -188,9 +189,9 @@ impl Proxy {
             .with_state(self)
     }
 
-    /// Serves one request through the phases ([`phases`]): admit → resolve → forward →
-    /// account → respond, or admit → resolve → [`Proxy::resume`] for a legacy stream
-    /// resumption. A phase's refusal ends the request; its answer carries the request's
+    /// Serves one request through the phases ([`phases`]): admit → resolve → intercept
+    /// ([`intercept`]; it may answer itself) → forward → account → respond, or admit →
+    /// resolve → [`Proxy::resume`] for a legacy stream resumption. A phase's refusal ends the request; its answer carries the request's
     /// JSON-RPC id once the admit phase has read it.
     async fn serve(self: &Arc<Self>, request: Request) -> Result<Response, Failure> {
         let request = self.admit(request).await.map_err(Failure::without_id)?;
@@ -212,6 +213,9 @@ impl Proxy {
                 )
                 .await
                 .map_err(fail);
+        }
+        if let Some(answer) = self.intercept(&mut ctx) {
+            return Ok(answer);
         }
         let response = self.forward(&mut ctx).await.map_err(fail)?;
         let response = self.account(&mut ctx, response).await.map_err(fail)?;

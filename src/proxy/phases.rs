@@ -89,6 +89,9 @@ pub struct RequestCtx {
     /// The endpoint of the route (its index in [`super::route::Route::endpoints`]) the request
     /// goes to: the session's (resolve), or the one the balancer picked (forward).
     pub endpoint: Option<usize>,
+    /// What the route's interceptors do with the answer's messages (intercept), when they
+    /// want them.
+    pub filter: Option<super::intercept::ServerFilter>,
 }
 
 impl RequestCtx {
@@ -211,6 +214,7 @@ impl Proxy {
             version,
             session,
             endpoint,
+            filter: None,
         })
     }
 
@@ -509,10 +513,19 @@ impl Proxy {
             sse_headers(&mut client_headers);
             self.stream_body(ctx, live_session, upstream_body)?
         } else {
-            if let Some(len) = head.headers.get(header::CONTENT_LENGTH) {
-                client_headers.insert(header::CONTENT_LENGTH, len.clone());
+            match &ctx.filter {
+                Some(filter) => {
+                    let body = self.filtered_body(filter, upstream_body).await?;
+                    client_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                    Body::from(body)
+                }
+                None => {
+                    if let Some(len) = head.headers.get(header::CONTENT_LENGTH) {
+                        client_headers.insert(header::CONTENT_LENGTH, len.clone());
+                    }
+                    self.json_body(upstream_body).await?
+                }
             }
-            self.json_body(upstream_body).await?
         };
         head.headers = client_headers;
         tracing::debug!(
@@ -571,6 +584,7 @@ impl Proxy {
                         upstream: self.upstreams[ctx.endpoint.unwrap_or_default()].clone(),
                         resume_headers,
                         request_id,
+                        filter: ctx.filter.clone(),
                     },
                     upstream_body,
                     reader,
@@ -579,14 +593,17 @@ impl Proxy {
             }
             // Modern (and sessionless) streams: closing the client's stream closes the
             // upstream request at once.
-            _ => Body::new(SseRelay::new(
-                upstream_body,
-                tracker,
-                self.manager.clone(),
-                self.stats.clone(),
-                self.config.max_event_bytes,
-                self.config.sse_keepalive,
-            )),
+            _ => Body::new(
+                SseRelay::new(
+                    upstream_body,
+                    tracker,
+                    self.manager.clone(),
+                    self.stats.clone(),
+                    self.config.max_event_bytes,
+                    self.config.sse_keepalive,
+                )
+                .with_filter(ctx.filter.clone()),
+            ),
         })
     }
 
@@ -609,6 +626,35 @@ impl Proxy {
             .map_err(UpstreamError::Body)?
             .to_bytes();
         Ok(Body::from(bytes))
+    }
+
+    /// The client body of a non-SSE answer whose messages the route's interceptors want:
+    /// read whole (at most `proxy.max_event_bytes`, within
+    /// `proxy.upstream_response_timeout`) and run through `filter`.
+    ///
+    /// Rejections: a larger answer `502`/-32603 ([`Reject::AnswerTooLarge`]: it is neither
+    /// held whole nor passed unjudged); one that breaks off `502`, or is late `504`.
+    async fn filtered_body(
+        &self,
+        filter: &super::intercept::ServerFilter,
+        upstream_body: UpstreamBody,
+    ) -> Result<Bytes, Reject> {
+        let limit = self.config.max_event_bytes;
+        let timeout = self.config.upstream_response_timeout;
+        let bytes =
+            match tokio::time::timeout(timeout, Limited::new(upstream_body, limit).collect()).await
+            {
+                Err(_) => return Err(UpstreamError::Timeout(timeout).into()),
+                Ok(Ok(collected)) => collected.to_bytes(),
+                Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
+                    return Err(Reject::AnswerTooLarge { limit });
+                }
+                Ok(Err(err)) => match err.downcast::<hyper::Error>() {
+                    Ok(err) => return Err(UpstreamError::Body(*err).into()),
+                    Err(err) => return Err(Reject::Internal(err.to_string())),
+                },
+            };
+        Ok(filter.body(bytes))
     }
 
     /// Waits for the session's standalone stream to be established upstream (see

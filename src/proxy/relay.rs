@@ -19,6 +19,7 @@ use http_body::{Body, Frame};
 use std::sync::atomic::Ordering;
 
 use super::{
+    intercept::ServerFilter,
     keepalive::{self, KeepAlive},
     stats::ProxyStats,
     upstream::UpstreamBody,
@@ -99,12 +100,15 @@ pub struct SseRelay {
     upstream_done: bool,
     /// When the client is due a keep-alive comment (`None`: off).
     keepalive: Option<KeepAlive>,
+    /// The route's interceptors for this stream's messages, when they want them.
+    filter: Option<ServerFilter>,
 }
 
 impl SseRelay {
     /// A relay of `upstream` through `tracker`, counted in `stats`; `max_event_bytes` bounds
     /// one event; after `keepalive` with nothing sent the client gets a keep-alive comment
-    /// ([`keepalive`]; zero: never).
+    /// ([`keepalive`]; zero: never). Its events go through no interceptor
+    /// ([`SseRelay::with_filter`]).
     pub fn new(
         upstream: UpstreamBody,
         tracker: Arc<EventTracker>,
@@ -125,11 +129,22 @@ impl SseRelay {
             blocks: VecDeque::new(),
             upstream_done: false,
             keepalive: KeepAlive::new(keepalive),
+            filter: None,
         }
+    }
+
+    /// The relay, its events run through `filter` (the route's interceptors) before the
+    /// tracker records them.
+    pub fn with_filter(mut self, filter: Option<ServerFilter>) -> Self {
+        self.filter = filter;
+        self
     }
 
     /// Runs the parsed blocks through the tracker and queues what the client must see.
     fn relay_blocks(&mut self) {
+        if let Some(filter) = &self.filter {
+            filter.blocks(&mut self.blocks);
+        }
         if self.blocks.is_empty() {
             return;
         }

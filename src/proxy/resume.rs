@@ -142,6 +142,14 @@ impl Proxy {
                         upstream: upstream.clone(),
                         resume_headers,
                         request_id: None,
+                        // The stream's request is not known here: its answers are judged by
+                        // their shape.
+                        filter: crate::proxy::intercept::ServerFilter::new(
+                            self.route().chain(),
+                            crate::proxy::intercept::Exchange::resumed(
+                                crate::protocol::era::Era::Legacy,
+                            ),
+                        ),
                     },
                     body,
                     reader,

@@ -10,6 +10,7 @@ One process serves both protocol eras on the same endpoint, because the SDK's
 
 Usage:
     python tests/peers/py_server.py --port 0 [--event-store] [--json-response] [--retry-ms N] [--keep-alive-s S]
+        [--delete-tool] [--change-tool] [--request-log FILE] [--cache-ttl-ms N]
 
 Once the socket is bound it prints exactly one line `LISTENING <port>` on stdout and flushes;
 everything else (uvicorn logs) goes to stderr. Binds 127.0.0.1 only.
@@ -22,6 +23,16 @@ Tools:
         client did not answer within `timeout_ms`: sends an elicitation/create and then a
         sampling/createMessage WITHOUT a related request id, so both travel on the session's
         standalone GET stream (and are lost when no GET is registered when they are sent).
+    delete_all() -> "deleted"  only with `--delete-tool`: a tool a policy denies.
+    change_tools() -> "changed"  only with `--change-tool`: sends `notifications/tools/list_changed` on its own response
+        stream (request-scoped) before answering.
+
+`--cache-ttl-ms N`: 2026-07-28 `tools/list` results carry `ttlMs: N`, `cacheScope: "public"`
+(the SDK's `cache_hints`).
+
+`--request-log FILE`: the server's own log of what reached it. Every JSON-RPC request or
+notification POSTed to it (each message of a batch) appends one line `<method> <name>` to FILE
+(`name`: `params.name`, else `params.uri`, else empty), before the SDK handles it.
 """
 
 from __future__ import annotations
@@ -29,15 +40,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import socket
 import sys
 from collections import deque
 from dataclasses import dataclass
 
 import uvicorn
+from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
-from mcp_types import JSONRPCMessage, SamplingMessage, TextContent
+from mcp_types import JSONRPCMessage, SamplingMessage, TextContent, ToolListChangedNotification
 
 
 @dataclass
@@ -136,8 +149,47 @@ def scope_event_store_per_session(mcp: MCPServer, store: InMemoryEventStore) -> 
     manager._admit_session = admit_scoped  # noqa: SLF001
 
 
-def build_server() -> MCPServer:
-    mcp = MCPServer("mcp-relay-py-peer")
+class RequestLog:
+    """ASGI middleware: appends `<method> <name>` to a file for each JSON-RPC message POSTed."""
+
+    def __init__(self, app, path: str) -> None:
+        self.app, self.path = app, path
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            return await self.app(scope, receive, send)
+        chunks: list[bytes] = []
+
+        async def logged_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    self._log(b"".join(chunks))
+            return message
+
+        return await self.app(scope, logged_receive, send)
+
+    def _log(self, body: bytes) -> None:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return
+        lines = []
+        for m in data if isinstance(data, list) else [data]:
+            if isinstance(m, dict) and isinstance(m.get("method"), str):
+                params = m.get("params") if isinstance(m.get("params"), dict) else {}
+                name = params.get("name") or params.get("uri") or ""
+                lines.append(f"{m['method']} {name}\n")
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.writelines(lines)
+
+
+def build_server(delete_tool: bool = False, cache_ttl_ms: int | None = None, change_tool: bool = False) -> MCPServer:
+    hints = None
+    if cache_ttl_ms is not None:
+        hints = {"tools/list": CacheHint(ttl_ms=cache_ttl_ms, scope="public")}
+    mcp = MCPServer("mcp-relay-py-peer", cache_hints=hints)
 
     @mcp.tool()
     async def progress(steps: int, delay_ms: int, ctx: Context) -> str:
@@ -171,6 +223,21 @@ def build_server() -> MCPServer:
         text = getattr(sampled.content, "text", "?")
         return f"ok {elicited.action} {text}"
 
+    if change_tool:
+
+        @mcp.tool()
+        async def change_tools(ctx: Context) -> str:
+            """Tell the client (on this request's stream) that the tool list changed."""
+            await ctx.session.send_notification(ToolListChangedNotification(), related_request_id=ctx.request_id)
+            return "changed"
+
+    if delete_tool:
+
+        @mcp.tool()
+        async def delete_all() -> str:
+            """A tool an operator's policy denies."""
+            return "deleted"
+
     return mcp
 
 
@@ -182,7 +249,7 @@ async def serve(args: argparse.Namespace) -> None:
     sock.setblocking(False)
     port = sock.getsockname()[1]
 
-    mcp = build_server()
+    mcp = build_server(delete_tool=args.delete_tool, cache_ttl_ms=args.cache_ttl_ms, change_tool=args.change_tool)
     store = InMemoryEventStore() if args.event_store else None
     app = mcp.streamable_http_app(
         streamable_http_path="/mcp",
@@ -193,8 +260,9 @@ async def serve(args: argparse.Namespace) -> None:
     )
     if store is not None and not args.shared_event_store:
         scope_event_store_per_session(mcp, store)
+    served = RequestLog(app, args.request_log) if args.request_log else app
     config = uvicorn.Config(
-        app,
+        served,
         log_level=args.log_level,
         lifespan="on",
         timeout_graceful_shutdown=2,
@@ -221,6 +289,10 @@ def main() -> None:
     parser.add_argument("--json-response", action="store_true", help="answer application/json instead of SSE")
     parser.add_argument("--retry-ms", type=int, default=None, help="SSE retry: on priming events (needs --event-store)")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--delete-tool", action="store_true", help="also serve the tool delete_all")
+    parser.add_argument("--change-tool", action="store_true", help="also serve the tool change_tools")
+    parser.add_argument("--cache-ttl-ms", type=int, default=None, help="2026-07-28 tools/list: ttlMs N, cacheScope public")
+    parser.add_argument("--request-log", help="append `<method> <name>` per JSON-RPC message received to this file")
     parser.add_argument(
         "--keep-alive-s",
         type=int,

@@ -153,24 +153,36 @@ pub fn session_endpoint(daemon: &Daemon, session_id: &str) -> Option<String> {
 /// `tool` with `arguments` (JSON) when given; returns its JSON summary. Panics when it fails or
 /// takes longer than 90 s.
 pub async fn run_ts_client(url: &str, tool: Option<(&str, &str)>) -> Value {
-    let mut cmd = Command::new("node");
-    cmd.current_dir(repo_root())
-        .arg("tests/peers/ts_client.mjs")
-        .arg(url);
+    let mut args = vec![url];
     if let Some((name, arguments)) = tool {
-        cmd.args([name, arguments]);
+        args.extend([name, arguments]);
     }
+    run_node("tests/peers/ts_client.mjs", &args).await
+}
+
+/// Runs the TypeScript SDK tool policy driver (`tests/peers/ts_policy_client.mjs`) against
+/// `url`: lists tools, calls `allowed`, then `denied`; returns its JSON summary.
+pub async fn run_ts_policy_client(url: &str, allowed: &str, denied: &str) -> Value {
+    run_node("tests/peers/ts_policy_client.mjs", &[url, allowed, denied]).await
+}
+
+/// Runs the node script `script` (a path from the repository root) with `args`; returns the
+/// last JSON line it printed. Panics when it fails or takes longer than 90 s.
+async fn run_node(script: &str, args: &[&str]) -> Value {
+    let url = args.first().copied().unwrap_or_default();
+    let mut cmd = Command::new("node");
+    cmd.current_dir(repo_root()).arg(script).args(args);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
     let output = tokio::time::timeout(Duration::from_secs(90), cmd.output())
         .await
-        .expect("ts_client.mjs finishes within 90 s")
+        .unwrap_or_else(|_| panic!("{script} did not finish within 90 s"))
         .expect("spawn node");
     assert!(
         output.status.success(),
-        "ts_client.mjs against {url} failed ({}); its error is above",
+        "{script} against {url} failed ({}); its error is above",
         output.status
     );
     let text = String::from_utf8_lossy(&output.stdout);
@@ -178,8 +190,8 @@ pub async fn run_ts_client(url: &str, tool: Option<(&str, &str)>) -> Value {
         .lines()
         .rev()
         .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON line from ts_client.mjs: {text}"));
-    serde_json::from_str(line).expect("ts_client.mjs JSON")
+        .unwrap_or_else(|| panic!("no JSON line from {script}: {text}"));
+    serde_json::from_str(line).expect("node driver JSON")
 }
 
 /// The `tools` names of a driver's summary.

@@ -216,6 +216,9 @@ fn check_proxy_values(p: &ProxyConfig) -> Result<(), (&'static str, String)> {
     if let Some(url) = &p.public_url {
         crate::proxy::oauth::PublicUrl::parse(url).map_err(|e| ("proxy.public_url", e))?;
     }
+    p.policy.check().map_err(|e| ("proxy.policy", e))?;
+    p.rate_limit.check().map_err(|e| ("proxy.rate_limit", e))?;
+    p.cache.check().map_err(|e| ("proxy.cache", e))?;
     for (key, value) in proxy_durations(p) {
         if value > MAX_DURATION {
             return Err((key, too_long()));

@@ -135,6 +135,9 @@ pub struct PumpContext {
     /// The JSON-RPC id of the `POST` whose answer this stream carries (raw JSON text); `None`
     /// for `GET` streams and batches.
     pub request_id: Option<Box<RawValue>>,
+    /// The route's interceptors for this stream's messages, when they want them: applied
+    /// before the window records an event, so a replay sends what the client got.
+    pub filter: Option<crate::proxy::intercept::ServerFilter>,
 }
 
 /// Starts the pump of a legacy stream, to be driven by `reader`, the reader of the client that
@@ -281,6 +284,9 @@ async fn run(ctx: PumpContext, mut body: UpstreamBody) {
                             break;
                         }
                     }
+                }
+                if let Some(filter) = &ctx.filter {
+                    filter.blocks(&mut pending);
                 }
                 // Everything parsed from this read is recorded under one lock. Backpressure:
                 // when the next event would evict one the reader has not been handed, wait

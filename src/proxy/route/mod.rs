@@ -34,7 +34,7 @@ use parking_lot::Mutex;
 pub use ender::RoutingEnder;
 pub use endpoint::{EjectionPolicy, Endpoint, Failure, Outstanding};
 
-use super::{Proxy, Shared};
+use super::{Proxy, Shared, intercept::Chain};
 use crate::{
     config::{Config, ProxyConfig, ResolvedRoute},
     session::SessionManager,
@@ -52,6 +52,8 @@ pub struct Route {
     /// The pool (`pool` of them, in configuration order), then retired endpoints.
     endpoints: Vec<Arc<Endpoint>>,
     pool: usize,
+    /// Its interceptors ([`crate::proxy::intercept`]); `None`: none configured.
+    chain: Option<Arc<Chain>>,
 }
 
 impl Route {
@@ -73,6 +75,7 @@ impl Route {
             })
             .collect();
         Self {
+            chain: Chain::for_route(name.clone(), &resolved.proxy),
             name,
             aliases: Vec::new(),
             path: resolved.path.clone(),
@@ -113,6 +116,11 @@ impl Route {
     /// Its effective settings (`upstream` is its first endpoint).
     pub fn config(&self) -> &ProxyConfig {
         &self.config
+    }
+
+    /// Its interceptor chain; `None` when it has no interceptor.
+    pub fn chain(&self) -> Option<&Arc<Chain>> {
+        self.chain.as_ref()
     }
 
     /// Its pool's endpoints, then the retired ones (see [`Route::pool`]).
@@ -416,6 +424,13 @@ impl Routing {
                     endpoints.push(gone.clone());
                 }
             }
+            // The same interceptors keep their counters.
+            let chain = if previous.name == name && previous.config.policy == resolved.proxy.policy
+            {
+                previous.chain.clone()
+            } else {
+                Chain::for_route(name.clone(), &resolved.proxy)
+            };
             routes.push(Arc::new(Route {
                 name,
                 aliases,
@@ -423,6 +438,7 @@ impl Routing {
                 config: resolved.proxy.clone(),
                 endpoints,
                 pool,
+                chain,
             }));
         }
         for route in old.routes() {

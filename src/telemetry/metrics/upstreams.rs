@@ -1,4 +1,4 @@
-//! Per route and endpoint series, copied at scrape time from the endpoints' atomics
+//! Per route and endpoint series (and per route interceptor decisions), copied at scrape time from the endpoints' atomics
 //! ([`crate::proxy::route::Endpoint`]), labelled `route` (its name) and `endpoint` (its URL,
 //! passwords masked): label sets bounded by the configuration, never by client input. The
 //! latency histogram is recorded by the data plane itself (its handles are made here,
@@ -128,7 +128,110 @@ impl Metrics {
                 out.push('\n');
             }
         }
+        write_interceptors(&table, &mut out);
         out
+    }
+}
+
+/// Interceptor decisions per route, interceptor and decision.
+pub(super) const INTERCEPTOR_DECISIONS: &str = "mcp_relay_interceptor_decisions_total";
+
+/// Writes every route's interceptor decisions (routes without a chain write nothing; the
+/// family's header is written once there is a series).
+fn write_interceptors(table: &crate::proxy::route::RouteTable, out: &mut String) {
+    let mut header = false;
+    for route in table.routes() {
+        let Some(chain) = route.chain() else {
+            continue;
+        };
+        if !header {
+            out.push_str(&format!(
+                "# HELP {INTERCEPTOR_DECISIONS} Decisions of each interceptor of each route on the messages it looked at: pass, change, answer (a client request answered by the proxy), drop (a notification).\n# TYPE {INTERCEPTOR_DECISIONS} counter\n"
+            ));
+            header = true;
+        }
+        for (interceptor, decisions) in chain.decisions() {
+            for (decision, count) in decisions.counts() {
+                out.push_str(&format!(
+                    "{INTERCEPTOR_DECISIONS}{{route=\"{}\",interceptor=\"{interceptor}\",decision=\"{decision}\"}} {count}\n",
+                    escape(route.name()),
+                ));
+            }
+        }
+    }
+    if header {
+        out.push('\n');
+    }
+    write_caches(table, out);
+}
+
+/// Counters and gauges of each route's result cache: name, help, kind, read.
+type ReadCache = fn(&crate::proxy::intercept::cache::Cache) -> u64;
+
+const CACHE_SERIES: &[(&str, &str, &str, ReadCache)] = &[
+    (
+        "mcp_relay_cache_hits_total",
+        "Requests a route's result cache answered (the upstream never saw them).",
+        "counter",
+        |c| c.stats.hits.load(Ordering::Relaxed),
+    ),
+    (
+        "mcp_relay_cache_misses_total",
+        "Cacheable requests a route's result cache had nothing fresh for.",
+        "counter",
+        |c| c.stats.misses.load(Ordering::Relaxed),
+    ),
+    (
+        "mcp_relay_cache_stores_total",
+        "Results a route's cache kept.",
+        "counter",
+        |c| c.stats.stores.load(Ordering::Relaxed),
+    ),
+    (
+        "mcp_relay_cache_evictions_total",
+        "Results a route's cache dropped to stay within max_entries and max_bytes.",
+        "counter",
+        |c| c.stats.evictions.load(Ordering::Relaxed),
+    ),
+    (
+        "mcp_relay_cache_invalidations_total",
+        "Results a route's cache dropped on change notifications and InvalidateCache.",
+        "counter",
+        |c| c.stats.invalidations.load(Ordering::Relaxed),
+    ),
+    (
+        "mcp_relay_cache_entries",
+        "Results a route's cache holds.",
+        "gauge",
+        |c| c.size().0 as u64,
+    ),
+    (
+        "mcp_relay_cache_bytes",
+        "Bytes a route's cache holds (results and keys).",
+        "gauge",
+        |c| c.size().1 as u64,
+    ),
+];
+
+fn write_caches(table: &crate::proxy::route::RouteTable, out: &mut String) {
+    let caches: Vec<_> = table
+        .routes()
+        .iter()
+        .filter_map(|r| Some((r.name(), r.chain()?.cache()?)))
+        .collect();
+    if caches.is_empty() {
+        return;
+    }
+    for (name, help, kind, read) in CACHE_SERIES {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (route, cache) in &caches {
+            out.push_str(&format!(
+                "{name}{{route=\"{}\"}} {}\n",
+                escape(route),
+                read(cache)
+            ));
+        }
+        out.push('\n');
     }
 }
 

@@ -431,3 +431,111 @@ class WatchEndpointsResponse(_message.Message):
     generation: int
     observe_time: _timestamp_pb2.Timestamp
     def __init__(self, endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., generation: _Optional[int] = ..., observe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetRoutePolicyRequest(_message.Message):
+    __slots__ = ("route",)
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    def __init__(self, route: _Optional[str] = ...) -> None: ...
+
+class RoutePolicy(_message.Message):
+    __slots__ = ("route", "allow_tools", "deny_tools", "allow_resources", "deny_resources", "allow_prompts", "deny_prompts", "rate_limit", "interceptors", "cache")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_TOOLS_FIELD_NUMBER: _ClassVar[int]
+    DENY_TOOLS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    DENY_RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    DENY_PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    INTERCEPTORS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    allow_tools: _containers.RepeatedScalarFieldContainer[str]
+    deny_tools: _containers.RepeatedScalarFieldContainer[str]
+    allow_resources: _containers.RepeatedScalarFieldContainer[str]
+    deny_resources: _containers.RepeatedScalarFieldContainer[str]
+    allow_prompts: _containers.RepeatedScalarFieldContainer[str]
+    deny_prompts: _containers.RepeatedScalarFieldContainer[str]
+    rate_limit: RateLimits
+    interceptors: _containers.RepeatedCompositeFieldContainer[InterceptorDecisions]
+    cache: CacheState
+    def __init__(self, route: _Optional[str] = ..., allow_tools: _Optional[_Iterable[str]] = ..., deny_tools: _Optional[_Iterable[str]] = ..., allow_resources: _Optional[_Iterable[str]] = ..., deny_resources: _Optional[_Iterable[str]] = ..., allow_prompts: _Optional[_Iterable[str]] = ..., deny_prompts: _Optional[_Iterable[str]] = ..., rate_limit: _Optional[_Union[RateLimits, _Mapping]] = ..., interceptors: _Optional[_Iterable[_Union[InterceptorDecisions, _Mapping]]] = ..., cache: _Optional[_Union[CacheState, _Mapping]] = ...) -> None: ...
+
+class CacheState(_message.Message):
+    __slots__ = ("max_entries", "max_bytes", "max_ttl", "entries", "bytes", "hits", "misses", "stores", "evictions", "invalidations")
+    MAX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_TTL_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    STORES_FIELD_NUMBER: _ClassVar[int]
+    EVICTIONS_FIELD_NUMBER: _ClassVar[int]
+    INVALIDATIONS_FIELD_NUMBER: _ClassVar[int]
+    max_entries: int
+    max_bytes: int
+    max_ttl: _duration_pb2.Duration
+    entries: int
+    bytes: int
+    hits: int
+    misses: int
+    stores: int
+    evictions: int
+    invalidations: int
+    def __init__(self, max_entries: _Optional[int] = ..., max_bytes: _Optional[int] = ..., max_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., entries: _Optional[int] = ..., bytes: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., stores: _Optional[int] = ..., evictions: _Optional[int] = ..., invalidations: _Optional[int] = ...) -> None: ...
+
+class InvalidateCacheRequest(_message.Message):
+    __slots__ = ("route",)
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    def __init__(self, route: _Optional[str] = ...) -> None: ...
+
+class InvalidateCacheResponse(_message.Message):
+    __slots__ = ("invalidated",)
+    INVALIDATED_FIELD_NUMBER: _ClassVar[int]
+    invalidated: int
+    def __init__(self, invalidated: _Optional[int] = ...) -> None: ...
+
+class RateLimits(_message.Message):
+    __slots__ = ("client_requests_per_second", "client_burst", "route_requests_per_second", "route_burst", "tools", "max_clients", "client_buckets")
+    CLIENT_REQUESTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_BURST_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_REQUESTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_BURST_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    client_requests_per_second: int
+    client_burst: int
+    route_requests_per_second: int
+    route_burst: int
+    tools: _containers.RepeatedCompositeFieldContainer[ToolRateLimit]
+    max_clients: int
+    client_buckets: int
+    def __init__(self, client_requests_per_second: _Optional[int] = ..., client_burst: _Optional[int] = ..., route_requests_per_second: _Optional[int] = ..., route_burst: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[ToolRateLimit, _Mapping]]] = ..., max_clients: _Optional[int] = ..., client_buckets: _Optional[int] = ...) -> None: ...
+
+class ToolRateLimit(_message.Message):
+    __slots__ = ("name", "requests_per_second", "burst")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    BURST_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    requests_per_second: int
+    burst: int
+    def __init__(self, name: _Optional[str] = ..., requests_per_second: _Optional[int] = ..., burst: _Optional[int] = ...) -> None: ...
+
+class InterceptorDecisions(_message.Message):
+    __slots__ = ("name", "passed", "changed", "answered", "dropped")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    passed: int
+    changed: int
+    answered: int
+    dropped: int
+    def __init__(self, name: _Optional[str] = ..., passed: _Optional[int] = ..., changed: _Optional[int] = ..., answered: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...

@@ -505,6 +505,16 @@ class UpstreamServiceStub:
                 request_serializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.WatchEndpointsRequest.SerializeToString,
                 response_deserializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.WatchEndpointsResponse.FromString,
                 _registered_method=True)
+        self.GetRoutePolicy = channel.unary_unary(
+                '/mcprelay.admin.v1.UpstreamService/GetRoutePolicy',
+                request_serializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.GetRoutePolicyRequest.SerializeToString,
+                response_deserializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.RoutePolicy.FromString,
+                _registered_method=True)
+        self.InvalidateCache = channel.unary_unary(
+                '/mcprelay.admin.v1.UpstreamService/InvalidateCache',
+                request_serializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.InvalidateCacheRequest.SerializeToString,
+                response_deserializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.InvalidateCacheResponse.FromString,
+                _registered_method=True)
 
 
 class UpstreamServiceServicer:
@@ -566,6 +576,27 @@ class UpstreamServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRoutePolicy(self, request, context):
+        """Gets a route's interceptors: its tool policy and rate limits as the current table runs
+        them (the route's `[routes.policy]`/`[routes.rate_limit]`, else the global ones), and what
+        each interceptor of its chain has decided since the chain was built (a reload that changes
+        a route's policy or limits builds a new one).
+        Errors: INVALID_ARGUMENT for an empty `route`; NOT_FOUND for a route the current table does
+        not hold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InvalidateCache(self, request, context):
+        """Drops every result a route's cache holds: the next cacheable requests reach the upstream.
+        Errors: INVALID_ARGUMENT for an empty `route`; NOT_FOUND for a route the current table does
+        not hold; FAILED_PRECONDITION for a route without a cache (`cache.enabled` false).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UpstreamServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -593,6 +624,16 @@ def add_UpstreamServiceServicer_to_server(servicer, server):
                     servicer.WatchEndpoints,
                     request_deserializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.WatchEndpointsRequest.FromString,
                     response_serializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.WatchEndpointsResponse.SerializeToString,
+            ),
+            'GetRoutePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRoutePolicy,
+                    request_deserializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.GetRoutePolicyRequest.FromString,
+                    response_serializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.RoutePolicy.SerializeToString,
+            ),
+            'InvalidateCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.InvalidateCache,
+                    request_deserializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.InvalidateCacheRequest.FromString,
+                    response_serializer=mcprelay_dot_admin_dot_v1_dot_admin__pb2.InvalidateCacheResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -738,6 +779,60 @@ class UpstreamService:
             '/mcprelay.admin.v1.UpstreamService/WatchEndpoints',
             mcprelay_dot_admin_dot_v1_dot_admin__pb2.WatchEndpointsRequest.SerializeToString,
             mcprelay_dot_admin_dot_v1_dot_admin__pb2.WatchEndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRoutePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mcprelay.admin.v1.UpstreamService/GetRoutePolicy',
+            mcprelay_dot_admin_dot_v1_dot_admin__pb2.GetRoutePolicyRequest.SerializeToString,
+            mcprelay_dot_admin_dot_v1_dot_admin__pb2.RoutePolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InvalidateCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mcprelay.admin.v1.UpstreamService/InvalidateCache',
+            mcprelay_dot_admin_dot_v1_dot_admin__pb2.InvalidateCacheRequest.SerializeToString,
+            mcprelay_dot_admin_dot_v1_dot_admin__pb2.InvalidateCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,7 +26,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mcprelay/admin/v1/admin.proto.
  */
 export const file_mcprelay_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Ch1tY3ByZWxheS9hZG1pbi92MS9hZG1pbi5wcm90bxIRbWNwcmVsYXkuYWRtaW4udjEi4QIKB1Nlc3Npb24SDAoEbmFtZRgBIAEoCRIbChN1cHN0cmVhbV9zZXNzaW9uX2lkGAIgASgJEhAKCHVwc3RyZWFtGAMgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YBCABKAkSKwoDZXJhGAUgASgOMh4ubWNwcmVsYXkuYWRtaW4udjEuUHJvdG9jb2xFcmESLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEmxhc3RfYWN0aXZpdHlfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoHc3RyZWFtcxgIIAMoCzIZLm1jcHJlbGF5LmFkbWluLnYxLlN0cmVhbRIuCgVzdGF0ZRgJIAEoDjIfLm1jcHJlbGF5LmFkbWluLnYxLlNlc3Npb25TdGF0ZRINCgVyb3V0ZRgKIAEoCSK5AgoGU3RyZWFtEgwKBG5hbWUYASABKAkSKwoEa2luZBgCIAEoDjIdLm1jcHJlbGF5LmFkbWluLnYxLlN0cmVhbUtpbmQSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGV2ZW50c19mb3J3YXJkZWQYBCABKAQSGgoSZHVwbGljYXRlc19kcm9wcGVkGAUgASgEEhgKEGNsaWVudF9jb25uZWN0ZWQYBiABKAgSOAoOdXBzdHJlYW1fc3RhdGUYByABKA4yIC5tY3ByZWxheS5hZG1pbi52MS5VcHN0cmVhbVN0YXRlEhsKE3JlcGxheV93aW5kb3dfYnl0ZXMYCCABKAQSHAoUbGFzdF9jbGllbnRfZXZlbnRfaWQYCSABKAkiTAoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIOCgZmaWx0ZXIYAyABKAkiXQoUTGlzdFNlc3Npb25zUmVzcG9uc2USLAoIc2Vzc2lvbnMYASADKAsyGi5tY3ByZWxheS5hZG1pbi52MS5TZXNzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIhChFHZXRTZXNzaW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJIiUKFUdldExhc3RFdmVudElkUmVxdWVzdBIMCgRuYW1lGAEgASgJIqYBCgtMYXN0RXZlbnRJZBIMCgRuYW1lGAEgASgJEhcKD2NsaWVudF9ldmVudF9pZBgCIAEoCRIZChF1cHN0cmVhbV9ldmVudF9pZBgDIAEoCRIjChtwZXJzaXN0ZWRfdXBzdHJlYW1fZXZlbnRfaWQYBCABKAkSMAoMcGVyc2lzdF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI6ChJGb3JjZVJlcGxheVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIWCg5hZnRlcl9ldmVudF9pZBgCIAEoCSIuChNGb3JjZVJlcGxheVJlc3BvbnNlEhcKD2V2ZW50c19yZXBsYXllZBgBIAEoBCInChdUZXJtaW5hdGVTZXNzaW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJIngKGFRlcm1pbmF0ZVNlc3Npb25SZXNwb25zZRIrCgdzZXNzaW9uGAEgASgLMhoubWNwcmVsYXkuYWRtaW4udjEuU2Vzc2lvbhIXCg91cHN0cmVhbV9zdGF0dXMYAiABKAUSFgoOdXBzdHJlYW1fZXJyb3IYAyABKAkiJgoUV2F0Y2hTZXNzaW9uc1JlcXVlc3QSDgoGZmlsdGVyGAEgASgJIsgBChVXYXRjaFNlc3Npb25zUmVzcG9uc2USOQoLY2hhbmdlX3R5cGUYASABKA4yJC5tY3ByZWxheS5hZG1pbi52MS5TZXNzaW9uQ2hhbmdlVHlwZRIrCgdzZXNzaW9uGAIgASgLMhoubWNwcmVsYXkuYWRtaW4udjEuU2Vzc2lvbhIvCgtjaGFuZ2VfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoObWlzc2VkX2NoYW5nZXMYBCABKAQiEwoRR2V0TWV0cmljc1JlcXVlc3QiQgoTV2F0Y2hNZXRyaWNzUmVxdWVzdBIrCghpbnRlcnZhbBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKCAQoUV2F0Y2hNZXRyaWNzUmVzcG9uc2USNAoIc25hcHNob3QYASABKAsyIi5tY3ByZWxheS5hZG1pbi52MS5NZXRyaWNzU25hcHNob3QSGQoRc2tpcHBlZF9zbmFwc2hvdHMYAiABKAQSGQoRZXZlbnRzX3Blcl9zZWNvbmQYAyABKAEipQEKD01ldHJpY3NTbmFwc2hvdBIwCgxvYnNlcnZlX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KBXByb3h5GAIgASgLMh8ubWNwcmVsYXkuYWRtaW4udjEuUHJveHlNZXRyaWNzEjAKBndvcmtlchgDIAEoCzIgLm1jcHJlbGF5LmFkbWluLnYxLldvcmtlck1ldHJpY3Mi7AEKDFByb3h5TWV0cmljcxIQCghzZXNzaW9ucxgBIAEoBBIUCgxzdHJlYW1zX29wZW4YAiABKAQSFgoOc3RyZWFtc19vcGVuZWQYAyABKAQSGAoQZXZlbnRzX2ZvcndhcmRlZBgEIAEoBBIaChJkdXBsaWNhdGVzX2Ryb3BwZWQYBSABKAQSFwoPZXZlbnRzX3JlcGxheWVkGAYgASgEEhMKC3Jlc3VtcHRpb25zGAcgASgEEhsKE3Jlc3VtcHRpb25zX3JlZnVzZWQYCCABKAQSGwoTdXBzdHJlYW1fcmVjb25uZWN0cxgJIAEoBCLwAQoNV29ya2VyTWV0cmljcxIPCgdwZW5kaW5nGAEgASgEEg8KB3VwZGF0ZXMYAiABKAQSFQoNc3RyZWFtX3dyaXRlcxgDIAEoBBIWCg5zZXNzaW9uX3dyaXRlcxgEIAEoBBIPCgdiYXRjaGVzGAUgASgEEhYKDmNvYWxlc2NlX3JhdGlvGAYgASgBEjYKE2xhc3RfZmx1c2hfZHVyYXRpb24YByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGZXJyb3JzGAggASgEEg8KB3JldHJpZXMYCSABKAQSDAoEc2hlZBgKIAEoBCITChFMaXN0Um91dGVzUmVxdWVzdCJSChJMaXN0Um91dGVzUmVzcG9uc2USKAoGcm91dGVzGAEgAygLMhgubWNwcmVsYXkuYWRtaW4udjEuUm91dGUSEgoKZ2VuZXJhdGlvbhgCIAEoBCKUBAoFUm91dGUSDAoEbmFtZRgBIAEoCRIMCgRwYXRoGAIgASgJEhIKCmdlbmVyYXRpb24YAyABKAQSFgoOZW5kcG9pbnRfY291bnQYBCABKA0SIAoYYXZhaWxhYmxlX2VuZHBvaW50X2NvdW50GAUgASgNEh4KFnJldGlyZWRfZW5kcG9pbnRfY291bnQYBiABKA0SMwoQcmVzcG9uc2VfdGltZW91dBgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIyCg9jb25uZWN0X3RpbWVvdXQYCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SOAoMaGVhbHRoX2NoZWNrGAkgASgOMiIubWNwcmVsYXkuYWRtaW4udjEuSGVhbHRoQ2hlY2tLaW5kEjgKFWhlYWx0aF9jaGVja19pbnRlcnZhbBgKIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIZChFoZWFsdGhfY2hlY2tfcGF0aBgLIAEoCRIcChRlamVjdF9hZnRlcl9mYWlsdXJlcxgMIAEoDRI1ChJiYXNlX2VqZWN0aW9uX3RpbWUYDSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNAoRbWF4X2VqZWN0aW9uX3RpbWUYDiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i9QIKCEVuZHBvaW50Eg0KBXJvdXRlGAEgASgJEgsKA3VybBgCIAEoCRIOCgZ3ZWlnaHQYAyABKA0SMQoGaGVhbHRoGAQgASgOMiEubWNwcmVsYXkuYWRtaW4udjEuRW5kcG9pbnRIZWFsdGgSDwoHZHJhaW5lZBgFIAEoCBIPCgdyZXRpcmVkGAYgASgIEjQKEWVqZWN0ZWRfcmVtYWluaW5nGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhwKFGNvbnNlY3V0aXZlX2ZhaWx1cmVzGAggASgNEhwKFG91dHN0YW5kaW5nX3JlcXVlc3RzGAkgASgEEhEKCWVqZWN0aW9ucxgKIAEoBBIQCghyZXF1ZXN0cxgLIAEoBBIQCghmYWlsdXJlcxgMIAEoBBIPCgdyZXRyaWVzGA0gASgEEhUKDXNlc3Npb25zX2xvc3QYDiABKAQSFwoPc2Vzc2lvbnNfcGlubmVkGA8gASgEIiUKFExpc3RFbmRwb2ludHNSZXF1ZXN0Eg0KBXJvdXRlGAEgASgJIlsKFUxpc3RFbmRwb2ludHNSZXNwb25zZRIuCgllbmRwb2ludHMYASADKAsyGy5tY3ByZWxheS5hZG1pbi52MS5FbmRwb2ludBISCgpnZW5lcmF0aW9uGAIgASgEIjIKFERyYWluRW5kcG9pbnRSZXF1ZXN0Eg0KBXJvdXRlGAEgASgJEgsKA3VybBgCIAEoCSI0ChZVbmRyYWluRW5kcG9pbnRSZXF1ZXN0Eg0KBXJvdXRlGAEgASgJEgsKA3VybBgCIAEoCSImChVXYXRjaEVuZHBvaW50c1JlcXVlc3QSDQoFcm91dGUYASABKAkijgEKFldhdGNoRW5kcG9pbnRzUmVzcG9uc2USLgoJZW5kcG9pbnRzGAEgAygLMhsubWNwcmVsYXkuYWRtaW4udjEuRW5kcG9pbnQSEgoKZ2VuZXJhdGlvbhgCIAEoBBIwCgxvYnNlcnZlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKl0KC1Byb3RvY29sRXJhEhwKGFBST1RPQ09MX0VSQV9VTlNQRUNJRklFRBAAEhcKE1BST1RPQ09MX0VSQV9MRUdBQ1kQARIXChNQUk9UT0NPTF9FUkFfTU9ERVJOEAIqmAEKDFNlc3Npb25TdGF0ZRIdChlTRVNTSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSU0VTU0lPTl9TVEFURV9JRExFEAESGwoXU0VTU0lPTl9TVEFURV9TVFJFQU1JTkcQAhIbChdTRVNTSU9OX1NUQVRFX0xJTkdFUklORxADEhcKE1NFU1NJT05fU1RBVEVfRU5ERUQQBCpUCgpTdHJlYW1LaW5kEhsKF1NUUkVBTV9LSU5EX1VOU1BFQ0lGSUVEEAASFAoQU1RSRUFNX0tJTkRfUE9TVBABEhMKD1NUUkVBTV9LSU5EX0dFVBACKr0BCg1VcHN0cmVhbVN0YXRlEh4KGlVQU1RSRUFNX1NUQVRFX1VOU1BFQ0lGSUVEEAASFwoTVVBTVFJFQU1fU1RBVEVfTElWRRABEh8KG1VQU1RSRUFNX1NUQVRFX1JFQ09OTkVDVElORxACEhsKF1VQU1RSRUFNX1NUQVRFX0NPTVBMRVRFEAMSGQoVVVBTVFJFQU1fU1RBVEVfRkFJTEVEEAQSGgoWVVBTVFJFQU1fU1RBVEVfU1RPUFBFRBAFKvoBChFTZXNzaW9uQ2hhbmdlVHlwZRIjCh9TRVNTSU9OX0NIQU5HRV9UWVBFX1VOU1BFQ0lGSUVEEAASIAocU0VTU0lPTl9DSEFOR0VfVFlQRV9FWElTVElORxABEh4KGlNFU1NJT05fQ0hBTkdFX1RZUEVfU1lOQ0VEEAISHwobU0VTU0lPTl9DSEFOR0VfVFlQRV9DUkVBVEVEEAMSHwobU0VTU0lPTl9DSEFOR0VfVFlQRV9VUERBVEVEEAQSHQoZU0VTU0lPTl9DSEFOR0VfVFlQRV9FTkRFRBAFEh0KGVNFU1NJT05fQ0hBTkdFX1RZUEVfUkVTRVQQBiqIAQoPSGVhbHRoQ2hlY2tLaW5kEiEKHUhFQUxUSF9DSEVDS19LSU5EX1VOU1BFQ0lGSUVEEAASGgoWSEVBTFRIX0NIRUNLX0tJTkRfTk9ORRABEhoKFkhFQUxUSF9DSEVDS19LSU5EX1BJTkcQAhIaChZIRUFMVEhfQ0hFQ0tfS0lORF9IVFRQEAMqawoORW5kcG9pbnRIZWFsdGgSHwobRU5EUE9JTlRfSEVBTFRIX1VOU1BFQ0lGSUVEEAASGwoXRU5EUE9JTlRfSEVBTFRIX0hFQUxUSFkQARIbChdFTkRQT0lOVF9IRUFMVEhfRUpFQ1RFRBACMs4ECg5TZXNzaW9uU2VydmljZRJfCgxMaXN0U2Vzc2lvbnMSJi5tY3ByZWxheS5hZG1pbi52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GicubWNwcmVsYXkuYWRtaW4udjEuTGlzdFNlc3Npb25zUmVzcG9uc2USTgoKR2V0U2Vzc2lvbhIkLm1jcHJlbGF5LmFkbWluLnYxLkdldFNlc3Npb25SZXF1ZXN0GhoubWNwcmVsYXkuYWRtaW4udjEuU2Vzc2lvbhJaCg5HZXRMYXN0RXZlbnRJZBIoLm1jcHJlbGF5LmFkbWluLnYxLkdldExhc3RFdmVudElkUmVxdWVzdBoeLm1jcHJlbGF5LmFkbWluLnYxLkxhc3RFdmVudElkElwKC0ZvcmNlUmVwbGF5EiUubWNwcmVsYXkuYWRtaW4udjEuRm9yY2VSZXBsYXlSZXF1ZXN0GiYubWNwcmVsYXkuYWRtaW4udjEuRm9yY2VSZXBsYXlSZXNwb25zZRJrChBUZXJtaW5hdGVTZXNzaW9uEioubWNwcmVsYXkuYWRtaW4udjEuVGVybWluYXRlU2Vzc2lvblJlcXVlc3QaKy5tY3ByZWxheS5hZG1pbi52MS5UZXJtaW5hdGVTZXNzaW9uUmVzcG9uc2USZAoNV2F0Y2hTZXNzaW9ucxInLm1jcHJlbGF5LmFkbWluLnYxLldhdGNoU2Vzc2lvbnNSZXF1ZXN0GigubWNwcmVsYXkuYWRtaW4udjEuV2F0Y2hTZXNzaW9uc1Jlc3BvbnNlMAEyywEKDk1ldHJpY3NTZXJ2aWNlElYKCkdldE1ldHJpY3MSJC5tY3ByZWxheS5hZG1pbi52MS5HZXRNZXRyaWNzUmVxdWVzdBoiLm1jcHJlbGF5LmFkbWluLnYxLk1ldHJpY3NTbmFwc2hvdBJhCgxXYXRjaE1ldHJpY3MSJi5tY3ByZWxheS5hZG1pbi52MS5XYXRjaE1ldHJpY3NSZXF1ZXN0GicubWNwcmVsYXkuYWRtaW4udjEuV2F0Y2hNZXRyaWNzUmVzcG9uc2UwATLrAwoPVXBzdHJlYW1TZXJ2aWNlElkKCkxpc3RSb3V0ZXMSJC5tY3ByZWxheS5hZG1pbi52MS5MaXN0Um91dGVzUmVxdWVzdBolLm1jcHJlbGF5LmFkbWluLnYxLkxpc3RSb3V0ZXNSZXNwb25zZRJiCg1MaXN0RW5kcG9pbnRzEicubWNwcmVsYXkuYWRtaW4udjEuTGlzdEVuZHBvaW50c1JlcXVlc3QaKC5tY3ByZWxheS5hZG1pbi52MS5MaXN0RW5kcG9pbnRzUmVzcG9uc2USVQoNRHJhaW5FbmRwb2ludBInLm1jcHJlbGF5LmFkbWluLnYxLkRyYWluRW5kcG9pbnRSZXF1ZXN0GhsubWNwcmVsYXkuYWRtaW4udjEuRW5kcG9pbnQSWQoPVW5kcmFpbkVuZHBvaW50EikubWNwcmVsYXkuYWRtaW4udjEuVW5kcmFpbkVuZHBvaW50UmVxdWVzdBobLm1jcHJlbGF5LmFkbWluLnYxLkVuZHBvaW50EmcKDldhdGNoRW5kcG9pbnRzEigubWNwcmVsYXkuYWRtaW4udjEuV2F0Y2hFbmRwb2ludHNSZXF1ZXN0GikubWNwcmVsYXkuYWRtaW4udjEuV2F0Y2hFbmRwb2ludHNSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch1tY3ByZWxheS9hZG1pbi92MS9hZG1pbi5wcm90bxIRbWNwcmVsYXkuYWRtaW4udjEi4QIKB1Nlc3Npb24SDAoEbmFtZRgBIAEoCRIbChN1cHN0cmVhbV9zZXNzaW9uX2lkGAIgASgJEhAKCHVwc3RyZWFtGAMgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YBCABKAkSKwoDZXJhGAUgASgOMh4ubWNwcmVsYXkuYWRtaW4udjEuUHJvdG9jb2xFcmESLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEmxhc3RfYWN0aXZpdHlfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoHc3RyZWFtcxgIIAMoCzIZLm1jcHJlbGF5LmFkbWluLnYxLlN0cmVhbRIuCgVzdGF0ZRgJIAEoDjIfLm1jcHJlbGF5LmFkbWluLnYxLlNlc3Npb25TdGF0ZRINCgVyb3V0ZRgKIAEoCSK5AgoGU3RyZWFtEgwKBG5hbWUYASABKAkSKwoEa2luZBgCIAEoDjIdLm1jcHJlbGF5LmFkbWluLnYxLlN0cmVhbUtpbmQSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGV2ZW50c19mb3J3YXJkZWQYBCABKAQSGgoSZHVwbGljYXRlc19kcm9wcGVkGAUgASgEEhgKEGNsaWVudF9jb25uZWN0ZWQYBiABKAgSOAoOdXBzdHJlYW1fc3RhdGUYByABKA4yIC5tY3ByZWxheS5hZG1pbi52MS5VcHN0cmVhbVN0YXRlEhsKE3JlcGxheV93aW5kb3dfYnl0ZXMYCCABKAQSHAoUbGFzdF9jbGllbnRfZXZlbnRfaWQYCSABKAkiTAoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIOCgZmaWx0ZXIYAyABKAkiXQoUTGlzdFNlc3Npb25zUmVzcG9uc2USLAoIc2Vzc2lvbnMYASADKAsyGi5tY3ByZWxheS5hZG1pbi52MS5TZXNzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIhChFHZXRTZXNzaW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJIiUKFUdldExhc3RFdmVudElkUmVxdWVzdBIMCgRuYW1lGAEgASgJIqYBCgtMYXN0RXZlbnRJZBIMCgRuYW1lGAEgASgJEhcKD2NsaWVudF9ldmVudF9pZBgCIAEoCRIZChF1cHN0cmVhbV9ldmVudF9pZBgDIAEoCRIjChtwZXJzaXN0ZWRfdXBzdHJlYW1fZXZlbnRfaWQYBCABKAkSMAoMcGVyc2lzdF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI6ChJGb3JjZVJlcGxheVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIWCg5hZnRlcl9ldmVudF9pZBgCIAEoCSIuChNGb3JjZVJlcGxheVJlc3BvbnNlEhcKD2V2ZW50c19yZXBsYXllZBgBIAEoBCInChdUZXJtaW5hdGVTZXNzaW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJIngKGFRlcm1pbmF0ZVNlc3Npb25SZXNwb25zZRIrCgdzZXNzaW9uGAEgASgLMhoubWNwcmVsYXkuYWRtaW4udjEuU2Vzc2lvbhIXCg91cHN0cmVhbV9zdGF0dXMYAiABKAUSFgoOdXBzdHJlYW1fZXJyb3IYAyABKAkiJgoUV2F0Y2hTZXNzaW9uc1JlcXVlc3QSDgoGZmlsdGVyGAEgASgJIsgBChVXYXRjaFNlc3Npb25zUmVzcG9uc2USOQoLY2hhbmdlX3R5cGUYASABKA4yJC5tY3ByZWxheS5hZG1pbi52MS5TZXNzaW9uQ2hhbmdlVHlwZRIrCgdzZXNzaW9uGAIgASgLMhoubWNwcmVsYXkuYWRtaW4udjEuU2Vzc2lvbhIvCgtjaGFuZ2VfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoObWlzc2VkX2NoYW5nZXMYBCABKAQiEwoRR2V0TWV0cmljc1JlcXVlc3QiQgoTV2F0Y2hNZXRyaWNzUmVxdWVzdBIrCghpbnRlcnZhbBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKCAQoUV2F0Y2hNZXRyaWNzUmVzcG9uc2USNAoIc25hcHNob3QYASABKAsyIi5tY3ByZWxheS5hZG1pbi52MS5NZXRyaWNzU25hcHNob3QSGQoRc2tpcHBlZF9zbmFwc2hvdHMYAiABKAQSGQoRZXZlbnRzX3Blcl9zZWNvbmQYAyABKAEipQEKD01ldHJpY3NTbmFwc2hvdBIwCgxvYnNlcnZlX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KBXByb3h5GAIgASgLMh8ubWNwcmVsYXkuYWRtaW4udjEuUHJveHlNZXRyaWNzEjAKBndvcmtlchgDIAEoCzIgLm1jcHJlbGF5LmFkbWluLnYxLldvcmtlck1ldHJpY3Mi7AEKDFByb3h5TWV0cmljcxIQCghzZXNzaW9ucxgBIAEoBBIUCgxzdHJlYW1zX29wZW4YAiABKAQSFgoOc3RyZWFtc19vcGVuZWQYAyABKAQSGAoQZXZlbnRzX2ZvcndhcmRlZBgEIAEoBBIaChJkdXBsaWNhdGVzX2Ryb3BwZWQYBSABKAQSFwoPZXZlbnRzX3JlcGxheWVkGAYgASgEEhMKC3Jlc3VtcHRpb25zGAcgASgEEhsKE3Jlc3VtcHRpb25zX3JlZnVzZWQYCCABKAQSGwoTdXBzdHJlYW1fcmVjb25uZWN0cxgJIAEoBCLwAQoNV29ya2VyTWV0cmljcxIPCgdwZW5kaW5nGAEgASgEEg8KB3VwZGF0ZXMYAiABKAQSFQoNc3RyZWFtX3dyaXRlcxgDIAEoBBIWCg5zZXNzaW9uX3dyaXRlcxgEIAEoBBIPCgdiYXRjaGVzGAUgASgEEhYKDmNvYWxlc2NlX3JhdGlvGAYgASgBEjYKE2xhc3RfZmx1c2hfZHVyYXRpb24YByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGZXJyb3JzGAggASgEEg8KB3JldHJpZXMYCSABKAQSDAoEc2hlZBgKIAEoBCITChFMaXN0Um91dGVzUmVxdWVzdCJSChJMaXN0Um91dGVzUmVzcG9uc2USKAoGcm91dGVzGAEgAygLMhgubWNwcmVsYXkuYWRtaW4udjEuUm91dGUSEgoKZ2VuZXJhdGlvbhgCIAEoBCKUBAoFUm91dGUSDAoEbmFtZRgBIAEoCRIMCgRwYXRoGAIgASgJEhIKCmdlbmVyYXRpb24YAyABKAQSFgoOZW5kcG9pbnRfY291bnQYBCABKA0SIAoYYXZhaWxhYmxlX2VuZHBvaW50X2NvdW50GAUgASgNEh4KFnJldGlyZWRfZW5kcG9pbnRfY291bnQYBiABKA0SMwoQcmVzcG9uc2VfdGltZW91dBgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIyCg9jb25uZWN0X3RpbWVvdXQYCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SOAoMaGVhbHRoX2NoZWNrGAkgASgOMiIubWNwcmVsYXkuYWRtaW4udjEuSGVhbHRoQ2hlY2tLaW5kEjgKFWhlYWx0aF9jaGVja19pbnRlcnZhbBgKIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIZChFoZWFsdGhfY2hlY2tfcGF0aBgLIAEoCRIcChRlamVjdF9hZnRlcl9mYWlsdXJlcxgMIAEoDRI1ChJiYXNlX2VqZWN0aW9uX3RpbWUYDSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNAoRbWF4X2VqZWN0aW9uX3RpbWUYDiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i9QIKCEVuZHBvaW50Eg0KBXJvdXRlGAEgASgJEgsKA3VybBgCIAEoCRIOCgZ3ZWlnaHQYAyABKA0SMQoGaGVhbHRoGAQgASgOMiEubWNwcmVsYXkuYWRtaW4udjEuRW5kcG9pbnRIZWFsdGgSDwoHZHJhaW5lZBgFIAEoCBIPCgdyZXRpcmVkGAYgASgIEjQKEWVqZWN0ZWRfcmVtYWluaW5nGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhwKFGNvbnNlY3V0aXZlX2ZhaWx1cmVzGAggASgNEhwKFG91dHN0YW5kaW5nX3JlcXVlc3RzGAkgASgEEhEKCWVqZWN0aW9ucxgKIAEoBBIQCghyZXF1ZXN0cxgLIAEoBBIQCghmYWlsdXJlcxgMIAEoBBIPCgdyZXRyaWVzGA0gASgEEhUKDXNlc3Npb25zX2xvc3QYDiABKAQSFwoPc2Vzc2lvbnNfcGlubmVkGA8gASgEIiUKFExpc3RFbmRwb2ludHNSZXF1ZXN0Eg0KBXJvdXRlGAEgASgJIlsKFUxpc3RFbmRwb2ludHNSZXNwb25zZRIuCgllbmRwb2ludHMYASADKAsyGy5tY3ByZWxheS5hZG1pbi52MS5FbmRwb2ludBISCgpnZW5lcmF0aW9uGAIgASgEIjIKFERyYWluRW5kcG9pbnRSZXF1ZXN0Eg0KBXJvdXRlGAEgASgJEgsKA3VybBgCIAEoCSI0ChZVbmRyYWluRW5kcG9pbnRSZXF1ZXN0Eg0KBXJvdXRlGAEgASgJEgsKA3VybBgCIAEoCSImChVXYXRjaEVuZHBvaW50c1JlcXVlc3QSDQoFcm91dGUYASABKAkijgEKFldhdGNoRW5kcG9pbnRzUmVzcG9uc2USLgoJZW5kcG9pbnRzGAEgAygLMhsubWNwcmVsYXkuYWRtaW4udjEuRW5kcG9pbnQSEgoKZ2VuZXJhdGlvbhgCIAEoBBIwCgxvYnNlcnZlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIiYKFUdldFJvdXRlUG9saWN5UmVxdWVzdBINCgVyb3V0ZRgBIAEoCSLDAgoLUm91dGVQb2xpY3kSDQoFcm91dGUYASABKAkSEwoLYWxsb3dfdG9vbHMYAiADKAkSEgoKZGVueV90b29scxgDIAMoCRIXCg9hbGxvd19yZXNvdXJjZXMYBCADKAkSFgoOZGVueV9yZXNvdXJjZXMYBSADKAkSFQoNYWxsb3dfcHJvbXB0cxgGIAMoCRIUCgxkZW55X3Byb21wdHMYByADKAkSMQoKcmF0ZV9saW1pdBgIIAEoCzIdLm1jcHJlbGF5LmFkbWluLnYxLlJhdGVMaW1pdHMSPQoMaW50ZXJjZXB0b3JzGAkgAygLMicubWNwcmVsYXkuYWRtaW4udjEuSW50ZXJjZXB0b3JEZWNpc2lvbnMSLAoFY2FjaGUYCiABKAsyHS5tY3ByZWxheS5hZG1pbi52MS5DYWNoZVN0YXRlItgBCgpDYWNoZVN0YXRlEhMKC21heF9lbnRyaWVzGAEgASgEEhEKCW1heF9ieXRlcxgCIAEoBBIqCgdtYXhfdHRsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg8KB2VudHJpZXMYBCABKAQSDQoFYnl0ZXMYBSABKAQSDAoEaGl0cxgGIAEoBBIOCgZtaXNzZXMYByABKAQSDgoGc3RvcmVzGAggASgEEhEKCWV2aWN0aW9ucxgJIAEoBBIVCg1pbnZhbGlkYXRpb25zGAogASgEIicKFkludmFsaWRhdGVDYWNoZVJlcXVlc3QSDQoFcm91dGUYASABKAkiLgoXSW52YWxpZGF0ZUNhY2hlUmVzcG9uc2USEwoLaW52YWxpZGF0ZWQYASABKAQi3AEKClJhdGVMaW1pdHMSIgoaY2xpZW50X3JlcXVlc3RzX3Blcl9zZWNvbmQYASABKA0SFAoMY2xpZW50X2J1cnN0GAIgASgNEiEKGXJvdXRlX3JlcXVlc3RzX3Blcl9zZWNvbmQYAyABKA0SEwoLcm91dGVfYnVyc3QYBCABKA0SLwoFdG9vbHMYBSADKAsyIC5tY3ByZWxheS5hZG1pbi52MS5Ub29sUmF0ZUxpbWl0EhMKC21heF9jbGllbnRzGAYgASgEEhYKDmNsaWVudF9idWNrZXRzGAcgASgEIkkKDVRvb2xSYXRlTGltaXQSDAoEbmFtZRgBIAEoCRIbChNyZXF1ZXN0c19wZXJfc2Vjb25kGAIgASgNEg0KBWJ1cnN0GAMgASgNImgKFEludGVyY2VwdG9yRGVjaXNpb25zEgwKBG5hbWUYASABKAkSDgoGcGFzc2VkGAIgASgEEg8KB2NoYW5nZWQYAyABKAQSEAoIYW5zd2VyZWQYBCABKAQSDwoHZHJvcHBlZBgFIAEoBCpdCgtQcm90b2NvbEVyYRIcChhQUk9UT0NPTF9FUkFfVU5TUEVDSUZJRUQQABIXChNQUk9UT0NPTF9FUkFfTEVHQUNZEAESFwoTUFJPVE9DT0xfRVJBX01PREVSThACKpgBCgxTZXNzaW9uU3RhdGUSHQoZU0VTU0lPTl9TVEFURV9VTlNQRUNJRklFRBAAEhYKElNFU1NJT05fU1RBVEVfSURMRRABEhsKF1NFU1NJT05fU1RBVEVfU1RSRUFNSU5HEAISGwoXU0VTU0lPTl9TVEFURV9MSU5HRVJJTkcQAxIXChNTRVNTSU9OX1NUQVRFX0VOREVEEAQqVAoKU3RyZWFtS2luZBIbChdTVFJFQU1fS0lORF9VTlNQRUNJRklFRBAAEhQKEFNUUkVBTV9LSU5EX1BPU1QQARITCg9TVFJFQU1fS0lORF9HRVQQAiq9AQoNVXBzdHJlYW1TdGF0ZRIeChpVUFNUUkVBTV9TVEFURV9VTlNQRUNJRklFRBAAEhcKE1VQU1RSRUFNX1NUQVRFX0xJVkUQARIfChtVUFNUUkVBTV9TVEFURV9SRUNPTk5FQ1RJTkcQAhIbChdVUFNUUkVBTV9TVEFURV9DT01QTEVURRADEhkKFVVQU1RSRUFNX1NUQVRFX0ZBSUxFRBAEEhoKFlVQU1RSRUFNX1NUQVRFX1NUT1BQRUQQBSr6AQoRU2Vzc2lvbkNoYW5nZVR5cGUSIwofU0VTU0lPTl9DSEFOR0VfVFlQRV9VTlNQRUNJRklFRBAAEiAKHFNFU1NJT05fQ0hBTkdFX1RZUEVfRVhJU1RJTkcQARIeChpTRVNTSU9OX0NIQU5HRV9UWVBFX1NZTkNFRBACEh8KG1NFU1NJT05fQ0hBTkdFX1RZUEVfQ1JFQVRFRBADEh8KG1NFU1NJT05fQ0hBTkdFX1RZUEVfVVBEQVRFRBAEEh0KGVNFU1NJT05fQ0hBTkdFX1RZUEVfRU5ERUQQBRIdChlTRVNTSU9OX0NIQU5HRV9UWVBFX1JFU0VUEAYqiAEKD0hlYWx0aENoZWNrS2luZBIhCh1IRUFMVEhfQ0hFQ0tfS0lORF9VTlNQRUNJRklFRBAAEhoKFkhFQUxUSF9DSEVDS19LSU5EX05PTkUQARIaChZIRUFMVEhfQ0hFQ0tfS0lORF9QSU5HEAISGgoWSEVBTFRIX0NIRUNLX0tJTkRfSFRUUBADKmsKDkVuZHBvaW50SGVhbHRoEh8KG0VORFBPSU5UX0hFQUxUSF9VTlNQRUNJRklFRBAAEhsKF0VORFBPSU5UX0hFQUxUSF9IRUFMVEhZEAESGwoXRU5EUE9JTlRfSEVBTFRIX0VKRUNURUQQAjLOBAoOU2Vzc2lvblNlcnZpY2USXwoMTGlzdFNlc3Npb25zEiYubWNwcmVsYXkuYWRtaW4udjEuTGlzdFNlc3Npb25zUmVxdWVzdBonLm1jcHJlbGF5LmFkbWluLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlEk4KCkdldFNlc3Npb24SJC5tY3ByZWxheS5hZG1pbi52MS5HZXRTZXNzaW9uUmVxdWVzdBoaLm1jcHJlbGF5LmFkbWluLnYxLlNlc3Npb24SWgoOR2V0TGFzdEV2ZW50SWQSKC5tY3ByZWxheS5hZG1pbi52MS5HZXRMYXN0RXZlbnRJZFJlcXVlc3QaHi5tY3ByZWxheS5hZG1pbi52MS5MYXN0RXZlbnRJZBJcCgtGb3JjZVJlcGxheRIlLm1jcHJlbGF5LmFkbWluLnYxLkZvcmNlUmVwbGF5UmVxdWVzdBomLm1jcHJlbGF5LmFkbWluLnYxLkZvcmNlUmVwbGF5UmVzcG9uc2USawoQVGVybWluYXRlU2Vzc2lvbhIqLm1jcHJlbGF5LmFkbWluLnYxLlRlcm1pbmF0ZVNlc3Npb25SZXF1ZXN0GisubWNwcmVsYXkuYWRtaW4udjEuVGVybWluYXRlU2Vzc2lvblJlc3BvbnNlEmQKDVdhdGNoU2Vzc2lvbnMSJy5tY3ByZWxheS5hZG1pbi52MS5XYXRjaFNlc3Npb25zUmVxdWVzdBooLm1jcHJlbGF5LmFkbWluLnYxLldhdGNoU2Vzc2lvbnNSZXNwb25zZTABMssBCg5NZXRyaWNzU2VydmljZRJWCgpHZXRNZXRyaWNzEiQubWNwcmVsYXkuYWRtaW4udjEuR2V0TWV0cmljc1JlcXVlc3QaIi5tY3ByZWxheS5hZG1pbi52MS5NZXRyaWNzU25hcHNob3QSYQoMV2F0Y2hNZXRyaWNzEiYubWNwcmVsYXkuYWRtaW4udjEuV2F0Y2hNZXRyaWNzUmVxdWVzdBonLm1jcHJlbGF5LmFkbWluLnYxLldhdGNoTWV0cmljc1Jlc3BvbnNlMAEysQUKD1Vwc3RyZWFtU2VydmljZRJZCgpMaXN0Um91dGVzEiQubWNwcmVsYXkuYWRtaW4udjEuTGlzdFJvdXRlc1JlcXVlc3QaJS5tY3ByZWxheS5hZG1pbi52MS5MaXN0Um91dGVzUmVzcG9uc2USYgoNTGlzdEVuZHBvaW50cxInLm1jcHJlbGF5LmFkbWluLnYxLkxpc3RFbmRwb2ludHNSZXF1ZXN0GigubWNwcmVsYXkuYWRtaW4udjEuTGlzdEVuZHBvaW50c1Jlc3BvbnNlElUKDURyYWluRW5kcG9pbnQSJy5tY3ByZWxheS5hZG1pbi52MS5EcmFpbkVuZHBvaW50UmVxdWVzdBobLm1jcHJlbGF5LmFkbWluLnYxLkVuZHBvaW50ElkKD1VuZHJhaW5FbmRwb2ludBIpLm1jcHJlbGF5LmFkbWluLnYxLlVuZHJhaW5FbmRwb2ludFJlcXVlc3QaGy5tY3ByZWxheS5hZG1pbi52MS5FbmRwb2ludBJnCg5XYXRjaEVuZHBvaW50cxIoLm1jcHJlbGF5LmFkbWluLnYxLldhdGNoRW5kcG9pbnRzUmVxdWVzdBopLm1jcHJlbGF5LmFkbWluLnYxLldhdGNoRW5kcG9pbnRzUmVzcG9uc2UwARJaCg5HZXRSb3V0ZVBvbGljeRIoLm1jcHJlbGF5LmFkbWluLnYxLkdldFJvdXRlUG9saWN5UmVxdWVzdBoeLm1jcHJlbGF5LmFkbWluLnYxLlJvdXRlUG9saWN5EmgKD0ludmFsaWRhdGVDYWNoZRIpLm1jcHJlbGF5LmFkbWluLnYxLkludmFsaWRhdGVDYWNoZVJlcXVlc3QaKi5tY3ByZWxheS5hZG1pbi52MS5JbnZhbGlkYXRlQ2FjaGVSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A legacy MCP session the proxy holds: the client knows it by the proxy's `Mcp-Session-Id`
@@ -1181,6 +1181,379 @@ export const WatchEndpointsResponseSchema: GenMessage<WatchEndpointsResponse> = 
   messageDesc(file_mcprelay_admin_v1_admin, 28);
 
 /**
+ * @generated from message mcprelay.admin.v1.GetRoutePolicyRequest
+ */
+export type GetRoutePolicyRequest = Message<"mcprelay.admin.v1.GetRoutePolicyRequest"> & {
+  /**
+   * The route's name.
+   *
+   * @generated from field: string route = 1;
+   */
+  route: string;
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.GetRoutePolicyRequest.
+ * Use `create(GetRoutePolicyRequestSchema)` to create a new message.
+ */
+export const GetRoutePolicyRequestSchema: GenMessage<GetRoutePolicyRequest> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 29);
+
+/**
+ * A route's interceptors (`proxy::intercept`): its policy, its rate limits, their decisions.
+ *
+ * @generated from message mcprelay.admin.v1.RoutePolicy
+ */
+export type RoutePolicy = Message<"mcprelay.admin.v1.RoutePolicy"> & {
+  /**
+   * The route's name.
+   *
+   * @generated from field: string route = 1;
+   */
+  route: string;
+
+  /**
+   * Tool names allowed (globs); empty: all.
+   *
+   * @generated from field: repeated string allow_tools = 2;
+   */
+  allowTools: string[];
+
+  /**
+   * Tool names denied (globs); deny wins.
+   *
+   * @generated from field: repeated string deny_tools = 3;
+   */
+  denyTools: string[];
+
+  /**
+   * Resource URIs allowed (globs); empty: all.
+   *
+   * @generated from field: repeated string allow_resources = 4;
+   */
+  allowResources: string[];
+
+  /**
+   * Resource URIs denied (globs).
+   *
+   * @generated from field: repeated string deny_resources = 5;
+   */
+  denyResources: string[];
+
+  /**
+   * Prompt names allowed (globs); empty: all.
+   *
+   * @generated from field: repeated string allow_prompts = 6;
+   */
+  allowPrompts: string[];
+
+  /**
+   * Prompt names denied (globs).
+   *
+   * @generated from field: repeated string deny_prompts = 7;
+   */
+  denyPrompts: string[];
+
+  /**
+   * The route's rate limits; unset when it has none.
+   *
+   * @generated from field: mcprelay.admin.v1.RateLimits rate_limit = 8;
+   */
+  rateLimit?: RateLimits;
+
+  /**
+   * Each interceptor of the route's chain, in order; empty when it has none.
+   *
+   * @generated from field: repeated mcprelay.admin.v1.InterceptorDecisions interceptors = 9;
+   */
+  interceptors: InterceptorDecisions[];
+
+  /**
+   * The route's result cache; unset when it has none.
+   *
+   * @generated from field: mcprelay.admin.v1.CacheState cache = 10;
+   */
+  cache?: CacheState;
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.RoutePolicy.
+ * Use `create(RoutePolicySchema)` to create a new message.
+ */
+export const RoutePolicySchema: GenMessage<RoutePolicy> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 30);
+
+/**
+ * A route's result cache (`cache`): its bounds and what it holds and did since it was built.
+ *
+ * @generated from message mcprelay.admin.v1.CacheState
+ */
+export type CacheState = Message<"mcprelay.admin.v1.CacheState"> & {
+  /**
+   * Most results held (`max_entries`).
+   *
+   * @generated from field: uint64 max_entries = 1;
+   */
+  maxEntries: bigint;
+
+  /**
+   * Most bytes held (`max_bytes`).
+   *
+   * @generated from field: uint64 max_bytes = 2;
+   */
+  maxBytes: bigint;
+
+  /**
+   * The longest a result is kept (`max_ttl_ms`).
+   *
+   * @generated from field: google.protobuf.Duration max_ttl = 3;
+   */
+  maxTtl?: Duration;
+
+  /**
+   * Results held now.
+   *
+   * @generated from field: uint64 entries = 4;
+   */
+  entries: bigint;
+
+  /**
+   * Bytes held now (results and keys).
+   *
+   * @generated from field: uint64 bytes = 5;
+   */
+  bytes: bigint;
+
+  /**
+   * Requests answered from the cache.
+   *
+   * @generated from field: uint64 hits = 6;
+   */
+  hits: bigint;
+
+  /**
+   * Cacheable requests that went to the upstream.
+   *
+   * @generated from field: uint64 misses = 7;
+   */
+  misses: bigint;
+
+  /**
+   * Results kept.
+   *
+   * @generated from field: uint64 stores = 8;
+   */
+  stores: bigint;
+
+  /**
+   * Results dropped to stay within the bounds.
+   *
+   * @generated from field: uint64 evictions = 9;
+   */
+  evictions: bigint;
+
+  /**
+   * Results dropped by change notifications and InvalidateCache.
+   *
+   * @generated from field: uint64 invalidations = 10;
+   */
+  invalidations: bigint;
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.CacheState.
+ * Use `create(CacheStateSchema)` to create a new message.
+ */
+export const CacheStateSchema: GenMessage<CacheState> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 31);
+
+/**
+ * @generated from message mcprelay.admin.v1.InvalidateCacheRequest
+ */
+export type InvalidateCacheRequest = Message<"mcprelay.admin.v1.InvalidateCacheRequest"> & {
+  /**
+   * The route's name.
+   *
+   * @generated from field: string route = 1;
+   */
+  route: string;
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.InvalidateCacheRequest.
+ * Use `create(InvalidateCacheRequestSchema)` to create a new message.
+ */
+export const InvalidateCacheRequestSchema: GenMessage<InvalidateCacheRequest> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 32);
+
+/**
+ * @generated from message mcprelay.admin.v1.InvalidateCacheResponse
+ */
+export type InvalidateCacheResponse = Message<"mcprelay.admin.v1.InvalidateCacheResponse"> & {
+  /**
+   * Results dropped.
+   *
+   * @generated from field: uint64 invalidated = 1;
+   */
+  invalidated: bigint;
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.InvalidateCacheResponse.
+ * Use `create(InvalidateCacheResponseSchema)` to create a new message.
+ */
+export const InvalidateCacheResponseSchema: GenMessage<InvalidateCacheResponse> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 33);
+
+/**
+ * Token-bucket limits of a route (`rate_limit`). A rate of 0 is no limit; a burst of 0 is the
+ * rate.
+ *
+ * @generated from message mcprelay.admin.v1.RateLimits
+ */
+export type RateLimits = Message<"mcprelay.admin.v1.RateLimits"> & {
+  /**
+   * Requests per second one client may send.
+   *
+   * @generated from field: uint32 client_requests_per_second = 1;
+   */
+  clientRequestsPerSecond: number;
+
+  /**
+   * One client's bucket size.
+   *
+   * @generated from field: uint32 client_burst = 2;
+   */
+  clientBurst: number;
+
+  /**
+   * Requests per second all clients together may send.
+   *
+   * @generated from field: uint32 route_requests_per_second = 3;
+   */
+  routeRequestsPerSecond: number;
+
+  /**
+   * The route bucket's size.
+   *
+   * @generated from field: uint32 route_burst = 4;
+   */
+  routeBurst: number;
+
+  /**
+   * Per client and tool limits of `tools/call`, first match applies.
+   *
+   * @generated from field: repeated mcprelay.admin.v1.ToolRateLimit tools = 5;
+   */
+  tools: ToolRateLimit[];
+
+  /**
+   * Most client buckets kept per limit.
+   *
+   * @generated from field: uint64 max_clients = 6;
+   */
+  maxClients: bigint;
+
+  /**
+   * Client buckets held now, over the per-client and per-tool limits.
+   *
+   * @generated from field: uint64 client_buckets = 7;
+   */
+  clientBuckets: bigint;
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.RateLimits.
+ * Use `create(RateLimitsSchema)` to create a new message.
+ */
+export const RateLimitsSchema: GenMessage<RateLimits> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 34);
+
+/**
+ * A per-client limit of the `tools/call`s of the tools a pattern matches.
+ *
+ * @generated from message mcprelay.admin.v1.ToolRateLimit
+ */
+export type ToolRateLimit = Message<"mcprelay.admin.v1.ToolRateLimit"> & {
+  /**
+   * The tools' name pattern (glob).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Calls per second one client may make.
+   *
+   * @generated from field: uint32 requests_per_second = 2;
+   */
+  requestsPerSecond: number;
+
+  /**
+   * One client's bucket size.
+   *
+   * @generated from field: uint32 burst = 3;
+   */
+  burst: number;
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.ToolRateLimit.
+ * Use `create(ToolRateLimitSchema)` to create a new message.
+ */
+export const ToolRateLimitSchema: GenMessage<ToolRateLimit> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 35);
+
+/**
+ * What one interceptor decided on the messages it looked at.
+ *
+ * @generated from message mcprelay.admin.v1.InterceptorDecisions
+ */
+export type InterceptorDecisions = Message<"mcprelay.admin.v1.InterceptorDecisions"> & {
+  /**
+   * Its name: `rate_limit`, `policy`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Messages it let pass unchanged.
+   *
+   * @generated from field: uint64 passed = 2;
+   */
+  passed: bigint;
+
+  /**
+   * Messages it changed (a filtered list).
+   *
+   * @generated from field: uint64 changed = 3;
+   */
+  changed: bigint;
+
+  /**
+   * Client requests it answered itself (the upstream never saw them).
+   *
+   * @generated from field: uint64 answered = 4;
+   */
+  answered: bigint;
+
+  /**
+   * Notifications it dropped.
+   *
+   * @generated from field: uint64 dropped = 5;
+   */
+  dropped: bigint;
+};
+
+/**
+ * Describes the message mcprelay.admin.v1.InterceptorDecisions.
+ * Use `create(InterceptorDecisionsSchema)` to create a new message.
+ */
+export const InterceptorDecisionsSchema: GenMessage<InterceptorDecisions> = /*@__PURE__*/
+  messageDesc(file_mcprelay_admin_v1_admin, 36);
+
+/**
  * The MCP protocol generation a session or request follows.
  *
  * @generated from enum mcprelay.admin.v1.ProtocolEra
@@ -1673,6 +2046,33 @@ export const UpstreamService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchEndpointsRequestSchema;
     output: typeof WatchEndpointsResponseSchema;
+  },
+  /**
+   * Gets a route's interceptors: its tool policy and rate limits as the current table runs
+   * them (the route's `[routes.policy]`/`[routes.rate_limit]`, else the global ones), and what
+   * each interceptor of its chain has decided since the chain was built (a reload that changes
+   * a route's policy or limits builds a new one).
+   * Errors: INVALID_ARGUMENT for an empty `route`; NOT_FOUND for a route the current table does
+   * not hold.
+   *
+   * @generated from rpc mcprelay.admin.v1.UpstreamService.GetRoutePolicy
+   */
+  getRoutePolicy: {
+    methodKind: "unary";
+    input: typeof GetRoutePolicyRequestSchema;
+    output: typeof RoutePolicySchema;
+  },
+  /**
+   * Drops every result a route's cache holds: the next cacheable requests reach the upstream.
+   * Errors: INVALID_ARGUMENT for an empty `route`; NOT_FOUND for a route the current table does
+   * not hold; FAILED_PRECONDITION for a route without a cache (`cache.enabled` false).
+   *
+   * @generated from rpc mcprelay.admin.v1.UpstreamService.InvalidateCache
+   */
+  invalidateCache: {
+    methodKind: "unary";
+    input: typeof InvalidateCacheRequestSchema;
+    output: typeof InvalidateCacheResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mcprelay_admin_v1_admin, 2);
