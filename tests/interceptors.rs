@@ -290,6 +290,17 @@ async fn sse_and_json_answers_batches_resources_and_prompts_follow_the_policy() 
             assert_eq!(answer.json()["error"]["message"], message, "{body}");
         }
 
+        // Review finding: duplicate keys made the message unreadable to the relay (so
+        // unjudged) while the upstream reads the last value.
+        for body in [
+            r#"{"jsonrpc":"2.0","id":12,"id":12,"method":"tools/call","params":{"name":"delete_all"}}"#,
+            r#"[{"jsonrpc":"2.0","id":13,"method":"tools/call","method":"tools/call","params":{"name":"delete_all"}}]"#,
+        ] {
+            let answer = client.post_read(&url, &headers, body).await;
+            assert_eq!(answer.status, 400, "{body}: {}", answer.text());
+            assert_eq!(answer.json()["error"]["code"], -32600, "{body}");
+        }
+
         let log_text = std::fs::read_to_string(&log).unwrap();
         for absent in [
             "tools/call delete_all",

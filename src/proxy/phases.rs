@@ -374,6 +374,12 @@ impl Proxy {
         *upstream_request.method_mut() = parts.method.clone();
         *upstream_request.uri_mut() = self.upstreams[index].uri_for(parts.uri.query());
         self.upstream_headers(parts, upstream_request.headers_mut());
+        if ctx.filter.is_some() {
+            // The interceptors read the answer: it must come as it is, not compressed.
+            upstream_request
+                .headers_mut()
+                .remove(http::header::ACCEPT_ENCODING);
+        }
         if let Some(s) = &ctx.session {
             upstream_request
                 .headers_mut()
@@ -513,7 +519,7 @@ impl Proxy {
             sse_headers(&mut client_headers);
             self.stream_body(ctx, live_session, upstream_body)?
         } else {
-            match &ctx.filter {
+            match ctx.filter.as_ref().filter(|f| f.wants_body()) {
                 Some(filter) => {
                     let body = self.filtered_body(filter, upstream_body).await?;
                     client_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));

@@ -9,10 +9,13 @@
 //!   `inputResponses` or `requestState` (multi round-trip requests: their inputs are not part
 //!   of the key).
 //! - **Key.** The method and the request's `params` without `_meta`, canonical (object keys
-//!   sorted, no whitespace): the cursor of a page, the `uri` of a read. A `private` result is
-//!   kept under the request's `Authorization` header too and served only to requests with the
-//!   same one; a request without one never gets nor leaves a private result (clients without
-//!   credentials are not one authorization context).
+//!   sorted, no whitespace): the cursor of a page, the `uri` of a read. A `public` result is
+//!   served to any request of the same credentials class (with an `Authorization`, or
+//!   without: one fetched with credentials is never served to a request the upstream would
+//!   have refused for lacking them); a `private` one is kept under the request's
+//!   `Authorization` and served only to requests with the same one, and a request without one
+//!   never gets nor leaves a private result (clients without credentials are not one
+//!   authorization context). A result whose exchange began before an invalidation is not kept.
 //! - **Answer.** The cached `result` bytes exactly as the server sent them, in a response with
 //!   the new request's id: HTTP `200`, `application/json`; the upstream never sees the
 //!   request.
@@ -78,6 +81,8 @@ struct Held {
 pub struct Cache {
     config: CacheConfig,
     held: Mutex<Held>,
+    /// Bumped at every invalidation: an exchange that began before one leaves no result.
+    generation: AtomicU64,
     /// Its counters.
     pub stats: CacheStats,
 }
@@ -101,6 +106,7 @@ impl Cache {
                 entries: LruCache::unbounded(),
                 bytes: 0,
             }),
+            generation: AtomicU64::new(0),
             stats: CacheStats::default(),
         }
     }
@@ -111,9 +117,16 @@ impl Cache {
         (held.entries.len(), held.bytes)
     }
 
+    /// The invalidation generation: an exchange records it when it begins
+    /// ([`super::Exchange::with_generation`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// Drops every result; returns how many.
     pub fn clear(&self) -> usize {
         let mut held = self.held.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
         let n = held.entries.len();
         held.entries.clear();
         held.bytes = 0;
@@ -126,6 +139,7 @@ impl Cache {
     /// Drops the results of `methods`; returns how many.
     fn invalidate(&self, methods: &[&str]) -> usize {
         let mut held = self.held.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
         let gone: Vec<String> = held
             .entries
             .iter()
@@ -156,13 +170,18 @@ impl Cache {
         None
     }
 
-    /// Keeps `result` under `key` for `ttl`, evicting the least recently used to make room.
-    fn put(&self, key: String, result: Bytes, ttl: Duration) {
+    /// Keeps `result` under `key` for `ttl`, evicting the least recently used to make room,
+    /// unless the cache was invalidated since generation `since` (the result may predate the
+    /// change).
+    fn put(&self, key: String, result: Bytes, ttl: Duration, since: u64) {
         let size = key.len() + result.len();
         if size > self.config.max_bytes {
             return;
         }
         let mut held = self.held.lock();
+        if self.generation.load(Ordering::Acquire) != since {
+            return;
+        }
         if let Some(old) = held.entries.pop(&key) {
             held.bytes -= old.size;
         }
@@ -195,10 +214,13 @@ impl Cache {
     }
 }
 
-/// The key of a request: method, canonical params (without `_meta`), and the authorization
-/// context for a private result. `None` for a request that must not be cached (a multi
-/// round-trip retry).
-fn key_of(method: &str, request: &Value, private: Option<&HeaderValue>) -> Option<String> {
+/// The key of a request: method, canonical params (without `_meta`), and its scope: a
+/// `public` result is kept apart for requests with and without credentials (one fetched with
+/// an `Authorization` is not served to a request without one, which the upstream would have
+/// refused), a `private` one under the `Authorization` itself (`scope` `Private`). `None` for a
+/// request that must not be cached (a multi round-trip retry), or a private key whose
+/// `Authorization` is not visible ASCII.
+fn key_of(method: &str, request: &Value, scope: Scope<'_>) -> Option<String> {
     let mut params = match request.get("params") {
         Some(Value::Object(map)) => map.clone(),
         None | Some(Value::Null) => Map::new(),
@@ -213,14 +235,24 @@ fn key_of(method: &str, request: &Value, private: Option<&HeaderValue>) -> Optio
     key.push('\n');
     write_canonical(&Value::Object(params), &mut key);
     key.push('\n');
-    match private {
-        Some(context) => {
+    match scope {
+        Scope::Public { credentials: false } => key.push_str("public"),
+        Scope::Public { credentials: true } => key.push_str("public+credentials"),
+        Scope::Private(context) => {
             key.push_str("private ");
-            key.push_str(&String::from_utf8_lossy(context.as_bytes()));
+            key.push_str(context.to_str().ok()?);
         }
-        None => key.push_str("public"),
     }
     Some(key)
+}
+
+/// Which results a key names.
+#[derive(Debug, Clone, Copy)]
+enum Scope<'a> {
+    /// `cacheScope: "public"`, for requests with or without credentials.
+    Public { credentials: bool },
+    /// `cacheScope: "private"`, for requests with this `Authorization`.
+    Private(&'a HeaderValue),
 }
 
 /// The method a key was made for.
@@ -290,11 +322,12 @@ impl Interceptor for Cache {
         let Some(request) = message.message.json() else {
             return Verdict::Pass;
         };
-        let found = key_of(message.method, request, None)
+        let credentials = message.context.is_some();
+        let found = key_of(message.method, request, Scope::Public { credentials })
             .and_then(|key| self.get(&key))
             .or_else(|| {
                 let context = message.context?;
-                self.get(&key_of(message.method, request, Some(context))?)
+                self.get(&key_of(message.method, request, Scope::Private(context))?)
             });
         match found {
             Some(result) => {
@@ -311,6 +344,11 @@ impl Interceptor for Cache {
     fn wants_server(&self, _request_method: Option<&str>) -> bool {
         // Change notifications may come on any stream.
         true
+    }
+
+    fn wants_response(&self, request_method: &str) -> bool {
+        // A JSON body is one response: only a cacheable one matters.
+        CACHEABLE.contains(&request_method)
     }
 
     fn on_server(&self, message: &mut ServerMessage<'_>) -> Verdict {
@@ -353,10 +391,12 @@ impl Interceptor for Cache {
         }
         let ttl_ms = result.get("ttlMs").and_then(Value::as_u64).unwrap_or(0);
         let scope = result.get("cacheScope").and_then(Value::as_str);
-        let private = match scope {
-            Some("public") => None,
+        let scope = match scope {
+            Some("public") => Scope::Public {
+                credentials: message.context.is_some(),
+            },
             Some("private") => match message.context {
-                Some(context) => Some(context),
+                Some(context) => Scope::Private(context),
                 None => return Verdict::Pass,
             },
             _ => return Verdict::Pass,
@@ -364,7 +404,7 @@ impl Interceptor for Cache {
         if ttl_ms == 0 {
             return Verdict::Pass;
         }
-        let Some(key) = key_of(method, &request, private) else {
+        let Some(key) = key_of(method, &request, scope) else {
             return Verdict::Pass;
         };
         #[derive(serde::Deserialize)]
@@ -377,7 +417,7 @@ impl Interceptor for Cache {
         };
         let bytes = raw.slice_ref(response.result.get().as_bytes());
         let ttl = Duration::from_millis(ttl_ms.min(self.config.max_ttl_ms));
-        self.put(key, bytes, ttl);
+        self.put(key, bytes, ttl, message.generation);
         Verdict::Pass
     }
 }
@@ -414,7 +454,9 @@ mod tests {
 
     fn answer(chain: &Chain, body: &str, context: Option<HeaderValue>, response: &str) {
         let request = Bytes::copy_from_slice(body.as_bytes());
-        let exchange = Exchange::new(Era::Modern, context, [(&*id(1), "tools/list", request)]);
+        let generation = chain.cache().map_or(0, |c| c.generation());
+        let exchange = Exchange::new(Era::Modern, context, [(&*id(1), "tools/list", request)])
+            .with_generation(generation);
         chain.on_server(&exchange, Bytes::copy_from_slice(response.as_bytes()));
     }
 
@@ -526,6 +568,59 @@ mod tests {
         assert_eq!(cache.size().0, 0);
     }
 
+    /// Review findings: a public result fetched with credentials was served to requests
+    /// without any; a result whose request started before a change notification was kept
+    /// after it; a route with a cache read every JSON answer whole.
+    #[test]
+    fn public_results_stay_with_or_without_credentials_and_a_result_older_than_a_change_is_not_kept()
+     {
+        let (chain, cache) = chain(&CacheConfig {
+            enabled: true,
+            ..Default::default()
+        });
+        let token = HeaderValue::from_static("Bearer alice");
+        let public =
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"ttlMs":60000,"cacheScope":"public"}}"#;
+        answer(&chain, LIST, Some(token.clone()), public);
+        assert!(
+            matches!(ask(&chain, 2, LIST, None), ClientOutcome::Forward(_)),
+            "no credentials"
+        );
+        let bob = HeaderValue::from_static("Bearer bob");
+        assert!(
+            matches!(ask(&chain, 3, LIST, Some(&bob)), ClientOutcome::Answer(_)),
+            "public: any credentials"
+        );
+
+        // The exchange began, then the list changed, then its answer came: not kept.
+        cache.clear();
+        let exchange = Exchange::new(
+            Era::Modern,
+            None,
+            [(&*id(1), "tools/list", Bytes::from_static(LIST.as_bytes()))],
+        )
+        .with_generation(cache.generation());
+        let listen = Exchange::new(Era::Modern, None, []);
+        chain.on_server(
+            &listen,
+            Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#),
+        );
+        chain.on_server(&exchange, Bytes::from_static(public.as_bytes()));
+        assert_eq!(cache.size().0, 0, "stale: fetched before the change");
+
+        // Only the answers of cacheable requests are read whole.
+        let call = Exchange::new(Era::Modern, None, [(&*id(4), "tools/call", Bytes::new())]);
+        let filter =
+            super::super::ServerFilter::new(Some(&chain), call).expect("streams are watched");
+        assert!(!filter.wants_body(), "a tools/call answer streams on");
+        let list = Exchange::new(Era::Modern, None, [(&*id(5), "tools/list", Bytes::new())]);
+        assert!(
+            super::super::ServerFilter::new(Some(&chain), list)
+                .unwrap()
+                .wants_body()
+        );
+    }
+
     #[test]
     fn entries_and_bytes_are_bounded_least_recently_used_first() {
         let (chain, cache) = chain(&CacheConfig {
@@ -556,6 +651,7 @@ mod tests {
             "tools/list\n{}\npublic".into(),
             Bytes::from(vec![b'x'; bytes]),
             Duration::from_secs(1),
+            0,
         );
         assert_eq!(small.size().0, 0, "larger than max_bytes: not kept");
     }

@@ -158,6 +158,11 @@ pub struct ServerMessage<'a> {
     pub request: Option<&'a Bytes>,
     /// The exchange's authorization context (the requests' `Authorization` header).
     pub context: Option<&'a HeaderValue>,
+    /// The message is not JSON, and may be the answer to `answers` (an exchange of one
+    /// request): nothing in it could be checked.
+    pub unreadable: bool,
+    /// The route cache's generation when the exchange began.
+    pub generation: u64,
     /// The message itself.
     pub message: &'a mut Message,
 }
@@ -282,8 +287,15 @@ pub trait Interceptor: Send + Sync + fmt::Debug {
     /// `request_method` (`None`: an exchange with no request, a standalone `GET` stream).
     fn wants_server(&self, request_method: Option<&str>) -> bool;
 
-    /// Decides on a server message of an exchange it wanted.
+    /// Decides on a server message of an exchange it wanted. [`Verdict::Answer`] replaces a
+    /// response of the exchange with that error (same id); on any other message it drops it.
     fn on_server(&self, message: &mut ServerMessage<'_>) -> Verdict;
+
+    /// Whether it looks at the response to a request of `request_method` when that comes as
+    /// a JSON body (read whole for it, not streamed). Default: [`Interceptor::wants_server`].
+    fn wants_response(&self, request_method: &str) -> bool {
+        self.wants_server(Some(request_method))
+    }
 
     /// Per-client state entries it holds now (rate-limit buckets); 0 for a stateless one.
     fn buckets(&self) -> usize {
@@ -514,8 +526,8 @@ impl Chain {
     pub fn on_server(&self, exchange: &Exchange, raw: Bytes) -> ServerOutcome {
         let mut message = Message::new(raw);
         let answered = exchange.answered_by(&mut message);
-        let answers = answered.map(|(_, method, _)| method);
-        let request = answered.and_then(|(_, _, request)| request);
+        let answers = answered.map(|a| a.method);
+        let answered_id = answered.and_then(|a| a.id);
         for link in &self.links {
             let wanted = match answers {
                 Some(method) => link.interceptor.wants_server(Some(method)),
@@ -527,23 +539,26 @@ impl Chain {
             let verdict = link.interceptor.on_server(&mut ServerMessage {
                 era: exchange.era,
                 answers,
-                request,
+                request: answered.and_then(|a| a.request),
                 context: exchange.context.as_ref(),
+                unreadable: answered.is_some_and(|a| a.unreadable),
+                generation: exchange.generation,
                 message: &mut message,
             });
-            let verdict = match verdict {
-                Verdict::Answer(_) => Verdict::Drop,
-                v => v,
-            };
             self.count(
                 link,
                 &verdict,
                 "server",
                 answers.unwrap_or("-"),
-                answered.and_then(|(id, _, _)| id),
+                answered_id,
             );
-            if let Verdict::Drop = verdict {
-                return ServerOutcome::Drop;
+            match verdict {
+                // A response replaced by the interceptor's error, with the request's id.
+                Verdict::Answer(answer) if answers.is_some() => {
+                    return ServerOutcome::Changed(answer.body(answered_id));
+                }
+                Verdict::Answer(_) | Verdict::Drop => return ServerOutcome::Drop,
+                Verdict::Pass | Verdict::Changed => {}
             }
         }
         if message.is_changed() {
@@ -594,6 +609,8 @@ pub struct Exchange {
     requests: Vec<(Box<RawValue>, Value, String, Bytes)>,
     /// The requests' `Authorization` header.
     context: Option<HeaderValue>,
+    /// The route cache's generation when the exchange began.
+    generation: u64,
     /// The requests are not known (a stream re-opened upstream for a resuming client): a
     /// response is taken for the answer to the list method its result's shape names.
     resumed: bool,
@@ -627,6 +644,7 @@ impl Exchange {
             era,
             requests,
             context,
+            generation: 0,
             resumed: false,
         }
     }
@@ -640,6 +658,7 @@ impl Exchange {
             era,
             requests: Vec::new(),
             context: None,
+            generation: 0,
             resumed: true,
         }
     }
@@ -659,11 +678,12 @@ impl Exchange {
     }
 
     /// The request `message` answers (its id and bytes, when known, and method), when it is a
-    /// response.
-    fn answered_by(
-        &self,
-        message: &mut Message,
-    ) -> Option<(Option<&RawValue>, &str, Option<&Bytes>)> {
+    /// response, and whether it could not be read (`Answered::unreadable`).
+    ///
+    /// With one request, any response is its answer, whatever id it carries (a server may
+    /// spell an id otherwise: `-0` → `0`), and a message that is not JSON may be it. With
+    /// several (a batch), ids are compared as JSON values, numbers by value.
+    fn answered_by(&self, message: &mut Message) -> Option<Answered<'_>> {
         if self.requests.is_empty() && !self.resumed {
             return None;
         }
@@ -674,7 +694,18 @@ impl Exchange {
         if !may_contain(raw, b"\"result\"") && !may_contain(raw, b"\"error\"") {
             return None;
         }
-        let v = message.json()?;
+        let Some(v) = message.json() else {
+            // Unreadable: with one request it may be its answer, which nobody could check.
+            return match self.requests.as_slice() {
+                [(id, _, method, raw)] => Some(Answered {
+                    id: Some(id),
+                    method,
+                    request: Some(raw),
+                    unreadable: true,
+                }),
+                _ => None,
+            };
+        };
         let result = v.get("result");
         if result.is_none() && v.get("error").is_none() {
             return None;
@@ -684,13 +715,58 @@ impl Exchange {
             return LISTS
                 .iter()
                 .find(|(array, _)| result.get(*array).is_some_and(Value::is_array))
-                .map(|(_, method)| (None, *method, None));
+                .map(|(_, method)| Answered {
+                    id: None,
+                    method,
+                    request: None,
+                    unreadable: false,
+                });
         }
-        let id = v.get("id")?;
-        self.requests
-            .iter()
-            .find(|(_, parsed, _, _)| parsed == id)
-            .map(|(id, _, method, raw)| (Some(&**id), method.as_str(), Some(raw)))
+        let found = match self.requests.as_slice() {
+            [only] => Some(only),
+            requests => {
+                let id = v.get("id")?;
+                requests
+                    .iter()
+                    .find(|(_, parsed, _, _)| same_id(parsed, id))
+            }
+        };
+        found.map(|(id, _, method, raw)| Answered {
+            id: Some(id),
+            method,
+            request: Some(raw),
+            unreadable: false,
+        })
+    }
+
+    /// The cache generation when the exchange began (see [`Exchange::with_generation`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The exchange, begun at cache generation `generation` (a result whose exchange began
+    /// before a change notification is not kept).
+    pub fn with_generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
+    }
+}
+
+/// What [`Exchange::answered_by`] found.
+#[derive(Debug, Clone, Copy)]
+struct Answered<'a> {
+    id: Option<&'a RawValue>,
+    method: &'a str,
+    request: Option<&'a Bytes>,
+    unreadable: bool,
+}
+
+/// Whether two JSON-RPC ids are the same: numbers by value (`1.0` is `1`, `-0` is `0`),
+/// anything else exactly.
+fn same_id(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) if a.is_number() && b.is_number() => x == y,
+        _ => a == b,
     }
 }
 
@@ -716,12 +792,24 @@ impl ServerFilter {
         })
     }
 
+    /// Whether the answer, when it is a JSON body, must be read whole and run through the
+    /// chain: an interceptor wants the response of one of the exchange's requests.
+    pub fn wants_body(&self) -> bool {
+        self.exchange.methods().flatten().any(|m| {
+            self.chain
+                .links
+                .iter()
+                .any(|l| l.interceptor.wants_response(m))
+        })
+    }
+
     /// Runs the event blocks of one upstream read through the chain, in place: a block whose
     /// message was changed is rewritten ([`crate::sse::SseBlock::with_data`]), one whose
     /// message was dropped is removed. Blocks without data, and data that is not JSON, pass.
     pub fn blocks(&self, blocks: &mut std::collections::VecDeque<crate::sse::SseBlock>) {
         blocks.retain_mut(|block| {
-            if !block.has_data() {
+            // An empty `data` (a priming event) carries no message.
+            if !block.has_data() || block.data().is_empty() {
                 return true;
             }
             let data = Bytes::copy_from_slice(&block.data());

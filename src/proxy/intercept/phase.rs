@@ -40,6 +40,11 @@ impl Proxy {
         if peek.batch {
             return self.intercept_batch(ctx);
         }
+        if peek.method.is_none() && peek.id.is_none() {
+            // A message with neither could not be read (a duplicate key): the interceptors
+            // cannot judge it, so it does not go on unjudged.
+            return Some(self.unreadable(ctx));
+        }
         let method = peek.method.as_deref()?;
         if !chain.wants_client(method) {
             return None;
@@ -77,6 +82,13 @@ impl Proxy {
         let mut wanted = false;
         for item in &items {
             let peek = peek_message(item.get().as_bytes()).ok();
+            if peek
+                .as_ref()
+                .is_none_or(|p| p.method.is_none() && p.id.is_none())
+            {
+                // An unreadable message (not an object, a duplicate key): not passed unjudged.
+                return Some(self.unreadable(ctx));
+            }
             wanted |= peek
                 .as_ref()
                 .and_then(|p| p.method.as_deref())
@@ -132,11 +144,8 @@ impl Proxy {
                     })
                 })
                 .collect();
-            let answer = Answer {
-                status: StatusCode::OK,
-                ..first
-            };
-            return Some(self.intercepted(ctx, &answer, join_batch(&bodies)));
+            // The status and Retry-After of the first answer (a limit's 429 stays a 429).
+            return Some(self.intercepted(ctx, &first, join_batch(&bodies)));
         }
         if forwarded.is_empty() {
             return Some(self.accepted(ctx));
@@ -166,6 +175,19 @@ impl Proxy {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         self.with_session_id(ctx, response)
+    }
+
+    /// `400` with JSON-RPC `-32600` for a message the intercept phase could not read.
+    fn unreadable(&self, ctx: &RequestCtx) -> Response {
+        let answer = Answer {
+            status: StatusCode::BAD_REQUEST,
+            ..Answer::error(
+                INVALID_REQUEST,
+                "Invalid Request: the message could not be read (a duplicate key?)",
+            )
+        };
+        tracing::debug!(route = %self.route().name(), "unreadable message refused before the interceptors");
+        self.intercepted(ctx, &answer, answer.body(None))
     }
 
     /// `202 Accepted` for notifications the chain dropped.
@@ -222,6 +244,7 @@ impl Proxy {
             ),
             _ => Exchange::new(ctx.era, context, []),
         };
-        ServerFilter::new(Some(chain), exchange)
+        let generation = chain.cache().map_or(0, |c| c.generation());
+        ServerFilter::new(Some(chain), exchange.with_generation(generation))
     }
 }

@@ -14,8 +14,8 @@
 //!   resource not found), HTTP `200` — and never reach the upstream. A request without a name
 //!   passes: the upstream judges it.
 //!
-//! Modern-era requests are judged by the same fields: the admit phase checked that the
-//! mirrored `Mcp-Method`/`Mcp-Name` headers agree with the body.
+//! Modern-era requests are judged by the same fields of the body (the admit phase checked
+//! mirrored `Mcp-Method`/`Mcp-Name` headers against it when present).
 
 use globset::{GlobSet, GlobSetBuilder};
 
@@ -24,6 +24,8 @@ use crate::config::{PolicyConfig, policy::glob};
 
 /// JSON-RPC Invalid params: what a server answers for an unknown tool, prompt or resource.
 pub const INVALID_PARAMS: i64 = -32602;
+/// JSON-RPC Internal error: a list answer the policy could not read.
+pub const INTERNAL_ERROR: i64 = -32603;
 
 /// Longest name echoed in an answer's message, in characters.
 const MAX_ECHOED_NAME: usize = 128;
@@ -168,10 +170,28 @@ impl Interceptor for Policy {
     }
 
     fn on_client(&self, message: &mut ClientMessage<'_>) -> Verdict {
-        let (Some(kind), Some(name)) = (self.use_of(message.method), message.name) else {
+        let Some(kind) = self.use_of(message.method) else {
             return Verdict::Pass;
         };
-        if self.rule(kind).allows(name) {
+        // Judged by the field the server acts on, read from the message itself: a resource by
+        // `params.uri`, a tool or prompt by `params.name` (never a decoy of the other kind).
+        let field = match kind {
+            Kind::Resource => "uri",
+            Kind::Tool | Kind::Prompt => "name",
+        };
+        let name = message
+            .message
+            .json()
+            .and_then(|v| v.get("params")?.get(field)?.as_str())
+            .map(str::to_owned);
+        let Some(name) = name else {
+            // Nothing to judge a restricted kind by: refused, not passed unjudged.
+            return Verdict::Answer(Answer::error(
+                INVALID_PARAMS,
+                format!("Invalid params: `{field}` must be a string"),
+            ));
+        };
+        if self.rule(kind).allows(&name) {
             return Verdict::Pass;
         }
         let shown: String = name.chars().take(MAX_ECHOED_NAME).collect();
@@ -191,6 +211,14 @@ impl Interceptor for Policy {
         let Some((kind, array, field)) = message.answers.and_then(|m| self.list_of(m)) else {
             return Verdict::Pass;
         };
+        if message.unreadable {
+            // What may be the list cannot be read here, nor filtered: the client gets an
+            // error instead of an unchecked list.
+            return Verdict::Answer(Answer::error(
+                INTERNAL_ERROR,
+                "upstream answer could not be checked against the route's policy",
+            ));
+        }
         let rule = self.rule(kind);
         let allowed = |entry: &serde_json::Value| {
             // An entry without a string name cannot be judged by name: it is left out.
@@ -258,7 +286,12 @@ mod tests {
     fn a_denied_call_is_answered_with_invalid_params_and_an_allowed_one_forwarded() {
         let chain = chain(policy());
         let id = RawValue::from_string("7".into()).unwrap();
-        let raw = Bytes::from_static(b"{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\"}");
+        let denied = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"delete_all"}}"#,
+        );
+        let raw = Bytes::from_static(
+            br#"{ "jsonrpc":"2.0", "id":7, "method":"tools/call", "params":{"name":"read_file"} }"#,
+        );
         let call = |era, name| ClientRequest {
             era,
             method: "tools/call",
@@ -267,7 +300,7 @@ mod tests {
             client: None,
             context: None,
         };
-        match chain.on_client(call(Era::Legacy, "delete_all"), raw.clone()) {
+        match chain.on_client(call(Era::Legacy, "delete_all"), denied) {
             ClientOutcome::Answer(a) => {
                 assert_eq!((a.status.as_u16(), a.code()), (200, Some(-32602)));
                 assert_eq!(
@@ -290,6 +323,100 @@ mod tests {
         );
     }
 
+    /// Review finding: `resources/read` was judged by a decoy `params.name` (or by nothing
+    /// when `name` was not a string) instead of its `uri`.
+    #[test]
+    fn a_resource_is_judged_by_its_uri_and_a_use_without_a_name_is_refused() {
+        let chain = chain(PolicyConfig {
+            allow_resources: vec!["file:///public/*".into()],
+            ..policy()
+        });
+        let id = RawValue::from_string("1".into()).unwrap();
+        let ask = |method, name: Option<&str>, body: &'static [u8]| {
+            chain.on_client(
+                ClientRequest {
+                    era: Era::Legacy,
+                    method,
+                    name,
+                    id: Some(&*id),
+                    client: None,
+                    context: None,
+                },
+                Bytes::from_static(body),
+            )
+        };
+        for (name, body) in [
+            (None, &br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///etc/shadow","name":0}}"#[..]),
+            (Some("file:///public/x"), br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///etc/shadow","name":"file:///public/x"}}"#),
+            (None, br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{}}"#),
+        ] {
+            assert!(
+                matches!(ask("resources/read", name, body), ClientOutcome::Answer(_)),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let ok = br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///public/a","name":"x"}}"#;
+        assert!(matches!(
+            ask("resources/read", Some("x"), ok),
+            ClientOutcome::Forward(_)
+        ));
+        // A tool call whose name is not a string is refused, not passed.
+        let odd =
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":["delete_all"]}}"#;
+        assert!(matches!(
+            ask("tools/call", None, odd),
+            ClientOutcome::Answer(_)
+        ));
+    }
+
+    /// Review finding: a response whose id the server spelled otherwise (`-0` → `0`), or that
+    /// is not JSON at all, passed unfiltered.
+    #[test]
+    fn a_list_answer_is_filtered_whatever_its_id_spelling_and_an_unreadable_one_is_refused() {
+        let chain = chain(policy());
+        let id = RawValue::from_string("-0".into()).unwrap();
+        let exchange = Exchange::new(Era::Legacy, None, [(&*id, "tools/list", Bytes::new())]);
+        let respelled = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":0,"result":{"tools":[{"name":"delete_all"},{"name":"read_file"}]}}"#,
+        );
+        assert!(matches!(
+            chain.on_server(&exchange, respelled),
+            ServerOutcome::Changed(_)
+        ));
+        match chain.on_server(
+            &exchange,
+            Bytes::from_static(b"\xEF\xBB\xBF{\"result\":{}}"),
+        ) {
+            ServerOutcome::Changed(bytes) => {
+                let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(v["id"], serde_json::json!(-0.0));
+                assert_eq!(v["error"]["code"], -32603, "{v}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A batch: ids compared as numbers.
+        let (a, b) = (
+            RawValue::from_string("1.0".into()).unwrap(),
+            RawValue::from_string("2".into()).unwrap(),
+        );
+        let batch = Exchange::new(
+            Era::Legacy,
+            None,
+            [
+                (&*a, "tools/list", Bytes::new()),
+                (&*b, "ping", Bytes::new()),
+            ],
+        );
+        let one = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_all"}]}}"#,
+        );
+        assert!(matches!(
+            chain.on_server(&batch, one),
+            ServerOutcome::Changed(_)
+        ));
+    }
+
     #[test]
     fn a_list_answer_loses_the_entries_not_allowed_and_keeps_its_cursor_and_order() {
         let chain = chain(policy());
@@ -305,7 +432,8 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
-        // All allowed: untouched. Another id (a server request on the stream): untouched.
+        // All allowed: untouched. A server request on the stream: untouched. With one request,
+        // any response is its answer (a server may spell the id otherwise): filtered.
         let ok = Bytes::from_static(
             br#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"read_file"}]}}"#,
         );
@@ -313,12 +441,19 @@ mod tests {
             chain.on_server(&exchange, ok),
             ServerOutcome::Unchanged
         ));
+        let request = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":4,"method":"sampling/createMessage","params":{"tools":[{"name":"delete_all"}]}}"#,
+        );
+        assert!(matches!(
+            chain.on_server(&exchange, request),
+            ServerOutcome::Unchanged
+        ));
         let other = Bytes::from_static(
             br#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"delete_all"}]}}"#,
         );
         assert!(matches!(
             chain.on_server(&exchange, other),
-            ServerOutcome::Unchanged
+            ServerOutcome::Changed(_)
         ));
         // Keys spelled with escapes are the same keys: filtered all the same.
         let escaped = Bytes::from_static(

@@ -11,8 +11,8 @@
 //! limited.
 //!
 //! A client is [`crate::proxy::forwarded::ForwardedPolicy::client_ip`]'s address (the
-//! connection's peer, or what a trusted proxy forwarded for); requests without one share one
-//! bucket. Client buckets are keyed by a hash of the address (SipHash with a per-process
+//! connection's peer, or what a trusted proxy forwarded for), an IPv6 one by its /64; requests
+//! without one share one bucket. Client buckets are keyed by a hash of the address (SipHash with a per-process
 //! random key) modulo `max_clients`, so at most that many exist per limit whatever the number
 //! of clients, and an attacker cannot aim at another client's bucket; buckets full again (idle
 //! clients) are dropped every [`RECLAIM_PERIOD`].
@@ -100,9 +100,14 @@ impl RateLimit {
         })
     }
 
-    /// The bucket key of `client`.
+    /// The bucket key of `client`: its IPv4 address, or its IPv6 /64 (one host usually holds
+    /// a whole /64, so an address each would give it unlimited buckets).
     fn key(&self, client: Option<IpAddr>) -> u64 {
         match client {
+            Some(IpAddr::V6(v6)) => {
+                let prefix = u128::from(v6) >> 64;
+                self.hasher.hash_one(prefix) % self.max_clients
+            }
             Some(ip) => self.hasher.hash_one(ip) % self.max_clients,
             None => self.max_clients, // one more bucket: requests with no address
         }
@@ -271,6 +276,25 @@ mod tests {
             "route bucket empty"
         );
         assert!(!limit.wants("ping") || limit.route.is_some());
+    }
+
+    /// Review finding: every IPv6 address had a bucket of its own, so one host with a /64
+    /// had unlimited fresh buckets.
+    #[test]
+    fn an_ipv6_64_shares_one_bucket() {
+        let limit = RateLimit::new(&RateLimitConfig {
+            client_requests_per_second: 1,
+            client_burst: 1,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(limit.check("ping", None, ip("2001:db8:1:2::1")), Ok(()));
+        assert!(
+            limit
+                .check("ping", None, ip("2001:db8:1:2:ffff::9"))
+                .is_err()
+        );
+        assert_eq!(limit.check("ping", None, ip("2001:db8:1:3::1")), Ok(()));
     }
 
     #[test]

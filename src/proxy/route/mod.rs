@@ -424,9 +424,12 @@ impl Routing {
                     endpoints.push(gone.clone());
                 }
             }
-            // The same interceptors keep their counters.
-            let chain = if previous.name == name && previous.config.policy == resolved.proxy.policy
-            {
+            // The same interceptors (policy, limits, cache unchanged) keep their state and
+            // counters; any change builds the chain anew.
+            let same = |a: &ProxyConfig, b: &ProxyConfig| {
+                a.policy == b.policy && a.rate_limit == b.rate_limit && a.cache == b.cache
+            };
+            let chain = if previous.name == name && same(&previous.config, &resolved.proxy) {
                 previous.chain.clone()
             } else {
                 Chain::for_route(name.clone(), &resolved.proxy)
@@ -670,6 +673,47 @@ mod tests {
             let picked = route.pick(None).expect("an endpoint");
             assert_ne!(picked, 0, "the drained one");
         }
+    }
+
+    /// Review finding: a reload that changed a route's rate limits or cache (not its policy)
+    /// kept the old chain, enforcing the old limits.
+    #[test]
+    fn a_reload_that_changes_limits_or_cache_builds_a_new_chain() {
+        let mut cfg = config(&[("/a", &["http://h:1/"])]);
+        cfg.routes[0].rate_limit = Some(crate::config::RateLimitConfig {
+            client_requests_per_second: 10,
+            ..Default::default()
+        });
+        let routing = Routing::new(&cfg, LatencyHistograms::default());
+        let chain = |r: &Routing| r.table().by_path("/a").unwrap().chain().cloned();
+        let before = chain(&routing).expect("a chain");
+        routing.reload(&cfg, |_, _| false);
+        assert!(
+            Arc::ptr_eq(&before, &chain(&routing).unwrap()),
+            "unchanged: kept"
+        );
+        cfg.routes[0]
+            .rate_limit
+            .as_mut()
+            .unwrap()
+            .client_requests_per_second = 1;
+        routing.reload(&cfg, |_, _| false);
+        assert!(
+            !Arc::ptr_eq(&before, &chain(&routing).unwrap()),
+            "limits changed"
+        );
+        cfg.routes[0].rate_limit = None;
+        routing.reload(&cfg, |_, _| false);
+        assert!(chain(&routing).is_none(), "nothing configured: no chain");
+        cfg.routes[0].cache = Some(crate::config::CacheConfig {
+            enabled: true,
+            ..Default::default()
+        });
+        routing.reload(&cfg, |_, _| false);
+        assert!(
+            chain(&routing).and_then(|c| c.cache().cloned()).is_some(),
+            "cache enabled"
+        );
     }
 
     #[test]
