@@ -151,9 +151,12 @@ async fn run(s: &Settings) -> Result<()> {
     println!("{header}- **settings:** {}\n", s.describe());
     let started = Instant::now();
 
-    let up = upstream::start(s.upstream_threads, dir.path())
-        .await
-        .context("starting the upstream")?;
+    let up = match upstream::external()? {
+        Some(up) => up,
+        None => upstream::start(s.upstream_threads, dir.path())
+            .await
+            .context("starting the upstream")?,
+    };
     let mut tables = Vec::new();
     let mut samples = Samples::default();
     let result = phases(s, &up, dir.path(), &mut tables, &mut samples).await;

@@ -71,16 +71,21 @@ pub fn headers(era: Era, method: &str, session: Option<&str>) -> Vec<(&'static s
     h
 }
 
+/// The client's capabilities in a modern request's `_meta` (SDK servers require them).
+const CAPABILITIES: &str = r#""io.modelcontextprotocol/clientCapabilities":{}"#;
+
 /// A JSON-RPC request body. `params` are the inner members of the params object (without
 /// braces, possibly empty); a modern request also carries the version in `params._meta`.
 pub fn body(era: Era, id: u64, method: &str, params: &str) -> String {
     let params = match (era, params.is_empty()) {
         (Era::Legacy, _) => format!("{{{params}}}"),
         (Era::Modern, true) => {
-            format!(r#"{{"_meta":{{"{META_VERSION_KEY}":"{MODERN_VERSION}"}}}}"#)
+            format!(r#"{{"_meta":{{"{META_VERSION_KEY}":"{MODERN_VERSION}",{CAPABILITIES}}}}}"#)
         }
         (Era::Modern, false) => {
-            format!(r#"{{"_meta":{{"{META_VERSION_KEY}":"{MODERN_VERSION}"}},{params}}}"#)
+            format!(
+                r#"{{"_meta":{{"{META_VERSION_KEY}":"{MODERN_VERSION}",{CAPABILITIES}}},{params}}}"#
+            )
         }
     };
     format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#)

@@ -12,6 +12,9 @@
 //!   after its client left: the held-streams phase waits it out before its "after" reading);
 //! - `RUST_LOG=warn` to a log file (shown if it fails); no inherited `MCP_RELAY_*` variables.
 //!
+//! `LOAD_RELAY_CONFIG=FILE` adds `--config FILE` (e.g. `[proxy.cache] enabled = true`, or a
+//! policy: the gateway features on).
+//!
 //! `LOAD_RELAY_BIN=PATH` runs another build of mcp-relay instead (an older tree's release
 //! binary, for an A/B of two trees with one harness: each run's rows still compare with the
 //! upstream reached directly in the same run). It must take the flags above; `LOAD_POOL` needs
@@ -54,6 +57,9 @@ pub async fn start(upstream: SocketAddr, dir: &Path, tag: &str, linger_secs: u64
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
     cmd.arg("serve");
+    if let Some(config) = std::env::var_os("LOAD_RELAY_CONFIG") {
+        cmd.arg("--config").arg(config);
+    }
     if pool > 1 {
         let urls: Vec<String> = (0..pool)
             .map(|i| match i {

@@ -65,9 +65,26 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// The upstream process, seen from the driver.
 pub struct Upstream {
-    /// Kills the process when the driver is done with it.
-    _guard: ChildGuard,
+    /// Kills the process when the driver is done with it (`None`: an external upstream).
+    _guard: Option<ChildGuard>,
     pub addr: SocketAddr,
+}
+
+/// The environment variable naming an MCP server already listening (`127.0.0.1:PORT`, its
+/// endpoint at `/mcp`) to measure instead of this bench's own upstream: an official SDK
+/// server, say. Only the `json` phase makes sense with it (the others need this upstream's
+/// event streams).
+pub const EXTERNAL_VAR: &str = "LOAD_UPSTREAM_ADDR";
+
+/// The external upstream of [`EXTERNAL_VAR`], if set.
+pub fn external() -> Result<Option<Upstream>> {
+    let Ok(addr) = std::env::var(EXTERNAL_VAR) else {
+        return Ok(None);
+    };
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("{EXTERNAL_VAR}={addr:?}: expected IP:PORT"))?;
+    Ok(Some(Upstream { _guard: None, addr }))
 }
 
 /// Starts the upstream process with `threads` tokio workers; its stderr goes to `dir`.
@@ -107,7 +124,7 @@ pub async fn start(threads: usize, dir: &Path) -> Result<Upstream> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     guard.wait_listening(addr, Duration::from_secs(10)).await?;
     Ok(Upstream {
-        _guard: guard,
+        _guard: Some(guard),
         addr,
     })
 }
