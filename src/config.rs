@@ -78,6 +78,46 @@ pub struct Config {
     pub log: LogConfig,
     /// Integration with the systemd service manager.
     pub systemd: SystemdConfig,
+    /// Distributed traces (`[traces]`): off unless an OTLP endpoint is set.
+    #[serde(default, skip_serializing_if = "TracesConfig::is_default")]
+    pub traces: TracesConfig,
+}
+
+/// Distributed traces: W3C trace context in, a span per request and per SSE stream, exported
+/// with OTLP/gRPC (`telemetry::traces`). Off (and free) unless `otlp_endpoint` is set.
+#[serde_as]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesConfig {
+    /// The OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`; empty: no traces. Default empty.
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans. Default `mcp-relay`.
+    pub service_name: String,
+    /// How long finished spans wait to be exported together, in ms. Default 1000.
+    #[serde(rename = "export_delay_ms")]
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub export_delay: Duration,
+    /// Most finished spans held for export; past it new ones are dropped (counted by the
+    /// exporter's own log). Default 8192.
+    pub max_queued_spans: usize,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            service_name: "mcp-relay".into(),
+            export_delay: Duration::from_millis(1000),
+            max_queued_spans: 8192,
+        }
+    }
+}
+
+impl TracesConfig {
+    /// Whether it is the default (nothing to serialize).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// The HTTP listener serving `/metrics` (Prometheus text), `/healthz` and `/readyz`.
@@ -394,6 +434,7 @@ impl Config {
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
             systemd: SystemdConfig::default(),
+            traces: TracesConfig::default(),
         }
     }
 }

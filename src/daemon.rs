@@ -90,6 +90,9 @@ pub enum DaemonError {
     /// A bound listener's local address could not be read.
     #[error("reading a listener's address: {0}")]
     LocalAddr(std::io::Error),
+    /// The trace exporter (`[traces]`) could not be built.
+    #[error("starting traces: {0}")]
+    Traces(String),
     /// The control plane could not start, or ended with an error.
     #[error("control plane: {0}")]
     Control(#[from] control::ControlError),
@@ -228,7 +231,9 @@ impl Daemon {
         let limits = EdgeLimits::from_config(&config.proxy);
         // One bound on upstream connections for the whole process (every data-plane thread's
         // client and the main runtime's), one set of data-plane counters, one set of pumps.
-        let data_shared = proxy::Shared::new(limits.max_upstream_connections);
+        let mut data_shared = proxy::Shared::new(limits.max_upstream_connections);
+        data_shared.traces =
+            crate::telemetry::traces::Traces::start(&config.traces).map_err(DaemonError::Traces)?;
         let observed = Observed {
             manager: manager.clone(),
             proxy: data_shared.stats.clone(),
@@ -507,6 +512,10 @@ impl Daemon {
         self.worker_shutdown.cancel();
         if self.worker_task.await.is_err() {
             tracing::error!("persistence worker panicked");
+        }
+        if let Some(traces) = self.data_shared.traces.clone() {
+            // The spans still held are exported before the daemon stops.
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
         }
         self.telemetry_shutdown.cancel();
         let telemetry = match self.telemetry_task {

@@ -625,3 +625,123 @@ async fn cacheable_results_are_answered_from_the_cache_until_a_list_changed_noti
     );
     daemon.shutdown().await.expect("clean shutdown");
 }
+
+/// The spans of trace `trace_id` in the receiver's file.
+fn spans_of(file: &std::path::Path, trace_id: &str) -> Vec<Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|s| s["trace_id"] == trace_id)
+        .collect()
+}
+
+/// The one span of `spans` from `service` named `name`.
+fn span<'a>(spans: &'a [Value], service: &str, name: &str) -> &'a Value {
+    let found: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["service"] == service && s["name"] == name)
+        .collect();
+    assert_eq!(found.len(), 1, "one {service} `{name}` span in {spans:#?}");
+    found[0]
+}
+
+/// The traces must-show: one `tools/call` is one trace in a real OTLP receiver (a gRPC
+/// `TraceService` on the official `opentelemetry-proto` packages): the official Python SDK
+/// client's spans (its root and the SDK's own client span, whose context it writes into
+/// `params._meta`), mcp-relay's server span (`tools/call echo`, with route, endpoint, session,
+/// method and tool) and its `forward tools/call` client span, and the official Python SDK
+/// server's own server span — each the child of the one before, in both protocol eras; the
+/// legacy answer's SSE stream has its span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tool_call_is_one_trace_from_the_sdk_client_through_the_relay_to_the_sdk_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("spans.jsonl");
+    let receiver = Peer::otlp_receiver(&file).await;
+    let otlp = format!("http://127.0.0.1:{}", receiver.port());
+    let peer = Peer::py_server(&["--otlp", &otlp]).await;
+    let daemon = start_routes(vec![route("/mcp/traced", &[peer.url()])], |config| {
+        config.traces = mcp_relay::config::TracesConfig {
+            otlp_endpoint: otlp.clone(),
+            export_delay: Duration::from_millis(100),
+            ..Default::default()
+        };
+    })
+    .await;
+    let url = url_of(&daemon, "/mcp/traced");
+    let mut traces = Vec::new();
+    for mode in ["legacy", "modern"] {
+        let out = run_script(
+            "py_trace_client.py",
+            &["--url", &url, "--mode", mode, "--otlp", &otlp],
+            DRIVER_WAIT,
+        )
+        .await;
+        assert_eq!(out["result_text"], "traced", "{mode}: {out}");
+        traces.push((mode, out["trace_id"].as_str().unwrap().to_owned()));
+    }
+    // Shutdown exports what the relay still holds.
+    daemon.shutdown().await.expect("clean shutdown");
+
+    for (mode, trace_id) in &traces {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let spans = loop {
+            let spans = spans_of(&file, trace_id);
+            let upstream = spans.iter().any(|s| s["service"] == "py-server");
+            let relay = spans.iter().filter(|s| s["service"] == "mcp-relay").count();
+            if upstream && relay >= 2 {
+                break spans;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{mode}: trace {trace_id} incomplete after 30 s: {spans:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let root = span(&spans, "py-client", "client tools/call");
+        let sdk = span(&spans, "py-client", "MCP send tools/call echo");
+        let relay = span(&spans, "mcp-relay", "tools/call echo");
+        let forward = span(&spans, "mcp-relay", "forward tools/call");
+        let upstream = span(&spans, "py-server", "tools/call echo");
+        for (child, parent, what) in [
+            (sdk, root, "the SDK's client span under the client's root"),
+            (
+                relay,
+                sdk,
+                "the relay's server span under the SDK client span",
+            ),
+            (
+                forward,
+                relay,
+                "the relay's forward span under its server span",
+            ),
+            (
+                upstream,
+                forward,
+                "the SDK server's span under the relay's forward span",
+            ),
+        ] {
+            assert_eq!(child["parent_span_id"], parent["span_id"], "{mode}: {what}");
+        }
+        assert_eq!(relay["kind"], "SPAN_KIND_SERVER");
+        assert_eq!(forward["kind"], "SPAN_KIND_CLIENT");
+        let attributes = &relay["attributes"];
+        assert_eq!(attributes["mcp.route"], "/mcp/traced", "{relay}");
+        assert_eq!(attributes["mcp.method.name"], "tools/call");
+        assert_eq!(attributes["gen_ai.tool.name"], "echo");
+        assert_eq!(attributes["server.address"], peer.url().as_str());
+        assert_eq!(attributes["mcp.protocol.era"], *mode);
+        if *mode == "legacy" {
+            assert!(attributes["mcp.session.id"].is_string(), "{relay}");
+            // (The SDK client lists the tools inside the call too: its own spans, same trace.)
+            let stream = spans
+                .iter()
+                .find(|s| s["name"] == "SSE stream" && s["parent_span_id"] == relay["span_id"])
+                .unwrap_or_else(|| panic!("{mode}: the answer's SSE stream span: {spans:#?}"));
+            assert!(
+                stream["attributes"]["mcp.stream.id"].is_string(),
+                "{stream}"
+            );
+        }
+    }
+}

@@ -59,6 +59,8 @@ pub struct Shared {
     pub stats: Arc<ProxyStats>,
     /// The legacy streams' pumps.
     pub pumps: Arc<Pumps>,
+    /// The tracer (`[traces]`); `None`: traces are off, and cost nothing.
+    pub traces: Option<Arc<crate::telemetry::traces::Traces>>,
 }
 
 impl Shared {
@@ -73,6 +75,7 @@ impl Shared {
             connections: UpstreamConnections::new(max),
             stats: Arc::default(),
             pumps: Arc::default(),
+            traces: None,
         }
     }
 
@@ -99,6 +102,8 @@ pub struct Proxy {
     stats: Arc<ProxyStats>,
     /// What the legacy streams' pumps and readers use.
     streams: Arc<LegacyStreams>,
+    /// The tracer, when traces are on.
+    traces: Option<Arc<crate::telemetry::traces::Traces>>,
 }
 
 impl Proxy {
@@ -153,6 +158,7 @@ impl Proxy {
             upstreams,
             stats: shared.stats.clone(),
             streams,
+            traces: shared.traces.clone(),
         }
     }
 
@@ -214,12 +220,74 @@ impl Proxy {
                 .await
                 .map_err(fail);
         }
+        self.begin_trace(&mut ctx);
         if let Some(answer) = self.intercept(&mut ctx) {
+            if let Some(mut trace) = ctx.trace.take() {
+                trace.answered_here("interceptor");
+                trace.responded(answer.status().as_u16());
+            }
             return Ok(answer);
         }
+        self.trace_message(&mut ctx);
         let response = self.forward(&mut ctx).await.map_err(fail)?;
         let response = self.account(&mut ctx, response).await.map_err(fail)?;
-        self.respond(&ctx, response).await.map_err(fail)
+        let response = self.respond(&ctx, response).await.map_err(fail)?;
+        if let Some(trace) = ctx.trace.take() {
+            trace.responded(response.status().as_u16());
+        }
+        Ok(response)
+    }
+
+    /// Begins the request's spans when traces are on ([`crate::telemetry::traces`]): its parent
+    /// from `params._meta` or the headers.
+    fn begin_trace(&self, ctx: &mut phases::RequestCtx) {
+        let Some(traces) = &self.traces else {
+            return;
+        };
+        let parts = &ctx.request.parts;
+        let message: Option<serde_json::Value> = ctx
+            .request
+            .peek
+            .as_ref()
+            .filter(|p| !p.batch)
+            .and_then(|_| serde_json::from_slice(&ctx.request.body).ok());
+        let meta = message
+            .as_ref()
+            .and_then(|m| m.get("params")?.get("_meta")?.as_object());
+        let peek = ctx.request.peek.as_ref();
+        let trace = traces.begin(&crate::telemetry::traces::TraceStart {
+            headers: &parts.headers,
+            meta,
+            method: peek.and_then(|p| p.method.as_deref()),
+            name: peek.and_then(|p| p.name.as_deref()),
+            id: peek.and_then(|p| p.id.as_deref()).map(RawValue::get),
+            http_method: parts.method.as_str(),
+            route: self.route.name(),
+            session: ctx.session.as_ref().map(|s| s.id().as_str()),
+            era: ctx.era.as_str(),
+        });
+        ctx.trace = Some(trace);
+    }
+
+    /// Puts the request's outgoing trace context in the message's `params._meta` (one JSON-RPC
+    /// object; re-serialized once), so an SDK server's span is a child of the relay's.
+    fn trace_message(&self, ctx: &mut phases::RequestCtx) {
+        let Some(trace) = &ctx.trace else {
+            return;
+        };
+        if ctx.request.parts.method != http::Method::POST
+            || ctx.request.peek.as_ref().is_none_or(|p| p.batch)
+        {
+            return;
+        }
+        let Ok(mut message) = serde_json::from_slice::<serde_json::Value>(&ctx.request.body) else {
+            return;
+        };
+        if trace.inject_meta(&mut message)
+            && let Ok(body) = serde_json::to_vec(&message)
+        {
+            ctx.request.body = bytes::Bytes::from(body);
+        }
     }
 }
 

@@ -92,6 +92,8 @@ pub struct RequestCtx {
     /// What the route's interceptors do with the answer's messages (intercept), when they
     /// want them.
     pub filter: Option<super::intercept::ServerFilter>,
+    /// The request's spans, when traces are on.
+    pub trace: Option<crate::telemetry::traces::RequestTrace>,
 }
 
 impl RequestCtx {
@@ -215,6 +217,7 @@ impl Proxy {
             session,
             endpoint,
             filter: None,
+            trace: None,
         })
     }
 
@@ -352,6 +355,10 @@ impl Proxy {
             }
         };
         ctx.endpoint = Some(index);
+        if let Some(trace) = ctx.trace.as_mut() {
+            let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+            trace.forwarded(self.route.endpoints()[index].url(), status);
+        }
         // The standalone stream's answer is in (any status, or none): the session's requests
         // go on.
         if method == Method::GET
@@ -374,6 +381,9 @@ impl Proxy {
         *upstream_request.method_mut() = parts.method.clone();
         *upstream_request.uri_mut() = self.upstreams[index].uri_for(parts.uri.query());
         self.upstream_headers(parts, upstream_request.headers_mut());
+        if let Some(trace) = &ctx.trace {
+            trace.inject_headers(upstream_request.headers_mut());
+        }
         if ctx.filter.is_some() {
             // The interceptors read the answer: it must come as it is, not compressed.
             upstream_request
@@ -564,7 +574,12 @@ impl Proxy {
             .manager
             .open_stream(live_session, kind)
             .map_err(|e| Reject::Internal(e.to_string()))?;
-        Ok(match (ctx.era, live_session) {
+        let stream_span = self
+            .traces
+            .as_ref()
+            .zip(ctx.trace.as_ref())
+            .map(|(traces, trace)| traces.stream(trace, &tracker.stream().to_string()));
+        let body = match (ctx.era, live_session) {
             // Legacy streams survive dropped connections: a pump reads the upstream, the
             // client reads the tracker's window.
             (Era::Legacy, Some(s)) => {
@@ -610,6 +625,10 @@ impl Proxy {
                 )
                 .with_filter(ctx.filter.clone()),
             ),
+        };
+        Ok(match stream_span {
+            Some(span) => Body::new(crate::telemetry::traces::Traced::new(body, span)),
+            None => body,
         })
     }
 

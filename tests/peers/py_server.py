@@ -10,7 +10,7 @@ One process serves both protocol eras on the same endpoint, because the SDK's
 
 Usage:
     python tests/peers/py_server.py --port 0 [--event-store] [--json-response] [--retry-ms N] [--keep-alive-s S]
-        [--delete-tool] [--change-tool] [--request-log FILE] [--cache-ttl-ms N]
+        [--delete-tool] [--change-tool] [--request-log FILE] [--cache-ttl-ms N] [--otlp URL]
 
 Once the socket is bound it prints exactly one line `LISTENING <port>` on stdout and flushes;
 everything else (uvicorn logs) goes to stderr. Binds 127.0.0.1 only.
@@ -26,6 +26,10 @@ Tools:
     delete_all() -> "deleted"  only with `--delete-tool`: a tool a policy denies.
     change_tools() -> "changed"  only with `--change-tool`: sends `notifications/tools/list_changed` on its own response
         stream (request-scoped) before answering.
+
+`--otlp URL`: the SDK's own spans (its OpenTelemetryMiddleware: one server span per request,
+parented from `params._meta`'s trace context) are exported to that OTLP/gRPC receiver, as
+service `py-server`.
 
 `--cache-ttl-ms N`: 2026-07-28 `tools/list` results carry `ttlMs: N`, `cacheScope: "public"`
 (the SDK's `cache_hints`).
@@ -241,7 +245,22 @@ def build_server(delete_tool: bool = False, cache_ttl_ms: int | None = None, cha
     return mcp
 
 
+def export_spans(endpoint: str) -> None:
+    """Send the SDK's spans to the OTLP/gRPC receiver at `endpoint` (service `py-server`)."""
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "py-server"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
+    trace.set_tracer_provider(provider)
+
+
 async def serve(args: argparse.Namespace) -> None:
+    if args.otlp:
+        export_spans(args.otlp)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
@@ -290,6 +309,7 @@ def main() -> None:
     parser.add_argument("--retry-ms", type=int, default=None, help="SSE retry: on priming events (needs --event-store)")
     parser.add_argument("--log-level", default="warning")
     parser.add_argument("--delete-tool", action="store_true", help="also serve the tool delete_all")
+    parser.add_argument("--otlp", default=None, help="export the SDK's spans to this OTLP/gRPC receiver")
     parser.add_argument("--change-tool", action="store_true", help="also serve the tool change_tools")
     parser.add_argument("--cache-ttl-ms", type=int, default=None, help="2026-07-28 tools/list: ttlMs N, cacheScope public")
     parser.add_argument("--request-log", help="append `<method> <name>` per JSON-RPC message received to this file")

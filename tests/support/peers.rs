@@ -85,6 +85,16 @@ impl Peer {
         Self::spawn(cmd, "py_auth_server").await
     }
 
+    /// A test OTLP/gRPC trace receiver (`tests/peers/otlp_receiver.py`, on the official
+    /// `opentelemetry-proto` packages) appending every span it gets to `out` as JSON lines.
+    pub async fn otlp_receiver(out: &Path) -> Self {
+        let mut cmd = Command::new(python());
+        cmd.arg(peer_script("otlp_receiver.py"))
+            .args(["--port", "0", "--out"])
+            .arg(out);
+        Self::spawn(cmd, "otlp_receiver").await
+    }
+
     /// `@modelcontextprotocol/server-everything streamableHttp`, pinned to 127.0.0.1.
     pub async fn everything() -> Self {
         require(repo_root().join("node_modules/@modelcontextprotocol/server-everything"));

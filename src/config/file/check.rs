@@ -93,6 +93,7 @@ pub(super) fn check(config: &Config, upstream: Option<&str>) -> Result<Uri, Conf
     check_routes(config)?;
     check_session(config)?;
     check_worker(config)?;
+    check_traces(&config.traces)?;
     let store = &config.store;
     nonzero("store.timeout_ms", store.timeout.is_zero())?;
     store
@@ -339,6 +340,31 @@ fn check_worker(config: &Config) -> Result<(), ConfigError> {
 }
 
 /// Refuses a zero count or duration at `key`.
+fn check_traces(t: &crate::config::TracesConfig) -> Result<(), ConfigError> {
+    if !t.otlp_endpoint.is_empty() {
+        let uri: Uri = t
+            .otlp_endpoint
+            .parse()
+            .map_err(|e| invalid("traces.otlp_endpoint", format!("not a URL: {e}")))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+            return Err(invalid(
+                "traces.otlp_endpoint",
+                "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:4317",
+            ));
+        }
+    }
+    if t.service_name.is_empty() || t.service_name.len() > 256 {
+        return Err(invalid("traces.service_name", "must be 1 to 256 bytes"));
+    }
+    if !(1..=1 << 20).contains(&t.max_queued_spans) {
+        return Err(invalid("traces.max_queued_spans", "must be 1 to 1048576"));
+    }
+    if t.export_delay.is_zero() || t.export_delay > Duration::from_secs(60) {
+        return Err(invalid("traces.export_delay_ms", "must be 1 to 60000"));
+    }
+    Ok(())
+}
+
 fn nonzero(key: &'static str, is_zero: bool) -> Result<(), ConfigError> {
     if is_zero {
         return Err(invalid(key, "must be at least 1"));
