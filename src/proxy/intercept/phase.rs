@@ -208,6 +208,18 @@ impl Proxy {
     /// wants them: a `POST`'s requests (every request of a batch), or a `GET` stream.
     fn server_filter(&self, ctx: &RequestCtx) -> Option<ServerFilter> {
         let chain = self.route().chain()?;
+        // Asked first, on what the admit phase read: an exchange no interceptor wants costs
+        // nothing more (no id parsed, nothing copied).
+        let peek = ctx.request.peek.as_ref();
+        let single = peek.filter(|p| !p.batch && ctx.request.parts.method == Method::POST);
+        let wanted = match single {
+            Some(p) => chain.wants_server(p.id.as_ref().and(p.method.as_deref())),
+            None if peek.is_some_and(|p| p.batch) => true,
+            None => chain.wants_server(None),
+        };
+        if !wanted {
+            return None;
+        }
         let context = ctx
             .request
             .parts
