@@ -217,6 +217,7 @@ fn reload_routes(daemon: &Daemon, reload: &Reloader, current: &mut Config) {
         "store" => store,
         "log" => log,
         "systemd" => systemd,
+        "traces" => traces,
         "proxy.threads" => proxy.threads,
         "proxy.max_connections" => proxy.max_connections,
         "proxy.max_upstream_connections" => proxy.max_upstream_connections,

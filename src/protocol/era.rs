@@ -111,7 +111,17 @@ pub struct MessagePeek {
     pub name: Option<String>,
     /// The body is a JSON array (a batch).
     pub batch: bool,
+    /// `params._meta.traceparent` (W3C trace context, SEP-414), when a string of at most
+    /// [`MAX_TRACEPARENT`] bytes.
+    pub traceparent: Option<String>,
+    /// `params._meta.tracestate`, when a string of at most [`MAX_TRACESTATE`] bytes.
+    pub tracestate: Option<String>,
 }
+
+/// Longest `traceparent` read (version 00 is 55 bytes; a later version may add fields).
+pub const MAX_TRACEPARENT: usize = 128;
+/// Longest `tracestate` read (W3C: at most 32 entries; 512 bytes is what propagators keep).
+pub const MAX_TRACESTATE: usize = 512;
 
 // Each field is taken as raw JSON first and read as a string after, so a field of another type
 // reads as absent alone instead of failing the whole message.
@@ -140,6 +150,10 @@ struct RawParams<'a> {
 struct RawMeta<'a> {
     #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow)]
     protocol_version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    traceparent: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tracestate: Option<&'a RawValue>,
 }
 
 /// The JSON string `raw` holds; `None` when it holds another type.
@@ -180,10 +194,15 @@ pub fn peek_message(body: &[u8]) -> Result<MessagePeek, serde_json::Error> {
     };
     let method = string(msg.method);
     let params: Option<RawParams> = object(msg.params);
-    let (initialize_version, meta_version, name) = match params {
+    let bounded = |raw: Option<&RawValue>, max: usize| {
+        // The raw text is at least as long as the string: a longer one is not even decoded.
+        raw.filter(|r| r.get().len() <= max + 2)
+            .and_then(|r| string(Some(r)))
+    };
+    let (initialize_version, meta, name) = match params {
         Some(p) => (
             string(p.protocol_version).filter(|_| method.as_deref() == Some("initialize")),
-            object::<RawMeta>(p.meta).and_then(|m| string(m.protocol_version)),
+            object::<RawMeta>(p.meta),
             // A `name` of another type is not replaced by the `uri`.
             match p.name {
                 Some(name) => string(Some(name)),
@@ -196,10 +215,23 @@ pub fn peek_message(body: &[u8]) -> Result<MessagePeek, serde_json::Error> {
         method,
         id: msg.id,
         initialize_version,
-        meta_version,
+        meta_version: meta.as_ref().and_then(|m| string(m.protocol_version)),
         name,
         batch: false,
+        traceparent: meta
+            .as_ref()
+            .and_then(|m| bounded(m.traceparent, MAX_TRACEPARENT)),
+        tracestate: meta
+            .as_ref()
+            .and_then(|m| bounded(m.tracestate, MAX_TRACESTATE)),
     })
+}
+
+/// Whether a JSON object body reads as a JSON-RPC message at all: not when a top-level key is
+/// repeated (what makes [`peek_message`] read it as empty). A response whose `id` is `null`
+/// reads (its peek has neither method nor id, yet it is a message).
+pub fn is_readable(body: &[u8]) -> bool {
+    serde_json::from_slice::<RawMessage>(body).is_ok()
 }
 
 /// The era and protocol version of a request. `header_version` is `MCP-Protocol-Version`.
@@ -266,6 +298,29 @@ mod tests {
     use http::HeaderValue;
 
     use super::*;
+
+    /// Review finding: a client's error response with `"id": null` (JSON-RPC allows it) peeks
+    /// as empty like a message with a duplicate key, and was refused on chained routes.
+    #[test]
+    fn a_null_id_response_reads_and_a_duplicate_key_does_not() {
+        let null_id = br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}"#;
+        let peek = peek_message(null_id).unwrap();
+        assert!(peek.method.is_none() && peek.id.is_none());
+        assert!(is_readable(null_id));
+        assert!(!is_readable(
+            br#"{"jsonrpc":"2.0","id":1,"id":1,"method":"x"}"#
+        ));
+        // The trace context is read from `_meta`, bounded.
+        let traced = br#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","tracestate":"a=1"}}}"#;
+        let peek = peek_message(traced).unwrap();
+        assert_eq!(peek.tracestate.as_deref(), Some("a=1"));
+        assert!(peek.traceparent.is_some());
+        let long = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"_meta":{{"traceparent":"{}"}}}}}}"#,
+            "-".repeat(4096)
+        );
+        assert!(peek_message(long.as_bytes()).unwrap().traceparent.is_none());
+    }
 
     #[test]
     fn versions_order_as_dates_and_non_dates_are_legacy() {

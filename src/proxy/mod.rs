@@ -228,36 +228,44 @@ impl Proxy {
             }
             return Ok(answer);
         }
-        self.trace_message(&mut ctx);
-        let response = self.forward(&mut ctx).await.map_err(fail)?;
-        let response = self.account(&mut ctx, response).await.map_err(fail)?;
-        let response = self.respond(&ctx, response).await.map_err(fail)?;
+        self.trace_forward(&mut ctx);
+        // A refusal from here on ends the request's spans with its status.
+        let traced = |ctx: &mut phases::RequestCtx, reject: Reject| {
+            if let Some(trace) = ctx.trace.take() {
+                trace.responded(reject.status_and_code().0.as_u16());
+            }
+            fail(reject)
+        };
+        let response = match self.forward(&mut ctx).await {
+            Ok(response) => response,
+            Err(reject) => return Err(traced(&mut ctx, reject)),
+        };
+        let response = match self.account(&mut ctx, response).await {
+            Ok(response) => response,
+            Err(reject) => return Err(traced(&mut ctx, reject)),
+        };
+        let response = match self.respond(&ctx, response).await {
+            Ok(response) => response,
+            Err(reject) => return Err(traced(&mut ctx, reject)),
+        };
         if let Some(trace) = ctx.trace.take() {
             trace.responded(response.status().as_u16());
         }
         Ok(response)
     }
 
-    /// Begins the request's spans when traces are on ([`crate::telemetry::traces`]): its parent
-    /// from `params._meta` or the headers.
+    /// Begins the request's server span when traces are on ([`crate::telemetry::traces`]):
+    /// its parent from `params._meta` (read by the admit phase's peek) or the headers.
     fn begin_trace(&self, ctx: &mut phases::RequestCtx) {
         let Some(traces) = &self.traces else {
             return;
         };
         let parts = &ctx.request.parts;
-        let message: Option<serde_json::Value> = ctx
-            .request
-            .peek
-            .as_ref()
-            .filter(|p| !p.batch)
-            .and_then(|_| serde_json::from_slice(&ctx.request.body).ok());
-        let meta = message
-            .as_ref()
-            .and_then(|m| m.get("params")?.get("_meta")?.as_object());
         let peek = ctx.request.peek.as_ref();
         let trace = traces.begin(&crate::telemetry::traces::TraceStart {
             headers: &parts.headers,
-            meta,
+            meta_traceparent: peek.and_then(|p| p.traceparent.as_deref()),
+            meta_tracestate: peek.and_then(|p| p.tracestate.as_deref()),
             method: peek.and_then(|p| p.method.as_deref()),
             name: peek.and_then(|p| p.name.as_deref()),
             id: peek.and_then(|p| p.id.as_deref()).map(RawValue::get),
@@ -269,24 +277,19 @@ impl Proxy {
         ctx.trace = Some(trace);
     }
 
-    /// Puts the request's outgoing trace context in the message's `params._meta` (one JSON-RPC
-    /// object; re-serialized once), so an SDK server's span is a child of the relay's.
-    fn trace_message(&self, ctx: &mut phases::RequestCtx) {
-        let Some(trace) = &ctx.trace else {
+    /// Begins the request's client span, and puts its context in the message's
+    /// `params._meta` (one request or notification; spliced, every other byte kept) so an SDK
+    /// server's span is its child; the headers get it in the forward phase.
+    fn trace_forward(&self, ctx: &mut phases::RequestCtx) {
+        let (Some(traces), Some(trace)) = (&self.traces, ctx.trace.as_mut()) else {
             return;
         };
-        if ctx.request.parts.method != http::Method::POST
-            || ctx.request.peek.as_ref().is_none_or(|p| p.batch)
+        traces.start_forward(trace);
+        if ctx.request.parts.method == http::Method::POST
+            && ctx.request.peek.as_ref().is_some_and(|p| !p.batch)
+            && let Some(body) = trace.inject_message(&ctx.request.body)
         {
-            return;
-        }
-        let Ok(mut message) = serde_json::from_slice::<serde_json::Value>(&ctx.request.body) else {
-            return;
-        };
-        if trace.inject_meta(&mut message)
-            && let Ok(body) = serde_json::to_vec(&message)
-        {
-            ctx.request.body = bytes::Bytes::from(body);
+            ctx.request.body = body;
         }
     }
 }

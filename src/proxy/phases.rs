@@ -357,7 +357,14 @@ impl Proxy {
         ctx.endpoint = Some(index);
         if let Some(trace) = ctx.trace.as_mut() {
             let status = sent.as_ref().ok().map(|r| r.status().as_u16());
-            trace.forwarded(self.route.endpoints()[index].url(), status);
+            // `host:port` only: an endpoint URL's path or query may hold a secret.
+            let endpoint = self.route.endpoints()[index].uri();
+            let address = endpoint.authority().map_or("", |a| {
+                a.as_str()
+                    .rsplit_once('@')
+                    .map_or(a.as_str(), |(_, host)| host)
+            });
+            trace.forwarded(address, status);
         }
         // The standalone stream's answer is in (any status, or none): the session's requests
         // go on.
@@ -589,6 +596,10 @@ impl Proxy {
                 self.manager.stream_changed(&tracker);
                 let mut resume_headers = HeaderMap::new();
                 self.upstream_headers(&ctx.request.parts, &mut resume_headers);
+                if ctx.filter.is_some() {
+                    // A re-opened stream is read by the interceptors too: uncompressed.
+                    resume_headers.remove(http::header::ACCEPT_ENCODING);
+                }
                 headers::own_values(&mut resume_headers);
                 // The id whose response completes the stream: a POST's, not a batch's.
                 let request_id = ctx

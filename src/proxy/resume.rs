@@ -104,6 +104,10 @@ impl Proxy {
 
         let mut resume_headers = HeaderMap::new();
         self.upstream_headers(request, &mut resume_headers);
+        if self.route().chain().is_some() {
+            // A re-opened stream may be read by the interceptors: uncompressed.
+            resume_headers.remove(http::header::ACCEPT_ENCODING);
+        }
         headers::own_values(&mut resume_headers);
         // A stream whose pump stopped is re-opened upstream from its last upstream id.
         let mut reopened = None;

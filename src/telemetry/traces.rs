@@ -32,7 +32,7 @@ use opentelemetry_sdk::{
     propagation::TraceContextPropagator,
     trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, Tracer},
 };
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
 use crate::config::TracesConfig;
 
@@ -40,6 +40,20 @@ use crate::config::TracesConfig;
 const TRACEPARENT: &str = "traceparent";
 /// The W3C `tracestate` key (header and `_meta`).
 const TRACESTATE: &str = "tracestate";
+/// Longest value a span takes from a request (a name, a method, an id), in bytes.
+pub const MAX_ATTRIBUTE: usize = 128;
+
+/// `value` cut to at most [`MAX_ATTRIBUTE`] bytes, on a character boundary.
+fn cut(value: &str) -> &str {
+    if value.len() <= MAX_ATTRIBUTE {
+        return value;
+    }
+    let mut end = MAX_ATTRIBUTE;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
 
 /// The daemon's tracer and exporter.
 pub struct Traces {
@@ -100,22 +114,25 @@ impl Traces {
         }
     }
 
-    /// Begins the spans of one request (see the module docs).
+    /// Begins the server span of one request (see the module docs). Every value taken from
+    /// the request is cut to [`MAX_ATTRIBUTE`] bytes.
     pub fn begin(&self, start: &TraceStart<'_>) -> RequestTrace {
-        let from_meta = start
-            .meta
-            .map(|m| self.propagator.extract(&MetaCarrier(m)))
-            .filter(|cx| cx.span().span_context().is_valid());
+        let mut meta = HashMap::new();
+        if let Some(v) = start.meta_traceparent {
+            meta.insert(TRACEPARENT.to_owned(), v.to_owned());
+        }
+        if let Some(v) = start.meta_tracestate {
+            meta.insert(TRACESTATE.to_owned(), v.to_owned());
+        }
+        let from_meta =
+            Some(self.propagator.extract(&meta)).filter(|cx| cx.span().span_context().is_valid());
         let from_headers = Some(self.propagator.extract(&HeaderCarrier(start.headers)))
             .filter(|cx| cx.span().span_context().is_valid());
         let mut links = Vec::new();
         let parent = match (from_meta, from_headers) {
             (Some(meta), Some(header)) => {
-                let (m, h) = (
-                    meta.span().span_context().clone(),
-                    header.span().span_context().clone(),
-                );
-                if m.trace_id() != h.trace_id() {
+                let h = header.span().span_context().clone();
+                if meta.span().span_context().trace_id() != h.trace_id() {
                     links.push(Link::with_context(h));
                 }
                 meta
@@ -124,9 +141,9 @@ impl Traces {
             (None, Some(header)) => header,
             (None, None) => Context::new(),
         };
-        let method = start.method.unwrap_or(start.http_method);
+        let method = cut(start.method.unwrap_or(start.http_method));
         let name = match start.name {
-            Some(name) => format!("{method} {name}"),
+            Some(name) => format!("{method} {}", cut(name)),
             None => method.to_owned(),
         };
         let mut attributes = vec![
@@ -141,13 +158,13 @@ impl Traces {
                 "prompts/get" => "gen_ai.prompt.name",
                 _ => "mcp.resource.uri",
             };
-            attributes.push(KeyValue::new(key, name.to_owned()));
+            attributes.push(KeyValue::new(key, cut(name).to_owned()));
         }
         if let Some(session) = start.session {
             attributes.push(KeyValue::new("mcp.session.id", session.to_owned()));
         }
         if let Some(id) = start.id {
-            attributes.push(KeyValue::new("jsonrpc.request.id", id.to_owned()));
+            attributes.push(KeyValue::new("jsonrpc.request.id", cut(id).to_owned()));
         }
         let server = self
             .tracer
@@ -156,20 +173,27 @@ impl Traces {
             .with_attributes(attributes)
             .with_links(links)
             .start_with_context(&self.tracer, &parent);
-        let server = parent.with_span(server);
+        RequestTrace {
+            server: parent.with_span(server),
+            method: method.to_owned(),
+            client: None,
+            outgoing: HashMap::new(),
+        }
+    }
+
+    /// Begins `trace`'s client span around its upstream request (call it just before the
+    /// forward phase), whose context goes upstream.
+    pub fn start_forward(&self, trace: &mut RequestTrace) {
         let client = self
             .tracer
-            .span_builder(format!("forward {method}"))
+            .span_builder(format!("forward {}", trace.method))
             .with_kind(SpanKind::Client)
-            .start_with_context(&self.tracer, &server);
-        let client = server.with_span(client);
-        let mut carrier = HashMap::new();
-        self.propagator.inject_context(&client, &mut carrier);
-        RequestTrace {
-            server,
-            client: Some(client),
-            outgoing: carrier,
-        }
+            .start_with_context(&self.tracer, &trace.server);
+        let client = trace.server.with_span(client);
+        trace.outgoing.clear();
+        self.propagator.inject_context(&client, &mut trace.outgoing);
+        trace.outgoing.retain(|_, v| !v.is_empty());
+        trace.client = Some(client);
     }
 
     /// A span for the SSE stream of `trace`'s answer, ended when the returned guard drops.
@@ -189,8 +213,10 @@ impl Traces {
 pub struct TraceStart<'a> {
     /// The request's headers (`traceparent`, `tracestate`).
     pub headers: &'a HeaderMap,
-    /// Its `params._meta`, when it is one JSON-RPC message with one.
-    pub meta: Option<&'a Map<String, Value>>,
+    /// Its `params._meta.traceparent` (bounded by the admit phase's peek).
+    pub meta_traceparent: Option<&'a str>,
+    /// Its `params._meta.tracestate` (bounded likewise).
+    pub meta_tracestate: Option<&'a str>,
     /// Its JSON-RPC method.
     pub method: Option<&'a str>,
     /// `params.name` or `params.uri`.
@@ -212,6 +238,8 @@ pub struct TraceStart<'a> {
 #[derive(Debug)]
 pub struct RequestTrace {
     server: Context,
+    /// The (cut) method, for the client span's name.
+    method: String,
     client: Option<Context>,
     /// The client span's W3C context, for the upstream.
     outgoing: HashMap<String, String>,
@@ -232,35 +260,49 @@ impl RequestTrace {
         }
     }
 
-    /// Sets the outgoing `traceparent`/`tracestate` in the message's `params._meta` (made when
-    /// absent). Returns whether the message is one JSON-RPC object it could set them in.
-    pub fn inject_meta(&self, message: &mut Value) -> bool {
-        let Some(object) = message.as_object_mut() else {
-            return false;
+    /// The message `body` with the outgoing `traceparent`/`tracestate` in its `params._meta`
+    /// (both made when absent), every other member's bytes kept as they were (spliced, not
+    /// re-read: numbers, escapes and order stay). `None` when there is nothing to set or the
+    /// body is not one request or notification (an object with a `method`) whose `params`
+    /// and `_meta`, when present, are objects: a response never gets `params`.
+    pub fn inject_message(&self, body: &[u8]) -> Option<bytes::Bytes> {
+        type Members = indexmap::IndexMap<String, Box<RawValue>>;
+        let traceparent = self.outgoing.get(TRACEPARENT)?;
+        let mut message: Members = serde_json::from_slice(body).ok()?;
+        if !message.contains_key("method") {
+            return None;
+        }
+        let mut params: Members = match message.get("params") {
+            Some(raw) => serde_json::from_str(raw.get()).ok()?,
+            None => Members::new(),
         };
-        let params = object
-            .entry("params")
-            .or_insert_with(|| Value::Object(Map::new()));
-        let Some(params) = params.as_object_mut() else {
-            return false;
+        let mut meta: Members = match params.get("_meta") {
+            Some(raw) => serde_json::from_str(raw.get()).ok()?,
+            None => Members::new(),
         };
-        let meta = params
-            .entry("_meta")
-            .or_insert_with(|| Value::Object(Map::new()));
-        let Some(meta) = meta.as_object_mut() else {
-            return false;
-        };
-        meta.remove(TRACESTATE);
-        for key in [TRACEPARENT, TRACESTATE] {
-            if let Some(value) = self.outgoing.get(key) {
-                meta.insert(key.to_owned(), Value::String(value.clone()));
+        let string = |s: &str| serde_json::value::to_raw_value(s).ok();
+        meta.insert(TRACEPARENT.to_owned(), string(traceparent)?);
+        match self.outgoing.get(TRACESTATE) {
+            Some(state) => {
+                meta.insert(TRACESTATE.to_owned(), string(state)?);
+            }
+            None => {
+                meta.shift_remove(TRACESTATE);
             }
         }
-        true
+        params.insert(
+            "_meta".to_owned(),
+            serde_json::value::to_raw_value(&meta).ok()?,
+        );
+        message.insert(
+            "params".to_owned(),
+            serde_json::value::to_raw_value(&params).ok()?,
+        );
+        serde_json::to_vec(&message).ok().map(bytes::Bytes::from)
     }
 
-    /// The upstream request was sent to `endpoint` and answered `status` (or failed: `None`):
-    /// the client span ends.
+    /// The upstream request was sent to `endpoint` (its `host:port`) and answered `status` (or
+    /// failed: `None`): the client span ends.
     pub fn forwarded(&mut self, endpoint: &str, status: Option<u16>) {
         let server = self.server.span();
         server.set_attribute(KeyValue::new("server.address", endpoint.to_owned()));
@@ -283,20 +325,22 @@ impl RequestTrace {
         }
     }
 
-    /// The relay answered the request itself (an interceptor, `decision`): no upstream span.
-    pub fn answered_here(&mut self, decision: &str) {
-        if let Some(client) = self.client.take() {
-            // Never sent: the client span is not exported as if it were.
-            drop(client);
-        }
+    /// The relay answered the request itself (`by`: an interceptor): it has no client span.
+    pub fn answered_here(&mut self, by: &str) {
         self.server
             .span()
-            .set_attribute(KeyValue::new("mcp.relay.answered_by", decision.to_owned()));
+            .set_attribute(KeyValue::new("mcp.relay.answered_by", by.to_owned()));
     }
 
     /// The answer head went out with `status`: the server span ends (an SSE answer's stream
     /// span goes on).
-    pub fn responded(self, status: u16) {
+    pub fn responded(mut self, status: u16) {
+        if let Some(client) = self.client.take() {
+            // Refused before anything was sent (no endpoint available, say).
+            let span = client.span();
+            span.set_status(Status::error("not sent upstream"));
+            span.end();
+        }
         let span = self.server.span();
         span.set_attribute(KeyValue::new(
             "http.response.status_code",
@@ -353,18 +397,6 @@ impl<B: http_body::Body + Unpin> http_body::Body for Traced<B> {
     }
 }
 
-struct MetaCarrier<'a>(&'a Map<String, Value>);
-
-impl Extractor for MetaCarrier<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key)?.as_str()
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(String::as_str).collect()
-    }
-}
-
 struct HeaderCarrier<'a>(&'a HeaderMap);
 
 impl Extractor for HeaderCarrier<'_> {
@@ -382,6 +414,7 @@ mod tests {
     use super::*;
 
     fn traces() -> Traces {
+        // No exporter: spans are made and dropped.
         let provider = SdkTracerProvider::builder().build();
         Traces {
             tracer: provider.tracer("t"),
@@ -393,10 +426,11 @@ mod tests {
     const META_PARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     const HEADER_PARENT: &str = "00-11111111111111111111111111111111-2222222222222222-01";
 
-    fn start<'a>(headers: &'a HeaderMap, meta: Option<&'a Map<String, Value>>) -> TraceStart<'a> {
+    fn start<'a>(headers: &'a HeaderMap, traceparent: Option<&'a str>) -> TraceStart<'a> {
         TraceStart {
             headers,
-            meta,
+            meta_traceparent: traceparent,
+            meta_tracestate: None,
             method: Some("tools/call"),
             name: Some("echo"),
             id: Some("1"),
@@ -412,10 +446,9 @@ mod tests {
         let t = traces();
         let mut headers = HeaderMap::new();
         headers.insert(TRACEPARENT, HeaderValue::from_static(HEADER_PARENT));
-        let meta: Map<String, Value> =
-            serde_json::from_str(&format!(r#"{{"traceparent":"{META_PARENT}"}}"#)).unwrap();
-        let trace = t.begin(&start(&headers, Some(&meta)));
-        let outgoing = trace.outgoing.get(TRACEPARENT).unwrap();
+        let mut trace = t.begin(&start(&headers, Some(META_PARENT)));
+        t.start_forward(&mut trace);
+        let outgoing = trace.outgoing.get(TRACEPARENT).unwrap().clone();
         assert!(
             outgoing.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
             "the _meta trace: {outgoing}"
@@ -424,22 +457,41 @@ mod tests {
             !outgoing.contains("b7ad6b7169203331"),
             "a span of ours, not the client's"
         );
+        assert!(
+            !trace.outgoing.contains_key(TRACESTATE),
+            "no empty tracestate"
+        );
         // The header alone: its trace.
-        let trace = t.begin(&start(&headers, None));
+        let mut trace = t.begin(&start(&headers, None));
+        t.start_forward(&mut trace);
         assert!(trace.outgoing[TRACEPARENT].starts_with("00-11111111111111111111111111111111-"));
-        // Injected into `_meta` (made when absent) and the headers.
-        let mut message = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
-        assert!(trace.inject_meta(&mut message));
-        assert_eq!(
-            message["params"]["_meta"][TRACEPARENT],
-            trace.outgoing[TRACEPARENT]
+        // Spliced into `_meta` (made when absent), every other byte kept; headers set.
+        let body = br#"{"jsonrpc":"2.0","id":12345678901234567890123,"method":"tools/call","params":{"name":"e\u0063ho","arguments":{"x":1.50}}}"#;
+        let out = trace.inject_message(body).expect("a request");
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(
+            text.starts_with(r#"{"jsonrpc":"2.0","id":12345678901234567890123,"method":"tools/call","params":{"name":"e\u0063ho","arguments":{"x":1.50},"_meta":{"traceparent":""#),
+            "{text}"
+        );
+        assert!(
+            trace
+                .inject_message(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#)
+                .is_none(),
+            "a response gets no params"
+        );
+        assert!(
+            trace
+                .inject_message(br#"{"jsonrpc":"2.0","id":1,"method":"x","params":[1]}"#)
+                .is_none()
         );
         let mut out = HeaderMap::new();
         trace.inject_headers(&mut out);
         assert_eq!(out[TRACEPARENT], trace.outgoing[TRACEPARENT].as_str());
-        assert!(
-            !t.begin(&start(&HeaderMap::new(), None)).outgoing.is_empty(),
-            "a root"
-        );
+        // A name of 3 MiB is cut in the span.
+        let long = "x".repeat(3 << 20);
+        let mut start = start(&headers, None);
+        start.name = Some(&long);
+        let trace = t.begin(&start);
+        assert!(trace.method.len() <= MAX_ATTRIBUTE);
     }
 }

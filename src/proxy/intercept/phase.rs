@@ -40,7 +40,10 @@ impl Proxy {
         if peek.batch {
             return self.intercept_batch(ctx);
         }
-        if peek.method.is_none() && peek.id.is_none() {
+        if peek.method.is_none()
+            && peek.id.is_none()
+            && !crate::protocol::era::is_readable(&ctx.request.body)
+        {
             // A message with neither could not be read (a duplicate key): the interceptors
             // cannot judge it, so it does not go on unjudged.
             return Some(self.unreadable(ctx));
@@ -85,6 +88,7 @@ impl Proxy {
             if peek
                 .as_ref()
                 .is_none_or(|p| p.method.is_none() && p.id.is_none())
+                && !crate::protocol::era::is_readable(item.get().as_bytes())
             {
                 // An unreadable message (not an object, a duplicate key): not passed unjudged.
                 return Some(self.unreadable(ctx));
