@@ -43,6 +43,21 @@ impl UpstreamAdmin {
         }
     }
 
+    /// The route named `route` in the current table. Errors: INVALID_ARGUMENT when empty,
+    /// NOT_FOUND when the table has no such route.
+    fn route_named(&self, route: &str) -> Result<Arc<crate::proxy::route::Route>, Status> {
+        if route.is_empty() {
+            return Err(Status::invalid_argument(
+                "route is required (a route's name)",
+            ));
+        }
+        let table = self.routing()?.table();
+        table
+            .by_name(route)
+            .cloned()
+            .ok_or_else(|| route_not_found(&table, route))
+    }
+
     fn routing(&self) -> Result<&Arc<Routing>, Status> {
         self.routing.as_ref().ok_or_else(|| {
             Status::failed_precondition(
@@ -194,17 +209,8 @@ impl pb::upstream_service_server::UpstreamService for UpstreamAdmin {
         &self,
         request: Request<pb::GetRoutePolicyRequest>,
     ) -> Result<Response<pb::RoutePolicy>, Status> {
-        let route = request.into_inner().route;
-        if route.is_empty() {
-            return Err(Status::invalid_argument(
-                "route is required (a route's name)",
-            ));
-        }
-        let table = self.routing()?.table();
-        let found = table
-            .by_name(&route)
-            .ok_or_else(|| route_not_found(&table, &route))?;
-        Ok(Response::new(route_policy_to_pb(found)))
+        let found = self.route_named(&request.into_inner().route)?;
+        Ok(Response::new(route_policy_to_pb(&found)))
     }
 
     async fn invalidate_cache(
@@ -212,15 +218,7 @@ impl pb::upstream_service_server::UpstreamService for UpstreamAdmin {
         request: Request<pb::InvalidateCacheRequest>,
     ) -> Result<Response<pb::InvalidateCacheResponse>, Status> {
         let route = request.into_inner().route;
-        if route.is_empty() {
-            return Err(Status::invalid_argument(
-                "route is required (a route's name)",
-            ));
-        }
-        let table = self.routing()?.table();
-        let found = table
-            .by_name(&route)
-            .ok_or_else(|| route_not_found(&table, &route))?;
+        let found = self.route_named(&route)?;
         let cache = found.chain().and_then(|c| c.cache()).ok_or_else(|| {
             Status::failed_precondition(format!("route {route:?} has no cache (cache.enabled)"))
         })?;
