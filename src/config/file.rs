@@ -580,6 +580,58 @@ mod tests {
         });
     }
 
+    /// The interceptors' tables in the exact shape issue 15 gives (`[routes.policy]` after a
+    /// `[[routes]]`), a global `[proxy.policy]` the other routes inherit, limits, cache and
+    /// traces, through the real loader.
+    #[test]
+    fn route_policy_limits_cache_and_traces_load_in_the_documented_shape() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "relay.toml",
+                r#"
+                    [proxy.policy]
+                    deny_prompts = ["*"]
+                    [[routes]]
+                    name = "files"
+                    path = "/mcp/files"
+                    upstreams = ["http://127.0.0.1:3001/mcp"]
+                    [routes.policy]
+                    allow_tools = ["search_*", "read_file"]   # glob; empty or absent = all
+                    deny_tools = ["delete_*"]                 # deny wins
+                    [routes.rate_limit]
+                    client_requests_per_second = 10
+                    [[routes.rate_limit.tools]]
+                    name = "search_*"
+                    requests_per_second = 1
+                    [routes.cache]
+                    enabled = true
+                    [[routes]]
+                    path = "/mcp/git"
+                    upstreams = ["http://127.0.0.1:3003/mcp"]
+                    [traces]
+                    otlp_endpoint = "http://127.0.0.1:4317"
+                "#,
+            )?;
+            let loaded = load(&sources(Some("relay.toml"), Overrides::default())).unwrap();
+            let routes = loaded.config.resolved_routes();
+            let files = &routes[0].proxy;
+            assert_eq!(files.policy.allow_tools, ["search_*", "read_file"]);
+            assert_eq!(files.policy.deny_tools, ["delete_*"]);
+            assert!(
+                files.policy.deny_prompts.is_empty(),
+                "a route's policy replaces it whole"
+            );
+            assert_eq!(files.rate_limit.client_requests_per_second, 10);
+            assert_eq!(files.rate_limit.tools[0].name, "search_*");
+            assert!(files.cache.enabled);
+            let git = &routes[1].proxy;
+            assert_eq!(git.policy.deny_prompts, ["*"], "the global policy");
+            assert!(git.rate_limit.is_empty() && !git.cache.enabled);
+            assert_eq!(loaded.config.traces.otlp_endpoint, "http://127.0.0.1:4317");
+            Ok(())
+        });
+    }
+
     /// Each mistake in `[[routes]]` is refused naming the route.
     #[test]
     fn bad_routes_are_refused_naming_the_route() {
