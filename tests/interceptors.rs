@@ -300,6 +300,13 @@ async fn sse_and_json_answers_batches_resources_and_prompts_follow_the_policy() 
             assert_eq!(answer.status, 400, "{body}: {}", answer.text());
             assert_eq!(answer.json()["error"]["code"], -32600, "{body}");
         }
+        assert!(
+            daemon
+                .metrics()
+                .render()
+                .contains("mcp_relay_interceptor_unreadable_refused_total 2"),
+            "both refusals counted"
+        );
 
         let log_text = std::fs::read_to_string(&log).unwrap();
         for absent in [

@@ -683,6 +683,7 @@ impl Proxy {
                 Err(_) => return Err(UpstreamError::Timeout(timeout).into()),
                 Ok(Ok(collected)) => collected.to_bytes(),
                 Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
+                    ProxyStats::incr(&self.stats.answers_too_large);
                     return Err(Reject::AnswerTooLarge { limit });
                 }
                 Ok(Err(err)) => match err.downcast::<hyper::Error>() {

@@ -121,6 +121,18 @@ counters! {
             "mcp_relay_no_endpoint_available_total",
             "Requests answered 503 at once because every upstream endpoint of their route was ejected or drained.",
         ),
+        /// Upstream answers a route's interceptors had to read but that exceeded
+        /// `proxy.max_event_bytes` (answered `502`).
+        answers_too_large: Counter(
+            "mcp_relay_interceptor_answers_too_large_total",
+            "Upstream answers a route's interceptors had to read whole but that exceeded proxy.max_event_bytes (answered 502).",
+        ),
+        /// Client messages refused `400` on a route with interceptors because they could not be
+        /// read (a duplicate key).
+        unreadable_refused: Counter(
+            "mcp_relay_interceptor_unreadable_refused_total",
+            "Client messages refused 400 on a route with interceptors because they could not be read (a duplicate key).",
+        ),
     }
 }
 

@@ -540,7 +540,7 @@ pub(crate) mod tests {
         let manager = Arc::new(SessionManager::new(SessionConfig::default(), handle));
         let p = ProxyStats::default();
         let s = manager.stats();
-        let proxy: [&AtomicU64; 21] = [
+        let proxy: [&AtomicU64; 23] = [
             &p.events_forwarded,
             &p.duplicates_dropped,
             &s.events_replayed,
@@ -562,6 +562,8 @@ pub(crate) mod tests {
             &p.upstream_streams_broken,
             &p.keepalives_sent,
             &p.no_endpoint_available,
+            &p.answers_too_large,
+            &p.unreadable_refused,
         ];
         for (i, counter) in (1001..).zip(proxy) {
             counter.store(i, Ordering::Relaxed);

@@ -183,6 +183,7 @@ impl Proxy {
 
     /// `400` with JSON-RPC `-32600` for a message the intercept phase could not read.
     fn unreadable(&self, ctx: &RequestCtx) -> Response {
+        crate::proxy::stats::ProxyStats::incr(&self.stats().unreadable_refused);
         let answer = Answer {
             status: StatusCode::BAD_REQUEST,
             ..Answer::error(
