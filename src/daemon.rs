@@ -515,7 +515,12 @@ impl Daemon {
         }
         if let Some(traces) = self.data_shared.traces.clone() {
             // The spans still held are exported before the daemon stops.
-            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+            if tokio::task::spawn_blocking(move || traces.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::error!("trace exporter shutdown panicked; spans still held are lost");
+            }
         }
         self.telemetry_shutdown.cancel();
         let telemetry = match self.telemetry_task {

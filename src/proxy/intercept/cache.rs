@@ -316,19 +316,27 @@ impl Interceptor for Cache {
     }
 
     fn on_client(&self, message: &mut ClientMessage<'_>) -> Verdict {
-        if message.era != Era::Modern || message.id.is_none() {
+        if message.request.era != Era::Modern || message.request.id.is_none() {
             return Verdict::Pass;
         }
         let Some(request) = message.message.json() else {
             return Verdict::Pass;
         };
-        let credentials = message.context.is_some();
-        let found = key_of(message.method, request, Scope::Public { credentials })
-            .and_then(|key| self.get(&key))
-            .or_else(|| {
-                let context = message.context?;
-                self.get(&key_of(message.method, request, Scope::Private(context))?)
-            });
+        let credentials = message.request.context.is_some();
+        let found = key_of(
+            message.request.method,
+            request,
+            Scope::Public { credentials },
+        )
+        .and_then(|key| self.get(&key))
+        .or_else(|| {
+            let context = message.request.context?;
+            self.get(&key_of(
+                message.request.method,
+                request,
+                Scope::Private(context),
+            )?)
+        });
         match found {
             Some(result) => {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);

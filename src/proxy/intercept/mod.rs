@@ -106,9 +106,19 @@ impl Message {
 }
 
 /// A client message as an interceptor sees it: what the admit phase read of it (validated
-/// against the mirrored `Mcp-Method`/`Mcp-Name` headers in the modern era), and the message.
+/// against the mirrored `Mcp-Method`/`Mcp-Name` headers in the modern era when present), and
+/// the message.
 #[derive(Debug)]
 pub struct ClientMessage<'a> {
+    /// What the intercept phase knows of it besides its bytes.
+    pub request: ClientRequest<'a>,
+    /// The message itself.
+    pub message: &'a mut Message,
+}
+
+/// What the intercept phase knows of a client message besides its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientRequest<'a> {
     /// The request's protocol era.
     pub era: Era,
     /// `method`.
@@ -123,25 +133,6 @@ pub struct ClientMessage<'a> {
     pub client: Option<std::net::IpAddr>,
     /// The request's authorization context: its `Authorization` header, if any (what private
     /// cached results are kept under).
-    pub context: Option<&'a HeaderValue>,
-    /// The message itself.
-    pub message: &'a mut Message,
-}
-
-/// What the intercept phase knows of a client message besides its bytes.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientRequest<'a> {
-    /// The request's protocol era.
-    pub era: Era,
-    /// `method`.
-    pub method: &'a str,
-    /// `params.name` or `params.uri` (see [`ClientMessage::name`]).
-    pub name: Option<&'a str>,
-    /// The request's id (raw JSON); `None` for a notification.
-    pub id: Option<&'a RawValue>,
-    /// The client's address as the proxy trusts it.
-    pub client: Option<std::net::IpAddr>,
-    /// The request's `Authorization` header.
     pub context: Option<&'a HeaderValue>,
 }
 
@@ -477,26 +468,14 @@ impl Chain {
     /// Runs a client message (`request`, bytes `raw`) through the chain. The first answer (or
     /// drop) ends it: later interceptors do not see the message.
     pub fn on_client(&self, request: ClientRequest<'_>, raw: Bytes) -> ClientOutcome {
-        let ClientRequest {
-            era,
-            method,
-            name,
-            id,
-            client,
-            context,
-        } = request;
+        let ClientRequest { method, id, .. } = request;
         let mut message = Message::new(raw);
         for link in &self.links {
             if !link.interceptor.wants_client(method) {
                 continue;
             }
             let verdict = link.interceptor.on_client(&mut ClientMessage {
-                era,
-                method,
-                name,
-                id,
-                client,
-                context,
+                request,
                 message: &mut message,
             });
             let verdict = match verdict {

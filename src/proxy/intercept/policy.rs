@@ -170,7 +170,7 @@ impl Interceptor for Policy {
     }
 
     fn on_client(&self, message: &mut ClientMessage<'_>) -> Verdict {
-        let Some(kind) = self.use_of(message.method) else {
+        let Some(kind) = self.use_of(message.request.method) else {
             return Verdict::Pass;
         };
         // Judged by the field the server acts on, read from the message itself: a resource by

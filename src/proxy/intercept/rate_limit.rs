@@ -180,10 +180,14 @@ impl Interceptor for RateLimit {
     }
 
     fn on_client(&self, message: &mut ClientMessage<'_>) -> Verdict {
-        if message.id.is_none() {
+        if message.request.id.is_none() {
             return Verdict::Pass;
         }
-        match self.check(message.method, message.name, message.client) {
+        match self.check(
+            message.request.method,
+            message.request.name,
+            message.request.client,
+        ) {
             Ok(()) => Verdict::Pass,
             Err(wait) => Verdict::Answer(Answer {
                 status: StatusCode::TOO_MANY_REQUESTS,
