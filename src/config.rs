@@ -35,7 +35,10 @@ use http::Uri;
 use serde::{Deserialize, Serialize};
 use serde_with::{DurationMilliSeconds, DurationSeconds, serde_as};
 
-use crate::session::{SessionConfig, WorkerConfig, store::StoreConfig};
+use crate::{
+    session::{SessionConfig, WorkerConfig, store::StoreConfig},
+    tls::TlsConfig,
+};
 
 /// Everything the daemon needs to run. Defaults: [`Config::new`]; the file's top level.
 #[serde_as]
@@ -55,6 +58,17 @@ pub struct Config {
     /// logged, masked by `check-config`. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+    /// TLS on the data plane (`[tls]`): `cert_file` and `key_file` (PEM) make `listen` speak
+    /// HTTPS (ALPN h2 and http/1.1); re-read on SIGHUP. `client_ca_file` is refused here.
+    /// Default: none (plain HTTP).
+    #[serde(default, skip_serializing_if = "TlsConfig::is_default")]
+    pub tls: TlsConfig,
+    /// TLS on the control plane (`[admin_tls]`): `cert_file` and `key_file` (PEM), and
+    /// optionally `client_ca_file`: clients must then present a certificate signed by one of
+    /// those CAs (mTLS), with or without `admin_token`. Re-read on SIGHUP. TCP only
+    /// (`admin_socket` is refused with it). Default: none.
+    #[serde(default, skip_serializing_if = "TlsConfig::is_default")]
+    pub admin_tls: TlsConfig,
     /// How long shutdown waits for open requests and streams before it closes them. Default 10 s.
     #[serde(rename = "shutdown_grace_secs")]
     #[serde_as(as = "DurationSeconds<u64>")]
@@ -363,6 +377,11 @@ pub struct ProxyConfig {
     /// (`http://` + the request's validated `Host` + the route's path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
+    /// PEM CA certificates `https://` upstream endpoints are verified against, instead of the
+    /// system's roots (a private PKI). Server names are checked as usual (SNI and the
+    /// certificate's names). Default: none (the system's roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_ca_file: Option<PathBuf>,
     /// Which tools, resources and prompts clients may list and use: [`PolicyConfig`]
     /// (`[proxy.policy]`; a route's `[routes.policy]` replaces it whole). Default: all.
     #[serde(default, skip_serializing_if = "PolicyConfig::is_empty")]
@@ -410,6 +429,7 @@ impl ProxyConfig {
             health_check_interval: Duration::from_secs(10),
             health_check_path: String::new(),
             public_url: None,
+            upstream_ca_file: None,
             policy: PolicyConfig::default(),
             rate_limit: RateLimitConfig::default(),
             cache: CacheConfig::default(),
@@ -425,6 +445,8 @@ impl Config {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             admin_socket: None,
             admin_token: None,
+            tls: TlsConfig::default(),
+            admin_tls: TlsConfig::default(),
             proxy: ProxyConfig::new(upstream),
             routes: Vec::new(),
             session: SessionConfig::default(),

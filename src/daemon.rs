@@ -28,6 +28,8 @@ mod threads;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, task::JoinHandle};
+
+use crate::tls::ServerTls;
 use tokio_util::sync::CancellationToken;
 
 pub use drain::DrainLayer;
@@ -93,6 +95,14 @@ pub enum DaemonError {
     /// The trace exporter (`[traces]`) could not be built.
     #[error("starting traces: {0}")]
     Traces(String),
+    /// A TLS certificate or key (`[tls]`, `[admin_tls]`) could not be loaded.
+    #[error("{what}: {source}")]
+    Tls {
+        /// `tls` or `admin_tls`.
+        what: &'static str,
+        /// What is wrong with its files.
+        source: crate::tls::TlsError,
+    },
     /// The control plane could not start, or ended with an error.
     #[error("control plane: {0}")]
     Control(#[from] control::ControlError),
@@ -135,6 +145,9 @@ pub struct Daemon {
     upstream_ender: Arc<dyn UpstreamSessionEnder>,
     /// The routes and their pools, swapped on reload.
     routing: Arc<Routing>,
+    /// The data plane's and the control plane's TLS (`[tls]`, `[admin_tls]`), re-read on
+    /// reload.
+    tls: Vec<(&'static str, Arc<ServerTls>)>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     /// Stops accepting and ends the planes.
@@ -221,6 +234,15 @@ impl Daemon {
             Some(l) => Some(l.local_addr().map_err(DaemonError::LocalAddr)?),
             None => None,
         };
+        let load_tls = |what: &'static str, config: &crate::tls::TlsConfig, alpn| {
+            config
+                .enabled()
+                .then(|| ServerTls::load(config, alpn))
+                .transpose()
+                .map_err(|source| DaemonError::Tls { what, source })
+        };
+        let data_tls = load_tls("tls", &config.tls, crate::tls::DATA_ALPN)?;
+        let admin_tls = load_tls("admin_tls", &config.admin_tls, crate::tls::ADMIN_ALPN)?;
         let shutdown = CancellationToken::new();
         let cut = CancellationToken::new();
         let worker_shutdown = CancellationToken::new();
@@ -284,6 +306,7 @@ impl Daemon {
                 bearer_token: config.admin_token.as_deref().and_then(BearerToken::new),
                 upstream_ender: Some(upstream_ender.clone()),
                 routing: Some(routing.clone()),
+                tls: admin_tls.clone(),
             };
             async move { Ok(control::serve_with(admin, observed, options, shutdown).await?) }
         });
@@ -292,6 +315,7 @@ impl Daemon {
             thread_count(config.proxy.threads),
             limits,
             &data_shared.stats,
+            data_tls.clone(),
             |_| {
                 // Outermost first: the metrics layer also counts the drain layer's 503s.
                 ThreadRoutes::new(routing.clone(), manager.clone(), data_shared.clone())
@@ -354,6 +378,10 @@ impl Daemon {
             data_shared,
             upstream_ender,
             routing,
+            tls: [("tls", data_tls), ("admin_tls", admin_tls)]
+                .into_iter()
+                .filter_map(|(what, tls)| tls.map(|tls| (what, tls)))
+                .collect(),
             metrics,
             readiness,
             shutdown,
@@ -435,6 +463,16 @@ impl Daemon {
             pinned.contains(&(route.to_owned(), url.to_owned()))
                 || pinned.contains(&(String::new(), url.to_owned()))
         })
+    }
+
+    /// Reads the TLS certificates and keys of both planes again (SIGHUP): handshakes after
+    /// this use the new ones, open connections keep theirs. Returns what could not be loaded
+    /// (that plane keeps its running certificate), by setting (`tls`, `admin_tls`).
+    pub fn reload_tls(&self) -> Vec<(&'static str, crate::tls::TlsError)> {
+        self.tls
+            .iter()
+            .filter_map(|(what, tls)| tls.reload().err().map(|e| (*what, e)))
+            .collect()
     }
 
     /// The daemon's metrics (`render()` gives the Prometheus text `/metrics` serves).

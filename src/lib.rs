@@ -9,6 +9,7 @@
 //!   the SessionStore behind it.
 //! - [`sse`]: SSE framing.
 //! - [`counters`]: groups of counters declared once (atomics, snapshot, Prometheus rows).
+//! - [`tls`]: rustls at both planes and toward `https://` upstreams.
 //! - [`daemon`], [`config`], [`systemd`], [`telemetry`]: running it as a service.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
@@ -26,3 +27,4 @@ pub mod session;
 pub mod sse;
 pub mod systemd;
 pub mod telemetry;
+pub mod tls;

@@ -109,7 +109,7 @@ async fn watchdog_pings_arrive_when_the_unit_enables_the_watchdog() {
 #[tokio::test]
 async fn a_bad_configuration_exits_with_status_2_before_readiness() {
     let mut notify = NotifySocket::bind();
-    let mut relay = RelayProcess::spawn(&notify, &["--upstream", "https://tls.invalid/"], &[]);
+    let mut relay = RelayProcess::spawn(&notify, &["--upstream", "ftp://tls.invalid/"], &[]);
     let exit = relay.exit(PROC_WAIT).await;
     assert_eq!(exit.code(), Some(2), "{}", relay.stderr());
     assert!(

@@ -1045,9 +1045,13 @@ fn check_config_shows_routes_and_refuses_a_bad_one_naming_it() {
             vec!["route `/mcp/x`", "served twice"],
         ),
         (
-            "https.toml",
-            route("/mcp/tls", "https://127.0.0.1:1/mcp"),
-            vec!["route `/mcp/tls`", "https://127.0.0.1:1/mcp", "http://"],
+            "ftp.toml",
+            route("/mcp/ftp", "ftp://127.0.0.1:1/mcp"),
+            vec![
+                "route `/mcp/ftp`",
+                "ftp://127.0.0.1:1/mcp",
+                "http:// or https://",
+            ],
         ),
         (
             "unknown.toml",

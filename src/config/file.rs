@@ -467,9 +467,12 @@ mod tests {
             let err = load(&sources(Some("missing.toml"), Overrides::default())).unwrap_err();
             assert!(matches!(err, ConfigError::File { .. }), "{err}");
 
-            jail.set_env("MCP_RELAY_UPSTREAM", "https://h/mcp");
+            jail.set_env("MCP_RELAY_UPSTREAM", "ftp://h/mcp");
             let err = load(&sources(None, Overrides::default())).unwrap_err();
-            assert!(err.to_string().contains("http://"), "{err}");
+            assert!(err.to_string().contains("http:// or https://"), "{err}");
+            jail.set_env("MCP_RELAY_UPSTREAM", "https://h/mcp");
+            let c = load(&sources(None, Overrides::default())).unwrap().config;
+            assert_eq!(c.proxy.upstream, "https://h/mcp");
 
             jail.set_env("MCP_RELAY_UPSTREAM", "http://h o/mcp");
             let err = load(&sources(None, Overrides::default())).unwrap_err();
@@ -648,8 +651,8 @@ mod tests {
             ),
             (
                 r#"path = "/a"
-                upstreams = ["https://h:1/mcp"]"#,
-                "http:// URL",
+                upstreams = ["ftp://h:1/mcp"]"#,
+                "http:// or https:// URL",
             ),
             (
                 r#"path = "/a"
@@ -724,6 +727,76 @@ mod tests {
 
     /// `public_url`: the shorthand's names the `proxy.upstream` route (refused without one);
     /// a route's is its own, never the global one.
+    /// `[tls]` and `[admin_tls]` need both files, which must load; client certificates are
+    /// the control plane's; `upstream_ca_file` must hold a CA (globally and per route).
+    #[test]
+    fn tls_settings_are_checked_naming_their_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let (crt, pem) = (dir.path().join("a.crt"), dir.path().join("a.key"));
+        std::fs::write(&crt, cert.pem()).expect("write");
+        std::fs::write(&pem, key.serialize_pem()).expect("write");
+        let (crt, pem) = (crt.display(), pem.display());
+        let up = "[proxy]\nupstream = \"https://h/mcp\"\n";
+        let cases = [
+            (format!("[tls]\ncert_file = \"{crt}\"\n"), Some("`tls`: cert_file and key_file")),
+            (
+                format!("[tls]\ncert_file = \"{crt}\"\nkey_file = \"{crt}\"\n"),
+                Some("private key file"),
+            ),
+            (
+                format!("[tls]\ncert_file = \"{crt}\"\nkey_file = \"{pem}\"\nclient_ca_file = \"{crt}\"\n"),
+                Some("`tls`: client_ca_file is for the control plane"),
+            ),
+            (
+                format!("admin_socket = \"/tmp/x.sock\"\n[admin_tls]\ncert_file = \"{crt}\"\nkey_file = \"{pem}\"\n"),
+                Some("`admin_tls`: the control plane's Unix socket"),
+            ),
+            (
+                format!("[admin_tls]\ncert_file = \"/nowhere.crt\"\nkey_file = \"{pem}\"\n"),
+                Some("/nowhere.crt"),
+            ),
+            (
+                "[proxy]\nupstream_ca_file = \"/nowhere.pem\"\n".to_owned(),
+                Some("`proxy.upstream_ca_file`"),
+            ),
+            (
+                "[[routes]]\npath = \"/a\"\nupstreams = [\"https://h/a\"]\nupstream_ca_file = \"/nowhere.pem\"\n".to_owned(),
+                Some("/nowhere.pem"),
+            ),
+            (
+                format!("[tls]\ncert_file = \"{crt}\"\nkey_file = \"{pem}\"\n[admin_tls]\ncert_file = \"{crt}\"\nkey_file = \"{pem}\"\nclient_ca_file = \"{crt}\"\n[proxy]\nupstream_ca_file = \"{crt}\"\n"),
+                None,
+            ),
+        ];
+        for (text, expected) in cases {
+            Jail::expect_with(|jail| {
+                let text = if text.contains("[proxy]") {
+                    text.replace("[proxy]\n", up)
+                } else {
+                    format!("{text}{up}")
+                };
+                jail.create_file("relay.toml", &text)?;
+                let loaded = load(&sources(Some("relay.toml"), Overrides::default()));
+                match (expected, loaded) {
+                    (Some(expected), Err(err)) => {
+                        assert!(err.to_string().contains(expected), "{text}\n{err}");
+                    }
+                    (None, Ok(loaded)) => {
+                        assert!(loaded.config.tls.enabled());
+                        assert!(loaded.config.admin_tls.requires_client_certificates());
+                    }
+                    (expected, loaded) => panic!("{text}: expected {expected:?}, got {loaded:?}"),
+                }
+                Ok(())
+            });
+        }
+    }
+
     #[test]
     fn public_urls_belong_to_one_route() {
         Jail::expect_with(|jail| {

@@ -183,6 +183,10 @@ pub struct RouteConfig {
     /// none (`http://` + the request's `Host` + `path`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
+    /// Overrides `proxy.upstream_ca_file` (the CAs its `https://` endpoints are verified
+    /// against).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_ca_file: Option<std::path::PathBuf>,
     /// Overrides `proxy.policy` (`[routes.policy]`), whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<super::PolicyConfig>,
@@ -222,6 +226,7 @@ impl RouteConfig {
             health_check_interval: None,
             health_check_path: None,
             public_url: None,
+            upstream_ca_file: None,
             policy: None,
             rate_limit: None,
             cache: None,
@@ -251,6 +256,9 @@ impl RouteConfig {
         let mut p = global.clone();
         p.endpoint_path = self.path.clone();
         p.public_url = self.public_url.clone();
+        if let Some(ca) = &self.upstream_ca_file {
+            p.upstream_ca_file = Some(ca.clone());
+        }
         macro_rules! over {
             ($($field:ident),* $(,)?) => {
                 $(if let Some(v) = &self.$field { p.$field = v.clone(); })*
@@ -403,11 +411,13 @@ pub(super) fn check_routes(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// An upstream endpoint URL: `http://` with a host.
+/// An upstream endpoint URL: `http://` or `https://` with a host.
 pub fn check_endpoint_url(url: &str) -> Result<Uri, String> {
     let uri: Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-        return Err("must be an http:// URL with a host, e.g. http://127.0.0.1:3001/mcp".into());
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        return Err(
+            "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:3001/mcp".into(),
+        );
     }
     Ok(uri)
 }

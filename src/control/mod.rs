@@ -27,7 +27,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::{server::NamedService, service::InterceptorLayer};
 use tonic_health::pb::health_server::HealthServer;
 
-use crate::{proxy::route::Routing, session::UpstreamSessionEnder, telemetry::metrics::Observed};
+use crate::{
+    proxy::route::Routing,
+    session::UpstreamSessionEnder,
+    telemetry::metrics::Observed,
+    tls::{ServerTls, Transport},
+};
 
 pub use auth::BearerToken;
 pub use listener::{ControlListener, UNIX_SOCKET_MODE};
@@ -62,6 +67,10 @@ pub struct ControlOptions {
     /// The daemon's routes and their pools, which UpstreamService shows and drains endpoints
     /// of. Without them UpstreamService answers FAILED_PRECONDITION (its health: NOT_SERVING).
     pub routing: Option<Arc<Routing>>,
+    /// `[admin_tls]`: the TCP listener speaks TLS (with client certificates required when its
+    /// `client_ca_file` is set). A client certificate verified at the handshake stands in for
+    /// the bearer token's "required off loopback".
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// The control plane could not start.
@@ -75,9 +84,10 @@ pub enum ControlError {
     Transport(#[from] tonic::transport::Error),
     #[error(
         "the control plane listens on {0}, which is not loopback: configure a bearer token \
-         (admin_token) or listen on loopback or a Unix socket"
+         (admin_token) or client certificates ([admin_tls] client_ca_file), or listen on \
+         loopback or a Unix socket"
     )]
-    /// A non-loopback TCP listener without a bearer token (its address carried).
+    /// A non-loopback TCP listener without a bearer token or mTLS (its address carried).
     Unprotected(String),
 }
 
@@ -91,7 +101,11 @@ pub async fn serve_with(
     shutdown: CancellationToken,
 ) -> Result<(), ControlError> {
     let listener = listener.into();
-    if listener.is_exposed() && options.bearer_token.is_none() {
+    let mtls = options
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.requires_client_certificates());
+    if listener.is_exposed() && options.bearer_token.is_none() && !mtls {
         return Err(ControlError::Unprotected(listener.describe()));
     }
     // Both reflection versions describe every service served, including health and each other.
@@ -156,14 +170,30 @@ pub async fn serve_with(
     tracing::info!(
         listen = %listener.describe(),
         bearer_token = options.bearer_token.is_some(),
+        tls = options.tls.is_some(),
+        client_certificates = mtls,
         "control plane is serving",
     );
     match listener {
-        ControlListener::Tcp(tcp) => {
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(tcp), signal)
-                .await?;
-        }
+        ControlListener::Tcp(tcp) => match options.tls {
+            Some(tls) => {
+                let (accepted, incoming) = tokio::sync::mpsc::channel(TLS_ACCEPT_QUEUE);
+                let handshakes = tokio::spawn(tls_accept(tcp, tls, accepted));
+                let served = router
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::ReceiverStream::new(incoming),
+                        signal,
+                    )
+                    .await;
+                handshakes.abort();
+                served?;
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(tcp), signal)
+                    .await?;
+            }
+        },
         ControlListener::Unix { listener, path } => {
             let served = router
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal)
@@ -183,3 +213,58 @@ const SERVICES: [&str; 3] = [
     <MetricsServer as NamedService>::NAME,
     <UpstreamServer as NamedService>::NAME,
 ];
+
+/// Control-plane connections whose TLS handshake is done, waiting for the gRPC server.
+const TLS_ACCEPT_QUEUE: usize = 64;
+/// Most TLS handshakes in progress on the control plane at once; connections past it are
+/// closed at once (an operator's tools open a handful).
+const MAX_TLS_HANDSHAKES: usize = 256;
+/// How long a control-plane client has for its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts control-plane connections on `tcp` and hands each to the gRPC server once its TLS
+/// handshake with `tls`'s current certificate is done, each handshake in its own task (a slow
+/// client holds up no one), at most [`MAX_TLS_HANDSHAKES`] at once, each within
+/// [`TLS_HANDSHAKE_TIMEOUT`]. A failed handshake (no or an untrusted client certificate with
+/// mTLS, a client that does not speak TLS) is logged at info with the peer and closed.
+async fn tls_accept(
+    tcp: tokio::net::TcpListener,
+    tls: Arc<ServerTls>,
+    accepted: tokio::sync::mpsc::Sender<std::io::Result<Transport>>,
+) {
+    let in_progress = Arc::new(tokio::sync::Semaphore::new(MAX_TLS_HANDSHAKES));
+    loop {
+        let (stream, peer) = match tcp.accept().await {
+            Ok(pair) => pair,
+            Err(err) => {
+                // Out of descriptors and the like: say so, and retry shortly.
+                tracing::warn!(error = %err, "control plane: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = in_progress.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "control plane: too many TLS handshakes in progress; closing");
+            continue;
+        };
+        let acceptor = tls.acceptor();
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    // The server is gone (shutdown): the connection closes.
+                    let _ = accepted
+                        .send(Ok(Transport::Tls(Box::new(stream.into()))))
+                        .await;
+                }
+                Ok(Err(err)) => {
+                    tracing::info!(%peer, error = %err, "control plane: TLS handshake refused");
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "control plane: TLS handshake timed out");
+                }
+            }
+        });
+    }
+}

@@ -193,6 +193,13 @@ fn reload_routes(daemon: &Daemon, reload: &Reloader, current: &mut Config) {
         }
     };
     let reloaded = daemon.reload(&config);
+    for (what, err) in daemon.reload_tls() {
+        tracing::error!(
+            setting = what,
+            error = %err,
+            "SIGHUP: TLS certificate or key refused; the running one keeps serving",
+        );
+    }
     // Settings read only at start: a change is named in a warning, and `current` keeps what
     // the daemon runs with, so the next reload compares against that.
     let mut restart_only = Vec::new();
@@ -210,6 +217,8 @@ fn reload_routes(daemon: &Daemon, reload: &Reloader, current: &mut Config) {
         "admin_listen" => admin_listen,
         "admin_socket" => admin_socket,
         "admin_token" => admin_token,
+        "tls" => tls,
+        "admin_tls" => admin_tls,
         "shutdown_grace_secs" => shutdown_grace,
         "metrics" => metrics,
         "session" => session,

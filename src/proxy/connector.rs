@@ -21,10 +21,10 @@ use std::{
     time::Duration,
 };
 
+use crate::tls::Transport;
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioIo};
-use tokio::net::TcpStream;
 
 /// `HttpConnector` whose connections quick-ACK every read.
 #[derive(Debug, Clone)]
@@ -43,14 +43,15 @@ impl QuickAckConnector {
         Self { inner }
     }
 
-    /// The upstream connector: plain `http://` only, TCP_NODELAY, `connect_timeout`, and TCP
+    /// The upstream connector: TCP for `http://` and `https://` URLs, TCP_NODELAY, `connect_timeout`, and TCP
     /// keep-alive probes after `keepalive` idle, every third of it (at least 1 s),
     /// [`TCP_KEEPALIVE_RETRIES`] of them (zero `keepalive`: no probes).
     pub fn upstream(connect_timeout: Duration, keepalive: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
-        connector.enforce_http(true);
+        // `https://` endpoints connect here too; TLS goes on top (`into_tls`).
+        connector.enforce_http(false);
         if !keepalive.is_zero() {
             connector.set_keepalive(Some(keepalive));
             connector.set_keepalive_interval(Some((keepalive / 3).max(Duration::from_secs(1))));
@@ -60,11 +61,12 @@ impl QuickAckConnector {
     }
 }
 
-/// A TCP connection to the upstream that re-arms `TCP_QUICKACK` after each read (the kernel
-/// clears the flag as it sees fit, so one `setsockopt` at connect time is not enough).
+/// A TCP connection to the upstream (plain, or TLS for an `https://` endpoint) that re-arms
+/// `TCP_QUICKACK` after each read (the kernel clears the flag as it sees fit, so one
+/// `setsockopt` at connect time is not enough).
 #[derive(Debug)]
 pub struct QuickAckStream {
-    io: TokioIo<TcpStream>,
+    io: TokioIo<Transport>,
 }
 
 impl QuickAckStream {
@@ -72,10 +74,28 @@ impl QuickAckStream {
         #[cfg(target_os = "linux")]
         {
             // Best effort: a failure only costs latency, never correctness.
-            if let Err(err) = socket2::SockRef::from(self.io.inner()).set_tcp_quickack(true) {
+            if let Err(err) = socket2::SockRef::from(self.io.inner().tcp()).set_tcp_quickack(true) {
                 tracing::trace!(error = %err, "TCP_QUICKACK not set");
             }
         }
+    }
+
+    /// This connection with a TLS session over it: the handshake with `connector` for
+    /// `server_name` (SNI, and the name the certificate must carry). Errors: the handshake
+    /// failed (an untrusted or mismatched certificate, a peer that does not speak TLS), as
+    /// `io::Error`s whose message rustls wrote.
+    pub async fn into_tls(
+        self,
+        connector: &tokio_rustls::TlsConnector,
+        server_name: rustls_pki_types::ServerName<'static>,
+    ) -> io::Result<Self> {
+        let Transport::Plain(tcp) = self.io.into_inner() else {
+            return Err(io::Error::other("TLS over TLS"));
+        };
+        let tls = connector.connect(server_name, tcp).await?;
+        Ok(Self {
+            io: TokioIo::new(Transport::Tls(Box::new(tls.into()))),
+        })
     }
 }
 
@@ -92,7 +112,7 @@ impl tower_service::Service<Uri> for QuickAckConnector {
         let connecting = self.inner.call(uri);
         Box::pin(async move {
             let stream = QuickAckStream {
-                io: connecting.await?,
+                io: TokioIo::new(Transport::Plain(connecting.await?.into_inner())),
             };
             stream.rearm();
             Ok(stream)
@@ -162,7 +182,7 @@ mod tests {
         let stream = tower_service::Service::call(&mut connector, uri)
             .await
             .expect("connect");
-        let socket = socket2::SockRef::from(stream.io.inner());
+        let socket = socket2::SockRef::from(stream.io.inner().tcp());
         assert!(socket.keepalive().expect("SO_KEEPALIVE"));
         #[cfg(target_os = "linux")]
         {

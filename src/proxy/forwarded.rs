@@ -29,6 +29,12 @@ use crate::config::{ForwardedMode, ProxyConfig};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
 
+/// Marks a request that came over TLS on the data plane's listener (`[tls]`), put in its
+/// extensions by the data plane: its scheme is `https` (`proto=https`, `X-Forwarded-Proto`,
+/// the OAuth `resource` URL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTls;
+
 /// `X-Forwarded-For`: the client addresses, the first the original client's.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`: the scheme the original client used.
@@ -80,9 +86,6 @@ fn strip_address_aliases(upstream: &mut HeaderMap) {
         upstream.remove(name);
     }
 }
-
-/// The scheme clients reach the data plane with (it serves plain HTTP and h2c).
-const PROTO: &str = "http";
 
 /// An address range of `proxy.trusted_proxies` (an `ipnet` network).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +229,11 @@ impl ForwardedPolicy {
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .or_else(|| client.headers.get(header::HOST).cloned());
+        let proto = if client.extensions.get::<ClientTls>().is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let mut text = IpText::default();
         let peer_text = peer.map(|peer| text.format(peer));
 
@@ -236,7 +244,7 @@ impl ForwardedPolicy {
         let host_len = host
             .as_ref()
             .map_or(0, |h| ";host=".len() + value_len(h.as_bytes()));
-        let element_len = for_len + "proto=".len() + PROTO.len() + host_len;
+        let element_len = for_len + "proto=".len() + proto.len() + host_len;
         append_list(upstream, &header::FORWARDED, keep, element_len, |out| {
             if let Some(t) = peer_text {
                 out.extend_from_slice(b"for=");
@@ -250,7 +258,7 @@ impl ForwardedPolicy {
                 out.push(b';');
             }
             out.extend_from_slice(b"proto=");
-            out.extend_from_slice(PROTO.as_bytes());
+            out.extend_from_slice(proto.as_bytes());
             if let Some(host) = &host {
                 out.extend_from_slice(b";host=");
                 push_value(out, host.as_bytes());
@@ -265,7 +273,7 @@ impl ForwardedPolicy {
 
         let kept = |upstream: &HeaderMap, name| keep && upstream.contains_key(name);
         if !kept(upstream, &X_FORWARDED_PROTO) {
-            upstream.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(PROTO));
+            upstream.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         }
         if !kept(upstream, &X_FORWARDED_HOST) {
             match host {
@@ -517,6 +525,29 @@ mod tests {
             all(&upstream, "forwarded"),
             ["for=192.0.2.1;proto=http;host=a.example"]
         );
+    }
+
+    /// A request that came over the data plane's TLS says `https` in every forwarded header.
+    #[test]
+    fn a_tls_connection_is_forwarded_as_https() {
+        let policy = policy(ForwardedMode::Replace, &[]);
+        let (mut parts, ()) = http::Request::builder()
+            .uri("/mcp")
+            .header("host", "relay.example")
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts
+            .extensions
+            .insert(ClientAddr("192.0.2.1:5000".parse().unwrap()));
+        parts.extensions.insert(ClientTls);
+        let mut upstream = HeaderMap::new();
+        policy.apply(&parts, &mut upstream);
+        assert_eq!(
+            all(&upstream, "forwarded"),
+            ["for=192.0.2.1;proto=https;host=relay.example"]
+        );
+        assert_eq!(all(&upstream, "x-forwarded-proto"), ["https"]);
     }
 
     #[test]

@@ -91,6 +91,13 @@ counters! {
             "Client connections closed because a request head took longer than \
              proxy.header_read_timeout_secs.",
         ),
+        /// Client connections whose TLS handshake failed or did not finish within
+        /// `proxy.header_read_timeout` (`[tls]`).
+        tls_handshake_failures: Counter(
+            "mcp_relay_tls_handshake_failures_total",
+            "Client connections closed because their TLS handshake failed or did not finish \
+             within proxy.header_read_timeout_secs.",
+        ),
         /// Client connections closed after `proxy.keep_alive_idle_timeout` with no request.
         idle_connections_closed: Counter(
             "mcp_relay_idle_connections_closed_total",

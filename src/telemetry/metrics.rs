@@ -540,7 +540,7 @@ pub(crate) mod tests {
         let manager = Arc::new(SessionManager::new(SessionConfig::default(), handle));
         let p = ProxyStats::default();
         let s = manager.stats();
-        let proxy: [&AtomicU64; 23] = [
+        let proxy: [&AtomicU64; 24] = [
             &p.events_forwarded,
             &p.duplicates_dropped,
             &s.events_replayed,
@@ -564,6 +564,7 @@ pub(crate) mod tests {
             &p.no_endpoint_available,
             &p.answers_too_large,
             &p.unreadable_refused,
+            &p.tls_handshake_failures,
         ];
         for (i, counter) in (1001..).zip(proxy) {
             counter.store(i, Ordering::Relaxed);

@@ -11,6 +11,7 @@ One process serves both protocol eras on the same endpoint, because the SDK's
 Usage:
     python tests/peers/py_server.py --port 0 [--event-store] [--json-response] [--retry-ms N] [--keep-alive-s S]
         [--delete-tool] [--change-tool] [--request-log FILE] [--cache-ttl-ms N] [--otlp URL]
+        [--tls-cert PEM --tls-key PEM]
 
 Once the socket is bound it prints exactly one line `LISTENING <port>` on stdout and flushes;
 everything else (uvicorn logs) goes to stderr. Binds 127.0.0.1 only.
@@ -33,6 +34,8 @@ service `py-server`.
 
 `--cache-ttl-ms N`: 2026-07-28 `tools/list` results carry `ttlMs: N`, `cacheScope: "public"`
 (the SDK's `cache_hints`).
+
+`--tls-cert PEM --tls-key PEM`: serve `https://` (uvicorn's TLS) with that certificate.
 
 `--request-log FILE`: the server's own log of what reached it. Every JSON-RPC request or
 notification POSTed to it (each message of a batch) appends one line `<method> <name>` to FILE
@@ -286,6 +289,8 @@ async def serve(args: argparse.Namespace) -> None:
         lifespan="on",
         timeout_graceful_shutdown=2,
         timeout_keep_alive=args.keep_alive_s,
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
     )
     server = uvicorn.Server(config)
 
@@ -312,6 +317,8 @@ def main() -> None:
     parser.add_argument("--otlp", default=None, help="export the SDK's spans to this OTLP/gRPC receiver")
     parser.add_argument("--change-tool", action="store_true", help="also serve the tool change_tools")
     parser.add_argument("--cache-ttl-ms", type=int, default=None, help="2026-07-28 tools/list: ttlMs N, cacheScope public")
+    parser.add_argument("--tls-cert", default=None, help="serve https with this PEM certificate chain")
+    parser.add_argument("--tls-key", default=None, help="the PEM key of --tls-cert")
     parser.add_argument("--request-log", help="append `<method> <name>` per JSON-RPC message received to this file")
     parser.add_argument(
         "--keep-alive-s",

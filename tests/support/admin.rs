@@ -87,6 +87,7 @@ impl UnixControl {
             bearer_token: token.and_then(BearerToken::new),
             upstream_ender: Some(daemon.upstream_ender().clone()),
             routing: Some(daemon.routing().clone()),
+            tls: None,
         };
         let task = tokio::spawn(control::serve_with(
             listener,

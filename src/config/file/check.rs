@@ -75,6 +75,42 @@ fn too_long() -> String {
     format!("must be at most a year ({} s)", MAX_DURATION.as_secs())
 }
 
+/// `[tls]` and `[admin_tls]`: both files or neither, no client CA on the data plane, TCP only
+/// for the control plane's, and files that load (so `check-config` and a reload catch them).
+fn check_tls(config: &Config) -> Result<(), ConfigError> {
+    use crate::tls::{ADMIN_ALPN, DATA_ALPN, TlsConfig, server_config};
+    let sides: [(&'static str, &TlsConfig, &[&[u8]]); 2] = [
+        ("tls", &config.tls, DATA_ALPN),
+        ("admin_tls", &config.admin_tls, ADMIN_ALPN),
+    ];
+    for (key, tls, alpn) in sides {
+        if tls.is_default() {
+            continue;
+        }
+        let cert = !tls.cert_file.as_os_str().is_empty();
+        let key_file = !tls.key_file.as_os_str().is_empty();
+        if cert != key_file || !cert {
+            return Err(invalid(key, "cert_file and key_file are set together"));
+        }
+        server_config(tls, alpn).map_err(|e| invalid(key, e.to_string()))?;
+    }
+    if config.tls.requires_client_certificates() {
+        return Err(invalid(
+            "tls",
+            "client_ca_file is for the control plane ([admin_tls]); the data plane's clients \
+             authenticate with OAuth",
+        ));
+    }
+    if config.admin_tls.enabled() && config.admin_socket.is_some() {
+        return Err(invalid(
+            "admin_tls",
+            "the control plane's Unix socket (admin_socket) is not served with TLS: use \
+             admin_listen, or file permissions on the socket",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks what types cannot say, key by key in a fixed order (the first failure is the error),
 /// and returns the parsed upstream: `upstream` is `proxy.upstream` as written, if set.
 pub(super) fn check(config: &Config, upstream: Option<&str>) -> Result<Uri, ConfigError> {
@@ -88,6 +124,7 @@ pub(super) fn check(config: &Config, upstream: Option<&str>) -> Result<Uri, Conf
     {
         return Err(invalid("admin_token", "must not be empty when set"));
     }
+    check_tls(config)?;
     check_durations(config)?;
     let upstream = check_proxy(config, upstream)?;
     check_routes(config)?;
@@ -136,12 +173,8 @@ fn check_proxy(config: &Config, upstream: Option<&str>) -> Result<Uri, ConfigErr
             let uri: Uri = upstream
                 .parse()
                 .map_err(|e| invalid("proxy.upstream", format!("not a URL: {e}")))?;
-            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                return Err(invalid(
-                    "proxy.upstream",
-                    "must be an http:// URL with a host, e.g. http://127.0.0.1:3001/mcp",
-                ));
-            }
+            crate::config::routes::check_endpoint_url(upstream)
+                .map_err(|e| invalid("proxy.upstream", e))?;
             uri
         }
         None if config.routes.is_empty() => {
@@ -216,6 +249,10 @@ fn check_proxy_values(p: &ProxyConfig) -> Result<(), (&'static str, String)> {
     }
     if let Some(url) = &p.public_url {
         crate::proxy::oauth::PublicUrl::parse(url).map_err(|e| ("proxy.public_url", e))?;
+    }
+    if let Some(path) = &p.upstream_ca_file {
+        crate::tls::client_config(Some(path))
+            .map_err(|e| ("proxy.upstream_ca_file", e.to_string()))?;
     }
     p.policy.check().map_err(|e| ("proxy.policy", e))?;
     p.rate_limit.check().map_err(|e| ("proxy.rate_limit", e))?;

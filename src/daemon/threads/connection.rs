@@ -34,7 +34,11 @@ use tower_service::Service;
 use super::{EdgeLimits, GRACEFUL_CLOSE};
 use crate::{
     counters::incr_sampled,
-    proxy::{forwarded::ClientAddr, stats::ProxyStats},
+    proxy::{
+        forwarded::{ClientAddr, ClientTls},
+        stats::ProxyStats,
+    },
+    tls::{ServerTls, Transport},
 };
 
 /// A connection's place in its thread's open count: counted when made, given back when
@@ -56,7 +60,7 @@ impl Drop for Uncount {
 
 /// A client connection, counted open on its thread while it lives.
 pub(super) struct Counted {
-    io: TcpStream,
+    io: Transport,
     _open: Uncount,
     /// What the connection's monitor watches.
     conn: Arc<ConnState>,
@@ -66,10 +70,24 @@ impl Counted {
     /// `io`, holding its place `open` in its thread's count, with a fresh monitor state.
     pub(super) fn new(io: TcpStream, open: Uncount) -> Self {
         Self {
-            io,
+            io: Transport::Plain(io),
             _open: open,
             conn: Arc::new(ConnState::new()),
         }
+    }
+
+    /// The TLS handshake with `acceptor` (`[tls]`): the same connection, its monitor and
+    /// place kept, speaking TLS. Errors: the handshake failed (rustls's message).
+    async fn into_tls(self, acceptor: tokio_rustls::TlsAcceptor) -> io::Result<Self> {
+        let Transport::Plain(tcp) = self.io else {
+            return Err(io::Error::other("TLS over TLS"));
+        };
+        let tls = acceptor.accept(tcp).await?;
+        Ok(Self {
+            io: Transport::Tls(Box::new(tls.into())),
+            _open: self._open,
+            conn: self.conn,
+        })
     }
 }
 
@@ -315,6 +333,29 @@ pub(super) struct Edge {
     pub(super) limits: EdgeLimits,
     /// Where timeouts and idle closes are counted.
     pub(super) stats: Arc<ProxyStats>,
+    /// `[tls]`: each connection is a TLS one, its handshake first.
+    pub(super) tls: Option<Arc<ServerTls>>,
+}
+
+/// The TLS handshake of a client connection, within `header_read_timeout` from accept (a
+/// connection that sends nothing, or a slow handshake, is cut as a slow head would be).
+/// A failure is counted (`mcp_relay_tls_handshake_failures_total`) and logged at debug (port
+/// scanners and plain-HTTP clients make them routinely); the connection closes.
+async fn handshake(io: Counted, tls: &ServerTls, peer: SocketAddr, edge: &Edge) -> Option<Counted> {
+    let deadline = io.conn.start + edge.limits.header_read_timeout;
+    match tokio::time::timeout_at(deadline, io.into_tls(tls.acceptor())).await {
+        Ok(Ok(io)) => Some(io),
+        Ok(Err(err)) => {
+            ProxyStats::incr(&edge.stats.tls_handshake_failures);
+            tracing::debug!(%peer, error = %err, "TLS handshake failed; closing the connection");
+            None
+        }
+        Err(_) => {
+            ProxyStats::incr(&edge.stats.tls_handshake_failures);
+            tracing::debug!(%peer, "TLS handshake not complete in time (proxy.header_read_timeout_secs); closing");
+            None
+        }
+    }
 }
 
 /// Serves one connection with hyper, under its monitor: a request head slower than
@@ -329,6 +370,13 @@ pub(super) async fn serve_connection(
     edge: Edge,
     shutdown: CancellationToken,
 ) {
+    let (io, is_tls) = match &edge.tls {
+        None => (io, false),
+        Some(tls) => match handshake(io, tls, peer, &edge).await {
+            Some(io) => (io, true),
+            None => return,
+        },
+    };
     let conn_state = io.conn.clone();
     let service = {
         let conn_state = conn_state.clone();
@@ -340,6 +388,9 @@ pub(super) async fn serve_connection(
             });
             // The peer, for the forwarded headers (`proxy/forwarded.rs`).
             request.extensions_mut().insert(ClientAddr(peer));
+            if is_tls {
+                request.extensions_mut().insert(ClientTls);
+            }
             let mut router = router.clone();
             async move {
                 let response = match router.call(request).await {

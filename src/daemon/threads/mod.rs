@@ -57,7 +57,7 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::proxy::stats::ProxyStats;
+use crate::{proxy::stats::ProxyStats, tls::ServerTls};
 
 mod connection;
 mod limits;
@@ -118,14 +118,15 @@ struct Worker {
 }
 
 impl DataPlane {
-    /// Starts `threads` threads, each serving the router `router(i)` builds for thread `i`, and
-    /// an acceptor task on the current runtime that hands `listener`'s connections to them,
+    /// Starts `threads` threads, each serving the router `router(i)` builds for thread `i`
+    /// (over TLS with `tls`: `[tls]`), and an acceptor task on the current runtime that hands `listener`'s connections to them,
     /// until `shutdown` fires. Errors: a thread or its runtime could not be created.
     pub fn start(
         listener: TcpListener,
         threads: usize,
         limits: EdgeLimits,
         stats: &Arc<ProxyStats>,
+        tls: Option<Arc<ServerTls>>,
         router: impl Fn(usize) -> Router,
         shutdown: &CancellationToken,
     ) -> io::Result<Self> {
@@ -150,6 +151,7 @@ impl DataPlane {
             let shutdown = shutdown.clone();
             let thread_stop = stop.clone();
             let thread_stats = stats.clone();
+            let thread_tls = tls.clone();
             // The runtime is built on its thread, so a thread that cannot start never drops a
             // runtime here (tokio forbids that inside an async context).
             let (built, built_rx) = std::sync::mpsc::sync_channel(1);
@@ -170,6 +172,7 @@ impl DataPlane {
                         let edge = Edge {
                             limits,
                             stats: thread_stats,
+                            tls: thread_tls,
                         };
                         serve(
                             runtime,

@@ -28,6 +28,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use super::{
     Proxy,
     admit::parse_host,
+    forwarded::ClientTls,
     route::{Route, RouteTable},
 };
 
@@ -127,7 +128,7 @@ impl PublicUrl {
     }
 
     /// The public URL of `route` for a request whose head is `parts`: its `public_url` when
-    /// set, else `http://` + the request's `Host` (its URI authority first, as HTTP/2 carries
+    /// set, else `http://` (`https://` on a TLS connection) + the request's `Host` (its URI authority first, as HTTP/2 carries
     /// it; admission has allowed it) + the route's path.
     pub fn of(route: &Route, parts: &Parts) -> Self {
         if let Some(url) = route.config().public_url.as_deref()
@@ -135,8 +136,14 @@ impl PublicUrl {
         {
             return public;
         }
-        // The data plane speaks plain HTTP (TLS termination is in front of it: set public_url).
-        let origin = format!("http://{}", request_host(parts));
+        // The listener's own scheme (a TLS terminator in front of a plain listener: set
+        // public_url).
+        let scheme = if parts.extensions.get::<ClientTls>().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let origin = format!("{scheme}://{}", request_host(parts));
         Self {
             resource: format!("{origin}{}", route.path()),
             origin,

@@ -156,6 +156,8 @@ pub const GIVE_WAY_WAIT: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone)]
 pub struct Upstream {
     connector: QuickAckConnector,
+    /// For an `https://` endpoint: the TLS client and the name its certificate must carry.
+    tls: Option<UpstreamTls>,
     pool: Arc<Pool>,
     connections: Arc<UpstreamConnections>,
     endpoint: Uri,
@@ -189,12 +191,20 @@ impl Upstream {
             config.upstream_connect_timeout,
             config.upstream_tcp_keepalive,
         );
+        let tls = (endpoint.scheme_str() == Some("https")).then(|| {
+            UpstreamTls::new(
+                config.upstream_ca_file.as_deref(),
+                &endpoint,
+                config.upstream_connect_timeout,
+            )
+        });
         let host = endpoint
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .unwrap_or_else(|| HeaderValue::from_static("localhost"));
         Self {
             connector,
+            tls,
             pool: Arc::new(Pool::new(config.upstream_idle_timeout, stats)),
             connections,
             host,
@@ -316,12 +326,15 @@ impl Upstream {
                     max: self.connections.max,
                 })?,
         };
-        let io = self
+        let mut io = self
             .connector
             .clone()
             .call(self.endpoint.clone())
             .await
             .map_err(|e| UpstreamError::Connect(e.into()))?;
+        if let Some(tls) = &self.tls {
+            io = tls.handshake(io).await?;
+        }
         let (sender, driver) = http1::handshake(io)
             .await
             .map_err(UpstreamError::Exchange)?;
@@ -380,6 +393,68 @@ impl UpstreamSessionEnder for Upstream {
             .map_err(|e| EndUpstreamError::Failed(error_chain(&e)))
     }
 }
+
+/// The TLS side of an `https://` endpoint's client.
+#[derive(Clone)]
+struct UpstreamTls {
+    /// `None` when `proxy.upstream_ca_file` could not be loaded any more (it was checked at
+    /// load): every connect then fails with that error instead of trusting other roots.
+    connector: Result<tokio_rustls::TlsConnector, Arc<str>>,
+    server_name: Result<rustls_pki_types::ServerName<'static>, Arc<str>>,
+    /// `proxy.upstream_connect_timeout`, for the handshake too.
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamTls {
+    fn new(ca_file: Option<&std::path::Path>, endpoint: &Uri, timeout: Duration) -> Self {
+        let connector = crate::tls::client_config(ca_file)
+            .map(tokio_rustls::TlsConnector::from)
+            .map_err(|e| {
+                tracing::error!(error = %e, "proxy.upstream_ca_file: https:// upstreams cannot be verified");
+                Arc::from(e.to_string())
+            });
+        let host = endpoint.host().unwrap_or_default();
+        // An IPv6 literal is bracketed in a URI, not in a server name.
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let server_name = rustls_pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| Arc::from(format!("{host:?} is not a TLS server name: {e}")));
+        Self {
+            connector,
+            server_name,
+            timeout,
+        }
+    }
+
+    /// The TLS handshake over `io`, within the connect's error class and timeout: a handshake
+    /// that fails (an untrusted certificate, a peer that is not TLS) or takes longer than
+    /// `proxy.upstream_connect_timeout` is [`UpstreamError::Connect`], nothing having been
+    /// sent.
+    async fn handshake(&self, io: QuickAckStream) -> Result<QuickAckStream, UpstreamError> {
+        let fail = |message: &str| UpstreamError::Connect(message.to_owned().into());
+        let connector = self.connector.as_ref().map_err(|e| fail(e))?;
+        let name = self.server_name.as_ref().map_err(|e| fail(e))?;
+        match tokio::time::timeout(self.timeout, io.into_tls(connector, name.clone())).await {
+            Ok(Ok(io)) => Ok(io),
+            Ok(Err(err)) => Err(UpstreamError::Connect(Box::new(TlsHandshake(err)))),
+            Err(_) => Err(fail(
+                "TLS handshake with the upstream timed out (proxy.upstream_connect_timeout_ms)",
+            )),
+        }
+    }
+}
+
+/// A failed TLS handshake with an `https://` upstream (the rustls error inside).
+#[derive(Debug, thiserror::Error)]
+#[error("TLS handshake with the upstream failed: {0}")]
+struct TlsHandshake(#[source] std::io::Error);
 
 /// Why an exchange with the upstream failed, with the underlying error as its `source` (the
 /// socket or HTTP error, for the log: [`error_chain`]). The data plane maps it to the client's
