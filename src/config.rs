@@ -18,12 +18,14 @@
 //! Operators set them through the layers in [`file`](mod@file) (embedded defaults < TOML file <
 //! `MCP_RELAY_…` environment < flags); tests build them directly.
 
+pub mod auth;
 pub mod cache;
 pub mod file;
 pub mod policy;
 pub mod rate_limit;
 pub mod routes;
 
+pub use auth::{AuthConfig, AuthMode, UpstreamAuthorization};
 pub use cache::CacheConfig;
 pub use policy::PolicyConfig;
 pub use rate_limit::{RateLimitConfig, ToolRateLimit};
@@ -382,6 +384,10 @@ pub struct ProxyConfig {
     /// certificate's names). Default: none (the system's roots).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_ca_file: Option<PathBuf>,
+    /// Who validates the clients' OAuth tokens: [`AuthConfig`] (`[proxy.auth]`; a route's
+    /// `[routes.auth]` replaces it whole). Default: the upstream (transparent).
+    #[serde(default, skip_serializing_if = "AuthConfig::is_default")]
+    pub auth: AuthConfig,
     /// Which tools, resources and prompts clients may list and use: [`PolicyConfig`]
     /// (`[proxy.policy]`; a route's `[routes.policy]` replaces it whole). Default: all.
     #[serde(default, skip_serializing_if = "PolicyConfig::is_empty")]
@@ -430,6 +436,7 @@ impl ProxyConfig {
             health_check_path: String::new(),
             public_url: None,
             upstream_ca_file: None,
+            auth: AuthConfig::default(),
             policy: PolicyConfig::default(),
             rate_limit: RateLimitConfig::default(),
             cache: CacheConfig::default(),

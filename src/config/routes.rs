@@ -187,6 +187,9 @@ pub struct RouteConfig {
     /// against).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_ca_file: Option<std::path::PathBuf>,
+    /// Overrides `proxy.auth` (`[routes.auth]`), whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<super::AuthConfig>,
     /// Overrides `proxy.policy` (`[routes.policy]`), whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<super::PolicyConfig>,
@@ -227,6 +230,7 @@ impl RouteConfig {
             health_check_path: None,
             public_url: None,
             upstream_ca_file: None,
+            auth: None,
             policy: None,
             rate_limit: None,
             cache: None,
@@ -284,6 +288,7 @@ impl RouteConfig {
             health_check,
             health_check_interval,
             health_check_path,
+            auth,
             policy,
             rate_limit,
             cache,

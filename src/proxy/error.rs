@@ -31,6 +31,11 @@ pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 /// Why the proxy answered a request itself.
 #[derive(Debug, thiserror::Error)]
 pub enum Reject {
+    /// A resource-server route refused the request's token (`401`/`403`/`400`, or `503` when
+    /// the keys are unavailable), with its `WWW-Authenticate` challenge; -32600 in the body
+    /// (clients act on the status and the challenge).
+    #[error("access token refused: {}", .0.reason)]
+    Unauthorized(Box<super::auth::AuthRefusal>),
     /// A present `Origin` is not an allowed origin (the value, cut to 256 characters, for the
     /// log): `403`/-32600.
     #[error("Origin {0:?} is not allowed")]
@@ -141,6 +146,7 @@ impl Reject {
     /// The HTTP status and JSON-RPC error code of this condition.
     pub fn status_and_code(&self) -> (StatusCode, i64) {
         match self {
+            Self::Unauthorized(refusal) => (refusal.status, INVALID_REQUEST),
             Self::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, INVALID_REQUEST),
             Self::MisdirectedRequest(_) => (StatusCode::MISDIRECTED_REQUEST, INVALID_REQUEST),
             Self::RepeatedHeader(_) => (StatusCode::BAD_REQUEST, INVALID_REQUEST),
@@ -182,6 +188,7 @@ impl Reject {
     /// A short label for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::Unauthorized(_) => "unauthorized",
             Self::OriginNotAllowed(_) => "origin_not_allowed",
             Self::MisdirectedRequest(_) => "misdirected_request",
             Self::RepeatedHeader(_) => "repeated_header",
@@ -218,6 +225,7 @@ impl Reject {
     /// or store error text (that is in `Display`, for the log).
     pub fn client_message(&self) -> std::borrow::Cow<'static, str> {
         match self {
+            Self::Unauthorized(refusal) => refusal.reason.into(),
             Self::OriginNotAllowed(_) => "Origin is not allowed".into(),
             Self::MisdirectedRequest(_) => "Host is not allowed".into(),
             Self::RepeatedHeader(name) => format!("header {name} appears more than once").into(),
@@ -286,6 +294,13 @@ impl Reject {
             Bytes::from(body),
         )
             .into_response();
+        if let Self::Unauthorized(refusal) = &self
+            && let Some(challenge) = refusal.challenge()
+        {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
         if matches!(self, Self::NoEndpointAvailable(_)) {
             response
                 .headers_mut()

@@ -12,6 +12,7 @@
 //! handler logs and answers a phase's refusal ([`error::Reject`]) once, with the request's id.
 
 pub mod admit;
+pub mod auth;
 mod connector;
 
 pub mod error;
@@ -182,6 +183,9 @@ impl Proxy {
     /// `proxy.forwarded` says ([`forwarded::ForwardedPolicy::apply`]).
     fn upstream_headers(&self, client: &http::request::Parts, upstream: &mut HeaderMap) {
         headers::copy_end_to_end(&client.headers, upstream);
+        if let Some(auth) = self.route.auth() {
+            auth.upstream_authorization(upstream);
+        }
         self.forwarded.apply(client, upstream);
     }
 
@@ -200,12 +204,13 @@ impl Proxy {
     /// resolve → [`Proxy::resume`] for a legacy stream resumption. A phase's refusal ends the request; its answer carries the request's
     /// JSON-RPC id once the admit phase has read it.
     async fn serve(self: &Arc<Self>, request: Request) -> Result<Response, Failure> {
-        let request = self.admit(request).await.map_err(Failure::without_id)?;
+        let mut request = self.admit(request).await.map_err(Failure::without_id)?;
         let id = request.jsonrpc_id();
         let fail = |reject| Failure {
             reject,
             id: id.clone(),
         };
+        self.authenticate(&mut request).await.map_err(fail)?;
         let mut ctx = self.resolve(request).await.map_err(fail)?;
         if let Some((session, last_event_id)) = ctx.stream_resumption()
             && let Some(endpoint) = ctx.endpoint

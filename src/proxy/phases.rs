@@ -62,6 +62,8 @@ pub struct AdmittedRequest {
     pub body: Bytes,
     /// What the `POST` body says (method, id, versions, name); `None` for `GET` and `DELETE`.
     pub peek: Option<MessagePeek>,
+    /// Who its access token speaks for, on a resource-server route (set by `authenticate`).
+    pub principal: Option<Arc<super::auth::Principal>>,
 }
 
 impl AdmittedRequest {
@@ -146,7 +148,48 @@ impl Proxy {
         } else {
             (Bytes::new(), None)
         };
-        Ok(AdmittedRequest { parts, body, peek })
+        Ok(AdmittedRequest {
+            parts,
+            body,
+            peek,
+            principal: None,
+        })
+    }
+
+    /// **Authenticate** (resource-server routes only, [`super::auth`]): the request's bearer
+    /// token validated for the route's resource URL and the scopes it needs (a `tools/call`'s
+    /// tool's too); who it speaks for goes into `request.principal`. A batch is refused on a
+    /// route with per-tool scopes (its calls cannot be judged one by one here): `400`.
+    pub(super) async fn authenticate(&self, request: &mut AdmittedRequest) -> Result<(), Reject> {
+        let Some(auth) = self.route.auth() else {
+            return Ok(());
+        };
+        let public = super::oauth::PublicUrl::of(&self.route, &request.parts);
+        let peek = request.peek.as_ref();
+        if peek.is_some_and(|p| p.batch) && !auth.config().tool_scopes.is_empty() {
+            return Err(Reject::Unauthorized(Box::new(super::auth::AuthRefusal {
+                status: http::StatusCode::BAD_REQUEST,
+                error: Some("invalid_request"),
+                scope: None,
+                metadata_url: public.metadata_url(),
+                reason: "batches are not accepted on a route with per-tool scopes",
+            })));
+        }
+        let tool = peek
+            .filter(|p| p.method.as_deref() == Some("tools/call"))
+            .and_then(|p| p.name.as_deref());
+        let principal = auth
+            .authenticate(
+                &request.parts,
+                public.resource(),
+                &public.metadata_url(),
+                tool,
+                &self.stats,
+            )
+            .await
+            .map_err(|refusal| Reject::Unauthorized(Box::new(refusal)))?;
+        request.principal = Some(principal);
+        Ok(())
     }
 
     /// **Resolve**: what the request is and where it goes, before the upstream sees it. Checks
@@ -186,14 +229,16 @@ impl Proxy {
                 let sid = sid.to_str().map_err(|_| Reject::SessionNotFound)?;
                 // A session of another route or endpoint is refused before it is touched.
                 let mut endpoint = 0;
+                let principal = request.principal.as_deref();
                 let session = match self.manager.resume_if(sid, header_version, |s| {
                     endpoint = self.session_endpoint(s)?;
-                    Ok::<_, Reject>(())
+                    check_binding(s, principal)
                 })? {
                     Some(session) => session,
                     None => {
                         let session = self.restore_session(sid, header_version).await?;
                         endpoint = self.session_endpoint(&session)?;
+                        check_binding(&session, principal)?;
                         session
                     }
                 };
@@ -484,9 +529,13 @@ impl Proxy {
                     return Err(err.into());
                 }
             };
+            if let Some(principal) = &ctx.request.principal {
+                created.bind_to(principal.binding());
+            }
             tracing::info!(
                 session = %created.id(),
                 protocol_version = %ctx.version,
+                subject = ctx.request.principal.as_deref().map(|p| p.subject.as_str()),
                 "session created",
             );
             ctx.session = Some(created);
@@ -764,6 +813,28 @@ async fn end_orphaned_upstream_session(
             error = %ErrorChain(&err),
             "could not end upstream a session the proxy refused",
         ),
+    }
+}
+
+/// On a resource-server route (`principal` is the request's token's), the session must be
+/// bound to the same issuer and subject: another subject's token does not find it (`404`,
+/// nothing touched, as the MCP security guidance asks against session hijacking); a session
+/// bound to nobody (restored from the store: bindings are not persisted) neither.
+fn check_binding(
+    session: &Session,
+    principal: Option<&super::auth::Principal>,
+) -> Result<(), Reject> {
+    match principal {
+        None => Ok(()),
+        Some(p) if session.bound_to() == Some(p.binding()) => Ok(()),
+        Some(p) => {
+            tracing::warn!(
+                session = %session.id(),
+                subject = %p.subject,
+                "a token of another subject named this session; refused as not found",
+            );
+            Err(Reject::SessionNotFound)
+        }
     }
 }
 

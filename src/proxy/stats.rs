@@ -98,6 +98,33 @@ counters! {
             "Client connections closed because their TLS handshake failed or did not finish \
              within proxy.header_read_timeout_secs.",
         ),
+        /// Requests whose bearer token a resource-server route accepted.
+        auth_accepted: Counter(
+            "mcp_relay_auth_accepted_total",
+            "Requests whose access token a resource-server route accepted.",
+        ),
+        /// Requests a resource-server route refused `401` for want of a token.
+        auth_missing: Counter(
+            "mcp_relay_auth_missing_total",
+            "Requests a resource-server route refused (401) for want of a bearer token.",
+        ),
+        /// Requests a resource-server route refused because their token did not validate.
+        auth_invalid: Counter(
+            "mcp_relay_auth_invalid_total",
+            "Requests a resource-server route refused (401 invalid_token, 400) because their \
+             token did not validate.",
+        ),
+        /// Requests refused `403 insufficient_scope`.
+        auth_insufficient_scope: Counter(
+            "mcp_relay_auth_insufficient_scope_total",
+            "Requests a resource-server route refused (403 insufficient_scope).",
+        ),
+        /// Requests refused `503` because the authorization server's keys were unavailable.
+        auth_unavailable: Counter(
+            "mcp_relay_auth_keys_unavailable_total",
+            "Requests a resource-server route refused (503) because the authorization server's \
+             keys could not be fetched.",
+        ),
         /// Client connections closed after `proxy.keep_alive_idle_timeout` with no request.
         idle_connections_closed: Counter(
             "mcp_relay_idle_connections_closed_total",

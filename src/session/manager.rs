@@ -86,6 +86,7 @@ impl SessionManager {
             ended: AtomicBool::new(false),
             cancel: self.streams_cancel.child_token(),
             standalone: StandaloneGate::default(),
+            bound_to: std::sync::OnceLock::new(),
         });
         {
             let mut sessions = self.sessions.write();

@@ -69,6 +69,9 @@ pub struct Session {
     /// Holds the session's requests after `notifications/initialized` until its standalone
     /// `GET` stream is established upstream (shared by every data-plane thread).
     standalone: StandaloneGate,
+    /// On a resource-server route: the issuer and subject of the token that created it
+    /// (`Principal::binding`); a request with another subject's token does not find it.
+    bound_to: std::sync::OnceLock<Box<str>>,
 }
 
 /// The streams of one session: the open ones, plus the most recently closed ones (bounded) so
@@ -195,7 +198,20 @@ impl Session {
             ended: AtomicBool::new(ended),
             cancel,
             standalone: StandaloneGate::default(),
+            bound_to: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Binds the session to `who` (a token's issuer and subject), once: later calls change
+    /// nothing. Not persisted: a session restored from the store is bound to nobody, which a
+    /// resource-server route refuses (`404`, the client initializes again).
+    pub fn bind_to(&self, who: &str) {
+        let _ = self.bound_to.set(who.into());
+    }
+
+    /// Who the session is bound to ([`Session::bind_to`]), if anyone.
+    pub fn bound_to(&self) -> Option<&str> {
+        self.bound_to.get().map(|b| &**b)
     }
 
     fn record(&self) -> SessionRecord {

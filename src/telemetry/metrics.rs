@@ -540,7 +540,7 @@ pub(crate) mod tests {
         let manager = Arc::new(SessionManager::new(SessionConfig::default(), handle));
         let p = ProxyStats::default();
         let s = manager.stats();
-        let proxy: [&AtomicU64; 24] = [
+        let proxy: [&AtomicU64; 29] = [
             &p.events_forwarded,
             &p.duplicates_dropped,
             &s.events_replayed,
@@ -565,6 +565,11 @@ pub(crate) mod tests {
             &p.answers_too_large,
             &p.unreadable_refused,
             &p.tls_handshake_failures,
+            &p.auth_accepted,
+            &p.auth_missing,
+            &p.auth_invalid,
+            &p.auth_insufficient_scope,
+            &p.auth_unavailable,
         ];
         for (i, counter) in (1001..).zip(proxy) {
             counter.store(i, Ordering::Relaxed);

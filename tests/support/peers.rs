@@ -95,6 +95,14 @@ impl Peer {
         Self::spawn(cmd, "otlp_receiver").await
     }
 
+    /// A Node peer `tests/peers/<script>` with `args` that prints `LISTENING <port>` (e.g.
+    /// `oidc_provider.mjs`, the test authorization server).
+    pub async fn node(script: &str, args: &[&str]) -> Self {
+        let mut cmd = Command::new("node");
+        cmd.arg(peer_script(script)).args(args);
+        Self::spawn(cmd, script).await
+    }
+
     /// `@modelcontextprotocol/server-everything streamableHttp`, pinned to 127.0.0.1.
     pub async fn everything() -> Self {
         require(repo_root().join("node_modules/@modelcontextprotocol/server-everything"));

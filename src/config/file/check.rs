@@ -254,6 +254,7 @@ fn check_proxy_values(p: &ProxyConfig) -> Result<(), (&'static str, String)> {
         crate::tls::client_config(Some(path))
             .map_err(|e| ("proxy.upstream_ca_file", e.to_string()))?;
     }
+    p.auth.check().map_err(|e| ("proxy.auth", e))?;
     p.policy.check().map_err(|e| ("proxy.policy", e))?;
     p.rate_limit.check().map_err(|e| ("proxy.rate_limit", e))?;
     p.cache.check().map_err(|e| ("proxy.cache", e))?;

@@ -4,7 +4,11 @@
 
 use std::sync::Arc;
 
-use axum::{body::Body, extract::Request, response::Response};
+use axum::{
+    body::Body,
+    extract::Request,
+    response::{IntoResponse as _, Response},
+};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
 use http_body_util::{BodyExt, Full, Limited};
@@ -65,6 +69,28 @@ impl Proxy {
         }
         self.admission.check(&parts)?;
         let route = &self.route;
+        if let Some(auth) = route.auth() {
+            // The relay is the resource server: its own document; the authorization server's
+            // metadata is the issuer's to serve (clients fetch it there).
+            if kind != WellKnown::ProtectedResource {
+                return Err(Reject::NoEndpoint(parts.uri.path().to_owned()));
+            }
+            let public = PublicUrl::of(route, &parts);
+            let body = if parts.method == Method::GET {
+                auth.metadata(public.resource())
+            } else {
+                Bytes::new()
+            };
+            return Ok((
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response());
+        }
         let index = route
             .pick(None)
             .ok_or_else(|| Reject::NoEndpointAvailable(route.name().clone()))?;

@@ -34,7 +34,7 @@ use parking_lot::Mutex;
 pub use ender::RoutingEnder;
 pub use endpoint::{EjectionPolicy, Endpoint, Failure, Outstanding};
 
-use super::{Proxy, Shared, intercept::Chain};
+use super::{Proxy, Shared, auth::ResourceServer, intercept::Chain};
 use crate::{
     config::{Config, ProxyConfig, ResolvedRoute},
     session::SessionManager,
@@ -54,6 +54,8 @@ pub struct Route {
     pool: usize,
     /// Its interceptors ([`crate::proxy::intercept`]); `None`: none configured.
     chain: Option<Arc<Chain>>,
+    /// Its resource server (`[routes.auth] mode = "resource_server"`); `None`: transparent.
+    auth: Option<Arc<ResourceServer>>,
 }
 
 impl Route {
@@ -76,6 +78,7 @@ impl Route {
             .collect();
         Self {
             chain: Chain::for_route(name.clone(), &resolved.proxy),
+            auth: ResourceServer::for_route(&resolved.proxy),
             name,
             aliases: Vec::new(),
             path: resolved.path.clone(),
@@ -121,6 +124,11 @@ impl Route {
     /// Its interceptor chain; `None` when it has no interceptor.
     pub fn chain(&self) -> Option<&Arc<Chain>> {
         self.chain.as_ref()
+    }
+
+    /// Its resource server; `None` when the upstream validates tokens (transparent).
+    pub fn auth(&self) -> Option<&Arc<ResourceServer>> {
+        self.auth.as_ref()
     }
 
     /// Its pool's endpoints, then the retired ones (see [`Route::pool`]).
@@ -434,6 +442,18 @@ impl Routing {
             } else {
                 Chain::for_route(name.clone(), &resolved.proxy)
             };
+            // The same resource-server settings keep the keys and accepted tokens; the
+            // credential file is read again either way.
+            let auth = match &previous.auth {
+                Some(auth)
+                    if previous.config.auth == resolved.proxy.auth
+                        && resolved.proxy.auth.upstream_authorization_file.is_none()
+                        && previous.config.upstream_ca_file == resolved.proxy.upstream_ca_file =>
+                {
+                    Some(auth.clone())
+                }
+                _ => ResourceServer::for_route(&resolved.proxy),
+            };
             routes.push(Arc::new(Route {
                 name,
                 aliases,
@@ -442,6 +462,7 @@ impl Routing {
                 endpoints,
                 pool,
                 chain,
+                auth,
             }));
         }
         for route in old.routes() {

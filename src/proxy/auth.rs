@@ -1,0 +1,608 @@
+//! Resource-server mode (`[routes.auth] mode = "resource_server"`, issue 14 part 2): the relay
+//! is the route's OAuth 2.1 resource server, as the MCP authorization spec (2025-06-18 and
+//! later) asks of an MCP server, so the upstream needs no auth code.
+//!
+//! - **Metadata** (RFC 9728): the route's protected-resource document is served here
+//!   ([`ResourceServer::metadata`]): `resource` (the route's URL), `authorization_servers`
+//!   (the issuer), `scopes_supported`, `bearer_methods_supported: ["header"]`.
+//! - **Tokens**: `Authorization: Bearer <JWT>` (RFC 6750 §2.1; no query or form tokens),
+//!   an access token per RFC 9068 signed with an asymmetric algorithm (RS*, PS*, ES*, EdDSA;
+//!   `none` and HMAC refused) by a key of the issuer's JWKS (its `jwks_uri` from RFC 8414
+//!   metadata, else OpenID discovery). Checked: signature, `iss` equal to the issuer, `aud`
+//!   containing the route's resource URL (RFC 8707: a token minted for another server is
+//!   refused), `exp` and `nbf` within the leeway, `sub` present, the required scopes (`scope`,
+//!   space-separated, or `scp`). The jsonwebtoken crate does the JOSE work (ring).
+//! - **Keys** are fetched on first use, used for `jwks_max_age`, fetched again on a `kid` they
+//!   do not have (a rotation at the authorization server) at most every `jwks_min_refresh`,
+//!   one fetch at a time; a failed fetch keeps the keys there were.
+//! - **Accepted tokens** are remembered (per audience, at most [`MAX_CACHED_TOKENS`], until
+//!   they expire), so a request with a token seen before costs a map lookup, not a signature
+//!   check.
+//! - **Refusals** (RFC 6750 §3, RFC 9728 §5.1): no token → `401` with `WWW-Authenticate:
+//!   Bearer resource_metadata="…"` (and `scope` when scopes are required); a token that does
+//!   not validate → `401` `error="invalid_token"`; a missing scope → `403`
+//!   `error="insufficient_scope", scope="…"`; the keys unavailable → `503`. The body is a
+//!   JSON-RPC error; the reason goes to the log (never the token).
+
+use std::{
+    collections::HashMap,
+    num::NonZeroUsize,
+    sync::Arc,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http::{HeaderValue, Uri, header, request::Parts};
+use http_body_util::{BodyExt, Full, Limited};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
+use parking_lot::Mutex;
+use serde::Deserialize;
+
+use super::{
+    stats::ProxyStats,
+    upstream::{Upstream, UpstreamConnections, error_chain},
+};
+use crate::config::{AuthConfig, ProxyConfig};
+
+/// Accepted tokens remembered per route (least recently used dropped first).
+pub const MAX_CACHED_TOKENS: usize = 10_000;
+/// Largest metadata or JWKS document read from the authorization server, in bytes.
+pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+/// Longest bearer token looked at, in bytes (longer: `invalid_token`).
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Most keys kept from one JWKS.
+pub const MAX_KEYS: usize = 64;
+
+/// Who a validated token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// `iss`.
+    pub issuer: String,
+    /// `sub`.
+    pub subject: String,
+    /// The granted scopes.
+    pub scopes: Vec<String>,
+    /// `exp`, seconds since the Unix epoch.
+    pub expires: u64,
+    /// `iss` and `sub`, space-separated (see [`Principal::binding`]).
+    binding: String,
+}
+
+impl Principal {
+    /// What a legacy session is bound to: issuer and subject (a subject is unique per issuer).
+    pub fn binding(&self) -> &str {
+        &self.binding
+    }
+
+    fn has(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// Why a request was refused here.
+#[derive(Debug, Clone)]
+pub struct AuthRefusal {
+    /// `401`, `403`, `400` or `503`.
+    pub status: http::StatusCode,
+    /// The RFC 6750 error code, when one applies (`invalid_token`, `insufficient_scope`,
+    /// `invalid_request`).
+    pub error: Option<&'static str>,
+    /// The scopes the request needed (for `insufficient_scope`, and the `401` hint).
+    pub scope: Option<String>,
+    /// The `resource_metadata` URL of the challenge.
+    pub metadata_url: String,
+    /// Why, for the log and `error_description` (stable, never token contents).
+    pub reason: &'static str,
+}
+
+impl AuthRefusal {
+    /// The `WWW-Authenticate` value (RFC 6750 §3, RFC 9728 §5.1); `None` for a `503`.
+    pub fn challenge(&self) -> Option<HeaderValue> {
+        if self.status == http::StatusCode::SERVICE_UNAVAILABLE {
+            return None;
+        }
+        let mut value = String::from("Bearer ");
+        let mut params = Vec::new();
+        if let Some(error) = self.error {
+            params.push(format!("error=\"{error}\""));
+            params.push(format!("error_description=\"{}\"", self.reason));
+        }
+        if let Some(scope) = &self.scope {
+            params.push(format!("scope=\"{scope}\""));
+        }
+        params.push(format!("resource_metadata=\"{}\"", self.metadata_url));
+        value.push_str(&params.join(", "));
+        HeaderValue::from_str(&value).ok()
+    }
+}
+
+/// The issuer's keys, as last fetched.
+struct Keys {
+    by_kid: HashMap<String, DecodingKey>,
+    /// The one key without a `kid`, when the set has exactly one key and it has none.
+    only: Option<DecodingKey>,
+    fetched: Instant,
+}
+
+/// One route's resource server: its settings, the issuer's keys, the tokens it accepted.
+pub struct ResourceServer {
+    config: AuthConfig,
+    /// The route's settings, for fetching from the authorization server (timeouts, CA).
+    fetch: ProxyConfig,
+    connections: Arc<UpstreamConnections>,
+    fetch_stats: Arc<ProxyStats>,
+    keys: ArcSwapOption<Keys>,
+    /// One fetch at a time; when the last one started.
+    refresh: tokio::sync::Mutex<Option<Instant>>,
+    accepted: Mutex<lru::LruCache<String, Arc<Principal>>>,
+    /// The `Authorization` the upstream gets with `upstream_authorization = "file"`.
+    credential: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for ResourceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResourceServer")
+            .field("issuer", &self.config.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    exp: u64,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    scp: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct AsMetadata {
+    issuer: String,
+    jwks_uri: Option<String>,
+}
+
+/// What a fetch from the authorization server ends with, for the log.
+type FetchError = String;
+
+impl ResourceServer {
+    /// The resource server of a route whose settings are `proxy` (with `proxy.auth` in
+    /// resource-server mode; `None` otherwise). A credential file that cannot be read (it was
+    /// checked at load) is logged and nothing is sent upstream.
+    pub fn for_route(proxy: &ProxyConfig) -> Option<Arc<Self>> {
+        let config = &proxy.auth;
+        if !config.is_resource_server() {
+            return None;
+        }
+        let credential = match (
+            config.upstream_authorization,
+            &config.upstream_authorization_file,
+        ) {
+            (crate::config::UpstreamAuthorization::File, Some(path)) => {
+                match crate::config::auth::read_credential(path) {
+                    Ok(value) => Some(value),
+                    Err(err) => {
+                        tracing::error!(error = %err, "resource server: the upstream credential is not sent");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        Some(Arc::new(Self {
+            config: config.clone(),
+            fetch: proxy.clone(),
+            connections: UpstreamConnections::new(8),
+            fetch_stats: Arc::default(),
+            keys: ArcSwapOption::empty(),
+            refresh: tokio::sync::Mutex::new(None),
+            accepted: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(MAX_CACHED_TOKENS).unwrap_or(NonZeroUsize::MIN),
+            )),
+            credential,
+        }))
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// Sets what the upstream gets as `Authorization` on `upstream` (headers of a request
+    /// toward it, the client's end-to-end ones copied in): nothing, the client's, or the
+    /// configured credential.
+    pub fn upstream_authorization(&self, upstream: &mut http::HeaderMap) {
+        match self.config.upstream_authorization {
+            crate::config::UpstreamAuthorization::Pass => {}
+            crate::config::UpstreamAuthorization::Strip => {
+                upstream.remove(header::AUTHORIZATION);
+            }
+            crate::config::UpstreamAuthorization::File => {
+                upstream.remove(header::AUTHORIZATION);
+                if let Some(value) = &self.credential {
+                    upstream.insert(header::AUTHORIZATION, value.clone());
+                }
+            }
+        }
+    }
+
+    /// The protected-resource metadata document (RFC 9728 §2) of the resource `resource`.
+    pub fn metadata(&self, resource: &str) -> Bytes {
+        let scopes = if self.config.scopes_supported.is_empty() {
+            &self.config.required_scopes
+        } else {
+            &self.config.scopes_supported
+        };
+        let document = serde_json::json!({
+            "resource": resource,
+            "authorization_servers": [self.config.issuer],
+            "scopes_supported": scopes,
+            "bearer_methods_supported": ["header"],
+        });
+        Bytes::from(serde_json::to_vec(&document).unwrap_or_default())
+    }
+
+    /// Validates the request's bearer token for the resource `resource` (its audience unless
+    /// `audience` is configured), with `tool` the tool a `tools/call` names (its scopes are
+    /// required too). Counts the outcome in `stats`. Errors: see the module doc.
+    pub async fn authenticate(
+        &self,
+        parts: &Parts,
+        resource: &str,
+        metadata_url: &str,
+        tool: Option<&str>,
+        stats: &ProxyStats,
+    ) -> Result<Arc<Principal>, AuthRefusal> {
+        let result = self.validate(parts, resource, metadata_url, tool).await;
+        let counter = match &result {
+            Ok(_) => &stats.auth_accepted,
+            Err(r) if r.error.is_none() && r.status == http::StatusCode::UNAUTHORIZED => {
+                &stats.auth_missing
+            }
+            Err(r) if r.status == http::StatusCode::FORBIDDEN => &stats.auth_insufficient_scope,
+            Err(r) if r.status == http::StatusCode::SERVICE_UNAVAILABLE => &stats.auth_unavailable,
+            Err(_) => &stats.auth_invalid,
+        };
+        ProxyStats::incr(counter);
+        result
+    }
+
+    async fn validate(
+        &self,
+        parts: &Parts,
+        resource: &str,
+        metadata_url: &str,
+        tool: Option<&str>,
+    ) -> Result<Arc<Principal>, AuthRefusal> {
+        let refuse = |status, error, reason| AuthRefusal {
+            status,
+            error,
+            scope: None,
+            metadata_url: metadata_url.to_owned(),
+            reason,
+        };
+        let unauthorized = http::StatusCode::UNAUTHORIZED;
+        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+        let Some(value) = values.next() else {
+            let mut refusal = refuse(unauthorized, None, "no access token");
+            refusal.scope = self.scope_hint(&[]);
+            return Err(refusal);
+        };
+        if values.next().is_some() {
+            return Err(refuse(
+                http::StatusCode::BAD_REQUEST,
+                Some("invalid_request"),
+                "more than one Authorization header",
+            ));
+        }
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                let mut refusal = refuse(unauthorized, None, "no bearer token");
+                refusal.scope = self.scope_hint(&[]);
+                refusal
+            })?;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(refuse(
+                unauthorized,
+                Some("invalid_token"),
+                "token too long",
+            ));
+        }
+        let audience = if self.config.audience.is_empty() {
+            resource
+        } else {
+            &self.config.audience
+        };
+        let key = format!("{audience}\u{0}{token}");
+        let now = unix_now();
+        let cached = self.accepted.lock().get(&key).cloned();
+        let principal = match cached {
+            Some(p) if p.expires + self.config.leeway.as_secs() > now => p,
+            _ => {
+                let principal = Arc::new(
+                    self.verify(token, audience)
+                        .await
+                        .map_err(|(status, error, reason)| refuse(status, error, reason))?,
+                );
+                self.accepted.lock().put(key, principal.clone());
+                principal
+            }
+        };
+        let tool_scopes = tool
+            .and_then(|t| self.config.tool_scopes.get(t))
+            .map_or(&[][..], Vec::as_slice);
+        let missing = self
+            .config
+            .required_scopes
+            .iter()
+            .chain(tool_scopes)
+            .any(|s| !principal.has(s));
+        if missing {
+            let mut refusal = refuse(
+                http::StatusCode::FORBIDDEN,
+                Some("insufficient_scope"),
+                "the token lacks a required scope",
+            );
+            refusal.scope = self.scope_hint(tool_scopes);
+            return Err(refusal);
+        }
+        Ok(principal)
+    }
+
+    /// The scopes to ask for (required plus `extra`), space-separated; `None` when none.
+    fn scope_hint(&self, extra: &[String]) -> Option<String> {
+        let mut all: Vec<&str> = self
+            .config
+            .required_scopes
+            .iter()
+            .map(String::as_str)
+            .collect();
+        for s in extra {
+            if !all.contains(&s.as_str()) {
+                all.push(s);
+            }
+        }
+        (!all.is_empty()).then(|| all.join(" "))
+    }
+
+    /// Checks `token`'s signature and claims for `audience`.
+    async fn verify(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<Principal, (http::StatusCode, Option<&'static str>, &'static str)> {
+        let invalid = |reason| {
+            (
+                http::StatusCode::UNAUTHORIZED,
+                Some("invalid_token"),
+                reason,
+            )
+        };
+        let head = jsonwebtoken::decode_header(token).map_err(|_| invalid("not a JWT"))?;
+        if !matches!(
+            head.alg,
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512
+                | Algorithm::ES256
+                | Algorithm::ES384
+                | Algorithm::EdDSA
+        ) {
+            return Err(invalid("the token's algorithm is not accepted"));
+        }
+        let key = self.key(head.kid.as_deref()).await?;
+        let mut validation = Validation::new(head.alg);
+        validation.leeway = self.config.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            invalid(match e.kind() {
+                ErrorKind::ExpiredSignature => "the token expired",
+                ErrorKind::ImmatureSignature => "the token is not valid yet",
+                ErrorKind::InvalidIssuer => "the token's issuer is not this resource's",
+                ErrorKind::InvalidAudience => "the token was not issued for this resource",
+                ErrorKind::InvalidSignature => "the token's signature does not verify",
+                ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
+                _ => "the token does not validate",
+            })
+        })?;
+        let claims = data.claims;
+        let scopes = match (claims.scope, claims.scp) {
+            (Some(scope), _) => scope
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            (None, Some(scp)) => scp,
+            (None, None) => Vec::new(),
+        };
+        Ok(Principal {
+            binding: format!("{} {}", claims.iss, claims.sub),
+            issuer: claims.iss,
+            subject: claims.sub,
+            scopes,
+            expires: claims.exp,
+        })
+    }
+
+    /// The key named `kid` (or the only key, for a token without one): from the keys held,
+    /// else after a fetch (see the module doc).
+    async fn key(
+        &self,
+        kid: Option<&str>,
+    ) -> Result<DecodingKey, (http::StatusCode, Option<&'static str>, &'static str)> {
+        let find = |keys: &Keys| match kid {
+            Some(kid) => keys.by_kid.get(kid).cloned(),
+            None => keys.only.clone(),
+        };
+        let fresh = |keys: &Keys| keys.fetched.elapsed() < self.config.jwks_max_age;
+        if let Some(keys) = self.keys.load_full()
+            && fresh(&keys)
+            && let Some(key) = find(&keys)
+        {
+            return Ok(key);
+        }
+        let mut last = self.refresh.lock().await;
+        // Another request may have fetched while this one waited.
+        let held = self.keys.load_full();
+        if let Some(keys) = &held
+            && fresh(keys)
+            && let Some(key) = find(keys)
+        {
+            return Ok(key);
+        }
+        let may_fetch = last.is_none_or(|t| t.elapsed() >= self.config.jwks_min_refresh)
+            || held.as_ref().is_some_and(|k| !fresh(k));
+        if may_fetch {
+            *last = Some(Instant::now());
+            match self.fetch_keys().await {
+                Ok(keys) => {
+                    tracing::info!(issuer = %self.config.issuer, keys = keys.by_kid.len() + usize::from(keys.only.is_some()), "resource server: keys fetched");
+                    self.keys.store(Some(Arc::new(keys)));
+                }
+                Err(err) => {
+                    tracing::warn!(issuer = %self.config.issuer, error = %err, "resource server: fetching the authorization server's keys failed; the keys held stay");
+                }
+            }
+        }
+        drop(last);
+        match self.keys.load_full() {
+            Some(keys) => find(&keys).ok_or((
+                http::StatusCode::UNAUTHORIZED,
+                Some("invalid_token"),
+                "the token's key is not the authorization server's",
+            )),
+            None => Err((
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "the authorization server's keys are unavailable",
+            )),
+        }
+    }
+
+    async fn fetch_keys(&self) -> Result<Keys, FetchError> {
+        let jwks_uri = if self.config.jwks_uri.is_empty() {
+            self.discover_jwks_uri().await?
+        } else {
+            self.config.jwks_uri.clone()
+        };
+        let body = self.fetch_json(&jwks_uri).await?;
+        let set: JwkSet =
+            serde_json::from_slice(&body).map_err(|e| format!("{jwks_uri}: not a JWKS: {e}"))?;
+        let mut keys = Keys {
+            by_kid: HashMap::new(),
+            only: None,
+            fetched: Instant::now(),
+        };
+        let count = set.keys.len();
+        for jwk in set.keys.iter().take(MAX_KEYS) {
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            match &jwk.common.key_id {
+                Some(kid) => {
+                    keys.by_kid.insert(kid.clone(), key);
+                }
+                None if count == 1 => keys.only = Some(key),
+                None => {}
+            }
+        }
+        if keys.by_kid.is_empty() && keys.only.is_none() {
+            return Err(format!("{jwks_uri}: no usable key"));
+        }
+        Ok(keys)
+    }
+
+    /// The issuer's `jwks_uri`: RFC 8414 metadata (the well-known segment inserted before the
+    /// issuer's path), else OpenID discovery (appended); the document's `issuer` must be the
+    /// configured one (RFC 8414 §3.3).
+    async fn discover_jwks_uri(&self) -> Result<String, FetchError> {
+        let issuer = self.config.issuer.trim_end_matches('/');
+        let uri: Uri = issuer.parse().map_err(|e| format!("issuer: {e}"))?;
+        let origin = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or("https"),
+            uri.authority().map(|a| a.as_str()).unwrap_or_default()
+        );
+        let path = uri.path().trim_end_matches('/');
+        let candidates = [
+            format!("{origin}/.well-known/oauth-authorization-server{path}"),
+            format!("{issuer}/.well-known/openid-configuration"),
+        ];
+        let mut errors = Vec::new();
+        for url in candidates {
+            match self.fetch_json(&url).await {
+                Ok(body) => {
+                    let meta: AsMetadata = serde_json::from_slice(&body)
+                        .map_err(|e| format!("{url}: not authorization-server metadata: {e}"))?;
+                    if meta.issuer.trim_end_matches('/') != issuer {
+                        return Err(format!(
+                            "{url}: names issuer {:?}, not the configured one",
+                            meta.issuer
+                        ));
+                    }
+                    return meta.jwks_uri.ok_or_else(|| format!("{url}: no jwks_uri"));
+                }
+                Err(err) => errors.push(err),
+            }
+        }
+        Err(errors.join("; "))
+    }
+
+    /// `GET url`, a `2xx` JSON body of at most [`MAX_DOCUMENT_BYTES`], within the route's
+    /// response timeout.
+    async fn fetch_json(&self, url: &str) -> Result<Bytes, FetchError> {
+        let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(format!("{url}: not an http(s) URL"));
+        }
+        let client = Upstream::for_endpoint(
+            &self.fetch,
+            uri.clone(),
+            self.connections.clone(),
+            self.fetch_stats.clone(),
+        );
+        let mut request = http::Request::new(Full::new(Bytes::new()));
+        *request.uri_mut() = uri;
+        request
+            .headers_mut()
+            .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let response = client
+            .send(request)
+            .await
+            .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+        if !response.status().is_success() {
+            return Err(format!("{url}: {}", response.status()));
+        }
+        let body = tokio::time::timeout(
+            self.fetch.upstream_response_timeout,
+            Limited::new(response.into_body(), MAX_DOCUMENT_BYTES).collect(),
+        )
+        .await
+        .map_err(|_| format!("{url}: body not received in time"))?
+        .map_err(|e| format!("{url}: {e}"))?;
+        Ok(body.to_bytes())
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
