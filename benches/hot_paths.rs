@@ -53,6 +53,12 @@
 //!   the read's events as one slice). `modern`: what `SseRelay` does per read (parse into a
 //!   queue, one `record` (`Recording::Direct`) into the output, one `relay::account`, one frame).
 //!
+//! - `auth` — a resource-server route's token check ([`mcp_relay::proxy::auth`]) with the
+//!   issuer's key already fetched (RS256, 2048-bit, the key oidc-provider uses): a token seen
+//!   before (`seen_before`: the accepted-token cache), a token seen for the first time
+//!   (`first_sight`: header, key lookup, RSA signature, claims; more tokens than the cache holds,
+//!   cycled, so each is a miss; minting them takes a few seconds first), and no token.
+//!
 //! What is private and so composed from the nearest public calls: `pump::run` (it needs a live
 //! hyper `Incoming` body; mirrored step by step in [`LegacyStream::round`]; the reader always
 //! keeps up there, so its wait for room — `want_room`, a wait on the `consumed` watch — never
@@ -1061,12 +1067,105 @@ fn bench_routing(c: &mut Criterion) {
     g.finish();
 }
 
+/// Tokens minted for `auth/first_sight`: more than the accepted-token cache holds
+/// ([`mcp_relay::proxy::auth::MAX_CACHED_TOKENS`]), cycled in order, so every one is a miss
+/// (least recently used first out) and pays the signature check.
+const FIRST_SIGHT_TOKENS: usize = mcp_relay::proxy::auth::MAX_CACHED_TOKENS + 256;
+
+fn bench_auth(c: &mut Criterion) {
+    use mcp_relay::{
+        config::{AuthConfig, AuthMode, ProxyConfig},
+        proxy::{auth::ResourceServer, stats::ProxyStats},
+    };
+    // The issuer's keys, served on loopback as an authorization server would.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let jwks = include_str!("fixtures/rs256-test-jwks.json");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let jwks_uri = format!("http://{}/jwks", listener.local_addr().expect("addr"));
+    runtime.spawn(async move {
+        let router =
+            axum::Router::new().route("/jwks", axum::routing::get(move || async move { jwks }));
+        let _ = axum::serve(listener, router).await;
+    });
+    let audience = "http://127.0.0.1:8080/mcp";
+    let mut proxy = ProxyConfig::new(Uri::from_static("http://127.0.0.1:1/mcp"));
+    proxy.auth = AuthConfig {
+        mode: AuthMode::ResourceServer,
+        issuer: "https://auth.example".into(),
+        jwks_uri,
+        required_scopes: vec!["mcp:tools".into()],
+        ..AuthConfig::default()
+    };
+    let server = ResourceServer::for_route(&proxy).expect("a resource server");
+    let key =
+        jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!("fixtures/rs256-test-key.pem"))
+            .expect("the test key");
+    let mut head = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    head.kid = Some("bench-1".into());
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    let mint = |jti: usize| {
+        let claims = serde_json::json!({
+            "iss": "https://auth.example", "sub": "bench", "aud": audience, "exp": exp,
+            "iat": exp - 3600, "scope": "mcp:tools", "client_id": "bench", "jti": jti,
+        });
+        jsonwebtoken::encode(&head, &claims, &key).expect("sign")
+    };
+    let parts_with = |token: &str| {
+        let (parts, ()) = http::Request::post("/mcp")
+            .header(header::HOST, "127.0.0.1:8080")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(())
+            .expect("request")
+            .into_parts();
+        parts
+    };
+    let stats = ProxyStats::default();
+    let metadata = "http://127.0.0.1:8080/.well-known/oauth-protected-resource/mcp";
+    let authenticate = |parts: &http::request::Parts| {
+        runtime.block_on(server.authenticate(parts, audience, metadata, None, &stats))
+    };
+    // The keys fetched once (the cached key every benchmark below uses).
+    let seen = parts_with(&mint(0));
+    authenticate(&seen).expect("the first token is accepted");
+
+    let mut g = c.benchmark_group("auth");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("seen_before", |b| {
+        b.iter(|| authenticate(black_box(&seen)).expect("accepted"))
+    });
+    let fresh: Vec<http::request::Parts> = (1..=FIRST_SIGHT_TOKENS)
+        .map(|i| parts_with(&mint(i)))
+        .collect();
+    let mut next = fresh.iter().cycle();
+    g.bench_function("first_sight", |b| {
+        b.iter(|| authenticate(black_box(next.next().expect("cycle"))).expect("accepted"))
+    });
+    let (none, ()) = http::Request::post("/mcp")
+        .body(())
+        .expect("request")
+        .into_parts();
+    g.bench_function("no_token", |b| {
+        b.iter(|| authenticate(black_box(&none)).expect_err("refused"))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2))
         .sample_size(60);
-    targets = bench_tracker, bench_sse, bench_sessions, bench_headers, bench_pump, bench_routing
+    targets = bench_tracker, bench_sse, bench_sessions, bench_headers, bench_pump, bench_routing, bench_auth
 }
 criterion_main!(benches);
