@@ -1108,6 +1108,7 @@ fn bench_auth(c: &mut Criterion) {
             .expect("the test key");
     let mut head = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     head.kid = Some("bench-1".into());
+    head.typ = Some("at+jwt".into());
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")

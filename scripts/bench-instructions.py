@@ -5,7 +5,7 @@ configuration) can be compared to a fraction of a percent on a shared, noisy mac
 the load harness's timings move by ±15 % from run to run.
 
     scripts/bench-instructions.py BIN [BIN ...] --harness PATH [--era legacy|modern]
-        [--phase json|sse] [--requests N] [--events N] [--config FILE] [--runs N]
+        [--phase json|sse] [--requests N] [--events N] [--runs N] [--authorization VALUE]
 
 Each BIN (a release `mcp-relay`, e.g. an older tree's built in a git worktree) runs under
 `valgrind --tool=callgrind` with one data-plane thread (`--threads 1`), the memory store, in
@@ -65,12 +65,14 @@ def wait_listening(port: int, proc: subprocess.Popen, what: str) -> None:
 class Client:
     """One keep-alive connection to the relay, speaking `era`."""
 
-    def __init__(self, port: int, era: str):
+    def __init__(self, port: int, era: str, authorization: str | None = None):
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         self.headers = {
             "content-type": "application/json",
             "accept": "application/json, text/event-stream",
         }
+        if authorization:
+            self.headers["authorization"] = authorization
         self.era = era
         if era == "legacy":
             init = {
@@ -130,7 +132,7 @@ def measure(binary: str, config: str | None, upstream: int, args) -> float:
     relay = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_listening(port, relay, binary)
-        client = Client(port, args.era)
+        client = Client(port, args.era, args.authorization)
         if args.phase == "json":
             for _ in range(300):
                 client.call("tools/list", {})
@@ -185,6 +187,10 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=1000)
     p.add_argument("--events", type=int, default=20000)
     p.add_argument("--runs", type=int, default=1)
+    p.add_argument(
+        "--authorization",
+        help="an Authorization value every request carries (a relay configured as resource server)",
+    )
     args = p.parse_args()
     upstream = subprocess.Popen(
         [args.harness],

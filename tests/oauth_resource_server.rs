@@ -23,8 +23,7 @@ use mcp_relay::{
 use serde_json::{Value, json};
 use support::{
     http::{Answer, Client},
-    peers::{Peer, repo_root},
-    pool::start_routes,
+    peers::{Peer, grpcurl_json, repo_root},
 };
 use tokio::process::Command;
 
@@ -71,9 +70,11 @@ fn issuer(provider: &Peer) -> String {
     format!("http://127.0.0.1:{}", provider.port())
 }
 
-/// A resource-server route at `path` in front of `upstream`, trusting `issuer`.
-fn rs_route(path: &str, upstream: &str, issuer: &str) -> RouteConfig {
+/// A resource-server route at `path` of the relay at `relay` in front of `upstream`, trusting
+/// `issuer` (its `public_url`, the audience of its tokens, is `relay` + `path`).
+fn rs_route(relay: &str, path: &str, upstream: &str, issuer: &str) -> RouteConfig {
     let mut route = RouteConfig::new(path, [upstream.to_owned()]);
+    route.public_url = Some(format!("{relay}{path}"));
     route.auth = Some(AuthConfig {
         mode: AuthMode::ResourceServer,
         issuer: issuer.to_owned(),
@@ -93,6 +94,7 @@ fn forge(keys: &Path, claims: &Value) -> String {
     let pem = std::fs::read(format!("{}.pem", keys.display())).expect("the signing key's PEM");
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(kid);
+    header.typ = Some("at+jwt".into());
     jsonwebtoken::encode(
         &header,
         claims,
@@ -136,6 +138,26 @@ fn challenge(answer: &Answer) -> String {
         .to_owned()
 }
 
+/// The relay's data plane bound first (its URL is in the routes), and that URL.
+async fn bind() -> (tokio::net::TcpListener, String) {
+    let data = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", data.local_addr().expect("addr"));
+    (data, url)
+}
+
+/// The relay serving `routes` on `data`.
+async fn start(data: tokio::net::TcpListener, routes: Vec<RouteConfig>) -> Daemon {
+    let mut config = mcp_relay::config::Config::new(http::Uri::default());
+    config.shutdown_grace = Duration::from_secs(2);
+    config.routes = routes;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    Daemon::start(config, data, admin).await.expect("start")
+}
+
 async fn stop(daemon: Daemon) {
     daemon.shutdown().await.expect("shut down");
 }
@@ -149,10 +171,7 @@ async fn the_typescript_sdk_oauth_flow_works_through_the_relay_in_both_modes() {
     let plain = Peer::py_server(&[]).await;
     // The transparent upstream must accept tokens for the relay's URL (the resource clients
     // ask tokens for): the data plane is bound first, so its URL is known.
-    let data = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let relay = format!("http://{}", data.local_addr().expect("addr"));
+    let (data, relay) = bind().await;
     let secured = Peer::py_auth_server(&[
         "--jwks-issuer",
         &issuer(&as_),
@@ -162,18 +181,16 @@ async fn the_typescript_sdk_oauth_flow_works_through_the_relay_in_both_modes() {
         &format!("{relay}/mcp"),
     ])
     .await;
-    let mut config = mcp_relay::config::Config::new(http::Uri::default());
-    config.shutdown_grace = Duration::from_secs(2);
-    config.routes = vec![
-        rs_route("/mcp/rs", &plain.url(), &issuer(&as_)),
-        // The same path as the upstream's own (`/mcp`): its metadata is served at the
-        // path-aware URL of its resource, which the relay asks for its endpoint's path.
-        RouteConfig::new("/mcp", [secured.url()]),
-    ];
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let daemon = Daemon::start(config, data, admin).await.expect("start");
+    let daemon = start(
+        data,
+        vec![
+            rs_route(&relay, "/mcp/rs", &plain.url(), &issuer(&as_)),
+            // The same path as the upstream's own (`/mcp`): its metadata is served at the
+            // path-aware URL of its resource, which the relay asks for its endpoint's path.
+            RouteConfig::new("/mcp", [secured.url()]),
+        ],
+    )
+    .await;
 
     // (b) The relay as the resource server, the upstream without any auth.
     let summary = ts_oauth(
@@ -222,12 +239,13 @@ async fn tokens_are_refused_with_the_spec_challenge_and_a_rotated_key_is_picked_
     let as_ = provider(&keys, 0, false).await;
     let iss = issuer(&as_);
     let upstream = Peer::py_server(&[]).await;
-    let mut route = rs_route("/mcp/rs", &upstream.url(), &iss);
+    let (data, relay) = bind().await;
+    let mut route = rs_route(&relay, "/mcp/rs", &upstream.url(), &iss);
     if let Some(auth) = &mut route.auth {
         auth.tool_scopes
             .insert("echo".into(), vec!["mcp:admin".into()]);
     }
-    let daemon = start_routes(vec![route], |_| {}).await;
+    let daemon = start(data, vec![route]).await;
     let url = format!("http://{}/mcp/rs", daemon.data_addr());
     let url_for_calls = url.clone();
     let metadata = format!(
@@ -280,6 +298,20 @@ async fn tokens_are_refused_with_the_spec_challenge_and_a_rotated_key_is_picked_
         b'A'
     };
     let bad_signature = String::from_utf8(bad_signature).expect("ASCII");
+    // The same claims in a token typed `JWT` (as an ID token is): not an access token.
+    let untyped = {
+        let jwks: Value =
+            serde_json::from_str(&std::fs::read_to_string(&keys).expect("keys")).expect("JWKS");
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = jwks["keys"][0]["kid"].as_str().map(str::to_owned);
+        let pem = std::fs::read(format!("{}.pem", keys.display())).expect("PEM");
+        jsonwebtoken::encode(
+            &header,
+            &good,
+            &EncodingKey::from_rsa_pem(&pem).expect("key"),
+        )
+        .expect("sign")
+    };
     let cases = [
         (
             "wrong audience",
@@ -298,6 +330,7 @@ async fn tokens_are_refused_with_the_spec_challenge_and_a_rotated_key_is_picked_
         ),
         ("bad signature", bad_signature, "signature"),
         ("not a JWT", "opaque-token".to_owned(), "not a JWT"),
+        ("typed JWT, not at+jwt (an ID token)", untyped, "typ at+jwt"),
     ];
     for (what, token, reason) in cases {
         let answer = list(&url, Some(&token)).await;
@@ -349,6 +382,30 @@ async fn tokens_are_refused_with_the_spec_challenge_and_a_rotated_key_is_picked_
     let answer = call_with(with(json!({"scope": "mcp:tools mcp:admin"}))).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     eprintln!("per-tool scope: echo without mcp:admin 403 {c}; with it 200");
+    // A repeated `name` in a legacy call (no Mcp-Name to check it against; the SDK server
+    // runs the last one): not judged by a name the relay cannot read, refused.
+    let auth = format!("Bearer {valid}");
+    let client = Client::new();
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"rs-test","version":"0"}}}"#;
+    let answer = client
+        .post_read(&url, &[("authorization", &auth)], init)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let sid = answer
+        .header("mcp-session-id")
+        .expect("a session")
+        .to_owned();
+    let session = [
+        ("mcp-session-id", sid.as_str()),
+        ("mcp-protocol-version", "2025-11-25"),
+        ("authorization", auth.as_str()),
+    ];
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    client.post_read(&url, &session, initialized).await;
+    let sneaky = r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"progress","name":"echo","arguments":{"text":"x"}}}"#;
+    let answer = client.post_read(&url, &session, sneaky).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text());
+    assert!(challenge(&answer).contains("invalid_request"));
 
     // Rotation: the authorization server restarts with a new signing key; a token of the
     // SDK's flow signed with it is accepted by the running relay.
@@ -383,7 +440,7 @@ async fn tokens_are_refused_with_the_spec_challenge_and_a_rotated_key_is_picked_
     for (name, at_least) in [
         ("mcp_relay_auth_accepted_total", 5.0),
         ("mcp_relay_auth_missing_total", 1.0),
-        ("mcp_relay_auth_invalid_total", 5.0),
+        ("mcp_relay_auth_invalid_total", 6.0),
         ("mcp_relay_auth_insufficient_scope_total", 2.0),
     ] {
         let value: f64 = metrics
@@ -404,9 +461,10 @@ async fn another_subjects_token_does_not_find_a_session() {
     let as_ = provider(&keys, 0, false).await;
     let log = dir.path().join("requests.log");
     let upstream = Peer::py_server(&["--request-log", log.to_str().expect("UTF-8")]).await;
-    let daemon = start_routes(
-        vec![rs_route("/mcp/rs", &upstream.url(), &issuer(&as_))],
-        |_| {},
+    let (data, relay) = bind().await;
+    let daemon = start(
+        data,
+        vec![rs_route(&relay, "/mcp/rs", &upstream.url(), &issuer(&as_))],
     )
     .await;
     let url = format!("http://{}/mcp/rs", daemon.data_addr());
@@ -427,6 +485,23 @@ async fn another_subjects_token_does_not_find_a_session() {
         .header("mcp-session-id")
         .expect("a session")
         .to_owned();
+    // The operator sees whom the session is bound to (never a token).
+    let admin = daemon.admin_addr().expect("admin address").to_string();
+    let shown = grpcurl_json(
+        &admin,
+        &[
+            "-d",
+            &format!(r#"{{"name":"sessions/{sid}"}}"#),
+            "--",
+            "mcprelay.admin.v1.SessionService/GetSession",
+        ],
+    )
+    .await;
+    assert_eq!(
+        shown["subject"],
+        format!("{} alice", issuer(&as_)),
+        "{shown}"
+    );
     let session = [
         ("mcp-session-id", sid.as_str()),
         ("mcp-protocol-version", "2025-11-25"),
@@ -458,5 +533,119 @@ async fn another_subjects_token_does_not_find_a_session() {
     let seen = std::fs::read_to_string(&log).expect("log");
     assert_eq!(seen.matches("tools/call echo").count(), 1, "{seen}");
     drop(as_);
+    stop(daemon).await;
+}
+
+/// Forged `kid`s, and stale keys while the authorization server fails, do not make the relay
+/// hammer it: its keys are fetched at most once per `jwks_min_refresh`, however many requests
+/// name keys it lacks or find the keys stale; tokens of a key it holds keep passing meanwhile. (An authorization server of
+/// the test's own here, counting the fetches; the fixture key of `benches/fixtures`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_key_ids_fetch_the_keys_at_most_once_per_interval() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let fetches = std::sync::Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let issuer = format!("http://{}", listener.local_addr().expect("addr"));
+    let metadata = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}).to_string();
+    let jwks = include_str!("../benches/fixtures/rs256-test-jwks.json");
+    let counted = fetches.clone();
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fails = failing.clone();
+    let router = axum::Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            axum::routing::get(move || async move { metadata }),
+        )
+        .route(
+            "/jwks",
+            axum::routing::get(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let status = if fails.load(Ordering::SeqCst) {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                };
+                async move { (status, jwks) }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let upstream = Peer::py_server(&[]).await;
+    let (data, relay) = bind().await;
+    let mut route = rs_route(&relay, "/mcp/rs", &upstream.url(), &issuer);
+    if let Some(auth) = &mut route.auth {
+        auth.jwks_min_refresh = Duration::from_secs(30);
+    }
+    let daemon = start(data, vec![route]).await;
+    let url = format!("{relay}/mcp/rs");
+    let key = EncodingKey::from_rsa_pem(include_bytes!("../benches/fixtures/rs256-test-key.pem"))
+        .expect("the fixture key");
+    let sign = |kid: &str| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.to_owned());
+        header.typ = Some("at+jwt".into());
+        let t = now();
+        let claims = json!({"iss": issuer, "sub": "erin", "aud": url, "exp": t + 300, "iat": t, "scope": "mcp:tools"});
+        jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+    };
+    assert_eq!(
+        list(&url, Some(&sign("bench-1"))).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        1,
+        "the first token fetched the keys"
+    );
+    for i in 0..20 {
+        let answer = list(&url, Some(&sign(&format!("forged-{i}")))).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.text());
+        assert!(challenge(&answer).contains("key is not the authorization server's"));
+    }
+    // Within jwks_min_refresh of the first fetch: none more.
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        1,
+        "forged kids fetched the keys again"
+    );
+    assert_eq!(
+        list(&url, Some(&sign("bench-1"))).await.status,
+        StatusCode::OK
+    );
+    stop(daemon).await;
+
+    // Stale keys (jwks_max_age 1 s) and an authorization server answering 500: one fetch per
+    // second at most, and the keys held keep serving.
+    let (data, relay) = bind().await;
+    let mut route = rs_route(&relay, "/mcp/rs", &upstream.url(), &issuer);
+    if let Some(auth) = &mut route.auth {
+        auth.jwks_min_refresh = Duration::from_secs(1);
+        auth.jwks_max_age = Duration::from_secs(1);
+    }
+    let daemon = start(data, vec![route]).await;
+    let url = format!("{relay}/mcp/rs");
+    let sign = |jti: usize| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("bench-1".into());
+        header.typ = Some("at+jwt".into());
+        let t = now();
+        let claims = json!({"iss": issuer, "sub": "erin", "aud": url, "exp": t + 300, "iat": t, "scope": "mcp:tools", "jti": jti});
+        jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+    };
+    let before = fetches.load(Ordering::SeqCst);
+    assert_eq!(list(&url, Some(&sign(0))).await.status, StatusCode::OK);
+    failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let started = std::time::Instant::now();
+    for jti in 1..=30 {
+        // A new token each time: none is in the accepted-token cache.
+        assert_eq!(list(&url, Some(&sign(jti))).await.status, StatusCode::OK);
+    }
+    let elapsed = started.elapsed().as_secs() as usize;
+    let fetched = fetches.load(Ordering::SeqCst) - before;
+    eprintln!("30 tokens over {elapsed} s with stale keys and a failing server: {fetched} fetches");
+    assert!(fetched <= 2 + elapsed, "{fetched} fetches in {elapsed} s");
     stop(daemon).await;
 }

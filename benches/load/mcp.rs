@@ -50,12 +50,29 @@ impl fmt::Display for Era {
     }
 }
 
+/// `LOAD_AUTHORIZATION`: an `Authorization` value every request of the harness carries (to
+/// every target; the upstream ignores it), e.g. `Bearer <JWT>` for a relay configured as the
+/// resource server (`LOAD_RELAY_CONFIG` with `[proxy.auth]`; BENCHMARKS "Token validation").
+pub fn authorization() -> Option<&'static str> {
+    static VALUE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    VALUE
+        .get_or_init(|| {
+            std::env::var("LOAD_AUTHORIZATION")
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+        .as_deref()
+}
+
 /// The headers of a request for `method` in `era` (`session`: legacy only).
 pub fn headers(era: Era, method: &str, session: Option<&str>) -> Vec<(&'static str, String)> {
     let mut h = vec![
         ("content-type", "application/json".to_owned()),
         ("accept", "application/json, text/event-stream".to_owned()),
     ];
+    if let Some(value) = authorization() {
+        h.push(("authorization", value.to_owned()));
+    }
     match era {
         Era::Legacy => {
             h.push(("mcp-protocol-version", LEGACY_VERSION.to_owned()));
@@ -100,10 +117,14 @@ pub fn initialize_body(id: u64) -> String {
 
 /// The `initialize` headers (no session yet).
 pub fn initialize_headers() -> Vec<(&'static str, String)> {
-    vec![
+    let mut h = vec![
         ("content-type", "application/json".to_owned()),
         ("accept", "application/json, text/event-stream".to_owned()),
-    ]
+    ];
+    if let Some(value) = authorization() {
+        h.push(("authorization", value.to_owned()));
+    }
+    h
 }
 
 /// The JSON request of the request-rate measurement.

@@ -70,7 +70,15 @@ pub struct AuthConfig {
     /// The file `upstream_authorization = "file"` reads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_authorization_file: Option<PathBuf>,
-    /// Clock skew allowed on `exp` and `nbf`, in seconds. Default 60.
+    /// Whether tokens must say they are JWT access tokens (`typ: at+jwt`, RFC 9068 §4), so an
+    /// ID token of the same issuer and audience is refused. Default true (set false for an
+    /// authorization server that types its access tokens `JWT`).
+    pub require_access_token_type: bool,
+    /// PEM CA certificates the authorization server's `https://` URLs are verified against.
+    /// Default: none (the system's roots; `proxy.upstream_ca_file` is the upstreams').
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds (at most 300). Default 60.
     #[serde(rename = "leeway_secs")]
     #[serde_as(as = "DurationSeconds<u64>")]
     pub leeway: Duration,
@@ -98,6 +106,8 @@ impl Default for AuthConfig {
             tool_scopes: BTreeMap::new(),
             upstream_authorization: UpstreamAuthorization::Strip,
             upstream_authorization_file: None,
+            require_access_token_type: true,
+            ca_file: None,
             leeway: Duration::from_secs(60),
             jwks_max_age: Duration::from_secs(300),
             jwks_min_refresh: Duration::from_secs(10),
@@ -124,23 +134,24 @@ impl AuthConfig {
         if !self.is_resource_server() {
             return Ok(());
         }
-        let url = |key: &str, value: &str| -> Result<(), String> {
-            let uri: http::Uri = value
-                .parse()
-                .map_err(|e| format!("{key}: not a URL: {e}"))?;
-            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-                return Err(format!(
-                    "{key}: must be an http:// or https:// URL with a host"
-                ));
-            }
-            Ok(())
-        };
         if self.issuer.is_empty() {
             return Err("issuer: required with mode = \"resource_server\"".into());
         }
-        url("issuer", &self.issuer)?;
+        check_secure_url("issuer", &self.issuer)?;
         if !self.jwks_uri.is_empty() {
-            url("jwks_uri", &self.jwks_uri)?;
+            check_secure_url("jwks_uri", &self.jwks_uri)?;
+        }
+        if let Some(ca) = &self.ca_file {
+            crate::tls::client_config(Some(ca)).map_err(|e| format!("ca_file: {e}"))?;
+        }
+        if self.leeway > Duration::from_secs(300) {
+            return Err("leeway_secs: at most 300".into());
+        }
+        if self.jwks_min_refresh < Duration::from_secs(1) {
+            return Err("jwks_min_refresh_secs: at least 1".into());
+        }
+        if self.jwks_max_age < self.jwks_min_refresh {
+            return Err("jwks_max_age_secs: at least jwks_min_refresh_secs".into());
         }
         let scopes = [
             ("scopes_supported", &self.scopes_supported),
@@ -187,6 +198,28 @@ impl AuthConfig {
     }
 }
 
+/// `value` as a URL the keys may come from: `https://` with a host, or `http://` to a loopback
+/// address only (keys fetched in the clear could be swapped on the way).
+pub fn check_secure_url(key: &str, value: &str) -> Result<(), String> {
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|e| format!("{key}: not a URL: {e}"))?;
+    let host = uri.host().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match uri.scheme_str() {
+        Some("https") if !host.is_empty() => Ok(()),
+        Some("http") if loopback => Ok(()),
+        _ => Err(format!(
+            "{key}: must be an https:// URL (http:// only to a loopback address)"
+        )),
+    }
+}
+
 /// The `Authorization` value in `path` (trimmed; one line, visible ASCII and spaces). Errors
 /// name the file, never its contents.
 pub fn read_credential(path: &std::path::Path) -> Result<http::HeaderValue, String> {
@@ -207,4 +240,59 @@ pub fn read_credential(path: &std::path::Path) -> Result<http::HeaderValue, Stri
     })?;
     header.set_sensitive(true);
     Ok(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rs(issuer: &str) -> AuthConfig {
+        AuthConfig {
+            mode: AuthMode::ResourceServer,
+            issuer: issuer.into(),
+            ..AuthConfig::default()
+        }
+    }
+
+    /// Keys fetched in the clear could be swapped on the way: https, or http to loopback only.
+    #[test]
+    fn the_issuer_and_jwks_uri_must_be_https_or_loopback() {
+        assert!(rs("https://auth.example").check().is_ok());
+        assert!(rs("http://127.0.0.1:9000").check().is_ok());
+        assert!(rs("http://localhost:9000").check().is_ok());
+        assert!(rs("http://[::1]:9000").check().is_ok());
+        for bad in [
+            "http://auth.example",
+            "ftp://auth.example",
+            "auth.example",
+            "",
+        ] {
+            assert!(rs(bad).check().is_err(), "{bad}");
+        }
+        let mut c = rs("https://auth.example");
+        c.jwks_uri = "http://keys.example/jwks".into();
+        assert!(c.check().unwrap_err().contains("jwks_uri"));
+    }
+
+    #[test]
+    fn bounds_and_scope_tokens_are_checked() {
+        let mut c = rs("https://auth.example");
+        c.leeway = Duration::from_secs(301);
+        assert!(c.check().unwrap_err().contains("leeway_secs"));
+        let mut c = rs("https://auth.example");
+        c.jwks_min_refresh = Duration::ZERO;
+        assert!(c.check().unwrap_err().contains("jwks_min_refresh_secs"));
+        let mut c = rs("https://auth.example");
+        c.required_scopes = vec!["has space".into()];
+        assert!(c.check().unwrap_err().contains("scope token"));
+        let mut c = rs("https://auth.example");
+        c.upstream_authorization = UpstreamAuthorization::File;
+        assert!(
+            c.check()
+                .unwrap_err()
+                .contains("upstream_authorization_file")
+        );
+        // Transparent mode checks nothing of the rest.
+        assert!(AuthConfig::default().check().is_ok());
+    }
 }

@@ -797,6 +797,33 @@ mod tests {
         }
     }
 
+    /// A resource-server route must know its tokens' audience from the configuration, never
+    /// from the request's Host.
+    #[test]
+    fn a_resource_server_route_needs_its_public_url_or_an_audience() {
+        let route = |extra: &str| {
+            format!(
+                "[[routes]]\npath = \"/a\"\nupstreams = [\"http://h:1/mcp\"]\n{extra}[routes.auth]\nmode = \"resource_server\"\nissuer = \"https://as.example\"\n"
+            )
+        };
+        Jail::expect_with(|jail| {
+            jail.create_file("none.toml", &route(""))?;
+            let err = load(&sources(Some("none.toml"), Overrides::default())).unwrap_err();
+            assert!(err.to_string().contains("public_url"), "{err}");
+            jail.create_file(
+                "url.toml",
+                &route("public_url = \"https://mcp.example/a\"\n"),
+            )?;
+            load(&sources(Some("url.toml"), Overrides::default())).unwrap();
+            jail.create_file(
+                "global.toml",
+                "[proxy]\nupstream = \"http://h:1/mcp\"\n[proxy.auth]\nmode = \"resource_server\"\nissuer = \"https://as.example\"\naudience = \"https://mcp.example/mcp\"\n",
+            )?;
+            load(&sources(Some("global.toml"), Overrides::default())).unwrap();
+            Ok(())
+        });
+    }
+
     #[test]
     fn public_urls_belong_to_one_route() {
         Jail::expect_with(|jail| {

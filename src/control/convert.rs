@@ -30,6 +30,7 @@ pub fn session_to_pb(s: &Session) -> pb::Session {
         state: state_of(s, &streams) as i32,
         streams: streams.iter().map(|t| stream_to_pb(s, t)).collect(),
         route: s.route().to_owned(),
+        subject: s.bound_to().unwrap_or_default().to_owned(),
     }
 }
 

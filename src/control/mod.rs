@@ -219,20 +219,26 @@ const TLS_ACCEPT_QUEUE: usize = 64;
 /// Most TLS handshakes in progress on the control plane at once; connections past it are
 /// closed at once (an operator's tools open a handful).
 const MAX_TLS_HANDSHAKES: usize = 256;
+/// Most TLS handshakes in progress from one client address: one address holding sockets open
+/// cannot take every place (the lockout of operators it would otherwise be).
+const MAX_TLS_HANDSHAKES_PER_ADDRESS: usize = 8;
 /// How long a control-plane client has for its TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Accepts control-plane connections on `tcp` and hands each to the gRPC server once its TLS
 /// handshake with `tls`'s current certificate is done, each handshake in its own task (a slow
-/// client holds up no one), at most [`MAX_TLS_HANDSHAKES`] at once, each within
-/// [`TLS_HANDSHAKE_TIMEOUT`]. A failed handshake (no or an untrusted client certificate with
-/// mTLS, a client that does not speak TLS) is logged at info with the peer and closed.
+/// client holds up no one), at most [`MAX_TLS_HANDSHAKES`] at once and
+/// [`MAX_TLS_HANDSHAKES_PER_ADDRESS`] from one address, each within [`TLS_HANDSHAKE_TIMEOUT`].
+/// A failed handshake (no or an untrusted client certificate with mTLS, a client that does not
+/// speak TLS) is logged at debug with the peer and closed.
 async fn tls_accept(
     tcp: tokio::net::TcpListener,
     tls: Arc<ServerTls>,
     accepted: tokio::sync::mpsc::Sender<std::io::Result<Transport>>,
 ) {
     let in_progress = Arc::new(tokio::sync::Semaphore::new(MAX_TLS_HANDSHAKES));
+    let per_address: Arc<parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
+        Arc::default();
     loop {
         let (stream, peer) = match tcp.accept().await {
             Ok(pair) => pair,
@@ -243,14 +249,26 @@ async fn tls_accept(
                 continue;
             }
         };
+        let ip = peer.ip().to_canonical();
+        {
+            let mut counts = per_address.lock();
+            let count = counts.entry(ip).or_insert(0);
+            if *count >= MAX_TLS_HANDSHAKES_PER_ADDRESS {
+                tracing::debug!(%peer, "control plane: too many TLS handshakes from this address; closing");
+                continue;
+            }
+            *count += 1;
+        }
+        let done = AddressDone(per_address.clone(), ip);
         let Ok(permit) = in_progress.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "control plane: too many TLS handshakes in progress; closing");
+            tracing::debug!(%peer, "control plane: too many TLS handshakes in progress; closing");
             continue;
         };
         let acceptor = tls.acceptor();
         let accepted = accepted.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _done = done;
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     // The server is gone (shutdown): the connection closes.
@@ -258,13 +276,32 @@ async fn tls_accept(
                         .send(Ok(Transport::Tls(Box::new(stream.into()))))
                         .await;
                 }
+                // Scanners and clients without a certificate make these routinely: debug only.
                 Ok(Err(err)) => {
-                    tracing::info!(%peer, error = %err, "control plane: TLS handshake refused");
+                    tracing::debug!(%peer, error = %err, "control plane: TLS handshake refused");
                 }
                 Err(_) => {
-                    tracing::info!(%peer, "control plane: TLS handshake timed out");
+                    tracing::debug!(%peer, "control plane: TLS handshake timed out");
                 }
             }
         });
+    }
+}
+
+/// Gives back one address's place in the handshake count when the handshake ends.
+struct AddressDone(
+    Arc<parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    std::net::IpAddr,
+);
+
+impl Drop for AddressDone {
+    fn drop(&mut self) {
+        let mut counts = self.0.lock();
+        if let Some(count) = counts.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.1);
+            }
+        }
     }
 }

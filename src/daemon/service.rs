@@ -182,6 +182,15 @@ pub async fn run_with(
 /// that need a restart are named in a warning. A configuration that fails to load or validate
 /// leaves everything as it was.
 fn reload_routes(daemon: &Daemon, reload: &Reloader, current: &mut Config) {
+    // Certificates first, from the files the daemon runs with: a renewal is not held up by a
+    // configuration file that does not load.
+    for (what, err) in daemon.reload_tls() {
+        tracing::error!(
+            setting = what,
+            error = %err,
+            "SIGHUP: TLS certificate or key refused; the running one keeps serving",
+        );
+    }
     let config = match reload() {
         Ok(config) => config,
         Err(err) => {
@@ -193,13 +202,6 @@ fn reload_routes(daemon: &Daemon, reload: &Reloader, current: &mut Config) {
         }
     };
     let reloaded = daemon.reload(&config);
-    for (what, err) in daemon.reload_tls() {
-        tracing::error!(
-            setting = what,
-            error = %err,
-            "SIGHUP: TLS certificate or key refused; the running one keeps serving",
-        );
-    }
     // Settings read only at start: a change is named in a warning, and `current` keeps what
     // the daemon runs with, so the next reload compares against that.
     let mut restart_only = Vec::new();

@@ -135,9 +135,13 @@ pub struct ResourceServer {
     keys: ArcSwapOption<Keys>,
     /// One fetch at a time; when the last one started.
     refresh: tokio::sync::Mutex<Option<Instant>>,
-    accepted: Mutex<lru::LruCache<String, Arc<Principal>>>,
+    /// SHA-256 of `audience ␀ token` → who it speaks for (no token kept in memory).
+    accepted: Mutex<lru::LruCache<[u8; 32], Arc<Principal>>>,
     /// The `Authorization` the upstream gets with `upstream_authorization = "file"`.
     credential: Option<HeaderValue>,
+    /// The audience tokens must carry and the challenges' `resource_metadata`, when the
+    /// configuration fixes them (`audience`, `public_url`): computed once, not per request.
+    fixed: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for ResourceServer {
@@ -153,11 +157,38 @@ struct Claims {
     iss: String,
     sub: String,
     exp: u64,
+    /// RFC 9068 / RFC 8693: a space-separated string (some servers send an array).
     #[serde(default)]
-    scope: Option<String>,
+    scope: Option<Scopes>,
+    /// Microsoft Entra's and Okta's name for it, either shape.
     #[serde(default)]
-    scp: Option<Vec<String>>,
+    scp: Option<Scopes>,
 }
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scopes {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl Scopes {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::Text(text) => text
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            Self::List(list) => list,
+        }
+    }
+}
+
+/// Longest `sub` accepted, in bytes (it is kept per session and per accepted token).
+pub const MAX_SUBJECT_BYTES: usize = 1024;
+/// How long one fetch of the keys (metadata and JWKS together) may take.
+pub const KEYS_FETCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Deserialize)]
 struct AsMetadata {
@@ -192,9 +223,22 @@ impl ResourceServer {
             }
             _ => None,
         };
+        // The authorization server is verified against `auth.ca_file` (else the system's
+        // roots), not the upstreams' CA.
+        let mut fetch = proxy.clone();
+        fetch.upstream_ca_file = config.ca_file.clone();
+        let public = proxy
+            .public_url
+            .as_deref()
+            .and_then(|u| super::oauth::PublicUrl::parse(u).ok());
+        let fixed = match (&public, config.audience.is_empty()) {
+            (Some(public), true) => Some((public.resource().to_owned(), public.metadata_url())),
+            (Some(public), false) => Some((config.audience.clone(), public.metadata_url())),
+            (None, _) => None,
+        };
         Some(Arc::new(Self {
             config: config.clone(),
-            fetch: proxy.clone(),
+            fetch,
             connections: UpstreamConnections::new(8),
             fetch_stats: Arc::default(),
             keys: ArcSwapOption::empty(),
@@ -203,12 +247,19 @@ impl ResourceServer {
                 NonZeroUsize::new(MAX_CACHED_TOKENS).unwrap_or(NonZeroUsize::MIN),
             )),
             credential,
+            fixed,
         }))
     }
 
     /// The settings.
     pub fn config(&self) -> &AuthConfig {
         &self.config
+    }
+
+    /// The audience and the `resource_metadata` URL fixed by the configuration (its
+    /// `public_url`, and `audience` when set); `None`: derived from each request.
+    pub fn fixed_urls(&self) -> Option<(&str, &str)> {
+        self.fixed.as_ref().map(|(a, m)| (a.as_str(), m.as_str()))
     }
 
     /// Sets what the upstream gets as `Authorization` on `upstream` (headers of a request
@@ -323,11 +374,19 @@ impl ResourceServer {
         } else {
             &self.config.audience
         };
-        let key = format!("{audience}\u{0}{token}");
+        let key = {
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            ctx.update(audience.as_bytes());
+            ctx.update(&[0]);
+            ctx.update(token.as_bytes());
+            let mut key = [0u8; 32];
+            key.copy_from_slice(ctx.finish().as_ref());
+            key
+        };
         let now = unix_now();
         let cached = self.accepted.lock().get(&key).cloned();
         let principal = match cached {
-            Some(p) if p.expires + self.config.leeway.as_secs() > now => p,
+            Some(p) if p.expires.saturating_add(self.config.leeway.as_secs()) > now => p,
             _ => {
                 let principal = Arc::new(
                     self.verify(token, audience)
@@ -389,6 +448,14 @@ impl ResourceServer {
             )
         };
         let head = jsonwebtoken::decode_header(token).map_err(|_| invalid("not a JWT"))?;
+        // RFC 9068 §4: an access token says so (`at+jwt`), so an ID token of the same issuer
+        // and audience is not taken for one.
+        let typ_ok = head.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+        });
+        if self.config.require_access_token_type && !typ_ok {
+            return Err(invalid("the token is not a JWT access token (typ at+jwt)"));
+        }
         if !matches!(
             head.alg,
             Algorithm::RS256
@@ -423,15 +490,20 @@ impl ResourceServer {
             })
         })?;
         let claims = data.claims;
-        let scopes = match (claims.scope, claims.scp) {
-            (Some(scope), _) => scope
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            (None, Some(scp)) => scp,
-            (None, None) => Vec::new(),
+        if claims.sub.is_empty() || claims.sub.len() > MAX_SUBJECT_BYTES {
+            return Err(invalid("the token's subject is empty or too long"));
+        }
+        // Only the scopes this route asks about are kept (bounded by the configuration).
+        let granted = claims
+            .scope
+            .or(claims.scp)
+            .map(Scopes::into_vec)
+            .unwrap_or_default();
+        let asked = |s: &String| {
+            self.config.required_scopes.contains(s)
+                || self.config.tool_scopes.values().any(|v| v.contains(s))
         };
+        let scopes = granted.into_iter().filter(asked).collect();
         Ok(Principal {
             binding: format!("{} {}", claims.iss, claims.sub),
             issuer: claims.iss,
@@ -458,7 +530,11 @@ impl ResourceServer {
         {
             return Ok(key);
         }
-        let mut last = self.refresh.lock().await;
+        // One fetch at a time; a request waits for another's at most the fetch deadline, then
+        // goes on with the keys held.
+        let mut last = tokio::time::timeout(KEYS_FETCH_DEADLINE, self.refresh.lock())
+            .await
+            .ok();
         // Another request may have fetched while this one waited.
         let held = self.keys.load_full();
         if let Some(keys) = &held
@@ -467,11 +543,17 @@ impl ResourceServer {
         {
             return Ok(key);
         }
-        let may_fetch = last.is_none_or(|t| t.elapsed() >= self.config.jwks_min_refresh)
-            || held.as_ref().is_some_and(|k| !fresh(k));
-        if may_fetch {
-            *last = Some(Instant::now());
-            match self.fetch_keys().await {
+        // At most one fetch per `jwks_min_refresh`, stale keys or not: an authorization server
+        // that is down is not asked once per request, and forged `kid`s cannot make it so.
+        let may_fetch = last
+            .as_deref()
+            .is_some_and(|t| t.is_none_or(|t| t.elapsed() >= self.config.jwks_min_refresh));
+        if let Some(last) = last.as_mut().filter(|_| may_fetch) {
+            **last = Some(Instant::now());
+            let fetched = tokio::time::timeout(KEYS_FETCH_DEADLINE, self.fetch_keys())
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {KEYS_FETCH_DEADLINE:?}")));
+            match fetched {
                 Ok(keys) => {
                     tracing::info!(issuer = %self.config.issuer, keys = keys.by_kid.len() + usize::from(keys.only.is_some()), "resource server: keys fetched");
                     self.keys.store(Some(Arc::new(keys)));
@@ -482,6 +564,7 @@ impl ResourceServer {
             }
         }
         drop(last);
+        // The keys held, stale or not, when no fresher ones could be had.
         match self.keys.load_full() {
             Some(keys) => find(&keys).ok_or((
                 http::StatusCode::UNAUTHORIZED,
@@ -547,17 +630,22 @@ impl ResourceServer {
         ];
         let mut errors = Vec::new();
         for url in candidates {
-            match self.fetch_json(&url).await {
-                Ok(body) => {
-                    let meta: AsMetadata = serde_json::from_slice(&body)
-                        .map_err(|e| format!("{url}: not authorization-server metadata: {e}"))?;
+            let meta = self.fetch_json(&url).await.and_then(|body| {
+                serde_json::from_slice::<AsMetadata>(&body)
+                    .map_err(|e| format!("{url}: not authorization-server metadata: {e}"))
+            });
+            match meta {
+                Ok(meta) => {
                     if meta.issuer.trim_end_matches('/') != issuer {
                         return Err(format!(
                             "{url}: names issuer {:?}, not the configured one",
                             meta.issuer
                         ));
                     }
-                    return meta.jwks_uri.ok_or_else(|| format!("{url}: no jwks_uri"));
+                    let jwks_uri = meta.jwks_uri.ok_or_else(|| format!("{url}: no jwks_uri"))?;
+                    crate::config::auth::check_secure_url("jwks_uri", &jwks_uri)
+                        .map_err(|e| format!("{url}: {e}"))?;
+                    return Ok(jwks_uri);
                 }
                 Err(err) => errors.push(err),
             }

@@ -164,28 +164,43 @@ impl Proxy {
         let Some(auth) = self.route.auth() else {
             return Ok(());
         };
-        let public = super::oauth::PublicUrl::of(&self.route, &request.parts);
+        // Fixed by the configuration (a loaded one always has them), else from the request.
+        let derived;
+        let (resource, metadata_url) = match auth.fixed_urls() {
+            Some(fixed) => fixed,
+            None => {
+                let public = super::oauth::PublicUrl::of(&self.route, &request.parts);
+                derived = (public.resource().to_owned(), public.metadata_url());
+                (derived.0.as_str(), derived.1.as_str())
+            }
+        };
         let peek = request.peek.as_ref();
-        if peek.is_some_and(|p| p.batch) && !auth.config().tool_scopes.is_empty() {
-            return Err(Reject::Unauthorized(Box::new(super::auth::AuthRefusal {
+        let bad_request = |reason| {
+            Reject::Unauthorized(Box::new(super::auth::AuthRefusal {
                 status: http::StatusCode::BAD_REQUEST,
                 error: Some("invalid_request"),
                 scope: None,
-                metadata_url: public.metadata_url(),
-                reason: "batches are not accepted on a route with per-tool scopes",
-            })));
+                metadata_url: metadata_url.to_owned(),
+                reason,
+            }))
+        };
+        let is_call = peek.is_some_and(|p| p.method.as_deref() == Some("tools/call"));
+        let tool = peek.filter(|_| is_call).and_then(|p| p.name.as_deref());
+        if !auth.config().tool_scopes.is_empty() && peek.is_some() {
+            // The tool judged must be the one the server will run: a batch, a body with a
+            // repeated key (the SDKs keep the last one; the peek reads none) or a call
+            // without a readable name cannot be judged here.
+            if peek.is_some_and(|p| p.batch) {
+                return Err(bad_request(
+                    "batches are not accepted on a route with per-tool scopes",
+                ));
+            }
+            if !era::is_readable(&request.body) || (is_call && tool.is_none()) {
+                return Err(bad_request("the request cannot be read for its tool"));
+            }
         }
-        let tool = peek
-            .filter(|p| p.method.as_deref() == Some("tools/call"))
-            .and_then(|p| p.name.as_deref());
         let principal = auth
-            .authenticate(
-                &request.parts,
-                public.resource(),
-                &public.metadata_url(),
-                tool,
-                &self.stats,
-            )
+            .authenticate(&request.parts, resource, metadata_url, tool, &self.stats)
             .await
             .map_err(|refusal| Reject::Unauthorized(Box::new(refusal)))?;
         request.principal = Some(principal);
@@ -235,10 +250,12 @@ impl Proxy {
                     check_binding(s, principal)
                 })? {
                     Some(session) => session,
+                    // On a resource-server route a session of the store is bound to nobody
+                    // (bindings are not persisted): not found, and the record not touched.
+                    None if principal.is_some() => return Err(Reject::SessionNotFound),
                     None => {
                         let session = self.restore_session(sid, header_version).await?;
                         endpoint = self.session_endpoint(&session)?;
-                        check_binding(&session, principal)?;
                         session
                     }
                 };

@@ -205,6 +205,9 @@ fn check_proxy(config: &Config, upstream: Option<&str>) -> Result<Uri, ConfigErr
              its own public_url",
         ));
     }
+    if upstream.authority().is_some() {
+        check_audience(p).map_err(|m| invalid("proxy.auth", m))?;
+    }
     if p.threads > MAX_DATA_THREADS {
         return Err(invalid(
             "proxy.threads",
@@ -324,13 +327,30 @@ fn check_proxy_values(p: &ProxyConfig) -> Result<(), (&'static str, String)> {
 fn check_routes(config: &Config) -> Result<(), ConfigError> {
     crate::config::routes::check_routes(config).map_err(|message| invalid("routes", message))?;
     for route in &config.routes {
-        check_proxy_values(&route.apply(&config.proxy)).map_err(|(key, message)| {
+        let effective = route.apply(&config.proxy);
+        check_audience(&effective)
+            .map_err(|m| invalid("routes", format!("route `{}`: `auth` {m}", route.path)))?;
+        check_proxy_values(&effective).map_err(|(key, message)| {
             let key = key.trim_start_matches("proxy.");
             invalid(
                 "routes",
                 format!("route `{}`: `{key}` {message}", route.path),
             )
         })?;
+    }
+    Ok(())
+}
+
+/// A resource-server route knows which audience its tokens must carry: `auth.audience` or its
+/// `public_url`. (Derived from the request's `Host`, a client could name any host admission
+/// lets in, a loopback one at least, and have a token minted for that other server accepted.)
+fn check_audience(p: &ProxyConfig) -> Result<(), String> {
+    if p.auth.is_resource_server() && p.auth.audience.is_empty() && p.public_url.is_none() {
+        return Err(
+            "resource_server needs the URL tokens are issued for: set the route's public_url \
+             (or auth.audience)"
+                .into(),
+        );
     }
     Ok(())
 }

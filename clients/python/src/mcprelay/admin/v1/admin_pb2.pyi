@@ -95,7 +95,7 @@ ENDPOINT_HEALTH_HEALTHY: EndpointHealth
 ENDPOINT_HEALTH_EJECTED: EndpointHealth
 
 class Session(_message.Message):
-    __slots__ = ("name", "upstream_session_id", "upstream", "protocol_version", "era", "create_time", "last_activity_time", "streams", "state", "route")
+    __slots__ = ("name", "upstream_session_id", "upstream", "protocol_version", "era", "create_time", "last_activity_time", "streams", "state", "route", "subject")
     NAME_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +106,7 @@ class Session(_message.Message):
     STREAMS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
     name: str
     upstream_session_id: str
     upstream: str
@@ -116,7 +117,8 @@ class Session(_message.Message):
     streams: _containers.RepeatedCompositeFieldContainer[Stream]
     state: SessionState
     route: str
-    def __init__(self, name: _Optional[str] = ..., upstream_session_id: _Optional[str] = ..., upstream: _Optional[str] = ..., protocol_version: _Optional[str] = ..., era: _Optional[_Union[ProtocolEra, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_activity_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., streams: _Optional[_Iterable[_Union[Stream, _Mapping]]] = ..., state: _Optional[_Union[SessionState, str]] = ..., route: _Optional[str] = ...) -> None: ...
+    subject: str
+    def __init__(self, name: _Optional[str] = ..., upstream_session_id: _Optional[str] = ..., upstream: _Optional[str] = ..., protocol_version: _Optional[str] = ..., era: _Optional[_Union[ProtocolEra, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_activity_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., streams: _Optional[_Iterable[_Union[Stream, _Mapping]]] = ..., state: _Optional[_Union[SessionState, str]] = ..., route: _Optional[str] = ..., subject: _Optional[str] = ...) -> None: ...
 
 class Stream(_message.Message):
     __slots__ = ("name", "kind", "create_time", "events_forwarded", "duplicates_dropped", "client_connected", "upstream_state", "replay_window_bytes", "last_client_event_id")
