@@ -12,7 +12,7 @@
 
 mod support;
 
-use std::{path::Path, process::Stdio, time::Duration};
+use std::{path::Path, time::Duration};
 
 use http::StatusCode;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -23,37 +23,14 @@ use mcp_relay::{
 use serde_json::{Value, json};
 use support::{
     http::{Answer, Client},
-    peers::{Peer, grpcurl_json, repo_root},
+    peers::{Peer, grpcurl_json, run_driver},
 };
-use tokio::process::Command;
 
 /// The official TypeScript SDK client completing the OAuth flow against `url` as `login`.
 async fn ts_oauth(url: &str, login: &str, extra: &[&str]) -> Value {
-    let output = Command::new("node")
-        .current_dir(repo_root())
-        .arg("tests/peers/ts_oauth_client.mjs")
-        .args([url, "--login", login])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(90), output)
-        .await
-        .expect("ts_oauth_client within 90 s")
-        .expect("spawn node");
-    assert!(
-        output.status.success(),
-        "ts_oauth_client against {url} as {login} failed; its error is above"
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON line: {text}"));
-    serde_json::from_str(line).expect("driver JSON")
+    let mut args = vec!["tests/peers/ts_oauth_client.mjs", url, "--login", login];
+    args.extend_from_slice(extra);
+    run_driver(Path::new("node"), &args, &[], Duration::from_secs(90)).await
 }
 
 /// The authorization server: oidc-provider with its private keys in `keys`.

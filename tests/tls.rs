@@ -16,7 +16,6 @@ mod support;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Stdio,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -33,12 +32,11 @@ use serde_json::Value;
 use support::{
     daemon_proc::{NotifySocket, PROC_WAIT, RelayProcess, addrs_of_ready_status, status_of},
     http::Client,
-    peers::{Peer, grpcurl_raw, python, repo_root},
+    peers::{Peer, grpcurl_raw, python, run_driver},
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
-    process::Command,
 };
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
@@ -155,72 +153,42 @@ fn tool_names(body: &[u8]) -> Vec<String> {
 
 /// The official Python SDK client driver over `https://`, trusting only `ca`.
 async fn py_client(url: &str, mode: &str, ca: &Path) -> Value {
-    let output = Command::new(python())
-        .current_dir(repo_root())
-        .arg("tests/peers/py_client.py")
-        .args([
-            "--url",
-            url,
-            "--mode",
-            mode,
-            "--steps",
-            "3",
-            "--delay-ms",
-            "20",
-        ])
-        .env("SSL_CERT_FILE", ca)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(90), output)
-        .await
-        .expect("py_client within 90 s")
-        .expect("spawn py_client");
-    assert!(
-        output.status.success(),
-        "py_client {mode} over TLS failed; its traceback is above"
-    );
-    last_json(&output.stdout)
+    let args = [
+        "tests/peers/py_client.py",
+        "--url",
+        url,
+        "--mode",
+        mode,
+        "--steps",
+        "3",
+        "--delay-ms",
+        "20",
+    ];
+    run_driver(
+        &python(),
+        &args,
+        &[("SSL_CERT_FILE", ca)],
+        Duration::from_secs(90),
+    )
+    .await
 }
 
 /// The official TypeScript SDK client driver over `https://`, Node trusting `ca` besides its
 /// own roots (`NODE_EXTRA_CA_CERTS`).
 async fn ts_client(url: &str, ca: &Path) -> Value {
-    let output = Command::new("node")
-        .current_dir(repo_root())
-        .args([
-            "tests/peers/ts_client.mjs",
-            url,
-            "progress",
-            r#"{"steps":3,"delay_ms":20}"#,
-        ])
-        .env("NODE_EXTRA_CA_CERTS", ca)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(90), output)
-        .await
-        .expect("ts_client within 90 s")
-        .expect("spawn node");
-    assert!(
-        output.status.success(),
-        "ts_client over TLS failed; its error is above"
-    );
-    last_json(&output.stdout)
-}
-
-fn last_json(stdout: &[u8]) -> Value {
-    let text = String::from_utf8_lossy(stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON line: {text}"));
-    serde_json::from_str(line).expect("driver JSON")
+    let args = [
+        "tests/peers/ts_client.mjs",
+        url,
+        "progress",
+        r#"{"steps":3,"delay_ms":20}"#,
+    ];
+    run_driver(
+        Path::new("node"),
+        &args,
+        &[("NODE_EXTRA_CA_CERTS", ca)],
+        Duration::from_secs(90),
+    )
+    .await
 }
 
 async fn scrape(metrics: SocketAddr) -> String {

@@ -219,7 +219,8 @@ impl Proxy {
     /// Rejections (with the request's id): an unknown `MCP-Protocol-Version` or `_meta`
     /// version `400`/-32022 (`data.supported`); a mirrored header that disagrees with the
     /// body `400`/-32020; an `Mcp-Session-Id` not held here nor in the store, or of another
-    /// route or endpoint, `404`/-32001; a
+    /// route or endpoint, or (on a resource-server route) bound to another subject or not held
+    /// here, `404`/-32001; a
     /// store that cannot answer `503`/-32603 (logged); a legacy `initialize` without a
     /// session while `session.max_sessions` are live `503`/-32603 (counted), refused before
     /// the upstream makes a session for nothing.

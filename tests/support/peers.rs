@@ -187,21 +187,37 @@ pub async fn run_client(url: &str, args: &[&str]) -> Value {
 /// Runs the Python driver `tests/peers/<script>` with `args` and returns its JSON summary (its
 /// last JSON line); panics when it fails or runs longer than `timeout`.
 pub async fn run_script(script: &str, args: &[&str], timeout: Duration) -> Value {
-    let mut cmd = Command::new(python());
+    let path = peer_script(script);
+    let mut all = vec![path.to_str().expect("UTF-8 path")];
+    all.extend_from_slice(args);
+    run_driver(&python(), &all, &[], timeout).await
+}
+
+/// Runs `program args` from the repository root with extra `env` (a test driver: Python with
+/// the venv's interpreter, or `node`) and returns its JSON summary (its last JSON line); panics
+/// when it fails or runs longer than `timeout`, its own error being on stderr above.
+pub async fn run_driver(
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, &Path)],
+    timeout: Duration,
+) -> Value {
+    let mut cmd = Command::new(program);
     cmd.current_dir(repo_root())
-        .arg(peer_script(script))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
     let output = tokio::time::timeout(timeout, cmd.output())
         .await
-        .unwrap_or_else(|_| panic!("{script} did not finish within {timeout:?}"))
-        .unwrap_or_else(|e| panic!("spawn {script}: {e}"));
+        .unwrap_or_else(|_| panic!("{args:?} did not finish within {timeout:?}"))
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
     assert!(
         output.status.success(),
-        "{script} {args:?} failed ({}); its traceback is above",
+        "{} {args:?} failed ({}); its error is above",
+        program.display(),
         output.status
     );
     last_json_line(&output.stdout)
