@@ -359,6 +359,30 @@ async fn tokens_are_refused_with_the_spec_challenge_and_a_rotated_key_is_picked_
     let answer = call_with(with(json!({"scope": "mcp:tools mcp:admin"}))).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     eprintln!("per-tool scope: echo without mcp:admin 403 {c}; with it 200");
+    // tools/list shows a token only the tools it may call.
+    let names = |answer: Answer| -> Vec<String> {
+        let text = answer.text().to_owned();
+        let json = text
+            .lines()
+            .find_map(|l| l.strip_prefix("data:").map(str::trim))
+            .unwrap_or(text.trim())
+            .to_owned();
+        let v: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {text}"));
+        v["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no tools: {text}"))
+            .iter()
+            .map(|t| t["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let without = names(list(&url, Some(&valid)).await);
+    assert!(!without.contains(&"echo".to_owned()), "{without:?}");
+    assert!(without.contains(&"progress".to_owned()), "{without:?}");
+    let admin = with(json!({"scope": "mcp:tools mcp:admin"}));
+    assert_eq!(list(&url, Some(&admin)).await.status, StatusCode::OK);
+    let with_admin = names(list(&url, Some(&admin)).await);
+    assert!(with_admin.contains(&"echo".to_owned()), "{with_admin:?}");
+    eprintln!("tools/list: {without:?} without mcp:admin, {with_admin:?} with it");
     // A repeated `name` in a legacy call (no Mcp-Name to check it against; the SDK server
     // runs the last one): not judged by a name the relay cannot read, refused.
     let auth = format!("Bearer {valid}");

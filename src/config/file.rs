@@ -820,6 +820,17 @@ mod tests {
                 "[proxy]\nupstream = \"http://h:1/mcp\"\n[proxy.auth]\nmode = \"resource_server\"\nissuer = \"https://as.example\"\naudience = \"https://mcp.example/mcp\"\n",
             )?;
             load(&sources(Some("global.toml"), Overrides::default())).unwrap();
+            // Per-tool scopes and the result cache on one route: refused.
+            jail.create_file(
+                "cached.toml",
+                &route("public_url = \"https://mcp.example/a\"\n[routes.cache]\nenabled = true\n")
+                    .replace(
+                        "issuer = \"https://as.example\"\n",
+                        "issuer = \"https://as.example\"\ntool_scopes = { x = [\"admin\"] }\n",
+                    ),
+            )?;
+            let err = load(&sources(Some("cached.toml"), Overrides::default())).unwrap_err();
+            assert!(err.to_string().contains("not supported together"), "{err}");
             Ok(())
         });
     }

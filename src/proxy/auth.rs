@@ -256,6 +256,28 @@ impl ResourceServer {
         &self.config
     }
 
+    /// Who the token in `authorization` speaks for, if this route accepted it (and it has not
+    /// expired): for the `tools/list` filter, after the authenticate step accepted it. `None`
+    /// without a fixed audience (the cache key needs it).
+    pub fn accepted(&self, authorization: Option<&HeaderValue>) -> Option<Arc<Principal>> {
+        let token = bearer(authorization?)?;
+        let audience = if self.config.audience.is_empty() {
+            self.fixed.as_ref().map(|(a, _)| a.as_str())?
+        } else {
+            &self.config.audience
+        };
+        let principal = self
+            .accepted
+            .lock()
+            .peek(&token_key(audience, token))
+            .cloned()?;
+        (principal
+            .expires
+            .saturating_add(self.config.leeway.as_secs())
+            > unix_now())
+        .then_some(principal)
+    }
+
     /// The audience and the `resource_metadata` URL fixed by the configuration (its
     /// `public_url`, and `audience` when set); `None`: derived from each request.
     pub fn fixed_urls(&self) -> Option<(&str, &str)> {
@@ -349,19 +371,11 @@ impl ResourceServer {
                 "more than one Authorization header",
             ));
         }
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                let mut refusal = refuse(unauthorized, None, "no bearer token");
-                refusal.scope = self.scope_hint(&[]);
-                refusal
-            })?;
+        let token = bearer(value).ok_or_else(|| {
+            let mut refusal = refuse(unauthorized, None, "no bearer token");
+            refusal.scope = self.scope_hint(&[]);
+            refusal
+        })?;
         if token.len() > MAX_TOKEN_BYTES {
             return Err(refuse(
                 unauthorized,
@@ -374,15 +388,7 @@ impl ResourceServer {
         } else {
             &self.config.audience
         };
-        let key = {
-            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            ctx.update(audience.as_bytes());
-            ctx.update(&[0]);
-            ctx.update(token.as_bytes());
-            let mut key = [0u8; 32];
-            key.copy_from_slice(ctx.finish().as_ref());
-            key
-        };
+        let key = token_key(audience, token);
         let now = unix_now();
         let cached = self.accepted.lock().get(&key).cloned();
         let principal = match cached {
@@ -687,6 +693,24 @@ impl ResourceServer {
         .map_err(|e| format!("{url}: {e}"))?;
         Ok(body.to_bytes())
     }
+}
+
+/// The accepted-token cache's key: SHA-256 of `audience ␀ token` (no token kept in memory).
+fn token_key(audience: &str, token: &str) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(audience.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(token.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(ctx.finish().as_ref());
+    key
+}
+
+/// The bearer token of an `Authorization` value, if it is one.
+fn bearer(value: &HeaderValue) -> Option<&str> {
+    let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 fn unix_now() -> u64 {

@@ -258,6 +258,13 @@ fn check_proxy_values(p: &ProxyConfig) -> Result<(), (&'static str, String)> {
             .map_err(|e| ("proxy.upstream_ca_file", e.to_string()))?;
     }
     p.auth.check().map_err(|e| ("proxy.auth", e))?;
+    if p.auth.is_resource_server() && !p.auth.tool_scopes.is_empty() && p.cache.enabled {
+        // A cached `tools/list` would be answered before the per-token filter sees it.
+        return Err((
+            "proxy.auth",
+            "tool_scopes and the result cache on one route are not supported together yet".into(),
+        ));
+    }
     p.policy.check().map_err(|e| ("proxy.policy", e))?;
     p.rate_limit.check().map_err(|e| ("proxy.rate_limit", e))?;
     p.cache.check().map_err(|e| ("proxy.cache", e))?;

@@ -23,6 +23,7 @@ pub mod cache;
 mod phase;
 pub mod policy;
 pub mod rate_limit;
+pub mod tool_scopes;
 
 use std::{
     borrow::Cow,
@@ -362,7 +363,11 @@ impl Chain {
     /// `rate_limit` limits anything, the tool policy when `policy` restricts anything, the
     /// result cache when `cache.enabled` (last: a denied request is never served from it, and
     /// it keeps what the client got, a filtered list). `None` when it has no interceptor.
-    pub fn for_route(route: Arc<str>, config: &ProxyConfig) -> Option<Arc<Self>> {
+    pub fn for_route(
+        route: Arc<str>,
+        config: &ProxyConfig,
+        auth: Option<&Arc<crate::proxy::auth::ResourceServer>>,
+    ) -> Option<Arc<Self>> {
         let mut interceptors: Vec<Arc<dyn Interceptor>> = Vec::new();
         if !config.rate_limit.is_empty() {
             match rate_limit::RateLimit::new(&config.rate_limit) {
@@ -389,6 +394,9 @@ impl Chain {
                     interceptors.push(Arc::new(policy::Policy::deny_all()));
                 }
             }
+        }
+        if let Some(scopes) = tool_scopes::ToolScopes::new(auth) {
+            interceptors.push(Arc::new(scopes));
         }
         let cache = config
             .cache

@@ -76,9 +76,10 @@ impl Route {
                 )
             })
             .collect();
+        let auth = ResourceServer::for_route(&resolved.proxy);
         Self {
-            chain: Chain::for_route(name.clone(), &resolved.proxy),
-            auth: ResourceServer::for_route(&resolved.proxy),
+            chain: Chain::for_route(name.clone(), &resolved.proxy, auth.as_ref()),
+            auth,
             name,
             aliases: Vec::new(),
             path: resolved.path.clone(),
@@ -432,28 +433,34 @@ impl Routing {
                     endpoints.push(gone.clone());
                 }
             }
-            // The same interceptors (policy, limits, cache unchanged) keep their state and
-            // counters; any change builds the chain anew.
-            let same = |a: &ProxyConfig, b: &ProxyConfig| {
-                a.policy == b.policy && a.rate_limit == b.rate_limit && a.cache == b.cache
-            };
-            let chain = if previous.name == name && same(&previous.config, &resolved.proxy) {
-                previous.chain.clone()
-            } else {
-                Chain::for_route(name.clone(), &resolved.proxy)
-            };
             // The same resource-server settings keep the keys and accepted tokens; the
             // credential file is read again either way.
             let auth = match &previous.auth {
                 Some(auth)
                     if previous.config.auth == resolved.proxy.auth
                         && resolved.proxy.auth.upstream_authorization_file.is_none()
-                        && previous.config.upstream_ca_file == resolved.proxy.upstream_ca_file =>
+                        && previous.config.public_url == resolved.proxy.public_url =>
                 {
                     Some(auth.clone())
                 }
                 _ => ResourceServer::for_route(&resolved.proxy),
             };
+            // The same interceptors (policy, limits, cache unchanged, the same resource
+            // server) keep their state and counters; any change builds the chain anew.
+            let same = |a: &ProxyConfig, b: &ProxyConfig| {
+                a.policy == b.policy && a.rate_limit == b.rate_limit && a.cache == b.cache
+            };
+            let same_auth = match (&previous.auth, &auth) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            let chain =
+                if previous.name == name && same(&previous.config, &resolved.proxy) && same_auth {
+                    previous.chain.clone()
+                } else {
+                    Chain::for_route(name.clone(), &resolved.proxy, auth.as_ref())
+                };
             routes.push(Arc::new(Route {
                 name,
                 aliases,
