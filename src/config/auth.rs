@@ -70,6 +70,22 @@ pub struct AuthConfig {
     /// The file `upstream_authorization = "file"` reads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_authorization_file: Option<PathBuf>,
+    /// Opaque tokens (not JWTs) are introspected (RFC 7662) as this confidential client
+    /// (`client_secret_basic`); empty: only JWTs are accepted. Default empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub client_id: String,
+    /// The file holding `client_id`'s secret (trimmed; e.g. a systemd credential). Required
+    /// with `client_id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    /// The introspection endpoint; default: the issuer's metadata's `introspection_endpoint`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub introspection_endpoint: String,
+    /// How long an introspected token is taken as active without asking again, in seconds
+    /// (never past its `exp`). Default 30.
+    #[serde(rename = "introspection_cache_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub introspection_cache: Duration,
     /// Whether tokens must say they are JWT access tokens (`typ: at+jwt`, RFC 9068 §4), so an
     /// ID token of the same issuer and audience is refused. Default true (set false for an
     /// authorization server that types its access tokens `JWT`).
@@ -106,6 +122,10 @@ impl Default for AuthConfig {
             tool_scopes: BTreeMap::new(),
             upstream_authorization: UpstreamAuthorization::Strip,
             upstream_authorization_file: None,
+            client_id: String::new(),
+            client_secret_file: None,
+            introspection_endpoint: String::new(),
+            introspection_cache: Duration::from_secs(30),
             require_access_token_type: true,
             ca_file: None,
             leeway: Duration::from_secs(60),
@@ -140,6 +160,16 @@ impl AuthConfig {
         check_secure_url("issuer", &self.issuer)?;
         if !self.jwks_uri.is_empty() {
             check_secure_url("jwks_uri", &self.jwks_uri)?;
+        }
+        if !self.introspection_endpoint.is_empty() {
+            check_secure_url("introspection_endpoint", &self.introspection_endpoint)?;
+        }
+        if !self.client_id.is_empty() {
+            let path = self
+                .client_secret_file
+                .as_ref()
+                .ok_or("client_secret_file: required with client_id")?;
+            read_secret(path)?;
         }
         if let Some(ca) = &self.ca_file {
             crate::tls::client_config(Some(ca)).map_err(|e| format!("ca_file: {e}"))?;
@@ -220,6 +250,20 @@ pub fn check_secure_url(key: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// The client secret in `path` (trimmed, one line). Errors name the file, never its contents.
+pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("client_secret_file {}: {e}", path.display()))?;
+    let secret = text.trim();
+    if secret.is_empty() || secret.len() > 4096 || secret.contains(['\n', '\r']) {
+        return Err(format!(
+            "client_secret_file {}: empty, longer than 4 KiB or more than one line",
+            path.display()
+        ));
+    }
+    Ok(secret.to_owned())
+}
+
 /// The `Authorization` value in `path` (trimmed; one line, visible ASCII and spaces). Errors
 /// name the file, never its contents.
 pub fn read_credential(path: &std::path::Path) -> Result<http::HeaderValue, String> {
@@ -285,6 +329,14 @@ mod tests {
         let mut c = rs("https://auth.example");
         c.required_scopes = vec!["has space".into()];
         assert!(c.check().unwrap_err().contains("scope token"));
+        let mut c = rs("https://auth.example");
+        c.client_id = "relay".into();
+        assert!(c.check().unwrap_err().contains("client_secret_file"));
+        c.client_secret_file = Some("/nowhere/secret".into());
+        assert!(c.check().unwrap_err().contains("/nowhere/secret"));
+        let mut c = rs("https://auth.example");
+        c.introspection_endpoint = "http://as.example/introspect".into();
+        assert!(c.check().unwrap_err().contains("introspection_endpoint"));
         let mut c = rs("https://auth.example");
         c.upstream_authorization = UpstreamAuthorization::File;
         assert!(

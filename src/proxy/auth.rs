@@ -142,6 +142,11 @@ pub struct ResourceServer {
     /// The audience tokens must carry and the challenges' `resource_metadata`, when the
     /// configuration fixes them (`audience`, `public_url`): computed once, not per request.
     fixed: Option<(String, String)>,
+    /// `Basic <client_id:secret>` for introspection (RFC 7662 §2.1, client_secret_basic).
+    introspection_auth: Option<HeaderValue>,
+    /// The introspection endpoint found in the issuer's metadata.
+    introspection_endpoint: ArcSwapOption<String>,
+    introspections: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for ResourceServer {
@@ -194,7 +199,37 @@ pub const KEYS_FETCH_DEADLINE: std::time::Duration = std::time::Duration::from_s
 struct AsMetadata {
     issuer: String,
     jwks_uri: Option<String>,
+    introspection_endpoint: Option<String>,
 }
+
+/// An introspection answer (RFC 7662 §2.2): what the relay reads of it.
+#[derive(Deserialize)]
+struct Introspection {
+    active: bool,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    iss: Option<String>,
+    #[serde(default)]
+    aud: Option<Audience>,
+    #[serde(default)]
+    exp: Option<u64>,
+    #[serde(default)]
+    scope: Option<Scopes>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Most introspection requests in flight at once per route (past it: `503`), so a flood of
+/// unknown tokens cannot make the relay flood the authorization server.
+pub const MAX_INTROSPECTIONS: usize = 16;
 
 /// What a fetch from the authorization server ends with, for the log.
 type FetchError = String;
@@ -236,7 +271,28 @@ impl ResourceServer {
             (Some(public), false) => Some((config.audience.clone(), public.metadata_url())),
             (None, _) => None,
         };
+        let introspection_auth = (!config.client_id.is_empty())
+            .then_some(config.client_secret_file.as_deref())
+            .flatten()
+            .and_then(|path| match crate::config::auth::read_secret(path) {
+                Ok(secret) => {
+                    use base64::Engine as _;
+                    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+                    let pair = format!("{}:{}", enc(&config.client_id), enc(&secret));
+                    let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
+                    let mut value = HeaderValue::from_str(&value).ok()?;
+                    value.set_sensitive(true);
+                    Some(value)
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "resource server: opaque tokens cannot be introspected");
+                    None
+                }
+            });
         Some(Arc::new(Self {
+            introspection_auth,
+            introspection_endpoint: ArcSwapOption::empty(),
+            introspections: tokio::sync::Semaphore::new(MAX_INTROSPECTIONS),
             config: config.clone(),
             fetch,
             connections: UpstreamConnections::new(8),
@@ -453,7 +509,13 @@ impl ResourceServer {
                 reason,
             )
         };
-        let head = jsonwebtoken::decode_header(token).map_err(|_| invalid("not a JWT"))?;
+        let head = match jsonwebtoken::decode_header(token) {
+            Ok(head) => head,
+            Err(_) if self.introspection_auth.is_some() => {
+                return self.introspect(token, audience).await;
+            }
+            Err(_) => return Err(invalid("not a JWT")),
+        };
         // RFC 9068 §4: an access token says so (`at+jwt`), so an ID token of the same issuer
         // and audience is not taken for one.
         let typ_ok = head.typ.as_deref().is_some_and(|t| {
@@ -585,6 +647,118 @@ impl ResourceServer {
         }
     }
 
+    /// An opaque token asked about at the introspection endpoint (RFC 7662): it must be
+    /// `active`, of the issuer (when `iss` is given), for `audience` (`aud`, required: RFC
+    /// 8707), not expired; its subject is `sub`, else its `client_id`. Taken as active for at
+    /// most `introspection_cache` (never past `exp`).
+    async fn introspect(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<Principal, (http::StatusCode, Option<&'static str>, &'static str)> {
+        let invalid = |reason| {
+            (
+                http::StatusCode::UNAUTHORIZED,
+                Some("invalid_token"),
+                reason,
+            )
+        };
+        let unavailable = |reason| (http::StatusCode::SERVICE_UNAVAILABLE, None, reason);
+        let Ok(_permit) = self.introspections.try_acquire() else {
+            return Err(unavailable("too many token introspections in progress"));
+        };
+        let endpoint = match self.introspection_url().await {
+            Ok(url) => url,
+            Err(err) => {
+                tracing::warn!(issuer = %self.config.issuer, error = %err, "resource server: no introspection endpoint");
+                return Err(unavailable("the token cannot be introspected"));
+            }
+        };
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("token", token)
+            .append_pair("token_type_hint", "access_token")
+            .finish();
+        let answer = tokio::time::timeout(
+            KEYS_FETCH_DEADLINE,
+            self.fetch(
+                &endpoint,
+                Some((Bytes::from(body), self.introspection_auth.clone())),
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {KEYS_FETCH_DEADLINE:?}")));
+        let answer: Introspection = match answer.and_then(|b| {
+            serde_json::from_slice(&b)
+                .map_err(|e| format!("{endpoint}: not an introspection answer: {e}"))
+        }) {
+            Ok(answer) => answer,
+            Err(err) => {
+                tracing::warn!(issuer = %self.config.issuer, error = %err, "resource server: introspection failed");
+                return Err(unavailable("the token cannot be introspected"));
+            }
+        };
+        if !answer.active {
+            return Err(invalid("the token is not active"));
+        }
+        if answer.iss.as_deref().is_some_and(|iss| {
+            iss.trim_end_matches('/') != self.config.issuer.trim_end_matches('/')
+        }) {
+            return Err(invalid("the token's issuer is not this resource's"));
+        }
+        let for_us = match &answer.aud {
+            Some(Audience::One(aud)) => aud == audience,
+            Some(Audience::Many(auds)) => auds.iter().any(|a| a == audience),
+            None => false,
+        };
+        if !for_us {
+            return Err(invalid("the token was not issued for this resource"));
+        }
+        let now = unix_now();
+        if answer
+            .exp
+            .is_some_and(|exp| exp.saturating_add(self.config.leeway.as_secs()) <= now)
+        {
+            return Err(invalid("the token expired"));
+        }
+        let subject = answer
+            .sub
+            .or(answer.client_id)
+            .filter(|s| !s.is_empty() && s.len() <= MAX_SUBJECT_BYTES)
+            .ok_or_else(|| invalid("the token lacks a subject"))?;
+        let granted = answer.scope.map(Scopes::into_vec).unwrap_or_default();
+        let asked = |s: &String| {
+            self.config.required_scopes.contains(s)
+                || self.config.tool_scopes.values().any(|v| v.contains(s))
+        };
+        let cached_until = now.saturating_add(self.config.introspection_cache.as_secs());
+        let issuer = self.config.issuer.clone();
+        Ok(Principal {
+            binding: format!("{issuer} {subject}"),
+            issuer,
+            subject,
+            scopes: granted.into_iter().filter(asked).collect(),
+            expires: answer.exp.map_or(cached_until, |exp| exp.min(cached_until)),
+        })
+    }
+
+    /// The introspection endpoint: configured, else from the issuer's metadata (found once).
+    async fn introspection_url(&self) -> Result<String, FetchError> {
+        if !self.config.introspection_endpoint.is_empty() {
+            return Ok(self.config.introspection_endpoint.clone());
+        }
+        if let Some(url) = self.introspection_endpoint.load_full() {
+            return Ok((*url).clone());
+        }
+        let meta = self.discover().await?;
+        let url = meta
+            .introspection_endpoint
+            .ok_or("the issuer's metadata names no introspection_endpoint")?;
+        crate::config::auth::check_secure_url("introspection_endpoint", &url)?;
+        self.introspection_endpoint
+            .store(Some(Arc::new(url.clone())));
+        Ok(url)
+    }
+
     async fn fetch_keys(&self) -> Result<Keys, FetchError> {
         let jwks_uri = if self.config.jwks_uri.is_empty() {
             self.discover_jwks_uri().await?
@@ -622,6 +796,16 @@ impl ResourceServer {
     /// issuer's path), else OpenID discovery (appended); the document's `issuer` must be the
     /// configured one (RFC 8414 §3.3).
     async fn discover_jwks_uri(&self) -> Result<String, FetchError> {
+        let meta = self.discover().await?;
+        let jwks_uri = meta
+            .jwks_uri
+            .ok_or("the issuer's metadata names no jwks_uri")?;
+        crate::config::auth::check_secure_url("jwks_uri", &jwks_uri)?;
+        Ok(jwks_uri)
+    }
+
+    /// The issuer's metadata (see [`ResourceServer::discover_jwks_uri`]).
+    async fn discover(&self) -> Result<AsMetadata, FetchError> {
         let issuer = self.config.issuer.trim_end_matches('/');
         let uri: Uri = issuer.parse().map_err(|e| format!("issuer: {e}"))?;
         let origin = format!(
@@ -648,10 +832,7 @@ impl ResourceServer {
                             meta.issuer
                         ));
                     }
-                    let jwks_uri = meta.jwks_uri.ok_or_else(|| format!("{url}: no jwks_uri"))?;
-                    crate::config::auth::check_secure_url("jwks_uri", &jwks_uri)
-                        .map_err(|e| format!("{url}: {e}"))?;
-                    return Ok(jwks_uri);
+                    return Ok(meta);
                 }
                 Err(err) => errors.push(err),
             }
@@ -662,6 +843,16 @@ impl ResourceServer {
     /// `GET url`, a `2xx` JSON body of at most [`MAX_DOCUMENT_BYTES`], within the route's
     /// response timeout.
     async fn fetch_json(&self, url: &str) -> Result<Bytes, FetchError> {
+        self.fetch(url, None).await
+    }
+
+    /// `GET url`, or with `post` a form `POST` with that body and `Authorization`: a `2xx`
+    /// JSON body of at most [`MAX_DOCUMENT_BYTES`], within the route's response timeout.
+    async fn fetch(
+        &self,
+        url: &str,
+        post: Option<(Bytes, Option<HeaderValue>)>,
+    ) -> Result<Bytes, FetchError> {
         let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(format!("{url}: not an http(s) URL"));
@@ -677,6 +868,18 @@ impl ResourceServer {
         request
             .headers_mut()
             .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        if let Some((body, authorization)) = post {
+            *request.method_mut() = http::Method::POST;
+            *request.body_mut() = Full::new(body);
+            let h = request.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            );
+            if let Some(value) = authorization {
+                h.insert(header::AUTHORIZATION, value);
+            }
+        }
         let response = client
             .send(request)
             .await

@@ -1,7 +1,7 @@
 // A real OAuth 2.1 / OpenID authorization server for the OAuth tests: npm `oidc-provider`
 // (certified OpenID provider), on plain http, bound to 127.0.0.1 only.
 //
-//   node tests/peers/oidc_provider.mjs [--port N] [--key-file PATH [--rotate]]
+//   node tests/peers/oidc_provider.mjs [--port N] [--key-file PATH [--rotate]] [--opaque]
 //       [--scopes "openid offline_access mcp:tools mcp:admin"] [--ttl-secs 300]
 //
 // stdout: exactly one line `LISTENING <port>` once listening; everything else goes to stderr.
@@ -21,6 +21,8 @@
 //   /interaction/<uid>, an HTML form; POST it (prompt=login, login=NAME, password=anything; NAME
 //   becomes `sub`), follow the redirects with the cookies, POST the consent form (prompt=consent),
 //   follow, until the redirect to the client's redirect_uri carries `code` (see ts_oauth_client.mjs).
+// - --opaque: access tokens are opaque (same audience and scopes), to be introspected at
+//   /token/introspection (RFC 7662) by a confidential client such as the static one below.
 // - client_credentials: the static confidential client `mcp-relay-cc` / `mcp-relay-cc-secret`
 //   (client_secret_basic or _post), e.g. POST /token grant_type=client_credentials
 //   &resource=http://127.0.0.1:P/mcp&scope=mcp:tools -> a JWT with sub = client_id = mcp-relay-cc.
@@ -41,6 +43,8 @@ const { values: opts } = parseArgs({
     rotate: { type: 'boolean', default: false },
     scopes: { type: 'string', default: 'openid offline_access mcp:tools mcp:admin' },
     'ttl-secs': { type: 'string', default: '300' },
+    // Opaque access tokens (resource servers must introspect them, RFC 7662) instead of JWTs.
+    opaque: { type: 'boolean', default: false },
   },
 });
 const log = (...args) => console.error('oidc_provider:', ...args);
@@ -107,8 +111,9 @@ function configuration() {
             audience: resource,
             scope: resourceScopes,
             accessTokenTTL: ttl,
-            accessTokenFormat: 'jwt',
-            jwt: { sign: { alg: 'RS256' } },
+            ...(opts.opaque
+              ? { accessTokenFormat: 'opaque' }
+              : { accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } }),
           };
         },
       },
