@@ -70,7 +70,8 @@ pub enum TlsError {
 }
 
 /// TLS of one listener (`[tls]` or `[admin_tls]`): all paths, PEM.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde_with::serde_as]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// The certificate chain, leaf first. Empty (with `key_file`): plain TCP. Default empty.
@@ -81,6 +82,31 @@ pub struct TlsConfig {
     /// of these CAs (mTLS); the handshake fails otherwise. Default empty: none asked.
     #[serde(skip_serializing_if = "path_is_empty")]
     pub client_ca_file: PathBuf,
+    /// Control plane only: TLS handshakes in progress at once; more connections are closed at
+    /// once (counted in `mcp_relay_admin_tls_refused_total`). Default 256. (The data plane's
+    /// are bounded by `proxy.max_connections`.)
+    pub max_handshakes: usize,
+    /// Control plane only: handshakes in progress from one client address (one address
+    /// holding sockets open cannot lock operators out). Default 8.
+    pub max_handshakes_per_address: usize,
+    /// Control plane only: seconds a client has for its handshake. Default 5. (The data
+    /// plane's: `proxy.header_read_timeout_secs` from accept.)
+    #[serde(rename = "handshake_timeout_secs")]
+    #[serde_as(as = "serde_with::DurationSeconds<u64>")]
+    pub handshake_timeout: std::time::Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            client_ca_file: PathBuf::new(),
+            max_handshakes: 256,
+            max_handshakes_per_address: 8,
+            handshake_timeout: std::time::Duration::from_secs(5),
+        }
+    }
 }
 
 fn path_is_empty(path: &Path) -> bool {
@@ -201,6 +227,11 @@ impl ServerTls {
     /// Whether clients must present a certificate (`client_ca_file`).
     pub fn requires_client_certificates(&self) -> bool {
         self.config.requires_client_certificates()
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &TlsConfig {
+        &self.config
     }
 
     /// An acceptor with the current configuration.
@@ -361,7 +392,7 @@ mod tests {
         TlsConfig {
             cert_file: write(dir, &format!("{name}.crt"), &cert.pem()),
             key_file: write(dir, &format!("{name}.key"), &key.serialize_pem()),
-            client_ca_file: PathBuf::new(),
+            ..TlsConfig::default()
         }
     }
 

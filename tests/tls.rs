@@ -361,6 +361,11 @@ async fn sdk_clients_grpcurl_and_h2_over_tls_and_certificates_reloaded_on_sighup
     let (ok, _, err) = grpcurl_raw(&[&target], &["-plaintext", "list"]).await;
     assert!(!ok, "plaintext gRPC on the TLS control plane must fail");
     assert!(!err.is_empty());
+    let text = scrape(metrics).await;
+    assert!(
+        counter(&text, "mcp_relay_admin_tls_refused_total") >= 3.0,
+        "the refused control-plane handshakes are counted: {text}"
+    );
 
     // Reload: an HTTP/1.1 keep-alive connection open across it.
     let (tls, alpn, before) = connect(data, &ca.pem, &[b"http/1.1"]).await;

@@ -86,6 +86,12 @@ pub struct AuthConfig {
     #[serde(rename = "introspection_cache_secs")]
     #[serde_as(as = "DurationSeconds<u64>")]
     pub introspection_cache: Duration,
+    /// Accepted tokens remembered per route (by SHA-256; least recently used dropped first),
+    /// so a client's next requests skip the signature check or introspection. Default 10000.
+    pub max_cached_tokens: usize,
+    /// Introspection requests in flight at once per route; past it a request with a token to
+    /// introspect gets `503` (counted in `mcp_relay_auth_keys_unavailable_total`). Default 16.
+    pub max_introspections: usize,
     /// Whether tokens must say they are JWT access tokens (`typ: at+jwt`, RFC 9068 §4), so an
     /// ID token of the same issuer and audience is refused. Default true (set false for an
     /// authorization server that types its access tokens `JWT`).
@@ -126,6 +132,8 @@ impl Default for AuthConfig {
             client_secret_file: None,
             introspection_endpoint: String::new(),
             introspection_cache: Duration::from_secs(30),
+            max_cached_tokens: crate::proxy::auth::MAX_CACHED_TOKENS,
+            max_introspections: crate::proxy::auth::MAX_INTROSPECTIONS,
             require_access_token_type: true,
             ca_file: None,
             leeway: Duration::from_secs(60),
@@ -173,6 +181,12 @@ impl AuthConfig {
         }
         if let Some(ca) = &self.ca_file {
             crate::tls::client_config(Some(ca)).map_err(|e| format!("ca_file: {e}"))?;
+        }
+        if !(1..=1_000_000).contains(&self.max_cached_tokens) {
+            return Err("max_cached_tokens: 1 to 1000000".into());
+        }
+        if !(1..=1024).contains(&self.max_introspections) {
+            return Err("max_introspections: 1 to 1024".into());
         }
         if self.leeway > Duration::from_secs(300) {
             return Err("leeway_secs: at most 300".into());

@@ -761,6 +761,14 @@ mod tests {
                 Some("/nowhere.crt"),
             ),
             (
+                format!("[tls]\ncert_file = \"{crt}\"\nkey_file = \"{pem}\"\nmax_handshakes = 3\n"),
+                Some("control plane's"),
+            ),
+            (
+                format!("[admin_tls]\ncert_file = \"{crt}\"\nkey_file = \"{pem}\"\nhandshake_timeout_secs = 0\n"),
+                Some("at least 1"),
+            ),
+            (
                 "[proxy]\nupstream_ca_file = \"/nowhere.pem\"\n".to_owned(),
                 Some("`proxy.upstream_ca_file`"),
             ),

@@ -150,6 +150,8 @@ pub async fn serve_with(
         }
     };
 
+    // Where refused TLS handshakes are counted (the data plane's counters, as /metrics shows).
+    let refused = observed.proxy.clone();
     let auth = InterceptorLayer::new(auth::Authenticate::new(options.bearer_token.clone()));
     let router = tonic::transport::Server::builder()
         .layer(auth)
@@ -178,7 +180,7 @@ pub async fn serve_with(
         ControlListener::Tcp(tcp) => match options.tls {
             Some(tls) => {
                 let (accepted, incoming) = tokio::sync::mpsc::channel(TLS_ACCEPT_QUEUE);
-                let handshakes = tokio::spawn(tls_accept(tcp, tls, accepted));
+                let handshakes = tokio::spawn(tls_accept(tcp, tls, accepted, refused));
                 let served = router
                     .serve_with_incoming_shutdown(
                         tokio_stream::wrappers::ReceiverStream::new(incoming),
@@ -216,27 +218,22 @@ const SERVICES: [&str; 3] = [
 
 /// Control-plane connections whose TLS handshake is done, waiting for the gRPC server.
 const TLS_ACCEPT_QUEUE: usize = 64;
-/// Most TLS handshakes in progress on the control plane at once; connections past it are
-/// closed at once (an operator's tools open a handful).
-const MAX_TLS_HANDSHAKES: usize = 256;
-/// Most TLS handshakes in progress from one client address: one address holding sockets open
-/// cannot take every place (the lockout of operators it would otherwise be).
-const MAX_TLS_HANDSHAKES_PER_ADDRESS: usize = 8;
-/// How long a control-plane client has for its TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Accepts control-plane connections on `tcp` and hands each to the gRPC server once its TLS
 /// handshake with `tls`'s current certificate is done, each handshake in its own task (a slow
-/// client holds up no one), at most [`MAX_TLS_HANDSHAKES`] at once and
-/// [`MAX_TLS_HANDSHAKES_PER_ADDRESS`] from one address, each within [`TLS_HANDSHAKE_TIMEOUT`].
+/// client holds up no one), at most `admin_tls.max_handshakes` at once and
+/// `max_handshakes_per_address` from one address, each within `handshake_timeout_secs`.
 /// A failed handshake (no or an untrusted client certificate with mTLS, a client that does not
 /// speak TLS) is logged at debug with the peer and closed.
 async fn tls_accept(
     tcp: tokio::net::TcpListener,
     tls: Arc<ServerTls>,
     accepted: tokio::sync::mpsc::Sender<std::io::Result<Transport>>,
+    refused: Arc<crate::proxy::stats::ProxyStats>,
 ) {
-    let in_progress = Arc::new(tokio::sync::Semaphore::new(MAX_TLS_HANDSHAKES));
+    use crate::proxy::stats::ProxyStats;
+    let limits = tls.config().clone();
+    let in_progress = Arc::new(tokio::sync::Semaphore::new(limits.max_handshakes.max(1)));
     let per_address: Arc<parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
         Arc::default();
     loop {
@@ -253,7 +250,8 @@ async fn tls_accept(
         {
             let mut counts = per_address.lock();
             let count = counts.entry(ip).or_insert(0);
-            if *count >= MAX_TLS_HANDSHAKES_PER_ADDRESS {
+            if *count >= limits.max_handshakes_per_address {
+                ProxyStats::incr(&refused.admin_tls_refused);
                 tracing::debug!(%peer, "control plane: too many TLS handshakes from this address; closing");
                 continue;
             }
@@ -261,15 +259,18 @@ async fn tls_accept(
         }
         let done = AddressDone(per_address.clone(), ip);
         let Ok(permit) = in_progress.clone().try_acquire_owned() else {
+            ProxyStats::incr(&refused.admin_tls_refused);
             tracing::debug!(%peer, "control plane: too many TLS handshakes in progress; closing");
             continue;
         };
         let acceptor = tls.acceptor();
         let accepted = accepted.clone();
+        let refused = refused.clone();
+        let timeout = limits.handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
             let _done = done;
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     // The server is gone (shutdown): the connection closes.
                     let _ = accepted
@@ -278,9 +279,11 @@ async fn tls_accept(
                 }
                 // Scanners and clients without a certificate make these routinely: debug only.
                 Ok(Err(err)) => {
+                    ProxyStats::incr(&refused.admin_tls_refused);
                     tracing::debug!(%peer, error = %err, "control plane: TLS handshake refused");
                 }
                 Err(_) => {
+                    ProxyStats::incr(&refused.admin_tls_refused);
                     tracing::debug!(%peer, "control plane: TLS handshake timed out");
                 }
             }

@@ -15,7 +15,7 @@
 //! - **Keys** are fetched on first use, used for `jwks_max_age`, fetched again on a `kid` they
 //!   do not have (a rotation at the authorization server) at most every `jwks_min_refresh`,
 //!   one fetch at a time; a failed fetch keeps the keys there were.
-//! - **Accepted tokens** are remembered (per audience, at most [`MAX_CACHED_TOKENS`], until
+//! - **Accepted tokens** are remembered (per audience, at most `max_cached_tokens`, until
 //!   they expire), so a request with a token seen before costs a map lookup, not a signature
 //!   check.
 //! - **Refusals** (RFC 6750 §3, RFC 9728 §5.1): no token → `401` with `WWW-Authenticate:
@@ -45,7 +45,8 @@ use super::{
 };
 use crate::config::{AuthConfig, ProxyConfig};
 
-/// Accepted tokens remembered per route (least recently used dropped first).
+/// Default of `auth.max_cached_tokens`: accepted tokens remembered per route (least
+/// recently used dropped first).
 pub const MAX_CACHED_TOKENS: usize = 10_000;
 /// Largest metadata or JWKS document read from the authorization server, in bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
@@ -227,8 +228,9 @@ enum Audience {
     Many(Vec<String>),
 }
 
-/// Most introspection requests in flight at once per route (past it: `503`), so a flood of
-/// unknown tokens cannot make the relay flood the authorization server.
+/// Default of `auth.max_introspections`: introspection requests in flight at once per route
+/// (past it: `503`, counted in `mcp_relay_auth_keys_unavailable_total`), so a flood of unknown
+/// tokens cannot make the relay flood the authorization server.
 pub const MAX_INTROSPECTIONS: usize = 16;
 
 /// What a fetch from the authorization server ends with, for the log.
@@ -292,7 +294,7 @@ impl ResourceServer {
         Some(Arc::new(Self {
             introspection_auth,
             introspection_endpoint: ArcSwapOption::empty(),
-            introspections: tokio::sync::Semaphore::new(MAX_INTROSPECTIONS),
+            introspections: tokio::sync::Semaphore::new(config.max_introspections.max(1)),
             config: config.clone(),
             fetch,
             connections: UpstreamConnections::new(8),
@@ -300,7 +302,7 @@ impl ResourceServer {
             keys: ArcSwapOption::empty(),
             refresh: tokio::sync::Mutex::new(None),
             accepted: Mutex::new(lru::LruCache::new(
-                NonZeroUsize::new(MAX_CACHED_TOKENS).unwrap_or(NonZeroUsize::MIN),
+                NonZeroUsize::new(config.max_cached_tokens).unwrap_or(NonZeroUsize::MIN),
             )),
             credential,
             fixed,
@@ -480,6 +482,18 @@ impl ResourceServer {
         Ok(principal)
     }
 
+    /// Of the scopes a token was granted, those this route asks about (bounded by the
+    /// configuration, whatever the token carries).
+    fn kept_scopes(&self, granted: Vec<String>) -> Vec<String> {
+        granted
+            .into_iter()
+            .filter(|s| {
+                self.config.required_scopes.contains(s)
+                    || self.config.tool_scopes.values().any(|v| v.contains(s))
+            })
+            .collect()
+    }
+
     /// The scopes to ask for (required plus `extra`), space-separated; `None` when none.
     fn scope_hint(&self, extra: &[String]) -> Option<String> {
         let mut all: Vec<&str> = self
@@ -497,18 +511,7 @@ impl ResourceServer {
     }
 
     /// Checks `token`'s signature and claims for `audience`.
-    async fn verify(
-        &self,
-        token: &str,
-        audience: &str,
-    ) -> Result<Principal, (http::StatusCode, Option<&'static str>, &'static str)> {
-        let invalid = |reason| {
-            (
-                http::StatusCode::UNAUTHORIZED,
-                Some("invalid_token"),
-                reason,
-            )
-        };
+    async fn verify(&self, token: &str, audience: &str) -> Result<Principal, Refused> {
         let head = match jsonwebtoken::decode_header(token) {
             Ok(head) => head,
             Err(_) if self.introspection_auth.is_some() => {
@@ -567,11 +570,8 @@ impl ResourceServer {
             .or(claims.scp)
             .map(Scopes::into_vec)
             .unwrap_or_default();
-        let asked = |s: &String| {
-            self.config.required_scopes.contains(s)
-                || self.config.tool_scopes.values().any(|v| v.contains(s))
-        };
-        let scopes = granted.into_iter().filter(asked).collect();
+
+        let scopes = self.kept_scopes(granted);
         Ok(Principal {
             binding: format!("{} {}", claims.iss, claims.sub),
             issuer: claims.iss,
@@ -651,18 +651,7 @@ impl ResourceServer {
     /// `active`, of the issuer (when `iss` is given), for `audience` (`aud`, required: RFC
     /// 8707), not expired; its subject is `sub`, else its `client_id`. Taken as active for at
     /// most `introspection_cache` (never past `exp`).
-    async fn introspect(
-        &self,
-        token: &str,
-        audience: &str,
-    ) -> Result<Principal, (http::StatusCode, Option<&'static str>, &'static str)> {
-        let invalid = |reason| {
-            (
-                http::StatusCode::UNAUTHORIZED,
-                Some("invalid_token"),
-                reason,
-            )
-        };
+    async fn introspect(&self, token: &str, audience: &str) -> Result<Principal, Refused> {
         let unavailable = |reason| (http::StatusCode::SERVICE_UNAVAILABLE, None, reason);
         let Ok(_permit) = self.introspections.try_acquire() else {
             return Err(unavailable("too many token introspections in progress"));
@@ -726,17 +715,14 @@ impl ResourceServer {
             .filter(|s| !s.is_empty() && s.len() <= MAX_SUBJECT_BYTES)
             .ok_or_else(|| invalid("the token lacks a subject"))?;
         let granted = answer.scope.map(Scopes::into_vec).unwrap_or_default();
-        let asked = |s: &String| {
-            self.config.required_scopes.contains(s)
-                || self.config.tool_scopes.values().any(|v| v.contains(s))
-        };
+
         let cached_until = now.saturating_add(self.config.introspection_cache.as_secs());
         let issuer = self.config.issuer.clone();
         Ok(Principal {
             binding: format!("{issuer} {subject}"),
             issuer,
             subject,
-            scopes: granted.into_iter().filter(asked).collect(),
+            scopes: self.kept_scopes(granted),
             expires: answer.exp.map_or(cached_until, |exp| exp.min(cached_until)),
         })
     }
@@ -914,6 +900,18 @@ fn bearer(value: &HeaderValue) -> Option<&str> {
     let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A refusal before it gets its challenge: status, RFC 6750 error code, reason.
+type Refused = (http::StatusCode, Option<&'static str>, &'static str);
+
+/// `401 invalid_token` for `reason`.
+fn invalid(reason: &'static str) -> Refused {
+    (
+        http::StatusCode::UNAUTHORIZED,
+        Some("invalid_token"),
+        reason,
+    )
 }
 
 fn unix_now() -> u64 {

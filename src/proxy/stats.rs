@@ -98,6 +98,13 @@ counters! {
             "Client connections closed because their TLS handshake failed or did not finish \
              within proxy.header_read_timeout_secs.",
         ),
+        /// Control-plane connections closed before serving: their TLS handshake failed or
+        /// timed out, or too many were in progress (`[admin_tls]`).
+        admin_tls_refused: Counter(
+            "mcp_relay_admin_tls_refused_total",
+            "Control-plane connections closed because their TLS handshake failed or timed out, or \
+             too many handshakes were in progress.",
+        ),
         /// Requests whose bearer token a resource-server route accepted.
         auth_accepted: Counter(
             "mcp_relay_auth_accepted_total",

@@ -540,7 +540,7 @@ pub(crate) mod tests {
         let manager = Arc::new(SessionManager::new(SessionConfig::default(), handle));
         let p = ProxyStats::default();
         let s = manager.stats();
-        let proxy: [&AtomicU64; 29] = [
+        let proxy: [&AtomicU64; 30] = [
             &p.events_forwarded,
             &p.duplicates_dropped,
             &s.events_replayed,
@@ -570,6 +570,7 @@ pub(crate) mod tests {
             &p.auth_invalid,
             &p.auth_insufficient_scope,
             &p.auth_unavailable,
+            &p.admin_tls_refused,
         ];
         for (i, counter) in (1001..).zip(proxy) {
             counter.store(i, Ordering::Relaxed);

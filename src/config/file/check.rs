@@ -94,6 +94,25 @@ fn check_tls(config: &Config) -> Result<(), ConfigError> {
         }
         server_config(tls, alpn).map_err(|e| invalid(key, e.to_string()))?;
     }
+    let defaults = TlsConfig::default();
+    if config.tls.max_handshakes != defaults.max_handshakes
+        || config.tls.max_handshakes_per_address != defaults.max_handshakes_per_address
+        || config.tls.handshake_timeout != defaults.handshake_timeout
+    {
+        return Err(invalid(
+            "tls",
+            "max_handshakes, max_handshakes_per_address and handshake_timeout_secs are the \
+             control plane's ([admin_tls]); the data plane's are proxy.max_connections and \
+             proxy.header_read_timeout_secs",
+        ));
+    }
+    let a = &config.admin_tls;
+    if a.max_handshakes == 0 || a.max_handshakes_per_address == 0 || a.handshake_timeout.is_zero() {
+        return Err(invalid(
+            "admin_tls",
+            "max_handshakes, max_handshakes_per_address and handshake_timeout_secs must be at least 1",
+        ));
+    }
     if config.tls.requires_client_certificates() {
         return Err(invalid(
             "tls",

@@ -52,6 +52,27 @@ pub struct Message {
 }
 
 impl Message {
+    /// Keeps the entries of the answer's `result.<array>` that `keep` accepts: [`Verdict::Pass`]
+    /// when it has no such array or keeps them all (nothing re-serialized), else
+    /// [`Verdict::Changed`]. The list filters of the policy and of tool scopes.
+    pub fn retain_listed(&mut self, array: &str, keep: impl Fn(&Value) -> bool) -> Verdict {
+        let Some(entries) = self
+            .json()
+            .and_then(|v| v.get("result")?.get(array)?.as_array())
+        else {
+            return Verdict::Pass;
+        };
+        if entries.iter().all(&keep) {
+            return Verdict::Pass;
+        }
+        if let Some(entries) = self
+            .json_mut()
+            .and_then(|v| v.get_mut("result")?.get_mut(array)?.as_array_mut())
+        {
+            entries.retain(keep);
+        }
+        Verdict::Changed
+    }
     /// A message of `raw` bytes (one JSON value).
     pub fn new(raw: Bytes) -> Self {
         Self {

@@ -227,24 +227,7 @@ impl Interceptor for Policy {
                 .and_then(serde_json::Value::as_str)
                 .is_some_and(|name| rule.allows(name))
         };
-        let Some(entries) = message
-            .message
-            .json()
-            .and_then(|v| v.get("result")?.get(array)?.as_array())
-        else {
-            return Verdict::Pass;
-        };
-        if entries.iter().all(allowed) {
-            return Verdict::Pass;
-        }
-        if let Some(entries) = message
-            .message
-            .json_mut()
-            .and_then(|v| v.get_mut("result")?.get_mut(array)?.as_array_mut())
-        {
-            entries.retain(allowed);
-        }
-        Verdict::Changed
+        message.message.retain_listed(array, allowed)
     }
 }
 

@@ -68,23 +68,6 @@ impl Interceptor for ToolScopes {
                     .is_some_and(|p| needed.iter().all(|s| p.scopes.contains(s))),
             }
         };
-        let Some(tools) = message
-            .message
-            .json()
-            .and_then(|v| v.get("result")?.get("tools")?.as_array())
-        else {
-            return Verdict::Pass;
-        };
-        if tools.iter().all(callable) {
-            return Verdict::Pass;
-        }
-        if let Some(tools) = message
-            .message
-            .json_mut()
-            .and_then(|v| v.get_mut("result")?.get_mut("tools")?.as_array_mut())
-        {
-            tools.retain(callable);
-        }
-        Verdict::Changed
+        message.message.retain_listed("tools", callable)
     }
 }
